@@ -1,0 +1,280 @@
+//! Directory layout, permissions, segment naming and listing, the log id, and clocks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Sub-directory holding the segment files.
+pub const SEGMENTS_DIR: &str = "segments";
+/// File holding the private log id (hex), mode 0600.
+pub const LOG_ID_FILE: &str = "log-id";
+/// Extension of a live segment.
+pub const SEG_EXT: &str = "seg";
+/// Extension of a segment prepared ahead of need (allocated, header written, not yet live).
+pub const PREP_EXT: &str = "prep";
+/// Serialises rotation and retention across processes (fs2 lock).
+pub(crate) const ROTATE_LOCK: &str = "rotate.lock";
+/// Held exclusively while a process opens the log.
+pub(crate) const OPEN_LOCK: &str = "open.lock";
+/// Held shared by every open writer; exclusive success means no other writer is alive.
+pub(crate) const WRITERS_LOCK: &str = "writers.lock";
+
+/// File name of segment `n`: 20 digits so names sort in numeric order for any u64.
+pub fn segment_file_name(n: u64, ext: &str) -> String {
+    format!("{n:020}.{ext}")
+}
+
+/// Parses a segment file name back to its number and extension.
+pub fn parse_segment_file_name(name: &str) -> Option<(u64, &str)> {
+    let (num, ext) = name.split_once('.')?;
+    if num.len() != 20 || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((num.parse().ok()?, ext))
+}
+
+/// Creates `dir` if needed and forces mode 0700 whatever the umask.
+pub(crate) fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
+    match fs::create_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) => return Err(Error::io("create directory", dir, e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("set permissions on", dir, e))
+}
+
+/// Opens (creating 0600) a lock file.
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io("open lock file", path, e))
+}
+
+/// One entry of a segment directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// Segment number.
+    pub number: u64,
+    /// Full path.
+    pub path: PathBuf,
+    /// Bytes allocated on disk (st_blocks * 512).
+    pub disk_bytes: u64,
+    /// Whether this is a prepared (not yet live) segment.
+    pub prepared: bool,
+}
+
+/// Lists live and prepared segments, sorted by number (live before prepared for equal numbers).
+pub fn list_segments(seg_dir: &Path) -> Result<Vec<SegmentFile>> {
+    use std::os::unix::fs::MetadataExt;
+    let rd = fs::read_dir(seg_dir).map_err(|e| Error::io("list", seg_dir, e))?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| Error::io("list", seg_dir, e))?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some((number, ext)) = parse_segment_file_name(name) else { continue };
+        let prepared = match ext {
+            SEG_EXT => false,
+            PREP_EXT => true,
+            _ => continue,
+        };
+        // A file deleted by retention between readdir and stat is simply gone.
+        let Ok(meta) = ent.metadata() else { continue };
+        out.push(SegmentFile { number, path: ent.path(), disk_bytes: meta.blocks() * 512, prepared });
+    }
+    out.sort_by_key(|s| (s.number, s.prepared));
+    Ok(out)
+}
+
+/// Live segment numbers only, ascending.
+pub fn live_segments(seg_dir: &Path) -> Result<Vec<u64>> {
+    Ok(list_segments(seg_dir)?.into_iter().filter(|s| !s.prepared).map(|s| s.number).collect())
+}
+
+/// fsync of a directory, so creates and renames in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Reads `n` bytes from the kernel's CSPRNG.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("read", "/dev/urandom", e))?;
+    Ok(b)
+}
+
+/// The log's identity: a private id (used only in upload URLs) and its public sha256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogId {
+    private: [u8; 32],
+}
+
+impl std::fmt::Debug for LogId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogId(public {})", hex::encode(self.public()))
+    }
+}
+
+impl LogId {
+    /// Builds an id from private bytes.
+    pub fn from_private(private: [u8; 32]) -> Self {
+        LogId { private }
+    }
+    /// The private id. Keep it secret: it authorises writes to this log's upload stream.
+    pub fn private(&self) -> [u8; 32] {
+        self.private
+    }
+    /// sha256 of the private id: the only id the server stores or shows.
+    pub fn public(&self) -> [u8; 32] {
+        Sha256::digest(self.private).into()
+    }
+
+    /// Loads `<dir>/log-id`, creating it (0600, atomically) when missing.
+    pub fn load_or_create(dir: &Path) -> Result<Self> {
+        let path = dir.join(LOG_ID_FILE);
+        if let Some(id) = Self::load(dir)? {
+            return Ok(id);
+        }
+        let private: [u8; 32] = random_bytes()?;
+        let tmp = dir.join(format!(".log-id.{}.tmp", std::process::id()));
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::io("create", &tmp, e))?;
+            std::io::Write::write_all(&mut f, format!("{}\n", hex::encode(private)).as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| Error::io("write", &tmp, e))?;
+        }
+        // hard_link fails if the file exists: the first process to create it wins.
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_dir(dir)?;
+                Ok(LogId { private })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Self::load(dir)?.ok_or_else(|| Error::NotALog { path: dir.to_path_buf() })
+            }
+            Err(e) => Err(Error::io("create", &path, e)),
+        }
+    }
+
+    /// Loads `<dir>/log-id` if present.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(LOG_ID_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        let mut private = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut private).map_err(|_| Error::CorruptHeader {
+            path: path.clone(),
+            reason: "log-id must hold 64 hex characters".into(),
+        })?;
+        Ok(Some(LogId { private }))
+    }
+}
+
+/// Time sources, injectable so tests can jump the clock.
+pub trait Clock: Send + Sync {
+    /// Wall-clock time, nanoseconds since the Unix epoch (may jump).
+    fn wall_ns(&self) -> i64;
+    /// Time since boot including suspend (CLOCK_BOOTTIME), nanoseconds; never jumps.
+    fn boot_ns(&self) -> u64;
+    /// The kernel's boot id (16 bytes), so boot-relative times are compared only within a boot.
+    fn boot_id(&self) -> [u8; 16];
+}
+
+/// The real clocks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn wall_ns(&self) -> i64 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i64,
+            Err(e) => -(e.duration().as_nanos() as i64),
+        }
+    }
+    fn boot_ns(&self) -> u64 {
+        boot_time_ns()
+    }
+    fn boot_id(&self) -> [u8; 16] {
+        static BOOT_ID: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
+        *BOOT_ID.get_or_init(|| {
+            let mut id = [0u8; 16];
+            if let Ok(s) = fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+                let hexs: String = s.trim().chars().filter(|c| *c != '-').collect();
+                let _ = hex::decode_to_slice(hexs, &mut id);
+            }
+            id
+        })
+    }
+}
+
+/// CLOCK_BOOTTIME in nanoseconds.
+pub fn boot_time_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call;
+    // clock_gettime only writes to it.
+    #[expect(unsafe_code, reason = "libc clock_gettime(CLOCK_BOOTTIME)")]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_sort_numerically_and_parse_back() {
+        let a = segment_file_name(9, SEG_EXT);
+        let b = segment_file_name(10, SEG_EXT);
+        assert!(a < b);
+        assert_eq!(parse_segment_file_name(&b), Some((10, "seg")));
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX, "prep")), Some((u64::MAX, "prep")));
+        assert_eq!(parse_segment_file_name("12.seg"), None);
+        assert_eq!(parse_segment_file_name("abcdefghijabcdefghij.seg"), None);
+    }
+
+    #[test]
+    fn log_id_is_created_once_and_private() {
+        let d = tempfile::tempdir().unwrap();
+        let a = LogId::load_or_create(d.path()).unwrap();
+        let b = LogId::load_or_create(d.path()).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.public(), a.private());
+        let mode = fs::metadata(d.path().join(LOG_ID_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn boot_clock_moves_forward() {
+        let a = boot_time_ns();
+        let b = boot_time_ns();
+        assert!(a > 0 && b >= a);
+    }
+}

@@ -1,0 +1,214 @@
+//! Retention: trims the oldest whole segments by total size and by age, and [`stats`].
+//!
+//! Rules: never the newest live segment (appends go there); only whole segments, oldest
+//! first; usage is recomputed from the directory each time (prepared segments count, since
+//! they occupy disk). Age of a segment is the age of its *successor's* creation, because a
+//! segment's last record was written before the next segment was created. Within one boot the
+//! age uses CLOCK_BOOTTIME, so wall-clock jumps cannot age anything; across boots the wall
+//! clock is used, and a segment stamped in the future has age zero (kept).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{FrameKind, SegmentHeader, HEADER_LEN};
+use crate::fs::{self as lfs, Clock, SegmentFile};
+use crate::scan::{HolePolicy, SegmentScanner, Step};
+use crate::Position;
+
+/// Limits on what the log keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Keep total disk use (all segments, the active one included) at or under this.
+    pub max_bytes: Option<u64>,
+    /// Drop segments whose newest record is older than this.
+    pub max_age: Option<Duration>,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Segment numbers removed, ascending.
+    pub removed: Vec<u64>,
+    /// Number of segments removed.
+    pub segments_removed: u64,
+    /// Records (not preambles) in the removed segments.
+    pub records_removed: u64,
+    /// Disk bytes freed.
+    pub bytes_removed: u64,
+    /// Records removed at or after the given cursor: data lost before it was consumed.
+    pub unconsumed_records: u64,
+    /// Disk bytes in use after the pass.
+    pub bytes_after: u64,
+}
+
+fn read_header(path: &Path) -> Option<SegmentHeader> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut b = [0u8; HEADER_LEN as usize];
+    let n = crate::scan::read_full(&f, &mut b, 0).ok()?;
+    SegmentHeader::decode(b.get(..n)?).ok()
+}
+
+fn age_of(next: &SegmentHeader, clock: &dyn Clock) -> Duration {
+    let ns = if next.boot_id == clock.boot_id() && next.boot_id != [0; 16] {
+        clock.boot_ns().saturating_sub(next.created_boot_ns)
+    } else {
+        u64::try_from(clock.wall_ns().saturating_sub(next.created_wall_ns)).unwrap_or(0)
+    };
+    Duration::from_nanos(ns)
+}
+
+/// Counts records of a sealed segment (all, and those at or after `cursor`).
+fn count_records(seg: &SegmentFile, cursor: Option<Position>) -> (u64, u64) {
+    let holes = HolePolicy { quiescent: true, timeout: Duration::ZERO };
+    let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
+        return (0, 0);
+    };
+    let (mut all, mut unconsumed) = (0, 0);
+    while let Ok(step) = sc.next_step() {
+        match step {
+            Step::Frame { offset, kind: FrameKind::Record, .. } => {
+                all += 1;
+                if cursor.is_some_and(|c| Position { segment: seg.number, offset } >= c) {
+                    unconsumed += 1;
+                }
+            }
+            Step::Frame { .. } | Step::Damage(_) => {}
+            Step::Pending | Step::End => break,
+        }
+    }
+    (all, unconsumed)
+}
+
+/// Applies `policy`. Takes the rotate lock, so it is safe to run while writers append.
+pub fn enforce(
+    dir: &Path,
+    policy: &RetentionPolicy,
+    cursor: Option<Position>,
+    clock: &dyn Clock,
+) -> Result<RetentionReport> {
+    use fs2::FileExt;
+    let path = dir.join(lfs::ROTATE_LOCK);
+    let lock = lfs::open_lock_file(&path)?;
+    lock.lock_exclusive().map_err(|e| Error::io("lock", &path, e))?;
+    let r = enforce_locked(&dir.join(lfs::SEGMENTS_DIR), policy, cursor, clock);
+    let _ = FileExt::unlock(&lock);
+    r
+}
+
+pub(crate) fn enforce_locked(
+    seg_dir: &Path,
+    policy: &RetentionPolicy,
+    cursor: Option<Position>,
+    clock: &dyn Clock,
+) -> Result<RetentionReport> {
+    let files = lfs::list_segments(seg_dir)?;
+    let mut total: u64 = files.iter().map(|f| f.disk_bytes).sum();
+    let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();
+    let mut report = RetentionReport::default();
+    // Candidates: every live segment but the newest, oldest first.
+    for (i, seg) in live.iter().enumerate().take(live.len().saturating_sub(1)) {
+        let over_size = policy.max_bytes.is_some_and(|max| total > max);
+        let too_old = policy.max_age.is_some_and(|max| {
+            live.get(i + 1)
+                .and_then(|next| read_header(&next.path))
+                .is_some_and(|h| age_of(&h, clock) > max)
+        });
+        if !over_size && !too_old {
+            break;
+        }
+        let (records, unconsumed) = count_records(seg, cursor);
+        match std::fs::remove_file(&seg.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("remove segment", &seg.path, e)),
+        }
+        total = total.saturating_sub(seg.disk_bytes);
+        report.removed.push(seg.number);
+        report.segments_removed += 1;
+        report.records_removed += records;
+        report.unconsumed_records += unconsumed;
+        report.bytes_removed += seg.disk_bytes;
+    }
+    report.bytes_after = total;
+    Ok(report)
+}
+
+/// A summary of a log directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Live segments.
+    pub segments: u64,
+    /// Oldest live segment number.
+    pub first_segment: Option<u64>,
+    /// Newest live segment number.
+    pub last_segment: Option<u64>,
+    /// Disk bytes used by segment files (prepared ones included).
+    pub bytes_on_disk: u64,
+    /// Bytes of frames committed or reserved (sum of reservation counters minus headers).
+    pub bytes_used: u64,
+    /// Records (preambles excluded).
+    pub records: u64,
+    /// Whether `records` is an exact count (full scan) or an estimate.
+    pub records_exact: bool,
+    /// Damaged ranges seen (exact scans only).
+    pub damaged_ranges: u64,
+    /// Creation time of the oldest live segment (wall clock, ns since the epoch).
+    pub oldest_created_wall_ns: Option<i64>,
+    /// Creation time of the newest live segment (wall clock, ns since the epoch).
+    pub newest_created_wall_ns: Option<i64>,
+}
+
+/// Summarises the log in `dir`. With `exact`, every segment is scanned (about 1 GB/s or
+/// better); otherwise record counts are estimated from the first MiB of each segment.
+pub fn stats(dir: &Path, exact: bool) -> Result<Stats> {
+    let seg_dir = dir.join(lfs::SEGMENTS_DIR);
+    if !seg_dir.is_dir() {
+        return Err(Error::NotALog { path: dir.to_path_buf() });
+    }
+    let files = lfs::list_segments(&seg_dir)?;
+    let mut st = Stats { records_exact: exact, ..Stats::default() };
+    st.bytes_on_disk = files.iter().map(|f| f.disk_bytes).sum();
+    for seg in files.iter().filter(|f| !f.prepared) {
+        st.segments += 1;
+        st.first_segment.get_or_insert(seg.number);
+        st.last_segment = Some(seg.number);
+        let holes = HolePolicy { quiescent: false, timeout: Duration::from_millis(100) };
+        let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
+            st.damaged_ranges += 1;
+            continue;
+        };
+        st.oldest_created_wall_ns.get_or_insert(sc.header.created_wall_ns);
+        st.newest_created_wall_ns = Some(sc.header.created_wall_ns);
+        let used = read_header_reserved(&seg.path).min(sc.header.capacity).saturating_sub(HEADER_LEN);
+        st.bytes_used += used;
+        let (mut records, mut scanned) = (0u64, 0u64);
+        while let Ok(step) = sc.next_step() {
+            match step {
+                Step::Frame { kind: FrameKind::Record, .. } => records += 1,
+                Step::Frame { .. } => {}
+                Step::Damage(_) => st.damaged_ranges += 1,
+                Step::Pending | Step::End => break,
+            }
+            scanned = sc.pos - HEADER_LEN;
+            if !exact && scanned >= 1 << 20 {
+                break;
+            }
+        }
+        st.records += if exact || scanned >= used || scanned == 0 {
+            records
+        } else {
+            (records as f64 * used as f64 / scanned as f64).round() as u64
+        };
+    }
+    Ok(st)
+}
+
+fn read_header_reserved(path: &Path) -> u64 {
+    let Ok(f) = std::fs::File::open(path) else { return 0 };
+    let mut b = [0u8; HEADER_LEN as usize];
+    match crate::scan::read_full(&f, &mut b, 0) {
+        Ok(n) if n == b.len() => crate::format::reserved_end(&b),
+        _ => 0,
+    }
+}

@@ -1,0 +1,340 @@
+//! Scanning one segment file with `pread`: yields frames and damaged ranges, never writes.
+//!
+//! Reading with `pread` instead of a mapping means a file truncated underneath the scanner
+//! produces short reads (reported as damage), never SIGBUS. Memory is bounded by the chunk
+//! size plus the format's maximum frame ([`format::MAX_PAYLOAD_LEN`]).
+#![deny(clippy::indexing_slicing, clippy::unwrap_used)]
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::format::{self, FrameCheck, FrameError, FrameKind, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_LEN, HEADER_LEN};
+
+/// Why a range was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DamageReason {
+    /// A frame failed its checks.
+    Frame(FrameError),
+    /// Space reserved by a writer that never committed it (crashed writer).
+    AbandonedReservation,
+    /// The segment header is unreadable or invalid; the whole segment is skipped.
+    BadHeader(String),
+    /// The file is shorter than its header's capacity.
+    Truncated,
+    /// Segment files are missing (removed by retention, or deleted) between two positions.
+    MissingSegments {
+        /// How many segment numbers are missing.
+        count: u64,
+    },
+    /// The file could not be read.
+    Unreadable(String),
+}
+
+impl DamageReason {
+    /// A stable short name.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DamageReason::Frame(e) => e.code(),
+            DamageReason::AbandonedReservation => "abandoned_reservation",
+            DamageReason::BadHeader(_) => "bad_header",
+            DamageReason::Truncated => "truncated",
+            DamageReason::MissingSegments { .. } => "missing_segments",
+            DamageReason::Unreadable(_) => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for DamageReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DamageReason::Frame(e) => write!(f, "invalid frame ({})", e.code()),
+            DamageReason::AbandonedReservation => write!(f, "reserved but never written (writer crashed)"),
+            DamageReason::BadHeader(why) => write!(f, "bad segment header: {why}"),
+            DamageReason::Truncated => write!(f, "segment file truncated"),
+            DamageReason::MissingSegments { count } => write!(f, "{count} segment(s) missing"),
+            DamageReason::Unreadable(why) => write!(f, "unreadable: {why}"),
+        }
+    }
+}
+
+/// A skipped range. For `MissingSegments`, `segment` is the first missing number and
+/// `offset`/`len` are 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// Segment number.
+    pub segment: u64,
+    /// Byte offset in the segment file where the damage starts.
+    pub offset: u64,
+    /// Length of the skipped range in bytes.
+    pub len: u64,
+    /// Why it was skipped.
+    pub reason: DamageReason,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "segment {} offset {} length {}: {}", self.segment, self.offset, self.len, self.reason)
+    }
+}
+
+/// What the scanner found next.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A verified frame; its payload is `buf[start..start + len]` (see [`SegmentScanner::bytes`]).
+    Frame { offset: u64, kind: FrameKind, start: usize, len: usize },
+    /// A damaged range that was skipped.
+    Damage(Damage),
+    /// Nothing more is committed right now; try again later.
+    Pending,
+    /// The segment is finished (sealed, full, or damaged to its end).
+    End,
+}
+
+/// How to treat reservations that are not committed yet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HolePolicy {
+    /// No writer can be alive: every hole is abandoned.
+    pub quiescent: bool,
+    /// How long to wait for a live writer to commit a frame that others follow.
+    pub timeout: Duration,
+}
+
+/// Scanner over one segment file.
+pub(crate) struct SegmentScanner {
+    pub number: u64,
+    pub path: PathBuf,
+    file: File,
+    pub header: SegmentHeader,
+    pub pos: u64,
+    buf: Vec<u8>,
+    win_start: u64,
+    win_len: usize,
+    chunk: usize,
+    reserved: u64,
+    hole_seen: Option<(u64, Instant)>,
+    retried_at: Option<u64>,
+    holes: HolePolicy,
+}
+
+impl SegmentScanner {
+    /// Opens a segment file; the error is the damage to report for the whole segment.
+    pub fn open(path: &Path, number: u64, chunk: usize, holes: HolePolicy) -> Result<Self, Damage> {
+        let whole = |reason| Damage { segment: number, offset: 0, len: 0, reason };
+        let file = File::open(path).map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;
+        let mut head = [0u8; HEADER_LEN as usize];
+        let n = read_full(&file, &mut head, 0).map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;
+        let header = SegmentHeader::decode(head.get(..n).unwrap_or_default())
+            .map_err(|e| whole(DamageReason::BadHeader(e.to_string())))?;
+        if header.segment != number {
+            return Err(whole(DamageReason::BadHeader(format!(
+                "header says segment {} but the file is named {number}",
+                header.segment
+            ))));
+        }
+        let reserved = format::reserved_end(&head);
+        Ok(SegmentScanner {
+            number,
+            path: path.to_path_buf(),
+            file,
+            pos: HEADER_LEN,
+            buf: Vec::new(),
+            win_start: 0,
+            win_len: 0,
+            chunk: chunk.max(4096),
+            reserved,
+            hole_seen: None,
+            retried_at: None,
+            holes,
+            header,
+        })
+    }
+
+    /// Sets the next offset to examine (a frame start).
+    pub fn seek(&mut self, offset: u64) {
+        self.pos = offset.max(HEADER_LEN).next_multiple_of(FRAME_ALIGN);
+    }
+
+    /// The payload bytes of the last `Step::Frame`.
+    pub fn bytes(&self, start: usize, len: usize) -> &[u8] {
+        self.buf.get(start..start + len).unwrap_or_default()
+    }
+
+    fn capacity(&self) -> u64 {
+        self.header.capacity
+    }
+
+    fn refresh_reserved(&mut self) {
+        let mut w = [0u8; 8];
+        if let Ok(8) = read_full(&self.file, &mut w, format::OFF_RESERVED_END as u64) {
+            self.reserved = u64::from_le_bytes(w);
+        }
+    }
+
+    /// Ensures the window holds bytes from `off` (up to `need` of them if the file has them).
+    /// Returns (index into buf of `off`, bytes available from there).
+    fn window(&mut self, off: u64, need: u64, force: bool) -> std::io::Result<(usize, usize)> {
+        let win_end = self.win_start + self.win_len as u64;
+        if !force && off >= self.win_start && off + need <= win_end {
+            let i = (off - self.win_start) as usize;
+            return Ok((i, self.win_len - i));
+        }
+        let want = need.max(self.chunk as u64).min(self.capacity().saturating_sub(off)) as usize;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let dst = self.buf.get_mut(..want).unwrap_or_default();
+        let n = read_full(&self.file, dst, off)?;
+        self.win_start = off;
+        self.win_len = n;
+        Ok((0, n))
+    }
+
+    /// Examines the next frame.
+    pub fn next_step(&mut self) -> std::io::Result<Step> {
+        loop {
+            let o = self.pos;
+            let cap = self.capacity();
+            if o + FRAME_HEADER_LEN > cap {
+                return Ok(Step::End);
+            }
+            if o >= self.reserved.min(cap) {
+                self.refresh_reserved();
+                if o >= self.reserved.min(cap) {
+                    return Ok(if self.reserved >= cap { Step::End } else { Step::Pending });
+                }
+            }
+            let (i, avail) = self.window(o, FRAME_HEADER_LEN, false)?;
+            if (avail as u64) < FRAME_HEADER_LEN {
+                return Ok(self.truncated(o));
+            }
+            let check = {
+                let w = self.buf.get(i..i + avail).unwrap_or_default();
+                format::check_frame(w, self.number, o, cap)
+            };
+            match check {
+                FrameCheck::Valid { kind, payload_start, payload_len, total } => {
+                    self.pos = o + total;
+                    self.hole_seen = None;
+                    self.retried_at = None;
+                    if kind == FrameKind::Seal {
+                        return Ok(Step::End);
+                    }
+                    return Ok(Step::Frame { offset: o, kind, start: i + payload_start, len: payload_len });
+                }
+                FrameCheck::NeedMore { need } => {
+                    let (_, avail) = self.window(o, need, true)?;
+                    if (avail as u64) < need {
+                        return Ok(self.truncated(o));
+                    }
+                }
+                FrameCheck::Empty => {
+                    // Space reserved but not committed. A live writer commits within
+                    // microseconds; wait (bounded) before calling it abandoned.
+                    if !self.holes.quiescent {
+                        let since = match self.hole_seen {
+                            Some((at, t)) if at == o => t,
+                            _ => {
+                                let now = Instant::now();
+                                self.hole_seen = Some((o, now));
+                                now
+                            }
+                        };
+                        let waited = since.elapsed();
+                        if waited < self.holes.timeout {
+                            let nap = (self.holes.timeout - waited).min(Duration::from_micros(200));
+                            std::thread::sleep(nap);
+                            self.window(o, FRAME_HEADER_LEN, true)?;
+                            continue;
+                        }
+                    }
+                    self.hole_seen = None;
+                    return self.skip_damage(o, DamageReason::AbandonedReservation);
+                }
+                FrameCheck::Bad(err) => {
+                    // A live writer may be mid-commit or the read may be torn: re-read once.
+                    if self.retried_at != Some(o) {
+                        self.retried_at = Some(o);
+                        self.window(o, FRAME_HEADER_LEN, true)?;
+                        continue;
+                    }
+                    self.retried_at = None;
+                    return self.skip_damage(o, DamageReason::Frame(err));
+                }
+            }
+        }
+    }
+
+    fn truncated(&mut self, o: u64) -> Step {
+        let cap = self.capacity();
+        self.pos = cap;
+        Step::Damage(Damage { segment: self.number, offset: o, len: cap - o, reason: DamageReason::Truncated })
+    }
+
+    fn skip_damage(&mut self, o: u64, reason: DamageReason) -> std::io::Result<Step> {
+        let next = self.resync(o + FRAME_ALIGN)?;
+        self.pos = next;
+        Ok(Step::Damage(Damage { segment: self.number, offset: o, len: next - o, reason }))
+    }
+
+    /// The offset of the next verifiable frame at or after `from`, or the end of the
+    /// committed area when there is none.
+    fn resync(&mut self, from: u64) -> std::io::Result<u64> {
+        let cap = self.capacity();
+        let limit = self.reserved.min(cap);
+        let mut p = from;
+        while p + FRAME_HEADER_LEN <= limit {
+            let (i, avail) = self.window(p, FRAME_HEADER_LEN, false)?;
+            if avail < FRAME_HEADER_LEN as usize {
+                return Ok(p.max(limit.min(self.win_start + self.win_len as u64)));
+            }
+            let found = {
+                let w = self.buf.get(i..i + avail).unwrap_or_default();
+                format::find_marker(w, 0)
+            };
+            let Some(rel) = found else {
+                // No marker in this window; continue after it (aligned).
+                p += (avail as u64) & !(FRAME_ALIGN - 1);
+                continue;
+            };
+            let c = p + rel as u64;
+            if c + FRAME_HEADER_LEN > limit {
+                break;
+            }
+            let (ci, cavail) = self.window(c, FRAME_HEADER_LEN, false)?;
+            let mut check = {
+                let w = self.buf.get(ci..ci + cavail).unwrap_or_default();
+                format::check_frame(w, self.number, c, cap)
+            };
+            if let FrameCheck::NeedMore { need } = check {
+                let (ci, cavail) = self.window(c, need, true)?;
+                let w = self.buf.get(ci..ci + cavail).unwrap_or_default();
+                check = format::check_frame(w, self.number, c, cap);
+            }
+            if let FrameCheck::Valid { .. } = check {
+                return Ok(c);
+            }
+            p = c + FRAME_ALIGN;
+        }
+        Ok(limit.max(from.min(cap)))
+    }
+}
+
+/// pread until `buf` is full or EOF; returns bytes read.
+pub(crate) fn read_full(file: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let dst = buf.get_mut(done..).unwrap_or_default();
+        match file.read_at(dst, off) {
+            Ok(0) => break,
+            Ok(n) => {
+                done += n;
+                off += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}

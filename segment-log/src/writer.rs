@@ -1,0 +1,585 @@
+//! The writer side: [`Log`], opening/recovery, append, rotation, the preparer and syncer threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use fs2::FileExt;
+
+use crate::error::{Error, Result};
+use crate::format::{self, FrameKind, SegmentHeader, FORMAT_VERSION, HEADER_LEN};
+use crate::fs::{self as lfs, LogId, PREP_EXT, SEG_EXT};
+use crate::reserve::{self, FrameMem, Reservation};
+use crate::retention::{self, RetentionPolicy, RetentionReport};
+use crate::segment::{self, MappedSegment};
+use crate::{Options, Position, SyncPolicy};
+
+struct Preamble {
+    bytes: Vec<u8>,
+    version: u64,
+}
+
+#[derive(Default)]
+struct Signal {
+    prepare: bool,
+    stop: bool,
+}
+
+struct Shared {
+    dir: PathBuf,
+    seg_dir: PathBuf,
+    opts: Options,
+    log_id: LogId,
+    active: ArcSwap<MappedSegment>,
+    prepared: Mutex<Option<Arc<MappedSegment>>>,
+    rotate_mutex: Mutex<()>,
+    rotate_lock: std::fs::File,
+    _writers_lock: std::fs::File,
+    poisoned: AtomicBool,
+    preamble: ArcSwapOption<Preamble>,
+    preamble_version: AtomicU64,
+    /// `mark(segment, version)` of the last preamble this handle wrote.
+    preamble_mark: AtomicU64,
+    /// Retired segments that the syncer has not flushed yet (sync != never).
+    unsynced: Mutex<Vec<Arc<MappedSegment>>>,
+    /// Directory entries created since the last directory fsync.
+    dir_dirty: AtomicBool,
+    signal: Mutex<Signal>,
+    cond: Condvar,
+    rotations: AtomicU64,
+    last_retention: Mutex<Option<RetentionReport>>,
+}
+
+/// An open log: the writer handle of one process.
+///
+/// `Log` is `Send + Sync`; share it between threads with `Arc` or by reference. Any number of
+/// processes may open the same directory at once. Appends are lock-free (one atomic
+/// `fetch_add` on the shared counter in the mapped segment header); rotation and retention
+/// are serialised across processes with an fs2 lock on `rotate.lock`.
+///
+/// Durability: a record is in the page cache once `append` returns and survives the crash of
+/// any process. What survives power loss depends on [`SyncPolicy`].
+pub struct Log {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("active_segment", &self.active_segment())
+            .field("options", &self.shared.opts)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Releases an fs2 lock when dropped.
+struct FlockGuard<'a>(&'a std::fs::File);
+impl Drop for FlockGuard<'_> {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(self.0);
+    }
+}
+fn flock<'a>(file: &'a std::fs::File, path: &Path) -> Result<FlockGuard<'a>> {
+    file.lock_exclusive().map_err(|e| Error::io("lock", path, e))?;
+    Ok(FlockGuard(file))
+}
+
+fn preamble_mark(segment: u64, version: u64) -> u64 {
+    (version << 40) ^ segment
+}
+
+impl Log {
+    /// Opens the log in `dir`, creating it (mode 0700, files 0600) when missing, and
+    /// recovering after a crash: the newest segment's reservation counter is checked against
+    /// its contents when no other writer is alive, and a segment whose counter cannot be
+    /// trusted is sealed so nothing is ever overwritten.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let seg_dir = dir.join(lfs::SEGMENTS_DIR);
+        lfs::ensure_private_dir(&dir, opts.dir_mode)?;
+        lfs::ensure_private_dir(&seg_dir, opts.dir_mode)?;
+        let log_id = LogId::load_or_create(&dir)?;
+
+        let open_path = dir.join(lfs::OPEN_LOCK);
+        let open_lock = lfs::open_lock_file(&open_path)?;
+        let _open_guard = flock(&open_lock, &open_path)?;
+        let writers_path = dir.join(lfs::WRITERS_LOCK);
+        let writers_lock = lfs::open_lock_file(&writers_path)?;
+        let sole = writers_lock.try_lock_exclusive().is_ok();
+        if sole {
+            let _ = FileExt::unlock(&writers_lock);
+        }
+        writers_lock.lock_shared().map_err(|e| Error::io("lock", &writers_path, e))?;
+
+        let rotate_path = dir.join(lfs::ROTATE_LOCK);
+        let rotate_lock = lfs::open_lock_file(&rotate_path)?;
+        let active = {
+            let _g = flock(&rotate_lock, &rotate_path)?;
+            open_active(&seg_dir, &opts, &log_id, sole)?
+        };
+
+        let shared = Arc::new(Shared {
+            dir,
+            seg_dir,
+            log_id,
+            active: ArcSwap::from_pointee(active),
+            prepared: Mutex::new(None),
+            rotate_mutex: Mutex::new(()),
+            rotate_lock,
+            _writers_lock: writers_lock,
+            poisoned: AtomicBool::new(false),
+            preamble: ArcSwapOption::empty(),
+            preamble_version: AtomicU64::new(0),
+            preamble_mark: AtomicU64::new(u64::MAX),
+            unsynced: Mutex::new(Vec::new()),
+            dir_dirty: AtomicBool::new(false),
+            signal: Mutex::new(Signal { prepare: true, stop: false }),
+            cond: Condvar::new(),
+            rotations: AtomicU64::new(0),
+            last_retention: Mutex::new(None),
+            opts,
+        });
+        let mut threads = Vec::new();
+        if shared.opts.prepare_ahead || shared.opts.retention.is_some() {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("seglog-prepare".into())
+                    .spawn(move || s.preparer_loop())
+                    .map_err(|e| Error::io("spawn preparer thread", &shared.dir, e))?,
+            );
+        }
+        if let SyncPolicy::Interval(every) = shared.opts.sync {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("seglog-sync".into())
+                    .spawn(move || s.syncer_loop(every))
+                    .map_err(|e| Error::io("spawn sync thread", &shared.dir, e))?,
+            );
+        }
+        Ok(Log { shared, threads })
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The log's identity.
+    pub fn log_id(&self) -> &LogId {
+        &self.shared.log_id
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &Options {
+        &self.shared.opts
+    }
+
+    /// Number of the segment appends currently go to.
+    pub fn active_segment(&self) -> u64 {
+        self.shared.active.load().number
+    }
+
+    /// How many rotations this handle performed.
+    pub fn rotations(&self) -> u64 {
+        self.shared.rotations.load(Ordering::Relaxed)
+    }
+
+    /// Sets (or clears) this handle's preamble: a frame written into each segment before this
+    /// handle's first record there, in the same reservation, so every segment carries the
+    /// context of every writer that wrote to it. Setting a new value writes it again before
+    /// the next record.
+    pub fn set_preamble(&self, preamble: Option<Vec<u8>>) -> Result<()> {
+        if let Some(p) = &preamble {
+            self.check_len(p.len())?;
+        }
+        let version = self.shared.preamble_version.fetch_add(1, Ordering::AcqRel) + 1;
+        self.shared.preamble.store(preamble.map(|bytes| Arc::new(Preamble { bytes, version })));
+        Ok(())
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        let max = self.shared.opts.max_record_size;
+        if len as u64 > max {
+            return Err(Error::RecordTooLarge { len: len as u64, max });
+        }
+        Ok(())
+    }
+
+    /// Appends one record; returns its position. Never blocks on I/O with `sync = never`
+    /// except when it has to rotate to a new segment, which is prepared ahead of time.
+    #[inline]
+    pub fn append(&self, payload: &[u8]) -> Result<Position> {
+        let mut pos = Position::default();
+        self.append_with(std::slice::from_ref(&payload), |p| pos = p)?;
+        Ok(pos)
+    }
+
+    /// Appends several records in one reservation: they land contiguously, in order, in the
+    /// same segment. Fails with `BatchTooLarge` when they cannot fit in one segment.
+    pub fn append_batch<R: AsRef<[u8]>>(&self, payloads: &[R]) -> Result<Vec<Position>> {
+        let mut out = Vec::with_capacity(payloads.len());
+        self.append_with(payloads, |p| out.push(p))?;
+        Ok(out)
+    }
+
+    fn append_with<R: AsRef<[u8]>>(
+        &self,
+        records: &[R],
+        mut on_pos: impl FnMut(Position),
+    ) -> Result<()> {
+        let s = &*self.shared;
+        if s.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned);
+        }
+        let mut body = 0u64;
+        for r in records {
+            let len = r.as_ref().len();
+            self.check_len(len)?;
+            body += format::frame_len(len as u64);
+        }
+        if body == 0 {
+            return Ok(());
+        }
+        let preamble = s.preamble.load();
+        let pre_len = preamble.as_ref().map_or(0, |p| format::frame_len(p.bytes.len() as u64));
+        let usable = s.opts.segment_size - HEADER_LEN;
+        if body + pre_len > usable {
+            return Err(Error::BatchTooLarge { len: body + pre_len, max: usable });
+        }
+        loop {
+            let seg = s.active.load();
+            let mark = preamble.as_ref().map(|p| preamble_mark(seg.number, p.version));
+            let need_pre = mark.is_some_and(|m| s.preamble_mark.load(Ordering::Relaxed) != m);
+            let total = body + if need_pre { pre_len } else { 0 };
+            match reserve::reserve(&**seg, total) {
+                Reservation::At(start) => {
+                    let mut off = start;
+                    if let (true, Some(p)) = (need_pre, preamble.as_ref()) {
+                        off = reserve::write_frame(&**seg, seg.number, off, FrameKind::Preamble, &p.bytes);
+                    }
+                    for r in records {
+                        on_pos(Position { segment: seg.number, offset: off });
+                        off = reserve::write_frame(&**seg, seg.number, off, FrameKind::Record, r.as_ref());
+                    }
+                    if let (true, Some(m)) = (need_pre, mark) {
+                        s.preamble_mark.store(m, Ordering::Relaxed);
+                    }
+                    if matches!(s.opts.sync, SyncPolicy::Always) {
+                        if let Err(e) = seg.flush_range(start, total) {
+                            s.poisoned.store(true, Ordering::Relaxed);
+                            return Err(Error::io("msync", &seg.path, e));
+                        }
+                    }
+                    return Ok(());
+                }
+                Reservation::Full { seal_at } => {
+                    if let Some(at) = seal_at {
+                        reserve::seal(&**seg, seg.number, at);
+                    }
+                    let n = seg.number;
+                    drop(seg);
+                    s.rotate(n)?;
+                }
+            }
+        }
+    }
+
+    /// Makes everything appended so far durable (msync of every segment written since the
+    /// last sync, fsync of the directory). A failure poisons the log.
+    pub fn sync(&self) -> Result<()> {
+        self.shared.sync_all()
+    }
+
+    /// Forces a rotation now (seals the active segment). Mostly for tests and tools.
+    pub fn rotate(&self) -> Result<()> {
+        let s = &*self.shared;
+        let seg = s.active.load();
+        // Reserving a whole segment's worth always overflows: exactly one caller gets to seal.
+        if let Reservation::Full { seal_at: Some(at) } = reserve::reserve(&**seg, seg.capacity) {
+            reserve::seal(&**seg, seg.number, at);
+        }
+        let n = seg.number;
+        drop(seg);
+        s.rotate(n)
+    }
+
+    /// Applies a retention policy now (see [`crate::retention`]). `cursor` is the position
+    /// the consumer will read next, to count what is removed unread.
+    pub fn enforce_retention(
+        &self,
+        policy: &RetentionPolicy,
+        cursor: Option<Position>,
+    ) -> Result<RetentionReport> {
+        let s = &*self.shared;
+        let path = s.dir.join(lfs::ROTATE_LOCK);
+        let _g = flock(&s.rotate_lock, &path)?;
+        retention::enforce_locked(&s.seg_dir, policy, cursor, &*s.opts.clock)
+    }
+
+    /// The report of the last retention pass run by the background thread, if any.
+    pub fn last_background_retention(&self) -> Option<RetentionReport> {
+        lock(&self.shared.last_retention).clone()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        {
+            let mut sig = lock(&self.shared.signal);
+            sig.stop = true;
+            self.shared.cond.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if !matches!(self.shared.opts.sync, SyncPolicy::Never) {
+            let _ = self.shared.sync_all();
+        }
+    }
+}
+
+fn new_header(opts: &Options, log_id: &LogId, number: u64) -> SegmentHeader {
+    SegmentHeader {
+        version: FORMAT_VERSION,
+        segment: number,
+        capacity: opts.segment_size,
+        created_wall_ns: opts.clock.wall_ns(),
+        created_boot_ns: opts.clock.boot_ns(),
+        boot_id: opts.clock.boot_id(),
+        log_id: log_id.public(),
+    }
+}
+
+fn seg_path(seg_dir: &Path, n: u64, ext: &str) -> PathBuf {
+    seg_dir.join(lfs::segment_file_name(n, ext))
+}
+
+fn tmp_path(seg_dir: &Path, n: u64) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    seg_dir.join(format!(
+        ".tmp-{n}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Creates live segment `n` directly (no prepared file available).
+fn create_live(seg_dir: &Path, opts: &Options, log_id: &LogId, n: u64) -> Result<MappedSegment> {
+    let dest = seg_path(seg_dir, n, SEG_EXT);
+    let file = segment::create_file(&tmp_path(seg_dir, n), &dest, &new_header(opts, log_id, n))?;
+    MappedSegment::map(file, dest)
+}
+
+/// Picks the segment to append to at open time. Caller holds the rotate lock.
+fn open_active(seg_dir: &Path, opts: &Options, log_id: &LogId, sole: bool) -> Result<MappedSegment> {
+    let files = lfs::list_segments(seg_dir)?;
+    let latest = files.iter().filter(|f| !f.prepared).map(|f| f.number).max();
+    if sole {
+        // Leftovers of crashed rotations: temp files, and prepared files that are not ahead.
+        if let Ok(rd) = std::fs::read_dir(seg_dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    for f in files.iter().filter(|f| f.prepared && Some(f.number) <= latest) {
+        let _ = std::fs::remove_file(&f.path);
+    }
+    let Some(latest) = latest else {
+        let seg = create_live(seg_dir, opts, log_id, 1)?;
+        lfs::sync_dir(seg_dir)?;
+        return Ok(seg);
+    };
+    let path = seg_path(seg_dir, latest, SEG_EXT);
+    let mapped = segment::open_rw(&path).and_then(|f| MappedSegment::map(f, path.clone()));
+    let seg = match mapped {
+        Ok(seg) => seg,
+        Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
+        // A damaged newest segment is left for readers to report; writing continues after it.
+        Err(_) => {
+            let seg = create_live(seg_dir, opts, log_id, latest + 1)?;
+            lfs::sync_dir(seg_dir)?;
+            return Ok(seg);
+        }
+    };
+    if sole && !crate::recovery::counter_is_trustworthy(&seg)? {
+        seg.seal_counter();
+    }
+    Ok(seg)
+}
+
+impl Shared {
+    fn rotate(&self, from: u64) -> Result<()> {
+        let _g = lock(&self.rotate_mutex);
+        if self.active.load().number != from {
+            return Ok(()); // another thread of this process already rotated
+        }
+        let path = self.dir.join(lfs::ROTATE_LOCK);
+        let _fl = flock(&self.rotate_lock, &path)?;
+        let mut current = from;
+        loop {
+            let seg = self.next_segment(current)?;
+            let full = seg.load_reserved() >= seg.capacity;
+            current = seg.number;
+            let old = self.active.swap(Arc::new(seg));
+            if !matches!(self.opts.sync, SyncPolicy::Never) {
+                lock(&self.unsynced).push(old);
+            }
+            self.rotations.fetch_add(1, Ordering::Relaxed);
+            if !full {
+                break;
+            }
+        }
+        if matches!(self.opts.sync, SyncPolicy::Always) {
+            lfs::sync_dir(&self.seg_dir)?;
+        } else {
+            self.dir_dirty.store(true, Ordering::Relaxed);
+        }
+        let mut sig = lock(&self.signal);
+        sig.prepare = true;
+        self.cond.notify_all();
+        Ok(())
+    }
+
+    /// The segment after `from`: one another process already made live, our prepared one,
+    /// another process's prepared one, or a fresh one. Caller holds the rotate lock.
+    fn next_segment(&self, from: u64) -> Result<MappedSegment> {
+        let mut n = from + 1;
+        // Another process may have rotated (several times) already.
+        while seg_path(&self.seg_dir, n + 1, SEG_EXT).exists() {
+            n += 1;
+        }
+        let live = seg_path(&self.seg_dir, n, SEG_EXT);
+        let prepared = lock(&self.prepared).take();
+        if live.exists() {
+            let file = segment::open_rw(&live)?;
+            return MappedSegment::map(file, live);
+        }
+        let prep = seg_path(&self.seg_dir, n, PREP_EXT);
+        if prep.exists() {
+            std::fs::rename(&prep, &live).map_err(|e| Error::io("rename segment", &live, e))?;
+            if let Some(p) = prepared.filter(|p| p.number == n) {
+                if let Ok(meta) = std::fs::metadata(&live) {
+                    use std::os::unix::fs::MetadataExt;
+                    if (meta.dev(), meta.ino()) == p.ino {
+                        // Our mapping is of the same inode; only its path changed.
+                        if let Ok(seg) = Arc::try_unwrap(p) {
+                            return Ok(seg.renamed(live));
+                        }
+                    }
+                }
+            }
+            let file = segment::open_rw(&live)?;
+            return MappedSegment::map(file, live);
+        }
+        create_live(&self.seg_dir, &self.opts, &self.log_id, n)
+    }
+
+    fn preparer_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut sig = lock(&self.signal);
+                while !sig.prepare && !sig.stop {
+                    sig = self.cond.wait(sig).unwrap_or_else(|p| p.into_inner());
+                }
+                if sig.stop {
+                    return;
+                }
+                sig.prepare = false;
+            }
+            if self.opts.prepare_ahead {
+                let _ = self.prepare_next();
+            }
+            if let Some(policy) = &self.opts.retention {
+                let path = self.dir.join(lfs::ROTATE_LOCK);
+                if let Ok(_g) = flock(&self.rotate_lock, &path) {
+                    if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, &*self.opts.clock) {
+                        if r.segments_removed > 0 {
+                            *lock(&self.last_retention) = Some(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Allocates, maps and pre-faults the segment after the active one.
+    fn prepare_next(&self) -> Result<()> {
+        let want = self.active.load().number + 1;
+        if lock(&self.prepared).as_ref().is_some_and(|p| p.number == want) {
+            return Ok(());
+        }
+        let prep = seg_path(&self.seg_dir, want, PREP_EXT);
+        let file = {
+            let path = self.dir.join(lfs::ROTATE_LOCK);
+            let _g = flock(&self.rotate_lock, &path)?;
+            if seg_path(&self.seg_dir, want, SEG_EXT).exists() {
+                return Ok(());
+            }
+            if prep.exists() {
+                segment::open_rw(&prep)?
+            } else {
+                segment::create_file(
+                    &tmp_path(&self.seg_dir, want),
+                    &prep,
+                    &new_header(&self.opts, &self.log_id, want),
+                )?
+            }
+        };
+        let seg = MappedSegment::map(file, prep)?;
+        seg.prefault();
+        *lock(&self.prepared) = Some(Arc::new(seg));
+        Ok(())
+    }
+
+    fn syncer_loop(self: Arc<Self>, every: Duration) {
+        loop {
+            {
+                let sig = lock(&self.signal);
+                let (sig, _) = self
+                    .cond
+                    .wait_timeout_while(sig, every, |s| !s.stop)
+                    .unwrap_or_else(|p| p.into_inner());
+                if sig.stop {
+                    return;
+                }
+            }
+            let _ = self.sync_all();
+        }
+    }
+
+    fn sync_all(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(Error::Poisoned);
+        }
+        let retired: Vec<_> = std::mem::take(&mut *lock(&self.unsynced));
+        let active = self.active.load_full();
+        for seg in retired.iter().chain(std::iter::once(&active)) {
+            if let Err(e) = seg.flush() {
+                self.poisoned.store(true, Ordering::Relaxed);
+                return Err(Error::io("msync", &seg.path, e));
+            }
+        }
+        if self.dir_dirty.swap(false, Ordering::Relaxed) {
+            if let Err(e) = lfs::sync_dir(&self.seg_dir) {
+                self.poisoned.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
