@@ -1,1 +1,80 @@
-fn main() {}
+//! `seglog`: the single user-facing binary. It only parses the command line and dispatches
+//! to the crate that owns each subcommand.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod journal;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use recorder::config::GlobalArgs;
+
+/// On-device telemetry buffer: record, inspect, upload, collect.
+///
+/// Exit codes: 0 success; 1 the command ran and found a problem (journal verify found damage,
+/// upload once/flush did not deliver everything); 2 error (bad arguments, unreadable files,
+/// server unreachable); 3 nothing to do because policy forbids it (upload once).
+#[derive(Debug, Parser)]
+#[command(name = "seglog", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write one record to the log.
+    Record(recorder::cli::RecordArgs),
+    /// Run a built-in probe.
+    #[command(subcommand)]
+    Probe(recorder::cli::ProbeCommand),
+    /// Upload the log to a collector (daemon, cron pass, flush on demand, status).
+    #[command(subcommand)]
+    Upload(uploader::cli::UploadCommand),
+    /// Inspect and verify the log offline (read-only).
+    Journal(journal::JournalArgs),
+    /// Run the reference collector server.
+    #[command(subcommand)]
+    Collector(collector::cli::CollectorCommand),
+    /// Run the whole pipeline end to end on a temporary log.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Record(a) => recorder::cli::run_record(a, &cli.global),
+        Command::Probe(c) => recorder::cli::run_probe(c, &cli.global),
+        Command::Upload(c) => uploader::cli::run(c, &cli.global),
+        Command::Journal(a) => journal::run(a, &cli.global),
+        Command::Collector(c) => collector::cli::run(c, &cli.global),
+        Command::Demo(a) => demo::run(a, &cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("seglog: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,1 +1,3 @@
-//! placeholder
+//! The reference collector (skeleton; being built).
+#![forbid(unsafe_code)]
+pub mod cli;

@@ -1,1 +1,3 @@
-//! placeholder
+//! The uploader (skeleton; being built).
+#![forbid(unsafe_code)]
+pub mod cli;
