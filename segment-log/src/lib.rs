@@ -192,3 +192,5 @@ impl Options {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod format_vector_test;
