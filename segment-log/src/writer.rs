@@ -40,6 +40,8 @@ struct Shared {
     _writers_lock: std::fs::File,
     poisoned: AtomicBool,
     preamble: ArcSwapOption<Preamble>,
+    /// Fast-path flag: whether `preamble` is set (skips its load when not).
+    has_preamble: AtomicBool,
     preamble_version: AtomicU64,
     /// `mark(segment, version)` of the last preamble this handle wrote.
     preamble_mark: AtomicU64,
@@ -139,6 +141,7 @@ impl Log {
             _writers_lock: writers_lock,
             poisoned: AtomicBool::new(false),
             preamble: ArcSwapOption::empty(),
+            has_preamble: AtomicBool::new(false),
             preamble_version: AtomicU64::new(0),
             preamble_mark: AtomicU64::new(u64::MAX),
             unsynced: Mutex::new(Vec::new()),
@@ -205,6 +208,7 @@ impl Log {
             self.check_len(p.len())?;
         }
         let version = self.shared.preamble_version.fetch_add(1, Ordering::AcqRel) + 1;
+        self.shared.has_preamble.store(preamble.is_some(), Ordering::Release);
         self.shared.preamble.store(preamble.map(|bytes| Arc::new(Preamble { bytes, version })));
         Ok(())
     }
@@ -252,21 +256,22 @@ impl Log {
         if body == 0 {
             return Ok(());
         }
-        let preamble = s.preamble.load();
-        let pre_len = preamble.as_ref().map_or(0, |p| format::frame_len(p.bytes.len() as u64));
+        let pre_guard = s.has_preamble.load(Ordering::Acquire).then(|| s.preamble.load());
+        let preamble: Option<&Preamble> = pre_guard.as_ref().and_then(|g| g.as_deref());
+        let pre_len = preamble.map_or(0, |p| format::frame_len(p.bytes.len() as u64));
         let usable = s.opts.segment_size - HEADER_LEN;
         if body + pre_len > usable {
             return Err(Error::BatchTooLarge { len: body + pre_len, max: usable });
         }
         loop {
             let seg = s.active.load();
-            let mark = preamble.as_ref().map(|p| preamble_mark(seg.number, p.version));
+            let mark = preamble.map(|p| preamble_mark(seg.number, p.version));
             let need_pre = mark.is_some_and(|m| s.preamble_mark.load(Ordering::Relaxed) != m);
             let total = body + if need_pre { pre_len } else { 0 };
             match reserve::reserve(&**seg, total) {
                 Reservation::At(start) => {
                     let mut off = start;
-                    if let (true, Some(p)) = (need_pre, preamble.as_ref()) {
+                    if let (true, Some(p)) = (need_pre, preamble) {
                         off = reserve::write_frame(&**seg, seg.number, off, FrameKind::Preamble, &p.bytes);
                     }
                     for r in records {
@@ -490,6 +495,11 @@ impl Shared {
     }
 
     fn preparer_loop(self: Arc<Self>) {
+        if self.opts.prepare_ahead {
+            // The segment appends start in was mapped at open: fault it in too (populating
+            // never changes contents, so it is safe while writers append).
+            self.active.load_full().prefault();
+        }
         loop {
             {
                 let mut sig = lock(&self.signal);
