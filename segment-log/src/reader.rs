@@ -95,6 +95,9 @@ pub struct Reader {
     from: Position,
     /// Position after the last entry returned.
     position: Position,
+    /// The current segment reported Pending while a newer segment existed; one more look
+    /// (which re-reads its counter) decides whether it is finished.
+    pending_with_newer: bool,
 }
 
 impl Reader {
@@ -121,6 +124,7 @@ impl Reader {
             expect_contiguous: from.segment > 0,
             from,
             position: from,
+            pending_with_newer: false,
         })
     }
 
@@ -166,6 +170,7 @@ impl Reader {
             let step = sc.next_step().map_err(|e| Error::io("read segment", &sc.path, e))?;
             match step {
                 Step::Frame { offset, kind, start, len } => {
+                    self.pending_with_newer = false;
                     let number = sc.number;
                     self.position = Position { segment: number, offset: sc.pos };
                     if kind == FrameKind::Preamble && !self.opts.include_preambles {
@@ -183,16 +188,24 @@ impl Reader {
                     return Ok(Some(Entry::Damage(d)));
                 }
                 Step::End => {
+                    self.pending_with_newer = false;
                     self.next_segment = sc.number + 1;
                     self.position = Position { segment: sc.number + 1, offset: HEADER_LEN };
                     self.expect_contiguous = true;
                     self.scanner = None;
                 }
                 Step::Pending => {
-                    // A newer segment means this one will get no more frames (rotation
-                    // happens only after the counter passed the capacity).
+                    // A newer segment exists only once this one's counter passed its
+                    // capacity, so it will get no more reservations. Look once more (the
+                    // scanner re-reads the counter) before moving on: the counter we saw may
+                    // predate the rotation, and frames up to the capacity must not be skipped.
                     let n = sc.number;
                     if newer_segment_exists(&self.seg_dir, n) {
+                        if !self.pending_with_newer {
+                            self.pending_with_newer = true;
+                            continue;
+                        }
+                        self.pending_with_newer = false;
                         self.next_segment = n + 1;
                         self.expect_contiguous = true;
                         self.scanner = None;
