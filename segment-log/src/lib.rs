@@ -37,6 +37,9 @@
 mod error;
 pub mod format;
 pub mod fs;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod reader;
 mod recovery;
 mod reserve;
