@@ -95,6 +95,10 @@ fn flock<'a>(file: &'a std::fs::File, path: &Path) -> Result<FlockGuard<'a>> {
     Ok(FlockGuard(file))
 }
 
+/// How often the preparer checks whether the active segment filled enough to prepare the
+/// next one (cheap: one atomic load).
+const PREPARE_POLL: Duration = Duration::from_millis(20);
+
 fn preamble_mark(segment: u64, version: u64) -> u64 {
     (version << 40) ^ segment
 }
@@ -146,7 +150,7 @@ impl Log {
             preamble_mark: AtomicU64::new(u64::MAX),
             unsynced: Mutex::new(Vec::new()),
             dir_dirty: AtomicBool::new(false),
-            signal: Mutex::new(Signal { prepare: true, stop: false }),
+            signal: Mutex::new(Signal { prepare: false, stop: false }),
             cond: Condvar::new(),
             rotations: AtomicU64::new(0),
             last_retention: Mutex::new(None),
@@ -494,37 +498,48 @@ impl Shared {
         create_live(&self.seg_dir, &self.opts, &self.log_id, n)
     }
 
+    /// Background work: prepare the next segment and apply retention. A short-lived writer
+    /// (one `seglog record`) must not pay for allocating and faulting 16 MiB it will never
+    /// use, so the next segment is prepared only once this handle has rotated, or once the
+    /// active segment is an eighth full; after that, right after every rotation.
     fn preparer_loop(self: Arc<Self>) {
-        if self.opts.prepare_ahead {
-            // The segment appends start in was mapped at open: fault it in too (populating
-            // never changes contents, so it is safe while writers append).
-            self.active.load_full().prefault();
-        }
+        let mut rotated_once = false;
         loop {
-            {
-                let mut sig = lock(&self.signal);
-                while !sig.prepare && !sig.stop {
-                    sig = self.cond.wait(sig).unwrap_or_else(|p| p.into_inner());
-                }
+            let rotated = {
+                let sig = lock(&self.signal);
+                let (mut sig, _) = self
+                    .cond
+                    .wait_timeout_while(sig, PREPARE_POLL, |s| !s.prepare && !s.stop)
+                    .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
                     return;
                 }
-                sig.prepare = false;
-            }
-            if self.opts.prepare_ahead {
+                std::mem::take(&mut sig.prepare)
+            };
+            rotated_once |= rotated && self.rotations.load(Ordering::Relaxed) > 0;
+            if self.opts.prepare_ahead && (rotated_once || self.active_fill() >= 0.125) {
                 let _ = self.prepare_next();
             }
-            if let Some(policy) = &self.opts.retention {
-                let path = self.dir.join(lfs::ROTATE_LOCK);
-                if let Ok(_g) = flock(&self.rotate_lock, &path) {
-                    if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, &*self.opts.clock) {
-                        if r.segments_removed > 0 {
-                            *lock(&self.last_retention) = Some(r);
+            if rotated {
+                if let Some(policy) = &self.opts.retention {
+                    let path = self.dir.join(lfs::ROTATE_LOCK);
+                    if let Ok(_g) = flock(&self.rotate_lock, &path) {
+                        let clock = &*self.opts.clock;
+                        if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, clock) {
+                            if r.segments_removed > 0 {
+                                *lock(&self.last_retention) = Some(r);
+                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Fraction of the active segment reserved so far.
+    fn active_fill(&self) -> f64 {
+        let seg = self.active.load();
+        seg.load_reserved().min(seg.capacity) as f64 / seg.capacity as f64
     }
 
     /// Allocates, maps and pre-faults the segment after the active one.
