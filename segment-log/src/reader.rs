@@ -206,6 +206,11 @@ impl Reader {
                             continue;
                         }
                         self.pending_with_newer = false;
+                        // A finished segment whose counter hides data was damaged.
+                        let more = sc.distrust_counter_if_data_follows(sc.pos);
+                        if more.map_err(|e| Error::io("read segment", &sc.path, e))? {
+                            continue;
+                        }
                         self.next_segment = n + 1;
                         self.expect_contiguous = true;
                         self.scanner = None;

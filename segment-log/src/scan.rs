@@ -116,6 +116,8 @@ pub(crate) struct SegmentScanner {
     hole_seen: Option<(u64, Instant)>,
     retried_at: Option<u64>,
     holes: HolePolicy,
+    /// `(offset, counter)` for which the bytes past the counter were found to be zero.
+    tail_checked: Option<(u64, u64)>,
 }
 
 impl SegmentScanner {
@@ -147,6 +149,7 @@ impl SegmentScanner {
             hole_seen: None,
             retried_at: None,
             holes,
+            tail_checked: None,
             header,
         })
     }
@@ -202,6 +205,11 @@ impl SegmentScanner {
             if o >= self.reserved.min(cap) {
                 self.refresh_reserved();
                 if o >= self.reserved.min(cap) {
+                    // With no writer alive nobody can extend the segment, so data past the
+                    // counter means the counter itself is damaged.
+                    if self.holes.quiescent && self.distrust_counter_if_data_follows(o)? {
+                        continue;
+                    }
                     return Ok(if self.reserved >= cap { Step::End } else { Step::Pending });
                 }
             }
@@ -264,6 +272,40 @@ impl SegmentScanner {
                 }
             }
         }
+    }
+
+    /// Called at the apparent end (`from` at or past the counter) of a segment that no writer
+    /// can extend any more (none alive, or a newer segment exists). If bytes past the counter
+    /// are not all zero, the counter was damaged (lowered: it is not checksummed): stop
+    /// trusting it and scan up to the capacity, so the frames after it are read and the rest
+    /// is reported, instead of silently ending the segment early. A counter that grew
+    /// meanwhile (a live writer's reservation) is not damage. Returns whether there is more
+    /// to scan from `from`.
+    pub(crate) fn distrust_counter_if_data_follows(&mut self, from: u64) -> std::io::Result<bool> {
+        let cap = self.capacity();
+        if self.reserved >= cap || self.tail_checked == Some((from, self.reserved)) {
+            return Ok(from < self.reserved.min(cap));
+        }
+        let mut p = from;
+        let mut data_at = None;
+        while p < cap && data_at.is_none() {
+            let (i, avail) = self.window(p, self.chunk as u64, true)?;
+            if avail == 0 {
+                break; // the file ends early: nothing past the counter
+            }
+            let w = self.buf.get(i..i + avail).unwrap_or_default();
+            data_at = w.iter().position(|&b| b != 0).map(|k| p + k as u64);
+            p += avail as u64;
+        }
+        let Some(at) = data_at else {
+            self.tail_checked = Some((from, self.reserved));
+            return Ok(false);
+        };
+        self.refresh_reserved();
+        if self.reserved <= at {
+            self.reserved = cap;
+        }
+        Ok(from < self.reserved.min(cap))
     }
 
     fn truncated(&mut self, o: u64) -> Step {
