@@ -1,3 +1,7 @@
-//! The uploader (skeleton; being built).
+//! The uploader (being built).
 #![forbid(unsafe_code)]
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod protocol;
+mod wire;
