@@ -4,7 +4,7 @@
 use super::*;
 use proptest::prelude::*;
 
-const SPEC: &str = include_str!("../../PROTOCOL.md");
+const SPEC: &str = include_str!("../../../PROTOCOL.md");
 
 /// The hex block that follows `<!-- test-vector:NAME -->` in PROTOCOL.md.
 fn spec_hex(name: &str) -> Vec<u8> {
@@ -76,8 +76,8 @@ pub(crate) fn vector_batch() -> Batch {
                 context: 0,
                 classification: "org.example/hello/world".into(),
                 severity: 1,
-                wall_ns: 1_700_000_000_000_000_000,
-                boot_ns: 5_000_000_000,
+                wall_ms: 1_700_000_000_000,
+                boot_ms: 5_000_000,
                 event_id: None,
                 payload: b"hello".to_vec(),
             },
@@ -89,8 +89,8 @@ pub(crate) fn vector_batch() -> Batch {
                 context: 0,
                 classification: "org.example/hello/world".into(),
                 severity: 2,
-                wall_ns: 1_700_000_000_000_001_500,
-                boot_ns: 5_000_001_000,
+                wall_ms: 1_700_000_000_002,
+                boot_ms: 5_000_001,
                 event_id: Some(std::array::from_fn(|i| i as u8)),
                 payload: b"world!".to_vec(),
             },
@@ -303,8 +303,8 @@ fn encoder_refuses_out_of_order_records_and_unknown_contexts() {
         context: 0,
         classification: "a/b/c",
         severity: 1,
-        wall_ns: 0,
-        boot_ns: 0,
+        wall_ms: 0,
+        boot_ms: 0,
         event_id: None,
         payload: b"",
     };
@@ -393,8 +393,8 @@ fn arb_batch() -> impl Strategy<Value = Batch> {
                     context: c % n_ctx,
                     classification: class,
                     severity: sev,
-                    wall_ns: wall,
-                    boot_ns: boot,
+                    wall_ms: wall,
+                    boot_ms: boot,
                     event_id: ev,
                     payload,
                 });
