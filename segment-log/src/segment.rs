@@ -22,7 +22,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fs2::FileExt;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
 use crate::error::{Error, Result};
@@ -69,7 +68,7 @@ pub(crate) fn create_file(tmp: &Path, dest: &Path, header: &SegmentHeader) -> Re
         .open(tmp)
         .map_err(|e| Error::io("create segment", tmp, e))?;
     let result = (|| {
-        file.allocate(header.capacity).map_err(|e| Error::io("allocate segment", tmp, e))?;
+        allocate(&file, header.capacity).map_err(|e| Error::io("allocate segment", tmp, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
             .map_err(|e| Error::io("write segment header", tmp, e))?;
         std::fs::rename(tmp, dest).map_err(|e| Error::io("rename segment", dest, e))
@@ -79,6 +78,24 @@ pub(crate) fn create_file(tmp: &Path, dest: &Path, header: &SegmentHeader) -> Re
         return Err(e);
     }
     Ok(file)
+}
+
+/// Allocates `len` bytes of disk for `file`. Not `fs2::FileExt::allocate`: it calls
+/// `posix_fallocate`, which returns its error number instead of setting errno, and then
+/// reports errno, so a full disk (ENOSPC, EFBIG) came back as "Success (os error 0)" or a
+/// stale error and was not recognised as `NoSpace`.
+fn allocate(file: &File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: the descriptor is valid for the call (borrowed from `file`); posix_fallocate
+    // takes no pointers.
+    #[expect(unsafe_code, reason = "posix_fallocate, to keep the error code fs2 loses")]
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match rc {
+        0 => Ok(()),
+        code => Err(std::io::Error::from_raw_os_error(code)),
+    }
 }
 
 impl MappedSegment {

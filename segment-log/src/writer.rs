@@ -95,6 +95,17 @@ fn flock<'a>(file: &'a std::fs::File, path: &Path) -> Result<FlockGuard<'a>> {
     Ok(FlockGuard(file))
 }
 
+/// The rotate lock of a handle: the in-process mutex, then the flock on `rotate.lock`. An
+/// flock belongs to the open file description, which every thread of the process shares, so
+/// without the mutex two threads (an appender rotating, the preparer) both "held" it and the
+/// first to unlock released it for the other too, letting another process rotate at the
+/// same time (it then replaced a segment this process was writing to). Fields drop in
+/// order: the flock is released before the mutex.
+struct RotateGuard<'a> {
+    _flock: FlockGuard<'a>,
+    _mutex: MutexGuard<'a, ()>,
+}
+
 /// How often the preparer checks whether the active segment filled enough to prepare the
 /// next one (cheap: one atomic load).
 const PREPARE_POLL: Duration = Duration::from_millis(20);
@@ -332,8 +343,7 @@ impl Log {
         cursor: Option<Position>,
     ) -> Result<RetentionReport> {
         let s = &*self.shared;
-        let path = s.dir.join(lfs::ROTATE_LOCK);
-        let _g = flock(&s.rotate_lock, &path)?;
+        let _g = s.lock_rotate()?;
         retention::enforce_locked(&s.seg_dir, policy, cursor, &*s.opts.clock)
     }
 
@@ -432,13 +442,18 @@ fn open_active(seg_dir: &Path, opts: &Options, log_id: &LogId, sole: bool) -> Re
 }
 
 impl Shared {
+    /// Takes the rotate lock (see [`RotateGuard`]).
+    fn lock_rotate(&self) -> Result<RotateGuard<'_>> {
+        let mutex = lock(&self.rotate_mutex);
+        let path = self.dir.join(lfs::ROTATE_LOCK);
+        Ok(RotateGuard { _flock: flock(&self.rotate_lock, &path)?, _mutex: mutex })
+    }
+
     fn rotate(&self, from: u64) -> Result<()> {
-        let _g = lock(&self.rotate_mutex);
+        let _g = self.lock_rotate()?;
         if self.active.load().number != from {
             return Ok(()); // another thread of this process already rotated
         }
-        let path = self.dir.join(lfs::ROTATE_LOCK);
-        let _fl = flock(&self.rotate_lock, &path)?;
         let mut current = from;
         loop {
             let seg = self.next_segment(current)?;
@@ -522,8 +537,7 @@ impl Shared {
             }
             if rotated {
                 if let Some(policy) = &self.opts.retention {
-                    let path = self.dir.join(lfs::ROTATE_LOCK);
-                    if let Ok(_g) = flock(&self.rotate_lock, &path) {
+                    if let Ok(_g) = self.lock_rotate() {
                         let clock = &*self.opts.clock;
                         if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, clock) {
                             if r.segments_removed > 0 {
@@ -550,8 +564,7 @@ impl Shared {
         }
         let prep = seg_path(&self.seg_dir, want, PREP_EXT);
         let file = {
-            let path = self.dir.join(lfs::ROTATE_LOCK);
-            let _g = flock(&self.rotate_lock, &path)?;
+            let _g = self.lock_rotate()?;
             if seg_path(&self.seg_dir, want, SEG_EXT).exists() {
                 return Ok(());
             }
