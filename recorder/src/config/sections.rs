@@ -1,0 +1,313 @@
+//! The `[log]` and `[recorder]` sections.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use serde::Deserialize;
+
+use super::{default_dir, DurationValue, GlobalArgs, Layers, Section, SizeValue, DIR_ENV};
+
+/// `[log]` as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// Log directory.
+    pub dir: Option<PathBuf>,
+    /// Segment file size.
+    pub segment_size: Option<SizeValue>,
+    /// Largest record.
+    pub max_record_size: Option<SizeValue>,
+    /// `never`, `always` or `interval=<ms>`.
+    pub sync: Option<String>,
+    /// Disk budget; 0 or negative: unlimited.
+    pub max_bytes: Option<SizeValue>,
+    /// Oldest data kept; 0: unlimited.
+    pub max_age: Option<DurationValue>,
+}
+impl Section for RawLog {
+    const NAME: &'static str = "log";
+}
+
+/// The resolved `[log]` section: where the log is and how segment-log opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Log directory (default: see [`default_dir`]).
+    pub dir: PathBuf,
+    /// Segment file size in bytes (default 16 MiB).
+    pub segment_size: u64,
+    /// Largest record in bytes, header included (default 1 MiB).
+    pub max_record_size: u64,
+    /// Durability policy (default `never`).
+    pub sync: segment_log::SyncPolicy,
+    /// Disk budget (default 256 MiB); `None`: unlimited.
+    pub max_bytes: Option<u64>,
+    /// Oldest data kept (default 30 days); `None`: unlimited.
+    pub max_age: Option<Duration>,
+}
+
+/// Default segment size: 16 MiB (segment-log's default; fine-grained retention steps).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+/// Default record size limit: 1 MiB (crash reports fit; a runaway probe does not).
+pub const DEFAULT_MAX_RECORD_SIZE: u64 = 1 << 20;
+/// Default disk budget: 256 MiB (weeks of telemetry on a device, a small share of its disk).
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// Default maximum age: 30 days (data older than that is rarely worth uploading).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+impl LogConfig {
+    /// Defaults, with `dir` as the log directory.
+    pub fn for_dir(dir: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            dir: dir.into(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            sync: segment_log::SyncPolicy::Never,
+            max_bytes: Some(DEFAULT_MAX_BYTES),
+            max_age: Some(DEFAULT_MAX_AGE),
+        }
+    }
+
+    /// Resolves `[log]` from a merged table: flags and `SEGLOG_DIR` override `log.dir`.
+    pub fn from_table(table: &toml::Table, global: &GlobalArgs) -> anyhow::Result<LogConfig> {
+        Self::from_raw(super::parse_section::<RawLog>(table)?, global)
+    }
+
+    /// Resolves an already parsed `[log]`.
+    pub fn from_raw(raw: RawLog, global: &GlobalArgs) -> anyhow::Result<LogConfig> {
+        let env_dir = std::env::var_os(DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        let dir = global
+            .dir
+            .clone()
+            .or(env_dir)
+            .or(raw.dir)
+            .unwrap_or_else(default_dir);
+        let mut c = LogConfig::for_dir(dir);
+        if let Some(v) = raw.segment_size {
+            c.segment_size = v
+                .bytes()
+                .ok_or_else(|| anyhow!("log.segment_size must be positive"))?;
+        }
+        if let Some(v) = raw.max_record_size {
+            c.max_record_size = v
+                .bytes()
+                .ok_or_else(|| anyhow!("log.max_record_size must be positive"))?;
+        }
+        if let Some(s) = raw.sync {
+            c.sync = s.parse().map_err(|e: String| anyhow!("log.sync: {e}"))?;
+        }
+        if let Some(v) = raw.max_bytes {
+            c.max_bytes = v.bytes().filter(|&b| b > 0);
+        }
+        if let Some(v) = raw.max_age {
+            c.max_age = Some(v.get()).filter(|d| !d.is_zero());
+        }
+        c.options().map_err(|e| anyhow!("[log]: {e}"))?;
+        Ok(c)
+    }
+
+    /// segment-log options for this configuration (retention runs in the writer's
+    /// background thread, so probes alone keep the directory within budget).
+    pub fn options(&self) -> Result<segment_log::Options, String> {
+        if self.segment_size % 4096 != 0 || self.segment_size < 8192 {
+            return Err(format!(
+                "log.segment_size {} must be a multiple of 4096 and at least 8192",
+                self.segment_size
+            ));
+        }
+        if self.max_record_size == 0 || self.max_record_size > self.segment_size / 4 {
+            return Err(format!(
+                "log.max_record_size {} must be between 1 and a quarter of log.segment_size ({})",
+                self.max_record_size,
+                self.segment_size / 4
+            ));
+        }
+        let retention = (self.max_bytes.is_some() || self.max_age.is_some()).then_some(
+            segment_log::RetentionPolicy {
+                max_bytes: self.max_bytes,
+                max_age: self.max_age,
+            },
+        );
+        Ok(segment_log::Options {
+            segment_size: self.segment_size,
+            max_record_size: self.max_record_size,
+            sync: self.sync,
+            retention,
+            ..segment_log::Options::default()
+        })
+    }
+}
+
+/// What happens to a record over a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStrategy {
+    /// Refuse it and count it as dropped.
+    Drop,
+    /// Keep it in the log, marked so the uploader holds it back until the window allows.
+    Spool,
+}
+
+/// `[recorder]` as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRecorder {
+    /// Master switch of both limits.
+    pub rate_limit_enabled: Option<bool>,
+    /// Records per record window; -1 disables.
+    pub record_burst_limit: Option<i64>,
+    /// Record window.
+    pub record_window_length: Option<DurationValue>,
+    /// Payload bytes per byte window; -1 disables.
+    pub byte_burst_limit: Option<SizeValue>,
+    /// Byte window.
+    pub byte_window_length: Option<DurationValue>,
+    /// `drop` or `spool`.
+    pub rate_limit_strategy: Option<RateLimitStrategy>,
+    /// Static machine id file.
+    pub static_machine_id_file: Option<PathBuf>,
+    /// Secret the rotating machine id is derived from.
+    pub machine_id_secret_file: Option<PathBuf>,
+    /// Machine id rotation period.
+    pub machine_id_rotation: Option<DurationValue>,
+}
+impl Section for RawRecorder {
+    const NAME: &'static str = "recorder";
+}
+
+/// The resolved `[recorder]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderConfig {
+    /// Whether rate limits apply at all (default true).
+    pub rate_limit_enabled: bool,
+    /// Most records per `record_window` across all writers (default 100000); `None`: off.
+    pub record_burst_limit: Option<u64>,
+    /// Window of the record limit (default 1 minute).
+    pub record_window: Duration,
+    /// Most payload bytes per `byte_window` (default 64 MiB); `None`: off.
+    pub byte_burst_limit: Option<u64>,
+    /// Window of the byte limit (default 1 minute).
+    pub byte_window: Duration,
+    /// What happens over a limit (default spool).
+    pub strategy: RateLimitStrategy,
+    /// When this file exists, its first 32 characters are the machine id (default
+    /// `/etc/seglog/opt-in-static-machine-id`).
+    pub static_machine_id_file: PathBuf,
+    /// The secret the rotating machine id is derived from (default `/etc/machine-id`; when
+    /// unreadable, a random secret kept in `<log dir>/recorder/machine-secret`).
+    pub machine_id_secret_file: PathBuf,
+    /// Machine id rotation period (default 3 days).
+    pub machine_id_rotation: Duration,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            rate_limit_enabled: true,
+            // A probe gone wild is stopped; a busy log pipe (~1.6k lines/s) is not.
+            record_burst_limit: Some(100_000),
+            record_window: Duration::from_secs(60),
+            byte_burst_limit: Some(64 << 20),
+            byte_window: Duration::from_secs(60),
+            strategy: RateLimitStrategy::Spool,
+            static_machine_id_file: PathBuf::from("/etc/seglog/opt-in-static-machine-id"),
+            machine_id_secret_file: PathBuf::from("/etc/machine-id"),
+            machine_id_rotation: Duration::from_secs(3 * 86_400),
+        }
+    }
+}
+
+fn window(v: DurationValue, key: &str) -> anyhow::Result<Duration> {
+    let d = v.get();
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        anyhow::bail!("recorder.{key} {d:?} must be between 1s and 1d");
+    }
+    Ok(d)
+}
+
+impl RecorderConfig {
+    /// Resolves `[recorder]` from a merged table.
+    pub fn from_table(table: &toml::Table) -> anyhow::Result<RecorderConfig> {
+        Self::from_raw(super::parse_section::<RawRecorder>(table)?)
+    }
+
+    /// Resolves an already parsed `[recorder]`.
+    pub fn from_raw(raw: RawRecorder) -> anyhow::Result<RecorderConfig> {
+        let mut c = RecorderConfig::default();
+        if let Some(v) = raw.rate_limit_enabled {
+            c.rate_limit_enabled = v;
+        }
+        if let Some(v) = raw.record_burst_limit {
+            c.record_burst_limit = u64::try_from(v).ok();
+        }
+        if let Some(v) = raw.record_window_length {
+            c.record_window = window(v, "record_window_length")?;
+        }
+        if let Some(v) = raw.byte_burst_limit {
+            c.byte_burst_limit = v.bytes();
+        }
+        if let Some(v) = raw.byte_window_length {
+            c.byte_window = window(v, "byte_window_length")?;
+        }
+        if let Some(v) = raw.rate_limit_strategy {
+            c.strategy = v;
+        }
+        if let Some(v) = raw.static_machine_id_file {
+            c.static_machine_id_file = v;
+        }
+        if let Some(v) = raw.machine_id_secret_file {
+            c.machine_id_secret_file = v;
+        }
+        if let Some(v) = raw.machine_id_rotation {
+            let d = v.get();
+            if d < Duration::from_secs(60) {
+                anyhow::bail!("recorder.machine_id_rotation {d:?} must be at least 1m");
+            }
+            c.machine_id_rotation = d;
+        }
+        Ok(c)
+    }
+
+    /// No rate limits (for benches and tools that ingest a known amount).
+    pub fn unlimited() -> RecorderConfig {
+        RecorderConfig {
+            rate_limit_enabled: false,
+            ..RecorderConfig::default()
+        }
+    }
+}
+
+/// Everything the recorder needs: `[log]` and `[recorder]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[recorder]`.
+    pub recorder: RecorderConfig,
+}
+
+impl Config {
+    /// Loads all layers for `global` (files, `SEGLOG_DIR`, flags).
+    pub fn load(global: &GlobalArgs) -> anyhow::Result<Config> {
+        let layers = Layers::load(global)?;
+        Self::from_layers(&layers, global)
+    }
+
+    /// Resolves from already loaded layers.
+    pub fn from_layers(layers: &Layers, global: &GlobalArgs) -> anyhow::Result<Config> {
+        let log = LogConfig::from_raw(layers.section::<RawLog>()?, global)
+            .context("invalid [log] configuration")?;
+        let recorder = RecorderConfig::from_raw(layers.section::<RawRecorder>()?)
+            .context("invalid [recorder] configuration")?;
+        Ok(Config { log, recorder })
+    }
+
+    /// Built-in defaults with `dir` as the log directory (reads no files).
+    pub fn for_dir(dir: impl Into<PathBuf>) -> Config {
+        Config {
+            log: LogConfig::for_dir(dir),
+            recorder: RecorderConfig::default(),
+        }
+    }
+}

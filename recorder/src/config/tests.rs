@@ -1,0 +1,185 @@
+use std::time::Duration;
+
+use super::*;
+
+fn layers(srcs: &[(&str, &str)]) -> anyhow::Result<Layers> {
+    Layers::from_sources(
+        srcs.iter()
+            .map(|(o, t)| (o.to_string(), t.to_string()))
+            .collect(),
+    )
+}
+
+fn global(dir: Option<&str>) -> GlobalArgs {
+    GlobalArgs {
+        dir: dir.map(PathBuf::from),
+        config: None,
+    }
+}
+
+#[test]
+fn defaults_apply_when_no_file_sets_anything() {
+    let l = layers(&[]).unwrap();
+    let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
+    assert_eq!(c, Config::for_dir("/x"));
+    assert_eq!(c.log.segment_size, 16 << 20);
+    assert_eq!(
+        c.recorder.machine_id_rotation,
+        Duration::from_secs(3 * 86_400)
+    );
+    assert_eq!(c.recorder.strategy, RateLimitStrategy::Spool);
+}
+
+#[test]
+fn later_layers_override_earlier_ones_key_by_key() {
+    let l = layers(&[
+        ("defaults", "[log]\nsegment_size = \"8MiB\"\nsync = \"always\"\n[recorder]\nrecord_burst_limit = 5\n"),
+        ("etc", "[log]\nsync = \"interval=250\"\n"),
+        ("user", "[recorder]\nrate_limit_strategy = \"drop\"\nbyte_burst_limit = -1\n"),
+    ])
+    .unwrap();
+    let c = Config::from_layers(&l, &global(Some("/flag"))).unwrap();
+    assert_eq!(c.log.segment_size, 8 << 20);
+    assert_eq!(
+        c.log.sync,
+        segment_log::SyncPolicy::Interval(Duration::from_millis(250))
+    );
+    assert_eq!(c.recorder.record_burst_limit, Some(5));
+    assert_eq!(c.recorder.byte_burst_limit, None);
+    assert_eq!(c.recorder.strategy, RateLimitStrategy::Drop);
+}
+
+#[test]
+fn flag_dir_overrides_the_config_files_dir() {
+    let l = layers(&[("etc", "[log]\ndir = \"/from/file\"\n")]).unwrap();
+    assert_eq!(
+        Config::from_layers(&l, &global(Some("/from/flag")))
+            .unwrap()
+            .log
+            .dir,
+        PathBuf::from("/from/flag")
+    );
+    if std::env::var_os(DIR_ENV).is_none() {
+        assert_eq!(
+            Config::from_layers(&l, &global(None)).unwrap().log.dir,
+            PathBuf::from("/from/file")
+        );
+    }
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_the_key_and_the_file() {
+    let l = layers(&[
+        ("a.toml", "[log]\nsync = \"never\"\n"),
+        ("b.toml", "[recorder]\nrecord_burst_limt = 3\n"),
+    ])
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        Config::from_layers(&l, &global(Some("/x"))).unwrap_err()
+    );
+    assert!(e.contains("record_burst_limt"), "{e}");
+    assert!(e.contains("b.toml"), "{e}");
+}
+
+#[test]
+fn unknown_section_is_an_error_naming_it() {
+    let e = format!(
+        "{:#}",
+        layers(&[("c.toml", "[uplaod]\nurl = \"x\"\n")]).unwrap_err()
+    );
+    assert!(e.contains("uplaod") && e.contains("c.toml"), "{e}");
+    let e = format!("{:#}", layers(&[("c.toml", "log = 3\n")]).unwrap_err());
+    assert!(e.contains("must be a table"), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_key() {
+    for (text, key) in [
+        ("[log]\nsync = \"sometimes\"\n", "log.sync"),
+        ("[log]\nsegment_size = 5000\n", "log.segment_size"),
+        ("[log]\nsegment_size = \"12 parsecs\"\n", "segment_size"),
+        (
+            "[recorder]\nrecord_window_length = \"0s\"\n",
+            "record_window_length",
+        ),
+        (
+            "[recorder]\nrate_limit_strategy = \"keep\"\n",
+            "rate_limit_strategy",
+        ),
+    ] {
+        let l = layers(&[("f.toml", text)]).unwrap();
+        let e = format!(
+            "{:#}",
+            Config::from_layers(&l, &global(Some("/x"))).unwrap_err()
+        );
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
+
+#[test]
+fn missing_optional_files_are_skipped_but_a_missing_config_flag_file_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let present = d.path().join("p.toml");
+    std::fs::write(&present, "[log]\nmax_bytes = 0\nmax_age = \"0s\"\n").unwrap();
+    let l = Layers::load_files(&[
+        (d.path().join("absent.toml"), false),
+        (present.clone(), true),
+    ])
+    .unwrap();
+    let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
+    assert_eq!(c.log.max_bytes, None);
+    assert_eq!(c.log.max_age, None);
+    assert!(c.log.options().unwrap().retention.is_none());
+    let e = Layers::load_files(&[(d.path().join("absent.toml"), true)]).unwrap_err();
+    assert!(format!("{e:#}").contains("absent.toml"));
+}
+
+#[test]
+fn sizes_and_durations_parse_with_units() {
+    assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+    assert_eq!(parse_size("500KB"), Ok(500_000));
+    assert_eq!(parse_size("1G"), Ok(1 << 30));
+    assert_eq!(parse_size("42"), Ok(42));
+    assert!(parse_size("1 parsec").is_err());
+    assert!(parse_size("99999999999TiB").is_err());
+    let l = layers(&[(
+        "f",
+        "[recorder]\nbyte_window_length = 30\nmachine_id_rotation = \"1h\"\n",
+    )])
+    .unwrap();
+    let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
+    assert_eq!(c.recorder.byte_window, Duration::from_secs(30));
+    assert_eq!(c.recorder.machine_id_rotation, Duration::from_secs(3600));
+}
+
+#[test]
+fn other_crates_parse_their_own_section_strictly() {
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Collector {
+        listen: Option<String>,
+    }
+    impl Section for Collector {
+        const NAME: &'static str = "collector";
+    }
+    let l = layers(&[("f", "[collector]\nlisten = \"127.0.0.1:0\"\n")]).unwrap();
+    assert_eq!(
+        l.section::<Collector>().unwrap().listen.as_deref(),
+        Some("127.0.0.1:0")
+    );
+    let l = layers(&[("g.toml", "[collector]\nlisen = 1\n")]).unwrap();
+    let e = format!("{:#}", l.section::<Collector>().unwrap_err());
+    assert!(e.contains("lisen") && e.contains("g.toml"), "{e}");
+    assert!(SECTIONS.contains(&RawLog::NAME) && SECTIONS.contains(&RawRecorder::NAME));
+}
+
+#[test]
+fn default_dir_is_under_xdg_state_home_for_users() {
+    let d = default_dir();
+    if effective_uid() == Some(0) {
+        assert_eq!(d, PathBuf::from("/var/lib/seglog"));
+    } else {
+        assert!(d.ends_with("seglog"), "{}", d.display());
+    }
+}

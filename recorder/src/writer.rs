@@ -1,0 +1,642 @@
+//! [`Recorder`]: validates, rate-limits and appends records; keeps the writer's context.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use fs2::FileExt;
+use segment_log::{Clock, Log, Position};
+
+use crate::config::{Config, RateLimitStrategy};
+use crate::counters::PendingCounters;
+use crate::ratelimit::{Admission, RateLimiter};
+use crate::record::{
+    encode_context, encode_record, ClassRef, Classification, Context, EventId, RecordHeader,
+    RecordId, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS, RECORD_VERSION,
+};
+use crate::system::{MachineId, SystemInfo};
+
+/// One record to write. Cheap to build and to clone (the classification is shared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBuilder<'a> {
+    classification: Classification,
+    severity: Severity,
+    payload: &'a [u8],
+    event_id: Option<EventId>,
+}
+
+impl RecordBuilder<'static> {
+    /// A record with an empty payload.
+    pub fn new(classification: Classification, severity: Severity) -> Self {
+        RecordBuilder {
+            classification,
+            severity,
+            payload: &[],
+            event_id: None,
+        }
+    }
+
+    /// Validates `classification` and `severity` (the error names the field).
+    pub fn parse(classification: &str, severity: i64) -> Result<Self, ValidationError> {
+        Ok(Self::new(
+            Classification::new(classification)?,
+            Severity::new(severity)?,
+        ))
+    }
+}
+
+impl<'a> RecordBuilder<'a> {
+    /// Sets the payload.
+    pub fn payload<'b>(self, payload: &'b [u8]) -> RecordBuilder<'b> {
+        RecordBuilder {
+            classification: self.classification,
+            severity: self.severity,
+            payload,
+            event_id: self.event_id,
+        }
+    }
+    /// Sets the event id.
+    pub fn event_id(mut self, id: EventId) -> Self {
+        self.event_id = Some(id);
+        self
+    }
+    /// The classification.
+    pub fn classification(&self) -> &Classification {
+        &self.classification
+    }
+    /// The severity.
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+    /// The payload.
+    pub fn payload_bytes(&self) -> &'a [u8] {
+        self.payload
+    }
+    /// The event id.
+    pub fn event(&self) -> Option<EventId> {
+        self.event_id
+    }
+}
+
+/// Why [`Recorder::open`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The log could not be opened.
+    #[error("cannot open the log: {0}")]
+    Log(#[from] segment_log::Error),
+    /// A recorder state file (slot, machine secret, rate limit state) failed.
+    #[error("recorder state in {}: {source}", path.display())]
+    State {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration does not work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Why [`Recorder::record`] refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// A field is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The payload is larger than the log accepts.
+    #[error("payload of {len} bytes exceeds the maximum of {max} bytes (log.max_record_size minus the record header); split it or raise log.max_record_size")]
+    PayloadTooLarge {
+        /// Payload length.
+        len: usize,
+        /// Largest payload accepted.
+        max: usize,
+    },
+    /// Over a rate limit with strategy `drop` (the record was counted as dropped).
+    #[error("rate limit reached: at most {max} {what} per {} (recorder.{key}); record dropped", humantime::format_duration(*window))]
+    RateLimited {
+        /// `records` or `bytes`.
+        what: &'static str,
+        /// The config key of the limit.
+        key: &'static str,
+        /// The limit.
+        max: u64,
+        /// The window.
+        window: Duration,
+    },
+    /// The context does not fit in a record (too many or too long classifications).
+    #[error("the writer context of {len} bytes exceeds log.max_record_size ({max} bytes)")]
+    ContextTooLarge {
+        /// Encoded context length.
+        len: usize,
+        /// The limit.
+        max: u64,
+    },
+    /// Appending failed.
+    #[error(transparent)]
+    Log(#[from] segment_log::Error),
+    /// The shared rate limit state could not be read or written.
+    #[error("rate limit state: {0}")]
+    State(#[source] std::io::Error),
+}
+
+impl RecordError {
+    /// The offending field for invalid input (`classification`, `severity`, `event_id`,
+    /// `payload`), else `None`.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            RecordError::Invalid(v) => Some(v.field()),
+            RecordError::PayloadTooLarge { .. } => Some("payload"),
+            _ => None,
+        }
+    }
+
+    /// A stable short code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RecordError::Invalid(v) => v.code(),
+            RecordError::PayloadTooLarge { .. } => "payload_too_large",
+            RecordError::RateLimited { what: "bytes", .. } => "rate_limit_bytes",
+            RecordError::RateLimited { .. } => "rate_limit_records",
+            RecordError::ContextTooLarge { .. } => "context_too_large",
+            RecordError::Log(e) => e.code(),
+            RecordError::State(_) => "state_io",
+        }
+    }
+
+    /// Whether the record was refused by a rate limit.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, RecordError::RateLimited { .. })
+    }
+}
+
+/// Largest slot number tried; more simultaneous writers than this on one log is an error.
+pub const MAX_SLOTS: u32 = 4096;
+/// Directory of slot lock files inside `<log dir>/recorder/`.
+pub const SLOTS_DIR: &str = "slots";
+/// Largest record header (layout 2 with event id and hold): 1 + 5 + 5 + 1 + 10 + 10 + 16 + 10.
+pub const MAX_HEADER_LEN: usize = 58;
+/// Boot-delta above which a writer takes a new base time when it is in a new segment anyway
+/// (2^21 ms, about 35 minutes: deltas below it take at most 3 bytes).
+const REBASE_SOFT_MS: u64 = 1 << 21;
+/// Boot-delta above which a writer always takes a new base time (2^28 ms, about 3 days).
+const REBASE_HARD_MS: u64 = 1 << 28;
+
+fn acquire_slot(state_dir: &Path) -> Result<(u32, File), OpenError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = state_dir.join(SLOTS_DIR);
+    let err = |path: &Path, source| OpenError::State {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(&dir)
+        .map_err(|e| err(&dir, e))?;
+    for n in 0..MAX_SLOTS {
+        let path = dir.join(format!("{n}.lock"));
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| err(&path, e))?;
+        if f.try_lock_exclusive().is_ok() {
+            return Ok((n, f));
+        }
+    }
+    Err(err(
+        &dir,
+        std::io::Error::other(format!("all {MAX_SLOTS} writer slots are in use")),
+    ))
+}
+
+struct WriterState {
+    ctx: Context,
+    index: HashMap<Classification, u32>,
+    machine_valid_until_ms: i64,
+    base_segment: u64,
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A writer of records into one log directory.
+///
+/// `Recorder` is `Send + Sync`: share it between threads. Any number of processes may each
+/// open their own on the same directory; each holds a *writer slot* (an fs2 lock on
+/// `<dir>/recorder/slots/<n>.lock`) that its records name to find its context. Appends do
+/// not lock (segment-log's reservation protocol); context changes (a new classification,
+/// machine id rotation, a new base time) briefly exclude this process's own appends.
+/// Durability is the log's `sync` policy.
+pub struct Recorder {
+    log: Log,
+    public_id: [u8; 32],
+    _slot: File,
+    state: RwLock<WriterState>,
+    limiter: Option<RateLimiter>,
+    strategy: RateLimitStrategy,
+    counters: PendingCounters,
+    machine: MachineId,
+    clock: Arc<dyn Clock>,
+    max_payload: usize,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("log", &self.log)
+            .field("limiter", &self.limiter)
+            .finish()
+    }
+}
+
+fn ms(ns: u64) -> u64 {
+    ns / 1_000_000
+}
+
+impl Recorder {
+    /// Opens (creating if needed) the log in `config.log.dir` for writing records.
+    pub fn open(config: &Config) -> Result<Recorder, OpenError> {
+        Self::open_with(config, segment_log::Options::default().clock, true)
+    }
+
+    /// Like [`open`](Self::open) with an injected clock; `prepare_ahead` off suits one-shot
+    /// writers (`seglog record`), which never fill a segment.
+    pub fn open_with(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        prepare_ahead: bool,
+    ) -> Result<Recorder, OpenError> {
+        let mut opts = config.log.options().map_err(OpenError::Config)?;
+        opts.clock = clock.clone();
+        opts.prepare_ahead = prepare_ahead;
+        let dir = &config.log.dir;
+        let log = Log::open(dir, opts)?;
+        let state_dir =
+            crate::counters::ensure_state_dir(dir).map_err(|source| OpenError::State {
+                path: dir.clone(),
+                source,
+            })?;
+        let (slot, slot_file) = acquire_slot(&state_dir)?;
+        let r = &config.recorder;
+        let machine = MachineId::resolve(
+            &r.static_machine_id_file,
+            &r.machine_id_secret_file,
+            &state_dir,
+            r.machine_id_rotation,
+        )
+        .map_err(|source| OpenError::State {
+            path: state_dir.join(crate::system::SECRET_FILE),
+            source,
+        })?;
+        let limiter =
+            RateLimiter::open(dir, r, clock.clone()).map_err(|source| OpenError::State {
+                path: state_dir.join(crate::ratelimit::STATE_FILE),
+                source,
+            })?;
+        let sys = SystemInfo::get();
+        let ctx = Context {
+            slot,
+            generation: 0,
+            record_format_version: RECORD_VERSION,
+            machine_id: String::new(),
+            boot_id: clock.boot_id(),
+            arch: sys.arch.clone(),
+            host_type: sys.host_type.clone(),
+            build: sys.build.clone(),
+            system_name: sys.system_name.clone(),
+            kernel_version: sys.kernel_version.clone(),
+            board_name: sys.board_name.clone(),
+            cpu_model: sys.cpu_model.clone(),
+            bios_version: sys.bios_version.clone(),
+            base_wall_ms: 0,
+            base_boot_ms: 0,
+            classifications: Vec::new(),
+            extra: Vec::new(),
+        };
+        let state = WriterState {
+            ctx,
+            index: HashMap::new(),
+            machine_valid_until_ms: i64::MIN,
+            base_segment: 0,
+        };
+        let max_payload = usize::try_from(config.log.max_record_size)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(MAX_HEADER_LEN);
+        Ok(Recorder {
+            public_id: log.log_id().public(),
+            log,
+            _slot: slot_file,
+            state: RwLock::new(state),
+            limiter,
+            strategy: r.strategy,
+            counters: PendingCounters::new(dir),
+            machine,
+            clock,
+            max_payload,
+        })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        self.log.dir()
+    }
+
+    /// The log's public id (record ids derive from it).
+    pub fn public_log_id(&self) -> &[u8; 32] {
+        &self.public_id
+    }
+
+    /// The underlying log handle.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// This writer's slot.
+    pub fn slot(&self) -> u32 {
+        self.read_state().ctx.slot
+    }
+
+    /// The context this writer currently stores (machine id, OS facts, classification table).
+    pub fn context(&self) -> Context {
+        self.read_state().ctx.clone()
+    }
+
+    /// Largest payload accepted.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, WriterState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts records a probe refused itself (e.g. invalid events) under `reason`, in the
+    /// same persisted counters as rate-limit drops (see [`crate::counters`]).
+    pub fn count_dropped(&self, reason: &str, n: u64) {
+        self.counters.count(reason, n, false);
+    }
+
+    /// Writes any pending dropped/spooled counts to the shared counters file now.
+    pub fn flush_counters(&self) -> std::io::Result<()> {
+        self.counters.flush()
+    }
+
+    /// Validates, rate-limits and appends one record; returns its id.
+    pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<RecordId, RecordError> {
+        let hold = self.admit(rec)?;
+        let mut pos = Position::default();
+        self.append_admitted(&[(rec, hold)], |p| pos = p)?;
+        Ok(RecordId::derive(&self.public_id, pos))
+    }
+
+    /// Appends several records in one reservation (contiguous, in order, in one segment).
+    /// Each record gets its own outcome: an id, or why it was refused (rate limit with
+    /// strategy `drop`, payload too large); the outer error is a failure of the log itself
+    /// (e.g. the batch does not fit in one segment).
+    pub fn record_batch(
+        &self,
+        recs: &[RecordBuilder<'_>],
+    ) -> Result<Vec<Result<RecordId, RecordError>>, RecordError> {
+        let mut outcomes: Vec<Result<RecordId, RecordError>> = Vec::with_capacity(recs.len());
+        let mut admitted = Vec::with_capacity(recs.len());
+        for r in recs {
+            match self.admit(r) {
+                Ok(hold) => {
+                    admitted.push((r, hold));
+                    outcomes.push(Ok(RecordId::from_bytes([0; 16])));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        let mut positions = Vec::with_capacity(admitted.len());
+        self.append_admitted(&admitted, |p| positions.push(p))?;
+        let mut ids = positions
+            .into_iter()
+            .map(|p| RecordId::derive(&self.public_id, p));
+        for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
+            if let Some(id) = ids.next() {
+                *o = Ok(id);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record.
+    fn admit(&self, rec: &RecordBuilder<'_>) -> Result<Option<u64>, RecordError> {
+        if rec.payload.len() > self.max_payload {
+            return Err(RecordError::PayloadTooLarge {
+                len: rec.payload.len(),
+                max: self.max_payload,
+            });
+        }
+        let Some(limiter) = &self.limiter else {
+            return Ok(None);
+        };
+        match limiter
+            .admit(rec.payload.len() as u64)
+            .map_err(RecordError::State)?
+        {
+            Admission::Allowed => Ok(None),
+            Admission::Denied {
+                limit,
+                max,
+                window,
+                hold_ms,
+            } => match self.strategy {
+                RateLimitStrategy::Spool => {
+                    self.counters.count(limit.reason(), 1, true);
+                    Ok(Some(hold_ms.max(1)))
+                }
+                RateLimitStrategy::Drop => {
+                    self.counters.count(limit.reason(), 1, false);
+                    let (what, key) = match limit {
+                        crate::ratelimit::Limit::Records => ("records", "record_burst_limit"),
+                        crate::ratelimit::Limit::Bytes => ("bytes", "byte_burst_limit"),
+                    };
+                    Err(RecordError::RateLimited {
+                        what,
+                        key,
+                        max,
+                        window,
+                    })
+                }
+            },
+        }
+    }
+
+    fn append_admitted(
+        &self,
+        admitted: &[Admitted<'_, '_>],
+        on_pos: impl FnMut(Position),
+    ) -> Result<(), RecordError> {
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        let wall_ms = self.clock.wall_ns().div_euclid(1_000_000);
+        let boot_ms = ms(self.clock.boot_ns());
+        loop {
+            {
+                let st = self.read_state();
+                if !self.needs_update(&st, admitted, wall_ms, boot_ms) {
+                    return self.encode_and_append(&st, admitted, wall_ms, boot_ms, on_pos);
+                }
+            }
+            self.update_context(admitted, wall_ms, boot_ms)?;
+        }
+    }
+
+    fn needs_update(
+        &self,
+        st: &WriterState,
+        admitted: &[Admitted<'_, '_>],
+        wall_ms: i64,
+        boot_ms: u64,
+    ) -> bool {
+        if wall_ms >= st.machine_valid_until_ms || boot_ms < st.ctx.base_boot_ms {
+            return true;
+        }
+        let delta = boot_ms - st.ctx.base_boot_ms;
+        if delta >= REBASE_HARD_MS
+            || (delta >= REBASE_SOFT_MS && self.log.active_segment() != st.base_segment)
+        {
+            return true;
+        }
+        admitted
+            .iter()
+            .any(|(r, _)| !st.index.contains_key(&r.classification))
+    }
+
+    fn update_context(
+        &self,
+        admitted: &[Admitted<'_, '_>],
+        wall_ms: i64,
+        boot_ms: u64,
+    ) -> Result<(), RecordError> {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if !self.needs_update(&st, admitted, wall_ms, boot_ms) {
+            return Ok(()); // another thread did it
+        }
+        let mut next = st.ctx.clone();
+        next.generation = next.generation.wrapping_add(1);
+        let mut index = st.index.clone();
+        let mut machine_valid_until_ms = st.machine_valid_until_ms;
+        if wall_ms >= machine_valid_until_ms {
+            let (id, until) = self.machine.at(wall_ms);
+            next.machine_id = id;
+            machine_valid_until_ms = until;
+        }
+        let mut base_segment = st.base_segment;
+        if next.generation == 1
+            || boot_ms < next.base_boot_ms
+            || boot_ms - next.base_boot_ms >= REBASE_SOFT_MS
+        {
+            next.base_wall_ms = wall_ms;
+            next.base_boot_ms = boot_ms;
+            base_segment = self.log.active_segment();
+        }
+        let missing = admitted
+            .iter()
+            .filter(|(r, _)| !index.contains_key(&r.classification))
+            .count();
+        if next.classifications.len() + missing > MAX_CLASSIFICATIONS {
+            // Start a fresh table; records already written name the old context, which
+            // precedes them in their segment.
+            next.classifications.clear();
+            index.clear();
+        }
+        for (r, _) in admitted {
+            if !index.contains_key(&r.classification) {
+                index.insert(r.classification.clone(), next.classifications.len() as u32);
+                next.classifications.push(r.classification.clone());
+            }
+        }
+        let bytes = encode_context(&next)
+            .map_err(|e| RecordError::State(std::io::Error::other(e.to_string())))?;
+        let max = self.log.options().max_record_size;
+        if bytes.len() as u64 > max {
+            return Err(RecordError::ContextTooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        self.log.set_preamble(Some(bytes))?;
+        *st = WriterState {
+            ctx: next,
+            index,
+            machine_valid_until_ms,
+            base_segment,
+        };
+        Ok(())
+    }
+
+    fn encode_and_append(
+        &self,
+        st: &WriterState,
+        admitted: &[Admitted<'_, '_>],
+        wall_ms: i64,
+        boot_ms: u64,
+        mut on_pos: impl FnMut(Position),
+    ) -> Result<(), RecordError> {
+        let boot_delta_ms = boot_ms - st.ctx.base_boot_ms;
+        let expected = st
+            .ctx
+            .base_wall_ms
+            .saturating_add(i64::try_from(boot_delta_ms).unwrap_or(i64::MAX));
+        let time = RecordTime::Relative {
+            boot_delta_ms,
+            wall_skew_ms: wall_ms.saturating_sub(expected),
+        };
+        let encode = |(r, hold_ms): &Admitted<'_, '_>, out: &mut Vec<u8>| {
+            let h = RecordHeader {
+                slot: st.ctx.slot,
+                class: ClassRef::Index(
+                    st.index.get(&r.classification).copied().unwrap_or(u32::MAX),
+                ),
+                severity: r.severity,
+                time,
+                event_id: r.event_id,
+                hold_ms: *hold_ms,
+            };
+            encode_record(&h, r.payload, out)
+                .map_err(|e| RecordError::State(std::io::Error::other(e.to_string())))
+        };
+        if let [one] = admitted {
+            return BUF.with(|b| {
+                let mut buf = b.borrow_mut();
+                buf.clear();
+                encode(one, &mut buf)?;
+                on_pos(self.log.append(&buf)?);
+                Ok(())
+            });
+        }
+        let mut frames = Vec::with_capacity(admitted.len());
+        for a in admitted {
+            let mut out = Vec::with_capacity(a.0.payload.len() + 16);
+            encode(a, &mut out)?;
+            frames.push(out);
+        }
+        self.log.append_batch(&frames)?.into_iter().for_each(on_pos);
+        Ok(())
+    }
+}
+
+type Admitted<'r, 'p> = (&'r RecordBuilder<'p>, Option<u64>);
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.counters.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,360 @@
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use segment_log::ReaderOptions;
+
+use super::*;
+use crate::config::RecorderConfig;
+use crate::record::{RecordEntry, RecordReader, Resolved};
+
+/// A clock tests move by hand.
+#[derive(Debug)]
+pub(crate) struct FakeClock {
+    pub wall_ms: AtomicI64,
+    pub boot_ms: AtomicU64,
+}
+
+impl FakeClock {
+    pub(crate) fn new() -> Arc<FakeClock> {
+        Arc::new(FakeClock {
+            wall_ms: AtomicI64::new(1_700_000_000_000),
+            boot_ms: AtomicU64::new(10_000),
+        })
+    }
+    pub(crate) fn advance(&self, ms: u64) {
+        self.wall_ms.fetch_add(ms as i64, Ordering::SeqCst);
+        self.boot_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for FakeClock {
+    fn wall_ns(&self) -> i64 {
+        self.wall_ms.load(Ordering::SeqCst) * 1_000_000
+    }
+    fn boot_ns(&self) -> u64 {
+        self.boot_ms.load(Ordering::SeqCst) * 1_000_000
+    }
+    fn boot_id(&self) -> [u8; 16] {
+        [0x42; 16]
+    }
+}
+
+pub(crate) fn test_config(dir: &Path) -> Config {
+    let mut c = Config::for_dir(dir);
+    c.log.segment_size = 1 << 20;
+    c.log.max_record_size = 64 << 10;
+    c.recorder = RecorderConfig::unlimited();
+    c.recorder.static_machine_id_file = dir.join("no-static-id");
+    c.recorder.machine_id_secret_file = dir.join("no-secret");
+    c
+}
+
+/// All records of `dir`, in order, with their machine ids; fails on any skip or damage.
+pub(crate) fn read_all(dir: &Path) -> Vec<(RecordId, Resolved, String, Vec<u8>)> {
+    let opts = ReaderOptions {
+        hole_timeout: Duration::from_millis(50),
+        ..ReaderOptions::default()
+    };
+    let mut r = RecordReader::open(dir, Position::default(), opts).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        match e {
+            RecordEntry::Record(v) => out.push((
+                v.id,
+                v.meta,
+                v.context.machine_id.clone(),
+                v.payload.to_vec(),
+            )),
+            RecordEntry::Context { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn records_read_back_with_their_fields_ids_and_context() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new();
+    let rec = Recorder::open_with(&test_config(d.path()), clock.clone(), false).unwrap();
+    let ev = EventId::parse("5de9de8d5f3c6a7d445d75ba01cc3322").unwrap();
+    let a = rec
+        .record(
+            &RecordBuilder::parse("org.example/a/one", 1)
+                .unwrap()
+                .payload(b"first"),
+        )
+        .unwrap();
+    clock.advance(1234);
+    let b = rec
+        .record(
+            &RecordBuilder::parse("org.example/b/two", 4)
+                .unwrap()
+                .payload(b"second")
+                .event_id(ev),
+        )
+        .unwrap();
+    let c = rec
+        .record(&RecordBuilder::parse("org.example/a/one", 2).unwrap())
+        .unwrap();
+    let all = read_all(d.path());
+    assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), vec![a, b, c]);
+    assert_eq!(all[0].1.classification.as_str(), "org.example/a/one");
+    assert_eq!(all[0].1.wall_ms, 1_700_000_000_000);
+    assert_eq!(all[0].1.boot_ms, 10_000);
+    assert_eq!(all[1].1.severity, Severity::CRITICAL);
+    assert_eq!(all[1].1.event_id, Some(ev));
+    assert_eq!(all[1].1.wall_ms, 1_700_000_001_234);
+    assert_eq!(all[1].3, b"second");
+    assert_eq!(all[2].1.classification.as_str(), "org.example/a/one");
+    assert!(all[2].3.is_empty());
+    assert_eq!(
+        all[0].2.len(),
+        32,
+        "rotating machine id is 32 hex characters"
+    );
+    assert_eq!(rec.context().classifications.len(), 2);
+}
+
+#[test]
+fn two_writers_on_one_log_hold_different_slots_and_both_resolve() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = test_config(d.path());
+    let r1 = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    let r2 = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    assert_ne!(r1.slot(), r2.slot());
+    for i in 0..10 {
+        let w = if i % 2 == 0 { &r1 } else { &r2 };
+        let class = if i % 2 == 0 { "x.y/one/a" } else { "x.y/two/b" };
+        w.record(
+            &RecordBuilder::parse(class, 1)
+                .unwrap()
+                .payload(format!("{i}").as_bytes()),
+        )
+        .unwrap();
+    }
+    let all = read_all(d.path());
+    assert_eq!(all.len(), 10);
+    for (i, r) in all.iter().enumerate() {
+        let want = if i % 2 == 0 { "x.y/one/a" } else { "x.y/two/b" };
+        assert_eq!(r.1.classification.as_str(), want);
+        assert_eq!(r.3, format!("{i}").as_bytes());
+    }
+    drop(r1);
+    let r3 = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    assert_eq!(r3.slot(), 0, "a released slot is reused");
+}
+
+#[test]
+fn oversized_payload_is_refused_naming_the_payload() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
+    let big = vec![0u8; rec.max_payload() + 1];
+    let e = rec
+        .record(&RecordBuilder::parse("a/b/c", 1).unwrap().payload(&big))
+        .unwrap_err();
+    assert_eq!(e.field(), Some("payload"));
+    assert!(e.to_string().contains("max_record_size"), "{e}");
+    let ok = vec![0u8; rec.max_payload()];
+    rec.record(&RecordBuilder::parse("a/b/c", 1).unwrap().payload(&ok))
+        .unwrap();
+}
+
+#[test]
+fn machine_id_rotates_with_the_period_and_static_file_wins() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new();
+    let mut cfg = test_config(d.path());
+    cfg.recorder.machine_id_rotation = Duration::from_secs(3 * 86_400);
+    let rec = Recorder::open_with(&cfg, clock.clone(), false).unwrap();
+    let b = RecordBuilder::parse("a/b/c", 1).unwrap();
+    rec.record(&b).unwrap();
+    clock.advance(3 * 86_400_000);
+    rec.record(&b).unwrap();
+    let all = read_all(d.path());
+    assert_ne!(all[0].2, all[1].2, "machine id rotated");
+    drop(rec);
+    std::fs::write(d.path().join("no-static-id"), "static-id\n").unwrap();
+    let rec = Recorder::open_with(&cfg, clock.clone(), false).unwrap();
+    rec.record(&b).unwrap();
+    assert_eq!(read_all(d.path())[2].2, "static-id");
+}
+
+#[test]
+fn a_wall_clock_jump_is_kept_as_skew_and_boot_time_stays_monotonic() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new();
+    let rec = Recorder::open_with(&test_config(d.path()), clock.clone(), false).unwrap();
+    let b = RecordBuilder::parse("a/b/c", 1).unwrap();
+    rec.record(&b).unwrap();
+    clock.wall_ms.fetch_sub(3_600_000, Ordering::SeqCst);
+    clock.boot_ms.fetch_add(5, Ordering::SeqCst);
+    rec.record(&b).unwrap();
+    let all = read_all(d.path());
+    assert_eq!(all[1].1.wall_ms, 1_700_000_000_000 - 3_600_000);
+    assert_eq!(all[1].1.boot_ms, 10_005);
+}
+
+#[test]
+fn long_running_writers_rebase_their_times_and_stay_readable() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new();
+    let rec = Recorder::open_with(&test_config(d.path()), clock.clone(), false).unwrap();
+    let b = RecordBuilder::parse("a/b/c", 1).unwrap();
+    for _ in 0..5 {
+        rec.record(&b).unwrap();
+        clock.advance(REBASE_HARD_MS + 7);
+    }
+    let all = read_all(d.path());
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.1.boot_ms, 10_000 + i as u64 * (REBASE_HARD_MS + 7));
+    }
+}
+
+#[test]
+fn batches_append_in_order_and_report_each_outcome() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
+    let big = vec![1u8; rec.max_payload() + 1];
+    let recs = vec![
+        RecordBuilder::parse("a/b/c", 1).unwrap().payload(b"1"),
+        RecordBuilder::parse("a/b/d", 2).unwrap().payload(&big),
+        RecordBuilder::parse("a/b/e", 3).unwrap().payload(b"3"),
+    ];
+    let out = rec.record_batch(&recs).unwrap();
+    assert!(out[0].is_ok() && out[2].is_ok());
+    assert_eq!(out[1].as_ref().unwrap_err().field(), Some("payload"));
+    let all = read_all(d.path());
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].0, *out[0].as_ref().unwrap());
+    assert_eq!(all[1].0, *out[2].as_ref().unwrap());
+    assert_eq!(all[1].1.classification.as_str(), "a/b/e");
+}
+
+#[test]
+fn every_segment_carries_the_context_of_its_records() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(d.path());
+    cfg.log.segment_size = 64 << 10;
+    cfg.log.max_record_size = 8 << 10;
+    let rec = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    let payload = vec![b'x'; 1000];
+    for i in 0..300 {
+        let class = format!("a/b/c{}", i % 7);
+        rec.record(&RecordBuilder::parse(&class, 1).unwrap().payload(&payload))
+            .unwrap();
+    }
+    assert!(rec.log().active_segment() > 3);
+    // Each segment read on its own resolves all its records.
+    for seg in 1..=rec.log().active_segment() {
+        let opts = ReaderOptions {
+            hole_timeout: Duration::from_millis(50),
+            ..ReaderOptions::default()
+        };
+        let mut r = RecordReader::open(
+            d.path(),
+            Position {
+                segment: seg,
+                offset: 0,
+            },
+            opts,
+        )
+        .unwrap();
+        while let Some(e) = r.next_entry().unwrap() {
+            match e {
+                RecordEntry::Record(v) if v.position.segment == seg => {
+                    assert!(v.meta.classification.as_str().starts_with("a/b/c"))
+                }
+                RecordEntry::Record(_) => break,
+                RecordEntry::Context { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(read_all(d.path()).len(), 300);
+}
+
+#[test]
+fn a_reader_starting_mid_segment_still_resolves_records() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
+    for i in 0..20 {
+        rec.record(
+            &RecordBuilder::parse("a/b/c", 1)
+                .unwrap()
+                .payload(format!("{i}").as_bytes()),
+        )
+        .unwrap();
+    }
+    let all = read_all(d.path());
+    let opts = ReaderOptions {
+        hole_timeout: Duration::from_millis(50),
+        ..ReaderOptions::default()
+    };
+    let mut r = RecordReader::open(d.path(), Position::default(), opts.clone()).unwrap();
+    let mut tenth = None;
+    let mut n = 0;
+    while let Some(e) = r.next_entry().unwrap() {
+        if let RecordEntry::Record(v) = e {
+            n += 1;
+            if n == 10 {
+                tenth = Some(v.position);
+            }
+        }
+    }
+    let mut r = RecordReader::open(d.path(), tenth.unwrap(), opts).unwrap();
+    let mut rest = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        match e {
+            RecordEntry::Record(v) => rest.push(v.id),
+            RecordEntry::Context { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(rest, all[9..].iter().map(|r| r.0).collect::<Vec<_>>());
+}
+
+fn bytes_used_per_payload_byte(lines: &[&[u8]]) -> f64 {
+    let d = tempfile::tempdir().unwrap();
+    let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
+    let b = RecordBuilder::parse("org.seglog/pipe/loghub", 2).unwrap();
+    let mut payload = 0u64;
+    for line in lines {
+        rec.record(&b.clone().payload(line)).unwrap();
+        payload += line.len() as u64;
+    }
+    let used = segment_log::stats(d.path(), true).unwrap().bytes_used;
+    used as f64 / payload as f64
+}
+
+#[test]
+fn loghub_lines_take_at_most_1_3x_their_bytes_on_disk() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/loghub");
+    let Ok(files) = std::fs::read_dir(&dir) else {
+        eprintln!("skipping: {} not found", dir.display());
+        return;
+    };
+    let texts: Vec<Vec<u8>> = files
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
+        .map(|f| std::fs::read(f.path()).unwrap())
+        .collect();
+    let lines: Vec<&[u8]> = texts
+        .iter()
+        .flat_map(|t| t.split(|&c| c == b'\n'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let all = bytes_used_per_payload_byte(&lines);
+    let near_100: Vec<&[u8]> = lines
+        .iter()
+        .copied()
+        .filter(|l| (90..=110).contains(&l.len()))
+        .collect();
+    let hundred = bytes_used_per_payload_byte(&near_100);
+    eprintln!(
+        "all {} lines: {all:.3}x; {} lines of 90-110 bytes: {hundred:.3}x",
+        lines.len(),
+        near_100.len()
+    );
+    assert!(all <= 1.3, "{all}");
+    assert!(hundred <= 1.3, "{hundred}");
+}
