@@ -71,13 +71,21 @@ pub(crate) fn create_file(tmp: &Path, dest: &Path, header: &SegmentHeader) -> Re
         allocate(&file, header.capacity).map_err(|e| Error::io("allocate segment", tmp, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
             .map_err(|e| Error::io("write segment header", tmp, e))?;
-        std::fs::rename(tmp, dest).map_err(|e| Error::io("rename segment", dest, e))
+        rename_noreplace(tmp, dest)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(tmp);
         return Err(e);
     }
     Ok(file)
+}
+
+/// Renames `from` to `to`, failing (AlreadyExists) instead of replacing an existing `to`: a
+/// live segment must never be replaced, whatever a racing or confused writer does. A hard
+/// link cannot overwrite; the old name is removed after.
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    std::fs::hard_link(from, to).map_err(|e| Error::io("link segment", to, e))?;
+    std::fs::remove_file(from).map_err(|e| Error::io("remove", from, e))
 }
 
 /// Allocates `len` bytes of disk for `file`. Not `fs2::FileExt::allocate`: it calls

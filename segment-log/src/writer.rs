@@ -495,7 +495,7 @@ impl Shared {
         }
         let prep = seg_path(&self.seg_dir, n, PREP_EXT);
         if prep.exists() {
-            std::fs::rename(&prep, &live).map_err(|e| Error::io("rename segment", &live, e))?;
+            segment::rename_noreplace(&prep, &live)?;
             if let Some(p) = prepared.filter(|p| p.number == n) {
                 if let Ok(meta) = std::fs::metadata(&live) {
                     use std::os::unix::fs::MetadataExt;
