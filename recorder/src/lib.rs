@@ -25,6 +25,7 @@
 pub mod cli;
 pub mod config;
 pub mod counters;
+mod errors;
 pub mod fuzzing;
 pub mod ratelimit;
 pub mod record;
@@ -33,3 +34,4 @@ mod writer;
 
 pub use record::{Classification, EventId, RecordId, Severity, ValidationError};
 pub use writer::{OpenError, RecordBuilder, RecordError, Recorder, MAX_HEADER_LEN, MAX_SLOTS};
+pub mod probes;

@@ -2,6 +2,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use segment_log::ReaderOptions;
 
+use std::time::Duration;
+
 use super::*;
 use crate::config::RecorderConfig;
 use crate::record::{RecordEntry, RecordReader, Resolved};

@@ -1,0 +1,15 @@
+//! Built-in probes: `hello`, `netstat`, `events-dir` and `pipe`.
+use crate::record::RecordId;
+use crate::{RecordBuilder, RecordError, Recorder};
+
+pub mod events_dir;
+pub mod netstat;
+pub mod pipe;
+
+/// Classification of the hello probe's record.
+pub const HELLO_CLASS: &str = "org.seglog/hello/world";
+
+/// The hprobe equivalent: one record `org.seglog/hello/world`, severity 1, payload "hello".
+pub fn hello(rec: &Recorder) -> Result<RecordId, RecordError> {
+    rec.record(&RecordBuilder::parse(HELLO_CLASS, 1)?.payload(b"hello"))
+}
