@@ -39,20 +39,23 @@ fn sync_interval() -> Duration {
     Duration::from_millis(ms)
 }
 
-/// Opens a log in a fresh temp dir and lets the background thread prepare the next segment.
+/// Opens a log in a fresh temp dir, fills its first segment (created at open, not pre-faulted)
+/// so the log rotates once and the background thread prepares the next segment: the samples
+/// then measure the steady state.
 fn open_log(sync: SyncPolicy, prepare_ahead: bool) -> (tempfile::TempDir, Log) {
     let dir = temp_dir("seglog-append-");
-    let log = Log::open(
-        dir.path(),
-        Options {
-            sync,
-            prepare_ahead,
-            ..Options::default()
-        },
-    )
-    .expect("open log");
-    log.append(b"warm-up").expect("append");
-    std::thread::sleep(Duration::from_millis(50));
+    let opts = Options {
+        sync,
+        prepare_ahead,
+        ..Options::default()
+    };
+    let log = Log::open(dir.path(), opts).expect("open log");
+    let filler = synthetic_payload(100);
+    let first = log.active_segment();
+    while log.active_segment() == first {
+        log.append(&filler).expect("append");
+    }
+    std::thread::sleep(Duration::from_millis(100));
     (dir, log)
 }
 

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use seglog_benches::{
-    percentiles, remove_segments_below, report_dir, synthetic_payload, temp_dir, Percentiles,
+    percentiles, remove_segments_below, report_dir, synthetic_payload, temp_dir, thread_faults,
+    Percentiles,
 };
 use segment_log::{Log, Options, SyncPolicy};
 
@@ -39,6 +40,8 @@ struct Outcome {
     rotations: Percentiles,
     rotation_count: usize,
     throughput: f64,
+    /// Minor page faults the appending thread took during the run.
+    faults: u64,
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -75,6 +78,7 @@ fn run(s: &Scenario, payload: &[u8]) -> Outcome {
         });
         let mut segment = log.active_segment();
         let period = s.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        let faults0 = thread_faults().0;
         let start = Instant::now();
         let mut next = start;
         for slot in lat.iter_mut() {
@@ -94,15 +98,18 @@ fn run(s: &Scenario, payload: &[u8]) -> Outcome {
             }
         }
         let e = start.elapsed();
+        let faults = thread_faults().0 - faults0;
         stop.store(true, Ordering::Relaxed);
-        e
+        (e, faults)
     });
+    let (elapsed, faults) = elapsed;
     drop(log);
     Outcome {
         rotation_count: rot.len(),
         rotations: percentiles(&mut rot),
         all: percentiles(&mut lat),
         throughput: s.records as f64 / elapsed.as_secs_f64(),
+        faults,
     }
 }
 
@@ -166,7 +173,7 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "| scenario | records | rotations | records/s | p50 | p99 | p99.9 | p99.99 | max | rotating append p50 / max |"
+        "| scenario | records | rotations | records/s | p50 | p99 | p99.9 | p99.99 | max | rotating append p50 / max | appender page faults per rotation |"
     );
     let _ = writeln!(
         md,
@@ -182,7 +189,7 @@ fn main() {
         eprintln!("latency: running {} ({} records)...", s.name, s.records);
         let o = run(s, &payload);
         let row = format!(
-            "| {} | {} | {} | {:.2}M | {} | {} | {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {:.2}M | {} | {} | {} | {} | {} | {} / {} | {:.0} |",
             s.name,
             s.records,
             o.rotation_count,
@@ -194,6 +201,7 @@ fn main() {
             us(o.all.max),
             us(o.rotations.p50),
             us(o.rotations.max),
+            o.faults as f64 / o.rotation_count.max(1) as f64,
         );
         println!("{row}");
         let _ = writeln!(md, "{row}");

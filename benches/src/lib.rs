@@ -254,34 +254,41 @@ pub fn drop_page_cache(dir: &Path) -> usize {
 /// Fraction (0..=1) of the pages of the files under `dir` that are in the page cache
 /// (`mincore` on a read-only mapping), to check that a cold-cache run really is cold.
 pub fn cached_fraction(dir: &Path) -> f64 {
-    let page = 4096usize;
-    let (mut resident, mut total) = (0usize, 0usize);
-    for path in files_under(dir) {
-        let Ok(f) = File::open(&path) else { continue };
-        let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-        if len == 0 {
-            continue;
-        }
-        // SAFETY: read-only mapping of a file nobody truncates during the call; we never read
-        // through it, only ask `mincore` which of its pages are resident.
-        let Ok(map) = (unsafe { memmap2::Mmap::map(&f) }) else {
-            continue;
-        };
-        let pages = len.div_ceil(page);
-        let mut vec = vec![0u8; pages];
-        // SAFETY: `map` is a live mapping of `len` bytes starting at a page-aligned address and
-        // `vec` has one byte per page of it, as mincore requires.
-        let rc = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, len, vec.as_mut_ptr()) };
-        if rc == 0 {
-            resident += vec.iter().filter(|&&b| b & 1 == 1).count();
-            total += pages;
-        }
-    }
+    let (resident, total) = files_under(dir)
+        .iter()
+        .map(|p| resident_pages(p))
+        .fold((0, 0), |(r, t), (a, b)| (r + a, t + b));
     if total == 0 {
         0.0
     } else {
         resident as f64 / total as f64
     }
+}
+
+/// (resident pages, total pages) of one file, from `mincore`.
+pub fn resident_pages(path: &Path) -> (usize, usize) {
+    let page = 4096usize;
+    let Ok(f) = File::open(path) else {
+        return (0, 0);
+    };
+    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    if len == 0 {
+        return (0, 0);
+    }
+    // SAFETY: read-only mapping of a file nobody truncates during the call; we never read
+    // through it, only ask `mincore` which of its pages are resident.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&f) }) else {
+        return (0, 0);
+    };
+    let pages = len.div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping of `len` bytes starting at a page-aligned address and
+    // `vec` has one byte per page of it, as mincore requires.
+    let rc = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return (0, 0);
+    }
+    (vec.iter().filter(|&&b| b & 1 == 1).count(), pages)
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -302,6 +309,39 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Page faults taken so far by the calling thread: (minor, major), from
+/// `getrusage(RUSAGE_THREAD)`. Used to check that appends run on pre-faulted pages.
+pub fn thread_faults() -> (u64, u64) {
+    // SAFETY: `rusage` is plain old data; an all-zero value is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage` for the duration of the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    if rc != 0 {
+        return (0, 0);
+    }
+    (ru.ru_minflt as u64, ru.ru_majflt as u64)
+}
+
+/// CPU time consumed so far by the calling thread (`CLOCK_THREAD_CPUTIME_ID`) and by the
+/// whole process, all threads (`CLOCK_PROCESS_CPUTIME_ID`). On a shared, loaded machine wall
+/// time includes time spent descheduled; CPU time does not, and process time also counts
+/// the background threads (seglog's preparer) that do work on the appender's behalf.
+pub fn cpu_times() -> (Duration, Duration) {
+    fn clock(id: libc::clockid_t) -> Duration {
+        // SAFETY: `timespec` is plain old data; an all-zero value is valid.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call.
+        if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+            return Duration::ZERO;
+        }
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+    (
+        clock(libc::CLOCK_THREAD_CPUTIME_ID),
+        clock(libc::CLOCK_PROCESS_CPUTIME_ID),
+    )
 }
 
 /// Disk usage of the files under `dir`: (apparent bytes, allocated bytes = st_blocks * 512).
