@@ -276,7 +276,8 @@ impl SegmentScanner {
 
     /// Called at the apparent end (`from` at or past the counter) of a segment that no writer
     /// can extend any more (none alive, or a newer segment exists). If bytes past the counter
-    /// are not all zero, the counter was damaged (lowered: it is not checksummed): stop
+    /// are not all zero or the file is short, the counter was damaged (lowered: it is not
+    /// checksummed) or hides a truncation: stop
     /// trusting it and scan up to the capacity, so the frames after it are read and the rest
     /// is reported, instead of silently ending the segment early. A counter that grew
     /// meanwhile (a live writer's reservation) is not damage. Returns whether there is more
@@ -291,7 +292,10 @@ impl SegmentScanner {
         while p < cap && data_at.is_none() {
             let (i, avail) = self.window(p, self.chunk as u64, true)?;
             if avail == 0 {
-                break; // the file ends early: nothing past the counter
+                // The file ends before its capacity: it was truncated (a segment is allocated
+                // in full before it goes live), so the counter cannot be trusted either.
+                data_at = Some(p);
+                break;
             }
             let w = self.buf.get(i..i + avail).unwrap_or_default();
             data_at = w.iter().position(|&b| b != 0).map(|k| p + k as u64);

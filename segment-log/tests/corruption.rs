@@ -440,3 +440,27 @@ fn bug_a_lowered_counter_in_a_finished_segment_hid_its_records_while_a_writer_wa
     assert!(damage.iter().all(|dm| dm.segment == 1), "{damage:?}");
     drop(log);
 }
+
+/// Found by the model test (`tests/model.rs`, a crash-truncate then a zeroed range over the
+/// counter): a segment truncated inside its frames whose counter was also lowered looked
+/// finished and clean, so the records cut off vanished without a `truncated` report. A
+/// segment file is allocated in full before it goes live, so a short file is damage.
+#[test]
+fn bug_a_truncated_segment_with_a_lowered_counter_was_read_as_clean() {
+    let (d, frames) = small_log();
+    let cut = frames[3].position.offset + 4;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg_file(d.path(), 1))
+        .unwrap();
+    f.set_len(cut).unwrap();
+    drop(f);
+    lower_counter(d.path(), 1);
+    let (got, damage) = read_all(d.path());
+    assert_eq!(got, frames[..3].to_vec());
+    assert!(
+        matches!(&damage[..], [dm] if dm.reason == DamageReason::Truncated && dm.offset == frames[3].position.offset),
+        "{damage:?}"
+    );
+    check_against(&frames, &got, &damage).unwrap();
+}
