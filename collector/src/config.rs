@@ -1,0 +1,411 @@
+//! The `[collector]` section of seglog's TOML configuration, and the resolved
+//! [`ServerConfig`] the server runs with.
+//!
+//! Every key is optional; the defaults are listed in `collector/README.md` and on each field.
+//! Unknown keys are an error that names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use recorder::config::{DurationValue, GlobalArgs, Layers, Section, SizeValue};
+use serde::Deserialize;
+
+/// Default listen address: loopback only, so an unconfigured collector is never exposed.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8780";
+/// Most records one `GET /api/records` returns (the telemetrics backend's limit).
+pub const MAX_QUERY_LIMIT: u32 = 10_000;
+
+/// The `[collector]` section as written in the file. All keys are optional; sizes take
+/// bytes or strings such as `"16MiB"`, durations seconds or strings such as `"10s"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorSection {
+    /// `listen`: address to bind (default `127.0.0.1:8780`).
+    pub listen: Option<String>,
+    /// `data_dir`: where the SQLite database lives.
+    pub data_dir: Option<PathBuf>,
+    /// `tokens`: bearer tokens accepted for uploads (none = uploads are open).
+    pub tokens: Option<Vec<String>>,
+    /// `token_file`: a file with one accepted upload token per line (`#` comments allowed).
+    pub token_file: Option<PathBuf>,
+    /// `api_tokens`: bearer tokens required to read the API, UI and metrics (none = open).
+    pub api_tokens: Option<Vec<String>>,
+    /// `tls_cert`: PEM certificate chain; with `tls_key`, the collector serves HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// `tls_key`: PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `max_body_bytes`: largest compressed upload body.
+    pub max_body_bytes: Option<SizeValue>,
+    /// `max_decompressed_bytes`: largest decompressed batch.
+    pub max_decompressed_bytes: Option<SizeValue>,
+    /// `max_records_per_batch`: most records in one batch.
+    pub max_records_per_batch: Option<u64>,
+    /// `max_concurrent_uploads`: uploads decoded at once; bounds memory.
+    pub max_concurrent_uploads: Option<usize>,
+    /// `upload_queue_timeout`: how long an upload waits for a slot before 503.
+    pub upload_queue_timeout: Option<DurationValue>,
+    /// `max_response_bytes`: payload bytes one API response carries before it is cut and
+    /// continued with `next_cursor`.
+    pub max_response_bytes: Option<SizeValue>,
+    /// `shutdown_grace`: how long in-flight requests may finish at shutdown.
+    pub shutdown_grace: Option<DurationValue>,
+}
+
+impl Section for CollectorSection {
+    const NAME: &'static str = "collector";
+}
+
+fn size(key: &str, v: Option<SizeValue>, default: u64) -> anyhow::Result<u64> {
+    match v {
+        None => Ok(default),
+        Some(v) => v
+            .bytes()
+            .ok_or_else(|| anyhow::anyhow!("[collector] {key} must not be negative")),
+    }
+}
+
+impl CollectorSection {
+    /// Parses the `[collector]` table of one TOML document (absent = all defaults).
+    pub fn from_toml_str(doc: &str) -> anyhow::Result<Self> {
+        Layers::from_sources(vec![("inline".to_owned(), doc.to_owned())])?.section()
+    }
+
+    /// Reads the section from seglog's layered configuration (see `recorder::config`).
+    pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
+        Layers::load(global)?.section()
+    }
+
+    /// Validates and resolves the section into a [`ServerConfig`]; `default_data_dir` is used
+    /// when `data_dir` is not set.
+    pub fn resolve(&self, default_data_dir: &Path) -> anyhow::Result<ServerConfig> {
+        let d = ServerConfig::new(default_data_dir.to_path_buf());
+        let listen = match &self.listen {
+            Some(s) => s.parse::<SocketAddr>().map_err(|e| {
+                anyhow::anyhow!("[collector] listen = {s:?}: {e}; use e.g. \"127.0.0.1:8780\"")
+            })?,
+            None => d.listen,
+        };
+        let mut tokens = self.tokens.clone().unwrap_or_default();
+        if let Some(path) = &self.token_file {
+            tokens.extend(read_token_file(path)?);
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert: c.clone(),
+                key: k.clone(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("[collector] tls_cert and tls_key must be set together"),
+        };
+        let dl = d.limits;
+        let limits = Limits {
+            max_body_bytes: size("max_body_bytes", self.max_body_bytes, dl.max_body_bytes)?,
+            max_decompressed_bytes: size(
+                "max_decompressed_bytes",
+                self.max_decompressed_bytes,
+                dl.max_decompressed_bytes,
+            )?,
+            max_records_per_batch: self
+                .max_records_per_batch
+                .unwrap_or(dl.max_records_per_batch),
+            max_concurrent_uploads: self
+                .max_concurrent_uploads
+                .unwrap_or(dl.max_concurrent_uploads),
+            upload_queue_timeout: self
+                .upload_queue_timeout
+                .map_or(dl.upload_queue_timeout, DurationValue::get),
+            max_response_bytes: size(
+                "max_response_bytes",
+                self.max_response_bytes,
+                dl.max_response_bytes,
+            )?,
+        };
+        let cfg = ServerConfig {
+            listen,
+            data_dir: self.data_dir.clone().unwrap_or(d.data_dir),
+            tokens,
+            api_tokens: self.api_tokens.clone().unwrap_or_default(),
+            tls,
+            limits,
+            shutdown_grace: self
+                .shutdown_grace
+                .map_or(d.shutdown_grace, DurationValue::get),
+            handle_signals: false,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Reads one token per line; blank lines and lines starting with `#` are skipped.
+pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// PEM files for HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Resource bounds of the server. Memory for uploads is at most roughly
+/// `max_concurrent_uploads * (max_body_bytes + 2 * max_decompressed_bytes)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest compressed body; larger is refused with 413 before it is read (16 MiB, the
+    /// protocol's default).
+    pub max_body_bytes: u64,
+    /// Largest decompressed batch; a zip bomb stops here with 413 (64 MiB, the protocol's
+    /// default).
+    pub max_decompressed_bytes: u64,
+    /// Most records in one batch (200 000, the protocol's default).
+    pub max_records_per_batch: u64,
+    /// Uploads decoded and stored at once (4: SQLite has one writer anyway, and this keeps
+    /// the memory bound above small).
+    pub max_concurrent_uploads: usize,
+    /// How long an upload waits for a slot before it gets 503 with `Retry-After` (30 s).
+    pub upload_queue_timeout: Duration,
+    /// Payload bytes per API response before it is cut short with a `next_cursor` (32 MiB).
+    pub max_response_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let p = uploader::protocol::Limits::default();
+        Limits {
+            max_body_bytes: p.max_body_bytes,
+            max_decompressed_bytes: p.max_decompressed_bytes,
+            max_records_per_batch: p.max_records,
+            max_concurrent_uploads: 4,
+            upload_queue_timeout: Duration::from_secs(30),
+            max_response_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The decoder limits for these bounds.
+    pub fn protocol(&self) -> uploader::protocol::Limits {
+        uploader::protocol::Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_records: self.max_records_per_batch,
+            max_payload_bytes: self.max_decompressed_bytes,
+            ..uploader::protocol::Limits::default()
+        }
+    }
+}
+
+/// Everything the server needs, validated. Build it with [`ServerConfig::new`] and adjust
+/// fields, or from the config file with [`CollectorSection::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to bind; port 0 picks a free port (see `RunningServer::local_addr`).
+    pub listen: SocketAddr,
+    /// Directory of the SQLite database (`collector.sqlite3`), created 0700 if missing.
+    pub data_dir: PathBuf,
+    /// Accepted upload bearer tokens; empty = uploads need no token.
+    pub tokens: Vec<String>,
+    /// Bearer tokens required for the API, UI and `/metrics`; empty = open.
+    pub api_tokens: Vec<String>,
+    /// HTTPS certificate and key; `None` = plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Resource bounds.
+    pub limits: Limits,
+    /// How long in-flight requests may finish after shutdown starts (10 s).
+    pub shutdown_grace: Duration,
+    /// Stop gracefully on SIGINT and SIGTERM (the CLI sets this; libraries usually don't).
+    pub handle_signals: bool,
+}
+
+impl ServerConfig {
+    /// Defaults: listen on `127.0.0.1:8780`, store in `data_dir`, no tokens, plain HTTP.
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8780))),
+            data_dir,
+            tokens: Vec::new(),
+            api_tokens: Vec::new(),
+            tls: None,
+            limits: Limits::default(),
+            shutdown_grace: Duration::from_secs(10),
+            handle_signals: false,
+        }
+    }
+
+    /// Checks the values that could not be checked while parsing.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(
+            l.max_body_bytes > 0,
+            "[collector] max_body_bytes must be above 0"
+        );
+        anyhow::ensure!(
+            l.max_decompressed_bytes > 0,
+            "[collector] max_decompressed_bytes must be above 0"
+        );
+        anyhow::ensure!(
+            l.max_records_per_batch > 0,
+            "[collector] max_records_per_batch must be above 0"
+        );
+        anyhow::ensure!(
+            (1..=1024).contains(&l.max_concurrent_uploads),
+            "[collector] max_concurrent_uploads must be 1 to 1024, not {}",
+            l.max_concurrent_uploads
+        );
+        for t in self.tokens.iter().chain(&self.api_tokens) {
+            anyhow::ensure!(
+                !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()),
+                "[collector] a token is empty or contains spaces or non-ASCII characters"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether uploads are open to anyone who can reach a non-loopback address (the CLI
+    /// warns about it).
+    pub fn is_open_on_network(&self) -> bool {
+        self.tokens.is_empty() && !self.listen.ip().is_loopback()
+    }
+}
+
+/// The data directory used when none is configured: `seglog-collector` next to seglog's
+/// default log directory (`/var/lib/seglog-collector` for root, else
+/// `$XDG_STATE_HOME/seglog-collector` or `~/.local/state/seglog-collector`).
+pub fn default_data_dir() -> PathBuf {
+    let log = recorder::config::default_dir();
+    match log.parent() {
+        Some(p) => p.join("seglog-collector"),
+        None => PathBuf::from("seglog-collector"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_document_resolves_to_the_documented_defaults() {
+        let s = CollectorSection::from_toml_str("").unwrap();
+        let c = s.resolve(Path::new("/tmp/x")).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8780");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert!(c.tokens.is_empty());
+        assert_eq!(c.limits.max_body_bytes, 16 << 20);
+        assert_eq!(c.limits.max_decompressed_bytes, 64 << 20);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(10));
+        assert!(!c.is_open_on_network());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let doc = r#"
+            [collector]
+            listen = "0.0.0.0:9000"
+            data_dir = "/srv/c"
+            tokens = ["a", "b"]
+            api_tokens = ["r"]
+            tls_cert = "/c.pem"
+            tls_key = "/k.pem"
+            max_body_bytes = 1000
+            max_decompressed_bytes = 2000
+            max_records_per_batch = 30
+            max_concurrent_uploads = 2
+            upload_queue_timeout = "2s"
+            max_response_bytes = 4000
+            shutdown_grace = "500ms"
+        "#;
+        let c = CollectorSection::from_toml_str(doc)
+            .unwrap()
+            .resolve(Path::new("/x"))
+            .unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/c"));
+        assert_eq!(c.tokens, ["a", "b"]);
+        assert_eq!(c.api_tokens, ["r"]);
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into()
+            })
+        );
+        assert_eq!(c.limits.max_body_bytes, 1000);
+        assert_eq!(c.limits.max_decompressed_bytes, 2000);
+        assert_eq!(c.limits.max_records_per_batch, 30);
+        assert_eq!(c.limits.max_concurrent_uploads, 2);
+        assert_eq!(c.limits.upload_queue_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.max_response_bytes, 4000);
+        assert_eq!(c.shutdown_grace, Duration::from_millis(500));
+        assert!(!c.is_open_on_network());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = CollectorSection::from_toml_str("[collector]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("listen_addr"), "{e:#}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        let cases = [
+            ("listen = \"nope\"", "listen"),
+            ("tls_cert = \"/c\"", "tls_cert and tls_key"),
+            ("max_concurrent_uploads = 0", "max_concurrent_uploads"),
+            ("shutdown_grace = \"soon\"", "shutdown_grace"),
+            ("tokens = [\"has space\"]", "token"),
+        ];
+        for (line, key) in cases {
+            let e = CollectorSection::from_toml_str(&format!("[collector]\n{line}\n"))
+                .and_then(|s| s.resolve(Path::new("/x")))
+                .unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{line}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_take_units() {
+        let doc = "[collector]\nmax_body_bytes = \"1MiB\"\nshutdown_grace = 3\n";
+        let c = CollectorSection::from_toml_str(doc)
+            .unwrap()
+            .resolve(Path::new("/x"))
+            .unwrap();
+        assert_eq!(c.limits.max_body_bytes, 1 << 20);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        let e = CollectorSection::from_toml_str("[collector]\nmax_body_bytes = -1\n")
+            .unwrap()
+            .resolve(Path::new("/x"))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("max_body_bytes"), "{e:#}");
+    }
+
+    #[test]
+    fn open_uploads_on_a_network_address_are_flagged() {
+        let mut c = ServerConfig::new("/x".into());
+        c.listen = "0.0.0.0:8780".parse().unwrap();
+        assert!(c.is_open_on_network());
+        c.tokens.push("t".into());
+        assert!(!c.is_open_on_network());
+    }
+
+    #[test]
+    fn token_file_skips_comments_and_blank_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("tokens");
+        std::fs::write(&p, "# fleet A\nabc\n\n  def  \n").unwrap();
+        assert_eq!(read_token_file(&p).unwrap(), ["abc", "def"]);
+    }
+}

@@ -1,0 +1,365 @@
+//! `POST /v1/logs/{private id}/batches`: PROTOCOL.md section 6, step by step.
+//!
+//! Order matters for cost: the URL and token are checked before a byte of the body is read,
+//! `Content-Length` before reading, the body is read with a hard cap, decompression has a
+//! hard output cap, and only then is anything decoded or stored. At most
+//! `max_concurrent_uploads` requests hold a body in memory at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::BodyExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uploader::protocol::{self, Batch, ProtocolError};
+
+use crate::server::{unauthorized, AppState};
+use crate::store::{IngestMeta, IngestOutcome};
+
+/// Time a client gets to send the whole body once it holds an upload slot.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// `Retry-After` (seconds) sent with 503 when all upload slots stay busy.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
+
+/// A refused upload: status, a reason code for counters, and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Counter label (see `metrics::REJECT_REASONS`).
+    pub reason: &'static str,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where each protocol error goes (PROTOCOL.md section 4): sizes and counts over a limit are
+/// 413 (the device splits the batch), over-long strings and everything malformed are 400.
+pub fn refusal_for(e: &ProtocolError) -> Refusal {
+    let (status, reason) = match e {
+        ProtocolError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        ProtocolError::DecompressedTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "decompressed_too_large")
+        }
+        ProtocolError::LimitExceeded { what, .. } if is_count_limit(what) => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded")
+        }
+        ProtocolError::UnsupportedVersion { .. } => {
+            (StatusCode::BAD_REQUEST, "unsupported_version")
+        }
+        ProtocolError::Decompress(_) => (StatusCode::BAD_REQUEST, "bad_zstd"),
+        _ => (StatusCode::BAD_REQUEST, "bad_batch"),
+    };
+    Refusal::new(status, reason, e.to_string())
+}
+
+/// The limits of PROTOCOL.md section 4 that answer 413 (counts and the payload size); the
+/// string-length limits answer 400.
+fn is_count_limit(what: &str) -> bool {
+    what.ends_with(" count") || what == "payload length"
+}
+
+/// Checks the URL's private id (64 lower-case hex) and returns the public id.
+pub fn public_id_from_path(id: &str) -> Result<[u8; 32], Refusal> {
+    let ok = id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let mut private = [0u8; 32];
+    if !ok || hex::decode_to_slice(id, &mut private).is_err() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the log id in the URL must be 64 lower-case hex characters",
+        ));
+    }
+    Ok(Sha256::digest(private).into())
+}
+
+/// Header checks that need no body: protocol version, content type and encoding, batch id
+/// syntax. Returns the batch id the device sent, if any.
+pub fn check_headers(h: &HeaderMap) -> Result<Option<[u8; 32]>, Refusal> {
+    let text = |name: &str| {
+        h.get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").trim().to_owned())
+    };
+    if let Some(v) = text(protocol::HEADER_PROTOCOL) {
+        if v != protocol::PROTOCOL_VERSION.to_string() {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_version",
+                format!(
+                    "{} {v:?} is not supported; this collector speaks version {}",
+                    protocol::HEADER_PROTOCOL,
+                    protocol::PROTOCOL_VERSION
+                ),
+            ));
+        }
+    }
+    if let Some(v) = text(header::CONTENT_ENCODING.as_str()) {
+        if !v.eq_ignore_ascii_case("zstd") {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_request",
+                format!("Content-Encoding {v:?} is not supported; send zstd"),
+            ));
+        }
+    }
+    if let Some(v) = text(header::CONTENT_TYPE.as_str()) {
+        let mime = v.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case(protocol::CONTENT_TYPE) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad_request",
+                format!(
+                    "Content-Type {mime:?} is not supported; send {}",
+                    protocol::CONTENT_TYPE
+                ),
+            ));
+        }
+    }
+    match text(protocol::HEADER_BATCH_ID) {
+        None => Ok(None),
+        Some(v) => {
+            let mut id = [0u8; 32];
+            let ok = v.len() == 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !ok || hex::decode_to_slice(&v, &mut id).is_err() {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!(
+                        "{} must be 64 lower-case hex characters",
+                        protocol::HEADER_BATCH_ID
+                    ),
+                ));
+            }
+            Ok(Some(id))
+        }
+    }
+}
+
+/// Decodes a body within `limits` and checks it against the URL's public id and the batch id
+/// header (PROTOCOL.md section 6, steps 4 and 5). Pure: this is the fuzzed path.
+pub fn decode_upload(
+    body: &[u8],
+    public_id: &[u8; 32],
+    header_batch_id: Option<&[u8; 32]>,
+    limits: &protocol::Limits,
+) -> Result<(Batch, u64), Refusal> {
+    let raw = protocol::decompress_body(body, limits).map_err(|e| refusal_for(&e))?;
+    let batch = protocol::decode_batch_raw(&raw, limits).map_err(|e| refusal_for(&e))?;
+    if &batch.public_log_id != public_id {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "log_id_mismatch",
+            "the batch's public log id is not sha256 of the private id in the URL",
+        ));
+    }
+    if let Some(h) = header_batch_id {
+        let id = batch.id();
+        if &id.0 != h {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "batch_id_mismatch",
+                format!(
+                    "{} {} does not match the id computed from the body, {id}",
+                    protocol::HEADER_BATCH_ID,
+                    hex::encode(h)
+                ),
+            ));
+        }
+    }
+    Ok((batch, raw.len() as u64))
+}
+
+fn refuse(st: &AppState, r: Refusal) -> Response {
+    st.reject(r.reason);
+    let mut resp = (r.status, Json(json!({ "error": r.message }))).into_response();
+    if r.status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(BUSY_RETRY_AFTER_SECS),
+        );
+    }
+    resp
+}
+
+/// The upload handler.
+pub(crate) async fn upload(
+    State(st): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let _guard = st.metrics.upload_started();
+    let resp = upload_inner(&st, &id, &headers, body).await;
+    st.metrics.observe_upload(started.elapsed());
+    resp
+}
+
+async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: Body) -> Response {
+    let public_id = match public_id_from_path(id) {
+        Ok(p) => p,
+        Err(r) => return refuse(st, r),
+    };
+    if !st.upload_authorized(headers) {
+        st.reject("unauthorized");
+        return unauthorized();
+    }
+    let header_id = match check_headers(headers) {
+        Ok(h) => h,
+        Err(r) => return refuse(st, r),
+    };
+    let limits = st.cfg.limits.protocol();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limits.max_body_bytes) {
+        return refuse(
+            st,
+            refusal_for(&ProtocolError::BodyTooLarge {
+                len: n,
+                max: limits.max_body_bytes,
+            }),
+        );
+    }
+    let _slot = match tokio::time::timeout(
+        st.cfg.limits.upload_queue_timeout,
+        st.upload_slots.acquire(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return refuse(
+                st,
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the collector is busy; retry later",
+                ),
+            )
+        }
+    };
+    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        http_body_util::Limited::new(body, max).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return refuse(
+                st,
+                refusal_for(&ProtocolError::BodyTooLarge {
+                    len: limits.max_body_bytes + 1,
+                    max: limits.max_body_bytes,
+                }),
+            );
+        }
+        Ok(Err(e)) => {
+            return refuse(
+                st,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("reading the body: {e}"),
+                ),
+            );
+        }
+        Err(_) => {
+            return refuse(
+                st,
+                Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "bad_request",
+                    "the body did not arrive in time",
+                ),
+            );
+        }
+    };
+    let body_len = bytes.len() as u64;
+    let result = st
+        .blocking(move |s| {
+            let (batch, raw_len) =
+                match decode_upload(&bytes, &public_id, header_id.as_ref(), &limits) {
+                    Ok(v) => v,
+                    Err(r) => return Ok(Err(r)),
+                };
+            drop(bytes);
+            let meta = IngestMeta {
+                body_bytes: body_len,
+                raw_bytes: raw_len,
+                received_ms: crate::api::now_ms(),
+            };
+            let outcome = s.store.ingest(&batch, meta)?;
+            let gap_records = batch.gaps.iter().map(|g| g.records).sum::<u64>();
+            Ok(Ok((
+                batch.id(),
+                batch.records.len() as u64,
+                raw_len,
+                gap_records,
+                outcome,
+            )))
+        })
+        .await;
+    match result {
+        Ok(Ok((batch_id, records, raw_len, gap_records, outcome))) => {
+            st.metrics.bytes(body_len, raw_len);
+            let body = match outcome {
+                IngestOutcome::Stored {
+                    records_stored,
+                    records_duplicate,
+                    gaps,
+                } => {
+                    st.metrics
+                        .stored(records_stored, records_duplicate, gaps, gap_records);
+                    json!({
+                        "batch_id": batch_id.to_hex(),
+                        "records": records,
+                        "duplicate": false,
+                        "stored": records_stored,
+                        "records_already_stored": records_duplicate,
+                        "gaps": gaps,
+                    })
+                }
+                IngestOutcome::Duplicate { records_stored } => {
+                    st.metrics.duplicate();
+                    json!({
+                        "batch_id": batch_id.to_hex(),
+                        "records": records,
+                        "duplicate": true,
+                        "stored": records_stored,
+                    })
+                }
+            };
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Ok(Err(r)) => refuse(st, r),
+        Err(e) => {
+            st.reject("internal");
+            e.into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,457 @@
+//! Read side: filtered record queries (newest first, keyset pagination), gaps and stats.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, Row};
+
+use super::{Store, StoreError};
+
+/// A time filter on the device's creation time, ms since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeBound(pub i64);
+
+/// Keyset pagination: only records received before this one (`seq` is reception order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub i64);
+
+/// A validated record query; see `api::parse_records_query` for the HTTP parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordQuery {
+    /// Exact classification.
+    pub classification: Option<String>,
+    /// Exact severity.
+    pub severity: Option<u8>,
+    /// Exact machine id.
+    pub machine_id: Option<String>,
+    /// Exact build.
+    pub build: Option<String>,
+    /// Exact platform (`sys_vendor|product_name|product_version`).
+    pub platform: Option<String>,
+    /// Created at or after (inclusive).
+    pub since: Option<TimeBound>,
+    /// Created before (exclusive).
+    pub until: Option<TimeBound>,
+    /// Public log id.
+    pub log_id: Option<[u8; 32]>,
+    /// Event id.
+    pub event_id: Option<[u8; 16]>,
+    /// Record id.
+    pub record_id: Option<[u8; 16]>,
+    /// Return payloads.
+    pub include_payload: bool,
+    /// Most records returned.
+    pub limit: u32,
+    /// Continue after a previous page.
+    pub cursor: Option<Cursor>,
+    /// Stop adding records once this many payload bytes are in the page.
+    pub max_payload_bytes: u64,
+}
+
+impl Default for RecordQuery {
+    fn default() -> Self {
+        RecordQuery {
+            classification: None,
+            severity: None,
+            machine_id: None,
+            build: None,
+            platform: None,
+            since: None,
+            until: None,
+            log_id: None,
+            event_id: None,
+            record_id: None,
+            include_payload: true,
+            limit: crate::config::MAX_QUERY_LIMIT,
+            cursor: None,
+            max_payload_bytes: 32 << 20,
+        }
+    }
+}
+
+/// One stored record with its context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRow {
+    /// Reception order (the pagination key).
+    pub seq: i64,
+    /// Record id.
+    pub record_id: [u8; 16],
+    /// Public log id.
+    pub log_id: [u8; 32],
+    /// Batch that delivered it.
+    pub batch_id: [u8; 32],
+    /// Segment number on the device.
+    pub segment: u64,
+    /// Offset in the segment.
+    pub offset: u64,
+    /// Classification.
+    pub classification: String,
+    /// Severity.
+    pub severity: u8,
+    /// Device wall-clock creation time, ms.
+    pub created_ms: i64,
+    /// Boot-relative creation time, ms.
+    pub boot_ms: u64,
+    /// Event id.
+    pub event_id: Option<[u8; 16]>,
+    /// Reception time, ms.
+    pub received_ms: i64,
+    /// Payload size in bytes.
+    pub payload_len: u64,
+    /// Payload, when requested.
+    pub payload: Option<Vec<u8>>,
+    /// Machine id.
+    pub machine_id: String,
+    /// Boot id.
+    pub boot_id: String,
+    /// Architecture.
+    pub arch: String,
+    /// Platform (host type).
+    pub platform: String,
+    /// OS build.
+    pub build: String,
+    /// OS name.
+    pub system_name: String,
+    /// Kernel release.
+    pub kernel_version: String,
+    /// Record format version.
+    pub record_format_version: String,
+    /// All context fields as received.
+    pub context: Vec<(String, String)>,
+}
+
+/// A page of records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordPage {
+    /// Newest first.
+    pub records: Vec<RecordRow>,
+    /// Set when more records match: pass it as `cursor` for the next page.
+    pub next: Option<Cursor>,
+}
+
+/// One stored gap entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapRow {
+    /// Public log id.
+    pub log_id: [u8; 32],
+    /// Batch that reported it.
+    pub batch_id: [u8; 32],
+    /// Reason name.
+    pub reason: String,
+    /// First missing position.
+    pub start: (u64, u64),
+    /// Where data resumes.
+    pub end: (u64, u64),
+    /// Whole segments missing.
+    pub segments: u64,
+    /// Records lost (0 = unknown).
+    pub records: u64,
+    /// Bytes skipped (0 = unknown).
+    pub bytes: u64,
+    /// Detail text.
+    pub detail: String,
+    /// Reception time, ms.
+    pub received_ms: i64,
+}
+
+/// Aggregate counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records stored.
+    pub records: u64,
+    /// Distinct logs (devices) seen.
+    pub logs: u64,
+    /// Batches stored.
+    pub batches: u64,
+    /// Batches received again and acknowledged as duplicates.
+    pub batches_duplicate: u64,
+    /// Records that arrived again in a different batch and were not stored twice.
+    pub records_duplicate: u64,
+    /// Gap entries.
+    pub gaps: u64,
+    /// Records the gap entries say are lost (where known).
+    pub gap_records: u64,
+    /// Compressed bytes of stored batches.
+    pub body_bytes: u64,
+    /// Decompressed bytes of stored batches.
+    pub raw_bytes: u64,
+    /// Uploads refused, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Records by classification (top 100).
+    pub by_classification: Vec<(String, u64)>,
+    /// Records by severity.
+    pub by_severity: Vec<(String, u64)>,
+    /// Records by platform (top 100).
+    pub by_platform: Vec<(String, u64)>,
+    /// Records by build (top 100).
+    pub by_build: Vec<(String, u64)>,
+    /// Gap entries by reason.
+    pub gaps_by_reason: Vec<(String, u64)>,
+    /// Device counters (drops by reason...), summed over logs.
+    pub device_counters: Vec<(String, u64)>,
+}
+
+/// Rows in each "by ..." list of the stats.
+const STATS_TOP: i64 = 100;
+
+fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
+    let v: Vec<u8> = row.get(i)?;
+    v.try_into().map_err(|v: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            format!("expected {N} bytes, found {}", v.len()).into(),
+        )
+    })
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
+    let event: Option<Vec<u8>> = row.get(10)?;
+    let fields: String = row.get(22)?;
+    Ok(RecordRow {
+        seq: row.get(0)?,
+        record_id: blob(row, 1)?,
+        log_id: blob(row, 2)?,
+        batch_id: blob(row, 3)?,
+        segment: row.get::<_, i64>(4)? as u64,
+        offset: row.get::<_, i64>(5)? as u64,
+        classification: row.get(6)?,
+        severity: u8::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+        created_ms: row.get(8)?,
+        boot_ms: row.get::<_, i64>(9)? as u64,
+        event_id: event.and_then(|e| e.try_into().ok()),
+        received_ms: row.get(11)?,
+        payload_len: row.get::<_, i64>(12)? as u64,
+        payload: row.get(13)?,
+        machine_id: row.get(14)?,
+        boot_id: row.get(15)?,
+        arch: row.get(16)?,
+        platform: row.get(17)?,
+        build: row.get(18)?,
+        system_name: row.get(19)?,
+        kernel_version: row.get(20)?,
+        record_format_version: row.get(21)?,
+        context: serde_json::from_str(&fields).unwrap_or_default(),
+    })
+}
+
+/// Builds the WHERE clause and its parameters for `q`.
+fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
+    let mut conds: Vec<&str> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    let mut push = |cond: &'static str, v: Value| {
+        conds.push(cond);
+        args.push(v);
+    };
+    if let Some(v) = &q.classification {
+        push("r.classification = ?", Value::Text(v.clone()));
+    }
+    if let Some(v) = q.severity {
+        push("r.severity = ?", Value::Integer(i64::from(v)));
+    }
+    if let Some(v) = &q.machine_id {
+        push("c.machine_id = ?", Value::Text(v.clone()));
+    }
+    if let Some(v) = &q.build {
+        push("c.build = ?", Value::Text(v.clone()));
+    }
+    if let Some(v) = &q.platform {
+        push("c.platform = ?", Value::Text(v.clone()));
+    }
+    if let Some(TimeBound(v)) = q.since {
+        push("r.created_ms >= ?", Value::Integer(v));
+    }
+    if let Some(TimeBound(v)) = q.until {
+        push("r.created_ms < ?", Value::Integer(v));
+    }
+    if let Some(v) = q.log_id {
+        push("r.log_id = ?", Value::Blob(v.to_vec()));
+    }
+    if let Some(v) = q.event_id {
+        push("r.event_id = ?", Value::Blob(v.to_vec()));
+    }
+    if let Some(v) = q.record_id {
+        push("r.record_id = ?", Value::Blob(v.to_vec()));
+    }
+    if let Some(Cursor(v)) = q.cursor {
+        push("r.seq < ?", Value::Integer(v));
+    }
+    let sql = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
+    (sql, args)
+}
+
+impl Store {
+    /// Records matching `q`, newest (last received) first.
+    pub fn query_records(&self, q: &RecordQuery) -> Result<RecordPage, StoreError> {
+        self.read(|conn| query_records(conn, q))
+    }
+
+    /// Gap entries, newest first, optionally of one log.
+    pub fn query_gaps(
+        &self,
+        log_id: Option<[u8; 32]>,
+        limit: u32,
+    ) -> Result<Vec<GapRow>, StoreError> {
+        self.read(|conn| {
+            let mut args: Vec<Value> = Vec::new();
+            let mut sql = String::from(
+                "SELECT log_id, batch_id, reason, start_segment, start_offset, end_segment,
+                        end_offset, segments, records, bytes, detail, received_ms
+                 FROM gaps",
+            );
+            if let Some(l) = log_id {
+                sql.push_str(" WHERE log_id = ?");
+                args.push(Value::Blob(l.to_vec()));
+            }
+            sql.push_str(" ORDER BY id DESC LIMIT ?");
+            args.push(Value::Integer(i64::from(limit)));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args), |r| {
+                Ok(GapRow {
+                    log_id: blob(r, 0)?,
+                    batch_id: blob(r, 1)?,
+                    reason: r.get(2)?,
+                    start: (r.get::<_, i64>(3)? as u64, r.get::<_, i64>(4)? as u64),
+                    end: (r.get::<_, i64>(5)? as u64, r.get::<_, i64>(6)? as u64),
+                    segments: r.get::<_, i64>(7)? as u64,
+                    records: r.get::<_, i64>(8)? as u64,
+                    bytes: r.get::<_, i64>(9)? as u64,
+                    detail: r.get(10)?,
+                    received_ms: r.get(11)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Aggregate counts for `/api/stats` and the stats view.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        self.read(stats)
+    }
+
+    /// Number of stored records (for the metrics gauge at start-up).
+    pub fn record_count(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+}
+
+fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, StoreError> {
+    let (cond, mut args) = where_clause(q);
+    let payload = if q.include_payload {
+        "r.payload"
+    } else {
+        "NULL"
+    };
+    let sql = format!(
+        "SELECT r.seq, r.record_id, r.log_id, r.batch_id, r.segment, r.offset, r.classification,
+                r.severity, r.created_ms, r.boot_ms, r.event_id, r.received_ms, length(r.payload),
+                {payload}, c.machine_id, c.boot_id, c.arch, c.platform, c.build, c.system_name,
+                c.kernel_version, c.record_format_version, c.fields
+         FROM records r JOIN contexts c ON c.id = r.context_id
+         {cond}
+         ORDER BY r.seq DESC LIMIT ?"
+    );
+    // One more than asked tells whether another page exists.
+    args.push(Value::Integer(i64::from(q.limit) + 1));
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(params_from_iter(args))?;
+    let mut out = Vec::new();
+    let mut payload_bytes = 0u64;
+    let mut next = None;
+    while let Some(row) = rows.next()? {
+        let rec = record_from_row(row)?;
+        let over_budget =
+            q.include_payload && !out.is_empty() && payload_bytes >= q.max_payload_bytes;
+        if out.len() >= q.limit as usize || over_budget {
+            next = out.last().map(|r: &RecordRow| Cursor(r.seq));
+            break;
+        }
+        payload_bytes += rec.payload.as_ref().map_or(0, |p| p.len() as u64);
+        out.push(rec);
+    }
+    Ok(RecordPage { records: out, next })
+}
+
+fn grouped(conn: &Connection, sql: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([STATS_TOP], |r| {
+        let key: Value = r.get(0)?;
+        let key = match key {
+            Value::Text(s) => s,
+            Value::Integer(i) => i.to_string(),
+            Value::Null => String::new(),
+            Value::Real(f) => f.to_string(),
+            Value::Blob(b) => hex::encode(b),
+        };
+        Ok((key, r.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn stats(conn: &Connection) -> Result<Stats, StoreError> {
+    let one = |sql: &str| -> Result<u64, StoreError> {
+        Ok(conn
+            .query_row(sql, [], |r| r.get::<_, Option<i64>>(0))?
+            .unwrap_or(0) as u64)
+    };
+    let mut s = Stats {
+        records: one("SELECT count(*) FROM records")?,
+        logs: one("SELECT count(DISTINCT log_id) FROM batches")?,
+        batches: one("SELECT count(*) FROM batches")?,
+        gaps: one("SELECT count(*) FROM gaps")?,
+        gap_records: one("SELECT sum(records) FROM gaps")?,
+        body_bytes: one("SELECT sum(body_bytes) FROM batches")?,
+        raw_bytes: one("SELECT sum(raw_bytes) FROM batches")?,
+        ..Stats::default()
+    };
+    let mut stmt = conn.prepare("SELECT name, value FROM counters")?;
+    let counters = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+    })?;
+    for c in counters {
+        let (name, value) = c?;
+        match name.as_str() {
+            "batches_duplicate" => s.batches_duplicate = value,
+            "records_duplicate" => s.records_duplicate = value,
+            n => {
+                if let Some(reason) = n.strip_prefix("rejected.") {
+                    s.rejected.insert(reason.to_owned(), value);
+                }
+            }
+        }
+    }
+    s.by_classification = grouped(
+        conn,
+        "SELECT classification, count(*) AS n FROM records GROUP BY classification
+         ORDER BY n DESC, classification LIMIT ?1",
+    )?;
+    s.by_severity = grouped(
+        conn,
+        "SELECT severity, count(*) AS n FROM records GROUP BY severity ORDER BY severity LIMIT ?1",
+    )?;
+    s.by_platform = grouped(
+        conn,
+        "SELECT c.platform, count(*) AS n FROM records r JOIN contexts c ON c.id = r.context_id
+         GROUP BY c.platform ORDER BY n DESC, c.platform LIMIT ?1",
+    )?;
+    s.by_build = grouped(
+        conn,
+        "SELECT c.build, count(*) AS n FROM records r JOIN contexts c ON c.id = r.context_id
+         GROUP BY c.build ORDER BY n DESC, c.build LIMIT ?1",
+    )?;
+    s.gaps_by_reason = grouped(
+        conn,
+        "SELECT reason, count(*) AS n FROM gaps GROUP BY reason ORDER BY n DESC, reason LIMIT ?1",
+    )?;
+    s.device_counters = grouped(
+        conn,
+        "SELECT name, sum(value) AS n FROM device_counters GROUP BY name ORDER BY name LIMIT ?1",
+    )?;
+    Ok(s)
+}

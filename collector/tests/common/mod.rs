@@ -1,0 +1,143 @@
+//! Shared helpers: a collector on 127.0.0.1 in a temporary directory, and small HTTP
+//! clients (ureq for ordinary requests, raw TCP for the malformed ones).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use collector::fixtures;
+use collector::{RunningServer, Server, ServerConfig};
+use serde_json::Value;
+use uploader::protocol::{self, Batch};
+
+/// A running collector and its data directory.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub server: Option<RunningServer>,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+/// The config every test starts from: port 0 on loopback, data in `dir`.
+pub fn config(dir: &std::path::Path) -> ServerConfig {
+    let mut c = ServerConfig::new(dir.join("data"));
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.shutdown_grace = Duration::from_secs(5);
+    c
+}
+
+impl Harness {
+    /// Starts a collector; `tweak` adjusts the config first.
+    pub fn start(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(dir.path());
+        tweak(&mut c);
+        let server = Server::start(c).unwrap();
+        let (url, addr) = (server.url(), server.local_addr());
+        Harness {
+            dir,
+            server: Some(server),
+            url,
+            addr,
+        }
+    }
+
+    /// Stops the collector and starts a new one on the same data directory.
+    pub fn restart(&mut self, tweak: impl FnOnce(&mut ServerConfig)) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().unwrap();
+        }
+        let mut c = config(self.dir.path());
+        tweak(&mut c);
+        let server = Server::start(c).unwrap();
+        self.url = server.url();
+        self.addr = server.local_addr();
+        self.server = Some(server);
+    }
+
+    /// Uploads `b` as the reference uploader would; returns the status and JSON body.
+    pub fn upload(&self, private: &[u8; 32], b: &Batch) -> (u16, Value) {
+        self.upload_body(private, &fixtures::body(b), Some(b.id().to_hex()), None)
+    }
+
+    /// Posts `body` to log `private`'s endpoint with the protocol's headers.
+    pub fn upload_body(
+        &self,
+        private: &[u8; 32],
+        body: &[u8],
+        batch_id: Option<String>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = ureq::post(&format!("{}{}", self.url, fixtures::path(private)))
+            .set("Content-Type", protocol::CONTENT_TYPE)
+            .set("Content-Encoding", "zstd")
+            .set(protocol::HEADER_PROTOCOL, "1");
+        if let Some(id) = batch_id {
+            req = req.set(protocol::HEADER_BATCH_ID, &id);
+        }
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        json_response(req.send_bytes(body))
+    }
+
+    /// `GET path` (with query), JSON answer.
+    pub fn get(&self, path_and_query: &str) -> (u16, Value) {
+        json_response(ureq::get(&format!("{}{path_and_query}", self.url)).call())
+    }
+
+    /// `GET path`, text answer.
+    pub fn get_text(&self, path_and_query: &str) -> (u16, String) {
+        match ureq::get(&format!("{}{path_and_query}", self.url)).call() {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+            Err(e) => panic!("GET {path_and_query}: {e}"),
+        }
+    }
+
+    /// All records (up to 10 000) as JSON.
+    pub fn records(&self, query: &str) -> Vec<Value> {
+        let (s, v) = self.get(&format!("/api/records?{query}"));
+        assert_eq!(s, 200, "{v}");
+        v["records"].as_array().unwrap().clone()
+    }
+}
+
+pub fn json_response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let (status, resp) = match r {
+        Ok(r) => (r.status(), r),
+        Err(ureq::Error::Status(s, r)) => (s, r),
+        Err(e) => panic!("request failed: {e}"),
+    };
+    let text = resp.into_string().unwrap();
+    let v = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("status {status}: not JSON: {text:?}"));
+    (status, v)
+}
+
+/// Sends raw bytes on a new connection, half-closes, and returns whatever comes back.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(bytes).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The head of an upload request for `private` with `content_length`.
+pub fn request_head(private: &[u8; 32], content_length: u64) -> String {
+    format!(
+        "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {}\r\nContent-Encoding: zstd\r\n\
+         Seglog-Protocol: 1\r\nContent-Length: {content_length}\r\nConnection: close\r\n\r\n",
+        fixtures::path(private),
+        protocol::CONTENT_TYPE
+    )
+}
+
+/// The status code of a raw HTTP response ("HTTP/1.1 413 ...").
+pub fn status_of(response: &str) -> Option<u16> {
+    response.split(' ').nth(1)?.parse().ok()
+}
