@@ -18,14 +18,16 @@
 //! Modules: [`record`] (formats, validation, decoding, reading back), [`config`] (the
 //! layered TOML configuration every seglog crate uses), [`ratelimit`] (limits shared by
 //! all processes, dropped counts), [`probes`] (built-in probes), [`cli`] (`seglog record`,
-//! `seglog probe`).
-#![forbid(unsafe_code)]
+//! `seglog probe`), [`ffi`] (the C API of `include/seglog.h`).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;
 pub mod counters;
 mod errors;
+#[allow(unsafe_code)] // The C API: raw pointers from C; every block has a SAFETY comment.
+pub mod ffi;
 pub mod fuzzing;
 pub mod ratelimit;
 pub mod record;
