@@ -277,11 +277,10 @@ impl SegmentScanner {
     /// Called at the apparent end (`from` at or past the counter) of a segment that no writer
     /// can extend any more (none alive, or a newer segment exists). If bytes past the counter
     /// are not all zero or the file is short, the counter was damaged (lowered: it is not
-    /// checksummed) or hides a truncation: stop
-    /// trusting it and scan up to the capacity, so the frames after it are read and the rest
-    /// is reported, instead of silently ending the segment early. A counter that grew
-    /// meanwhile (a live writer's reservation) is not damage. Returns whether there is more
-    /// to scan from `from`.
+    /// checksummed) or hides a truncation: stop trusting it and scan up to the capacity, so
+    /// the frames after it are read and the rest is reported, instead of silently ending the
+    /// segment early. A counter that grew meanwhile (a live writer's reservation) is not
+    /// damage. Returns whether there is more to scan from `from`.
     pub(crate) fn distrust_counter_if_data_follows(&mut self, from: u64) -> std::io::Result<bool> {
         let cap = self.capacity();
         if self.reserved >= cap || self.tail_checked == Some((from, self.reserved)) {
