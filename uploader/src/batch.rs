@@ -1,0 +1,607 @@
+//! Building batches by streaming records from the log with bounded memory.
+//!
+//! A [`BatchBuilder`] keeps one segment-log [`Reader`] open across batches, decodes record
+//! frames with the recorder's codec, pairs them with their writer's context (the preamble
+//! frames, scoped to their segment), and appends them to a [`BatchEncoder`]. Memory is the
+//! encoder's columns (bounded by `max_bytes` + `max_records`), the reader's chunk, and one
+//! carried-over record: whatever the backlog.
+//!
+//! A batch covers `[first, last)`. It ends before the first record that does not fit (that
+//! record is carried into the next batch), before a record the rate limiter holds back, or at
+//! the live end. Building the same range again ([`BatchBuilder::build`] with `until = last`)
+//! yields the same records and therefore the same batch id.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use recorder::record::{decode_frame, Context, Decoded};
+use segment_log::format::HEADER_LEN;
+use segment_log::{DamageReason, Entry, FrameKind, Position, Reader, ReaderOptions};
+
+use crate::protocol::{BatchEncoder, BatchId, Gap, GapReason, RecordRef};
+
+/// How big a batch may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Payload bytes (a single larger record still makes a batch of its own).
+    pub max_bytes: u64,
+    /// Records.
+    pub max_records: u64,
+    /// Gap entries.
+    pub max_gaps: u64,
+}
+
+/// Why a batch ended where it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// A limit was reached; more records follow.
+    Full,
+    /// The live end of the log.
+    CaughtUp,
+    /// The next record is held back by the rate limiter until this wall time (ms).
+    Held {
+        /// When it may go.
+        until_ms: i64,
+    },
+    /// The requested end position.
+    Target,
+}
+
+/// A built batch.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Its id.
+    pub id: BatchId,
+    /// Start (inclusive).
+    pub first: Position,
+    /// End (exclusive): the cursor once it is acknowledged.
+    pub last: Position,
+    /// The zstd body.
+    pub body: Vec<u8>,
+    /// Decompressed size.
+    pub raw_len: usize,
+    /// Records.
+    pub records: u64,
+    /// Payload bytes.
+    pub payload_bytes: u64,
+    /// Frame bytes read from the log for these records (headers + payloads).
+    pub frame_bytes: u64,
+    /// Gaps in the batch.
+    pub gaps: Vec<Gap>,
+    /// Why it ended.
+    pub end: End,
+    /// Wall time of its first record.
+    pub oldest_wall_ms: Option<i64>,
+}
+
+impl Built {
+    /// Whether there is nothing to send (only context frames in the range).
+    pub fn is_empty(&self) -> bool {
+        self.records == 0 && self.gaps.is_empty()
+    }
+}
+
+/// A record read but not yet placed in a batch.
+#[derive(Debug, Clone)]
+struct Carried {
+    position: Position,
+    context: Arc<Context>,
+    class: recorder::Classification,
+    severity: u8,
+    wall_ms: i64,
+    boot_ms: u64,
+    event_id: Option<[u8; 16]>,
+    hold_until_ms: Option<i64>,
+    payload: Vec<u8>,
+    frame_len: u64,
+}
+
+enum Pending {
+    Record(Carried),
+    Gap(Gap),
+    Context(Position, Arc<Context>),
+}
+
+impl Pending {
+    fn start(&self) -> Position {
+        match self {
+            Pending::Record(r) => r.position,
+            Pending::Gap(g) => g.start,
+            Pending::Context(p, _) => *p,
+        }
+    }
+}
+
+struct Stream {
+    reader: Reader,
+    segment: Option<u64>,
+    contexts: HashMap<u32, Arc<Context>>,
+    carry: Option<Pending>,
+}
+
+impl Stream {
+    /// Where the logical stream continues.
+    fn position(&self) -> Position {
+        self.carry
+            .as_ref()
+            .map_or_else(|| self.reader.position(), Pending::start)
+    }
+
+    fn observe_context(&mut self, segment: u64, ctx: Context) {
+        if self.segment != Some(segment) {
+            self.segment = Some(segment);
+            self.contexts.clear();
+        }
+        self.contexts.insert(ctx.slot, Arc::new(ctx));
+    }
+}
+
+/// Flattens a recorder context into the wire's key/value pairs (PROTOCOL.md 3.3).
+pub fn context_fields(c: &Context) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("machine_id".to_owned(), c.machine_id.clone()),
+        ("boot_id".to_owned(), c.boot_id_hex()),
+        ("arch".to_owned(), c.arch.clone()),
+        ("host_type".to_owned(), c.host_type.clone()),
+        ("build".to_owned(), c.build.clone()),
+        ("system_name".to_owned(), c.system_name.clone()),
+        ("kernel_version".to_owned(), c.kernel_version.clone()),
+        ("board_name".to_owned(), c.board_name.clone()),
+        ("cpu_model".to_owned(), c.cpu_model.clone()),
+        ("bios_version".to_owned(), c.bios_version.clone()),
+        (
+            "record_format_version".to_owned(),
+            c.record_format_version.to_string(),
+        ),
+    ];
+    f.extend(c.extra.iter().cloned());
+    f
+}
+
+/// Maps a segment-log damage report to a gap reason.
+pub fn gap_reason(r: &DamageReason) -> GapReason {
+    match r {
+        DamageReason::Frame(_) => GapReason::CorruptFrame,
+        DamageReason::AbandonedReservation => GapReason::AbandonedReservation,
+        DamageReason::BadHeader(_) => GapReason::BadSegmentHeader,
+        DamageReason::Truncated => GapReason::TruncatedSegment,
+        DamageReason::MissingSegments { .. } => GapReason::Trimmed,
+        _ => GapReason::Unreadable,
+    }
+}
+
+/// Builds batches from one log directory.
+pub struct BatchBuilder {
+    dir: PathBuf,
+    public: [u8; 32],
+    level: i32,
+    reader_opts: ReaderOptions,
+    enc: BatchEncoder,
+    raw: Vec<u8>,
+    compressor: zstd::bulk::Compressor<'static>,
+    stream: Option<Stream>,
+    ctx_by_ptr: HashMap<usize, u32>,
+    ctx_by_fields: HashMap<Vec<(String, String)>, u32>,
+    ctx_keep: Vec<Arc<Context>>,
+    frame_bytes: u64,
+    oldest: Option<i64>,
+    counters: Vec<(String, u64)>,
+}
+
+impl std::fmt::Debug for BatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchBuilder")
+            .field("dir", &self.dir)
+            .field("level", &self.level)
+            .finish()
+    }
+}
+
+/// Callbacks for what the builder meets besides records.
+pub trait Observer {
+    /// Records known lost in segments `[first, first + count)` (retention notes).
+    fn trimmed_records(&mut self, first_segment: u64, count: u64) -> u64 {
+        let _ = (first_segment, count);
+        0
+    }
+}
+
+/// An observer that knows nothing.
+pub struct NoNotes;
+impl Observer for NoNotes {}
+
+impl BatchBuilder {
+    /// A builder for the log in `dir` (public id `public`), compressing at `level`.
+    pub fn new(
+        dir: &Path,
+        public: [u8; 32],
+        level: i32,
+        reader_opts: ReaderOptions,
+    ) -> std::io::Result<Self> {
+        let compressor = zstd::bulk::Compressor::new(level)?;
+        Ok(BatchBuilder {
+            dir: dir.to_path_buf(),
+            public,
+            level,
+            reader_opts: ReaderOptions {
+                include_preambles: true,
+                ..reader_opts
+            },
+            enc: BatchEncoder::default(),
+            raw: Vec::new(),
+            compressor,
+            stream: None,
+            ctx_by_ptr: HashMap::new(),
+            ctx_by_fields: HashMap::new(),
+            ctx_keep: Vec::new(),
+            frame_bytes: 0,
+            oldest: None,
+            counters: Vec::new(),
+        })
+    }
+
+    fn open_stream(&self, from: Position) -> Result<Stream, segment_log::Error> {
+        let mut s = Stream {
+            reader: Reader::open(&self.dir, from, self.reader_opts.clone())?,
+            segment: None,
+            contexts: HashMap::new(),
+            carry: None,
+        };
+        if from.offset > HEADER_LEN {
+            // Records after `from` need the contexts written earlier in its segment.
+            let start = Position {
+                segment: from.segment,
+                offset: HEADER_LEN,
+            };
+            let mut prime = Reader::open(&self.dir, start, self.reader_opts.clone())?;
+            while let Some(e) = prime.next_entry()? {
+                match e {
+                    Entry::Frame(f) if f.position.segment != from.segment || f.position >= from => {
+                        break
+                    }
+                    Entry::Frame(f) if f.kind == FrameKind::Preamble => {
+                        if let Ok(Decoded::Context(c)) = decode_frame(f.kind, f.payload) {
+                            s.observe_context(f.position.segment, *c);
+                        }
+                    }
+                    Entry::Frame(_) => {}
+                    Entry::Damage(d) if d.segment != from.segment || d.offset >= from.offset => {
+                        break
+                    }
+                    Entry::Damage(_) => {}
+                }
+            }
+            s.segment = Some(from.segment);
+        }
+        Ok(s)
+    }
+
+    /// Device counters put into every batch from now on.
+    pub fn set_counters(&mut self, counters: Vec<(String, u64)>) {
+        self.counters = counters;
+    }
+
+    /// Forgets the open reader (the next build reopens at its `from`).
+    pub fn reset(&mut self) {
+        self.stream = None;
+    }
+
+    fn context_index(&mut self, ctx: &Arc<Context>) -> u32 {
+        let key = Arc::as_ptr(ctx) as usize;
+        if let Some(&i) = self.ctx_by_ptr.get(&key) {
+            return i;
+        }
+        let fields = context_fields(ctx);
+        let i = match self.ctx_by_fields.get(&fields) {
+            Some(&i) => i,
+            None => {
+                let i = self.enc.add_context(&fields);
+                self.ctx_by_fields.insert(fields, i);
+                i
+            }
+        };
+        self.ctx_by_ptr.insert(key, i);
+        self.ctx_keep.push(ctx.clone()); // keeps the pointer key unique for this batch
+        i
+    }
+
+    /// Builds the batch starting at `from`: at most `limits`, never past `until`, holding
+    /// back records whose rate-limit hold ends after `now_ms`.
+    pub fn build(
+        &mut self,
+        from: Position,
+        limits: &BatchLimits,
+        until: Option<Position>,
+        now_ms: i64,
+        notes: &mut dyn Observer,
+    ) -> Result<Built, BuildError> {
+        let mut stream = match self.stream.take() {
+            Some(s) if s.position() == from => s,
+            _ => self.open_stream(from)?,
+        };
+        let r = self.fill(&mut stream, from, limits, until, now_ms, notes);
+        // A reader that reached the live end is not reused: segment-log's scanner decides at
+        // open whether writers are alive and may keep stale bytes past the old end, so a
+        // fresh one reads what was appended since.
+        if r.as_ref().is_ok_and(|b| b.end != End::CaughtUp) {
+            self.stream = Some(stream);
+        }
+        r
+    }
+
+    /// Adds a record unless the batch must end before it; returns why it must.
+    fn try_add(
+        &mut self,
+        c: &Candidate<'_>,
+        limits: &BatchLimits,
+        until: Option<Position>,
+        now_ms: i64,
+    ) -> Result<Option<End>, BuildError> {
+        if until.is_some_and(|u| c.position >= u) {
+            return Ok(Some(End::Target));
+        }
+        if let Some(until_ms) = c.hold_until_ms.filter(|&h| h > now_ms) {
+            return Ok(Some(End::Held { until_ms }));
+        }
+        let n = self.enc.records();
+        if n >= limits.max_records
+            || (n > 0 && self.enc.payload_bytes() + c.payload.len() as u64 > limits.max_bytes)
+        {
+            return Ok(Some(End::Full));
+        }
+        let context = self.context_index(c.context);
+        self.enc.add_record(&RecordRef {
+            position: c.position,
+            context,
+            classification: c.class.as_str(),
+            severity: c.severity,
+            wall_ms: c.wall_ms,
+            boot_ms: c.boot_ms,
+            event_id: c.event_id,
+            payload: c.payload,
+        })?;
+        self.frame_bytes += c.frame_len;
+        self.oldest.get_or_insert(c.wall_ms);
+        Ok(None)
+    }
+
+    fn fill(
+        &mut self,
+        s: &mut Stream,
+        from: Position,
+        limits: &BatchLimits,
+        until: Option<Position>,
+        now_ms: i64,
+        notes: &mut dyn Observer,
+    ) -> Result<Built, BuildError> {
+        self.enc.reset(self.public, from);
+        for (k, v) in &self.counters {
+            self.enc.add_counter(k, *v);
+        }
+        self.ctx_by_ptr.clear();
+        self.ctx_by_fields.clear();
+        self.ctx_keep.clear();
+        self.frame_bytes = 0;
+        self.oldest = None;
+        let mut gaps: Vec<Gap> = Vec::new();
+        let end = loop {
+            let gap = match s.carry.take() {
+                Some(Pending::Record(r)) => {
+                    match self.try_add(&r.candidate(), limits, until, now_ms)? {
+                        None => continue,
+                        Some(end) => {
+                            s.carry = Some(Pending::Record(r));
+                            break end;
+                        }
+                    }
+                }
+                Some(Pending::Gap(g)) => g,
+                Some(Pending::Context(p, c)) => {
+                    if until.is_some_and(|u| p >= u) {
+                        s.carry = Some(Pending::Context(p, c));
+                        break End::Target;
+                    }
+                    s.contexts.insert(c.slot, c);
+                    continue;
+                }
+                None => {
+                    let before = s.reader.position().max(from);
+                    let step = match s.reader.next_entry()? {
+                        None => break End::CaughtUp,
+                        Some(Entry::Damage(d)) => Step::Damage(d),
+                        Some(Entry::Frame(f)) => {
+                            let seg = f.position.segment;
+                            if s.segment != Some(seg) {
+                                s.segment = Some(seg);
+                                s.contexts.clear();
+                            }
+                            match decode_frame(f.kind, f.payload) {
+                                Ok(Decoded::Context(c)) => {
+                                    let c = Arc::new(*c);
+                                    if until.is_some_and(|u| f.position >= u) {
+                                        s.carry = Some(Pending::Context(f.position, c));
+                                        break End::Target;
+                                    }
+                                    s.contexts.insert(c.slot, c);
+                                    continue;
+                                }
+                                Ok(Decoded::Record { header, payload }) => {
+                                    let ctx = s.contexts.get(&header.slot).cloned();
+                                    match ctx.ok_or(MISSING_CONTEXT).and_then(|c| {
+                                        header.resolve(&c).map(|m| (c, m)).map_err(|_| BAD_CLASS)
+                                    }) {
+                                        Ok((context, m)) => {
+                                            let cand = Candidate {
+                                                position: f.position,
+                                                context: &context,
+                                                class: &m.classification,
+                                                severity: m.severity.get(),
+                                                wall_ms: m.wall_ms,
+                                                boot_ms: m.boot_ms,
+                                                event_id: m.event_id.map(|e| *e.as_bytes()),
+                                                hold_until_ms: m.hold_until_wall_ms,
+                                                payload,
+                                                frame_len: f.payload.len() as u64,
+                                            };
+                                            match self.try_add(&cand, limits, until, now_ms)? {
+                                                None => continue,
+                                                Some(end) => {
+                                                    s.carry =
+                                                        Some(Pending::Record(cand.to_owned()));
+                                                    break end;
+                                                }
+                                            }
+                                        }
+                                        Err(why) => Step::Bad(f.position, why.to_owned()),
+                                    }
+                                }
+                                Err(e) => Step::Bad(f.position, e.to_string()),
+                            }
+                        }
+                    };
+                    let after = s.reader.position();
+                    match step {
+                        Step::Bad(pos, detail) => undecodable(pos, after, detail),
+                        Step::Damage(d) => {
+                            let start = before.max(Position {
+                                segment: d.segment,
+                                offset: d.offset,
+                            });
+                            let mut g = Gap {
+                                reason: gap_reason(&d.reason),
+                                start,
+                                end: after.max(start),
+                                segments: 0,
+                                records: 0,
+                                bytes: d.len,
+                                detail: d.to_string(),
+                            };
+                            if let DamageReason::MissingSegments { count } = d.reason {
+                                g.segments = count;
+                                g.records = notes.trimmed_records(d.segment, count);
+                            }
+                            g
+                        }
+                    }
+                }
+            };
+            if until.is_some_and(|u| gap.start >= u) {
+                s.carry = Some(Pending::Gap(gap));
+                break End::Target;
+            }
+            if gaps.len() as u64 >= limits.max_gaps {
+                s.carry = Some(Pending::Gap(gap));
+                break End::Full;
+            }
+            self.enc.add_gap(&gap);
+            gaps.push(gap);
+        };
+        let last = s.position().max(from);
+        let id = self.enc.finish(last, &mut self.raw)?;
+        let body = if self.enc.records() == 0 && gaps.is_empty() {
+            Vec::new()
+        } else {
+            self.compressor.compress(&self.raw)?
+        };
+        Ok(Built {
+            id,
+            first: from,
+            last,
+            body,
+            raw_len: self.raw.len(),
+            records: self.enc.records(),
+            payload_bytes: self.enc.payload_bytes(),
+            frame_bytes: self.frame_bytes,
+            gaps,
+            end,
+            oldest_wall_ms: self.oldest,
+        })
+    }
+}
+
+const MISSING_CONTEXT: &str = "no context frame of the record's writer precedes it in its segment";
+const BAD_CLASS: &str = "class index outside the context's table";
+
+enum Step {
+    Bad(Position, String),
+    Damage(segment_log::Damage),
+}
+
+/// A record about to be placed, borrowing from the reader.
+struct Candidate<'a> {
+    position: Position,
+    context: &'a Arc<Context>,
+    class: &'a recorder::Classification,
+    severity: u8,
+    wall_ms: i64,
+    boot_ms: u64,
+    event_id: Option<[u8; 16]>,
+    hold_until_ms: Option<i64>,
+    payload: &'a [u8],
+    frame_len: u64,
+}
+
+impl Candidate<'_> {
+    fn to_owned(&self) -> Carried {
+        Carried {
+            position: self.position,
+            context: self.context.clone(),
+            class: self.class.clone(),
+            severity: self.severity,
+            wall_ms: self.wall_ms,
+            boot_ms: self.boot_ms,
+            event_id: self.event_id,
+            hold_until_ms: self.hold_until_ms,
+            payload: self.payload.to_vec(),
+            frame_len: self.frame_len,
+        }
+    }
+}
+
+impl Carried {
+    fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            position: self.position,
+            context: &self.context,
+            class: &self.class,
+            severity: self.severity,
+            wall_ms: self.wall_ms,
+            boot_ms: self.boot_ms,
+            event_id: self.event_id,
+            hold_until_ms: self.hold_until_ms,
+            payload: &self.payload,
+            frame_len: self.frame_len,
+        }
+    }
+}
+
+fn undecodable(position: Position, end: Position, detail: String) -> Gap {
+    Gap {
+        reason: GapReason::UndecodableRecord,
+        start: position,
+        end: end.max(position),
+        segments: 0,
+        records: 1,
+        bytes: 0,
+        detail,
+    }
+}
+
+/// Why a batch could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Reading the log failed.
+    #[error("reading the log: {0}")]
+    Log(#[from] segment_log::Error),
+    /// Encoding failed (a bug: records arrive in order).
+    #[error("encoding the batch: {0}")]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    /// Compression failed.
+    #[error("compressing the batch: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

@@ -1,0 +1,239 @@
+//! Batch building against real logs written by the recorder.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+use super::*;
+use crate::protocol::{decode_body, Limits};
+use crate::testutil::{numbers, write};
+
+const SEG: u64 = 64 << 10;
+
+fn limits(max_records: u64, max_bytes: u64) -> BatchLimits {
+    BatchLimits {
+        max_bytes,
+        max_records,
+        max_gaps: 100,
+    }
+}
+
+fn public(dir: &Path) -> [u8; 32] {
+    segment_log::LogId::load(dir).unwrap().unwrap().public()
+}
+
+/// Builds batches until caught up; returns them decoded.
+fn drain(
+    b: &mut BatchBuilder,
+    mut from: Position,
+    l: &BatchLimits,
+) -> Vec<(Built, crate::protocol::Batch)> {
+    let mut out = Vec::new();
+    loop {
+        let built = b.build(from, l, None, i64::MAX, &mut NoNotes).unwrap();
+        from = built.last;
+        let end = built.end;
+        if !built.is_empty() {
+            let dec = decode_body(&built.body, &Limits::default()).unwrap();
+            assert_eq!(dec.id(), built.id);
+            out.push((built, dec));
+        }
+        if end == End::CaughtUp {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn batches_chain_respect_limits_and_carry_every_record_once_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 3000);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let l = limits(700, 20_000);
+    let batches = drain(&mut b, Position::default(), &l);
+    let mut all = Vec::new();
+    let mut prev_last = Position::default();
+    for (built, dec) in &batches {
+        assert_eq!(built.first, prev_last, "ranges chain");
+        prev_last = built.last;
+        assert!(dec.records.len() as u64 <= l.max_records);
+        let bytes: usize = dec.records.iter().map(|r| r.payload.len()).sum();
+        assert!(bytes as u64 <= l.max_bytes, "{bytes}");
+        assert_eq!(dec.contexts.len(), 1, "one writer, one context per batch");
+        assert_eq!(dec.contexts[0].get("record_format_version"), Some("2"));
+        all.extend(numbers(dec));
+    }
+    assert_eq!(all, (0..3000).collect::<Vec<_>>());
+    assert!(batches.len() > 5);
+    let r = &batches[0].1.records[1];
+    assert_eq!((r.classification.as_str(), r.severity), ("org.test/c/d", 2));
+}
+
+#[test]
+fn rebuilding_a_range_gives_the_same_bytes_and_id_even_after_more_writes() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 500);
+    let l = limits(10_000, 1 << 20);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let first = b
+        .build(Position::default(), &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    assert_eq!(first.end, End::CaughtUp);
+    write(d.path(), SEG, 500, 900);
+    let mut b2 =
+        BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let again = b2
+        .build(
+            Position::default(),
+            &l,
+            Some(first.last),
+            i64::MAX,
+            &mut NoNotes,
+        )
+        .unwrap();
+    assert_eq!(
+        (again.id, again.last, &again.body),
+        (first.id, first.last, &first.body)
+    );
+    assert_eq!(again.end, End::Target);
+    // The next batch continues exactly where the first ended.
+    let next = b
+        .build(first.last, &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    assert!(next.gaps.is_empty(), "{:?}", next.gaps);
+    assert_eq!(
+        numbers(&decode_body(&next.body, &Limits::default()).unwrap()),
+        (500..900).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_batch_starting_mid_segment_still_resolves_contexts() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), 1 << 20, 0, 100);
+    let l = limits(10, 1 << 20);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let one = b
+        .build(Position::default(), &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    let mut fresh =
+        BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let two = fresh
+        .build(one.last, &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    let dec = decode_body(&two.body, &Limits::default()).unwrap();
+    assert_eq!(numbers(&dec), (10..20).collect::<Vec<_>>());
+    assert!(two.gaps.is_empty(), "{:?}", two.gaps);
+}
+
+#[test]
+fn two_writers_give_two_contexts_and_records_point_at_their_own() {
+    let d = tempfile::tempdir().unwrap();
+    let c = crate::testutil::config(d.path(), 1 << 20);
+    let a = recorder::Recorder::open(&c).unwrap();
+    let b2 = recorder::Recorder::open(&c).unwrap();
+    for i in 0..20 {
+        let r = if i % 2 == 0 { &a } else { &b2 };
+        r.record(
+            &recorder::RecordBuilder::parse("org.test/a/b", 1)
+                .unwrap()
+                .payload(&crate::testutil::payload(i)),
+        )
+        .unwrap();
+    }
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let built = b
+        .build(
+            Position::default(),
+            &limits(100, 1 << 20),
+            None,
+            i64::MAX,
+            &mut NoNotes,
+        )
+        .unwrap();
+    let dec = decode_body(&built.body, &Limits::default()).unwrap();
+    assert_eq!(dec.records.len(), 20);
+    // Same facts (one machine): the two writers' contexts are equal and sent once.
+    assert_eq!(dec.contexts.len(), 1);
+    assert!(dec.records.iter().all(|r| r.context == 0));
+}
+
+#[test]
+fn trimmed_segments_become_a_gap_with_counts_and_the_rest_is_delivered() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 6000);
+    let segs = segment_log::fs::live_segments(&d.path().join("segments")).unwrap();
+    assert!(segs.len() > 4);
+    let cursor = Position {
+        segment: segs[0],
+        offset: 300,
+    };
+    for s in &segs[..3] {
+        std::fs::remove_file(
+            d.path()
+                .join("segments")
+                .join(segment_log::fs::segment_file_name(*s, "seg")),
+        )
+        .unwrap();
+    }
+    struct Notes;
+    impl Observer for Notes {
+        fn trimmed_records(&mut self, _: u64, count: u64) -> u64 {
+            count * 100
+        }
+    }
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let built = b
+        .build(
+            cursor,
+            &limits(100_000, 16 << 20),
+            None,
+            i64::MAX,
+            &mut Notes,
+        )
+        .unwrap();
+    let dec = decode_body(&built.body, &Limits::default()).unwrap();
+    assert_eq!(dec.gaps.len(), 1, "{:?}", dec.gaps);
+    let g = &dec.gaps[0];
+    assert_eq!(
+        (g.reason, g.segments, g.records, g.start),
+        (GapReason::Trimmed, 3, 300, cursor)
+    );
+    assert_eq!(
+        g.end,
+        Position {
+            segment: segs[3],
+            offset: HEADER_LEN
+        }
+    );
+    let n = numbers(&dec);
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1) && *n.last().unwrap() == 5999);
+}
+
+#[test]
+fn a_corrupt_frame_becomes_a_gap_and_later_records_still_go() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), 1 << 20, 0, 200);
+    let seg = d
+        .path()
+        .join("segments")
+        .join(segment_log::fs::segment_file_name(
+            segment_log::fs::live_segments(&d.path().join("segments")).unwrap()[0],
+            "seg",
+        ));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[4000] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let built = b
+        .build(
+            Position::default(),
+            &limits(100_000, 16 << 20),
+            None,
+            i64::MAX,
+            &mut NoNotes,
+        )
+        .unwrap();
+    let dec = decode_body(&built.body, &Limits::default()).unwrap();
+    assert_eq!(dec.gaps.len(), 1);
+    assert_eq!(dec.gaps[0].reason, GapReason::CorruptFrame);
+    let n = numbers(&dec);
+    assert_eq!(n.len(), 199, "exactly the damaged record is missing");
+    assert_eq!(*n.last().unwrap(), 199);
+}

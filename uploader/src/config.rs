@@ -1,0 +1,346 @@
+//! The `[upload]` configuration section (documented with its defaults in README.md), parsed
+//! through the recorder's layered loader, and its resolution into [`UploadConfig`].
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use recorder::config::{DurationValue, GlobalArgs, Layers, LogConfig, Section, SizeValue};
+use serde::Deserialize;
+
+use crate::policy::{Mode, Policy};
+
+/// `[upload]` as written; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpload {
+    /// Collector base URL.
+    pub url: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// File holding the bearer token (first line).
+    pub token_file: Option<PathBuf>,
+    /// false: never upload.
+    pub server_delivery: Option<bool>,
+    /// `on-demand` or `interval`.
+    pub mode: Option<Mode>,
+    /// Least time between scheduled passes.
+    pub interval: Option<DurationValue>,
+    /// Scheduled passes wait for this backlog...
+    pub min_backlog_bytes: Option<SizeValue>,
+    /// ...or for the oldest record to be this old (0: never by age).
+    pub max_delay: Option<DurationValue>,
+    /// Wire bytes per UTC day (negative or 0: unlimited).
+    pub daily_budget: Option<SizeValue>,
+    /// Whether the opt-in marker is required.
+    pub require_opt_in: Option<bool>,
+    /// Opt-in marker path.
+    pub opt_in_file: Option<PathBuf>,
+    /// zstd level 1-19.
+    pub zstd_level: Option<i32>,
+    /// Payload bytes per batch.
+    pub batch_max_bytes: Option<SizeValue>,
+    /// Records per batch.
+    pub batch_max_records: Option<u64>,
+    /// TCP connect timeout.
+    pub connect_timeout: Option<DurationValue>,
+    /// Whole-request timeout.
+    pub timeout: Option<DurationValue>,
+    /// First backoff step.
+    pub backoff_base: Option<DurationValue>,
+    /// Longest backoff (and Retry-After) wait.
+    pub backoff_cap: Option<DurationValue>,
+    /// Random delay before the daemon's first upload.
+    pub startup_delay: Option<DurationValue>,
+    /// Attempts before a refused batch is dead-lettered.
+    pub dead_letter_after: Option<u32>,
+    /// Dead-letter folder size cap.
+    pub dead_letter_max_bytes: Option<SizeValue>,
+    /// Attempts per batch in `once` and `flush` before giving up.
+    pub max_attempts: Option<u32>,
+    /// Run retention ([log] max_bytes / max_age) after uploading.
+    pub retention: Option<bool>,
+}
+
+impl Section for RawUpload {
+    const NAME: &'static str = "upload";
+}
+
+/// The resolved configuration of an uploader.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Log directory.
+    pub dir: PathBuf,
+    /// Collector base URL (`None`: not configured).
+    pub url: Option<String>,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// Policy.
+    pub policy: Policy,
+    /// Opt-in marker.
+    pub opt_in_file: PathBuf,
+    /// zstd level (default 3).
+    pub zstd_level: i32,
+    /// Payload bytes per batch (default 4 MiB).
+    pub batch_max_bytes: u64,
+    /// Records per batch (default 50 000).
+    pub batch_max_records: u64,
+    /// Connect timeout (default 10 s).
+    pub connect_timeout: Duration,
+    /// Whole-request timeout (default 60 s).
+    pub timeout: Duration,
+    /// First backoff step (default 1 s).
+    pub backoff_base: Duration,
+    /// Backoff cap (default 10 min).
+    pub backoff_cap: Duration,
+    /// Daemon start-up jitter (default 30 s).
+    pub startup_delay: Duration,
+    /// Refusals before dead-lettering (default 3).
+    pub dead_letter_after: u32,
+    /// Dead-letter cap (default 64 MiB; the oldest files go first).
+    pub dead_letter_max_bytes: u64,
+    /// Attempts per batch for `once`/`flush` (default 5).
+    pub max_attempts: u32,
+    /// Retention limits applied by the uploader (`None`: retention off).
+    pub retention: Option<segment_log::RetentionPolicy>,
+}
+
+/// Default payload bytes per batch: 4 MiB compresses to ~0.5 MiB, far inside the server's
+/// 16 MiB body limit, and keeps the encoder's buffers small.
+pub const DEFAULT_BATCH_MAX_BYTES: u64 = 4 << 20;
+/// Default records per batch (a quarter of the protocol's 200 000).
+pub const DEFAULT_BATCH_MAX_RECORDS: u64 = 50_000;
+
+impl UploadConfig {
+    /// Defaults for log directory `dir` (no URL).
+    pub fn for_dir(dir: impl Into<PathBuf>) -> UploadConfig {
+        let dir = dir.into();
+        UploadConfig {
+            opt_in_file: crate::state::upload_dir(&dir).join(crate::state::OPT_IN_FILE),
+            dir,
+            url: None,
+            token: None,
+            policy: Policy::default(),
+            zstd_level: 3,
+            batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
+            batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(60),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(600),
+            startup_delay: Duration::from_secs(30),
+            dead_letter_after: 3,
+            dead_letter_max_bytes: 64 << 20,
+            max_attempts: 5,
+            retention: None,
+        }
+    }
+
+    /// Loads the layered configuration for `global` (files, `SEGLOG_DIR`, `--dir`).
+    pub fn load(global: &GlobalArgs) -> anyhow::Result<UploadConfig> {
+        let layers = Layers::load(global)?;
+        let log = LogConfig::from_table(layers.merged(), global)?;
+        let raw: RawUpload = layers.section()?;
+        Self::resolve(raw, &log)
+    }
+
+    /// Resolves a parsed section against the `[log]` section.
+    pub fn resolve(raw: RawUpload, log: &LogConfig) -> anyhow::Result<UploadConfig> {
+        let mut c = UploadConfig::for_dir(&log.dir);
+        let d = |v: Option<DurationValue>, default: Duration| {
+            v.map(DurationValue::get).unwrap_or(default)
+        };
+        if let Some(url) = raw.url.filter(|u| !u.trim().is_empty()) {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("[upload] url {url:?} must start with http:// or https://");
+            }
+            c.url = Some(url);
+        }
+        c.token = match (raw.token, raw.token_file) {
+            (Some(_), Some(_)) => bail!("[upload] set token or token_file, not both"),
+            (Some(t), None) => Some(t),
+            (None, Some(p)) => Some(read_token(&p)?),
+            (None, None) => None,
+        };
+        c.policy = Policy {
+            mode: raw.mode.unwrap_or(c.policy.mode),
+            interval: d(raw.interval, c.policy.interval),
+            min_backlog_bytes: raw
+                .min_backlog_bytes
+                .and_then(SizeValue::bytes)
+                .unwrap_or(0),
+            max_delay: match raw.max_delay.map(DurationValue::get) {
+                Some(z) if z.is_zero() => None,
+                Some(v) => Some(v),
+                None => c.policy.max_delay,
+            },
+            daily_budget: raw
+                .daily_budget
+                .and_then(SizeValue::bytes)
+                .filter(|&b| b > 0),
+            server_delivery: raw.server_delivery.unwrap_or(true),
+            require_opt_in: raw.require_opt_in.unwrap_or(true),
+        };
+        if c.policy.interval.is_zero() {
+            bail!("[upload] interval must be greater than 0");
+        }
+        if let Some(p) = raw.opt_in_file {
+            c.opt_in_file = p;
+        }
+        if let Some(l) = raw.zstd_level {
+            if !(1..=19).contains(&l) {
+                bail!("[upload] zstd_level {l} must be between 1 and 19");
+            }
+            c.zstd_level = l;
+        }
+        if let Some(b) = raw.batch_max_bytes {
+            let b = b.bytes().filter(|&b| {
+                (1024..=crate::protocol::Limits::default().max_payload_bytes).contains(&b)
+            });
+            c.batch_max_bytes =
+                b.context("[upload] batch_max_bytes must be between 1 KiB and 16 MiB")?;
+        }
+        if let Some(r) = raw.batch_max_records {
+            if !(1..=crate::protocol::Limits::default().max_records).contains(&r) {
+                bail!("[upload] batch_max_records {r} must be between 1 and 200000");
+            }
+            c.batch_max_records = r;
+        }
+        c.connect_timeout = d(raw.connect_timeout, c.connect_timeout);
+        c.timeout = d(raw.timeout, c.timeout);
+        c.backoff_base = d(raw.backoff_base, c.backoff_base).max(Duration::from_millis(1));
+        c.backoff_cap = d(raw.backoff_cap, c.backoff_cap).max(c.backoff_base);
+        c.startup_delay = d(raw.startup_delay, c.startup_delay);
+        c.dead_letter_after = raw.dead_letter_after.unwrap_or(c.dead_letter_after).max(1);
+        if let Some(b) = raw.dead_letter_max_bytes {
+            c.dead_letter_max_bytes = b.bytes().unwrap_or(0);
+        }
+        c.max_attempts = raw.max_attempts.unwrap_or(c.max_attempts).max(1);
+        if raw.retention.unwrap_or(true) && (log.max_bytes.is_some() || log.max_age.is_some()) {
+            c.retention = Some(segment_log::RetentionPolicy {
+                max_bytes: log.max_bytes,
+                max_age: log.max_age,
+            });
+        }
+        Ok(c)
+    }
+
+    /// The full upload URL for log private id `private`.
+    pub fn endpoint(&self, private: &[u8; 32]) -> Option<String> {
+        let base = self.url.as_deref()?;
+        let sep = if base.ends_with('/') { "" } else { "/" };
+        Some(format!(
+            "{base}{sep}{}",
+            crate::protocol::upload_path(private)
+        ))
+    }
+
+    /// The uploader's directory `<log dir>/upload`.
+    pub fn upload_dir(&self) -> PathBuf {
+        crate::state::upload_dir(&self.dir)
+    }
+
+    /// Whether the opt-in marker exists.
+    pub fn opted_in(&self) -> bool {
+        self.opt_in_file.exists()
+    }
+}
+
+fn read_token(p: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read [upload] token_file {}", p.display()))?;
+    let t = text.lines().next().unwrap_or("").trim().to_owned();
+    if t.is_empty() {
+        bail!("[upload] token_file {} is empty", p.display());
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> anyhow::Result<UploadConfig> {
+        let layers = Layers::from_sources(vec![("test.toml".into(), toml.into())])?;
+        let log = LogConfig::from_table(
+            layers.merged(),
+            &GlobalArgs {
+                dir: Some("/tmp/x".into()),
+                config: None,
+            },
+        )?;
+        UploadConfig::resolve(layers.section()?, &log)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse("").unwrap();
+        assert_eq!(c.zstd_level, 3);
+        assert_eq!(c.batch_max_bytes, 4 << 20);
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.opt_in_file, PathBuf::from("/tmp/x/upload/opt-in"));
+        assert!(
+            c.retention.is_some(),
+            "[log] has a default budget, so the uploader trims"
+        );
+        assert_eq!(c.url, None);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let c = parse(
+            r#"[upload]
+url = "http://127.0.0.1:9/"
+token = "t"
+server_delivery = true
+mode = "on-demand"
+interval = "5m"
+min_backlog_bytes = "64KiB"
+max_delay = "0s"
+daily_budget = "10MiB"
+require_opt_in = false
+opt_in_file = "/etc/seglog/opt-in"
+zstd_level = 9
+batch_max_bytes = "1MiB"
+batch_max_records = 1000
+connect_timeout = 3
+timeout = "20s"
+backoff_base = "100ms"
+backoff_cap = "1m"
+startup_delay = "0s"
+dead_letter_after = 2
+dead_letter_max_bytes = "1MiB"
+max_attempts = 9
+retention = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.policy.mode, Mode::OnDemand);
+        assert_eq!(c.policy.min_backlog_bytes, 64 << 10);
+        assert_eq!(c.policy.max_delay, None);
+        assert_eq!(c.policy.daily_budget, Some(10 << 20));
+        assert_eq!(
+            (c.zstd_level, c.batch_max_bytes, c.batch_max_records),
+            (9, 1 << 20, 1000)
+        );
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.retention, None);
+        assert_eq!(
+            c.endpoint(&[0; 32]).unwrap(),
+            format!("http://127.0.0.1:9/v1/logs/{}/batches", "00".repeat(32))
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (toml, key) in [
+            ("[upload]\nzstd_level = 30", "zstd_level"),
+            ("[upload]\nurl = \"ftp://x\"", "url"),
+            ("[upload]\nbogus = 1", "bogus"),
+            ("[upload]\nmode = \"sometimes\"", "sometimes"),
+            ("[upload]\nbatch_max_records = 0", "batch_max_records"),
+        ] {
+            let e = format!("{:#}", parse(toml).unwrap_err());
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+}

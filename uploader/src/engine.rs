@@ -1,0 +1,671 @@
+//! The upload loop: build a batch at the cursor, record it as in flight, send it until the
+//! server acknowledges it (retrying, splitting, dead-lettering as PROTOCOL.md section 5
+//! says), then move the cursor; retention runs after the cursor is persisted.
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use fs2::FileExt;
+use segment_log::{LogId, Position, ReaderOptions, SystemClock};
+
+use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
+use crate::config::UploadConfig;
+use crate::cursor::{CursorState, CursorStore};
+use crate::policy::Trigger;
+use crate::protocol::{self, Gap, GapReason, Verdict};
+use crate::state::{self, now_ms, Status, TrimNote};
+use crate::transport::{redact, Backoff, Outcome, Transport};
+
+/// Interruptible waiting: backoff sleeps end early when the process is asked to stop.
+pub trait Waiter {
+    /// Sleeps up to `d`; returns true when a stop was requested.
+    fn wait(&mut self, d: Duration) -> bool;
+    /// Whether a stop was requested.
+    fn stop_requested(&mut self) -> bool;
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// Everything up to the live end (or the flush target) is acknowledged.
+    Complete,
+    /// The next record is held back by the recorder's rate limiter until this time (ms).
+    Held(i64),
+    /// The daily budget is used up.
+    BudgetExhausted,
+    /// A stop was requested; the cursor is consistent.
+    Stopped,
+    /// Gave up on a batch after the configured attempts, or the deadline passed.
+    Failed(String),
+    /// Token or URL is wrong (401/403/404) or no URL is configured.
+    Configuration(String),
+}
+
+/// Options of one pass.
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    /// Why.
+    pub trigger: Trigger,
+    /// Attempts per batch before giving up (`None`: forever, the daemon).
+    pub max_attempts: Option<u32>,
+    /// Stop once the cursor reaches this (flush).
+    pub target: Option<Position>,
+    /// Give up at this instant.
+    pub deadline: Option<Instant>,
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Progress {
+    /// The cursor after the last acknowledged batch.
+    #[serde(skip)]
+    pub position: Position,
+    /// Records acknowledged.
+    pub records: u64,
+    /// Payload bytes acknowledged.
+    pub payload_bytes: u64,
+    /// Record frame bytes read from the log (headers + payloads).
+    pub frame_bytes: u64,
+    /// Compressed bytes acknowledged.
+    pub wire_bytes: u64,
+    /// Batches acknowledged.
+    pub batches: u64,
+    /// Gap entries sent.
+    pub gaps: u64,
+    /// Batches dead-lettered.
+    pub dead_lettered: u64,
+    /// Failed attempts (retried).
+    pub retries: u64,
+}
+
+impl Progress {
+    /// Payload bytes per wire byte.
+    pub fn ratio(&self) -> f64 {
+        if self.wire_bytes == 0 {
+            0.0
+        } else {
+            self.payload_bytes as f64 / self.wire_bytes as f64
+        }
+    }
+}
+
+/// One uploader of one log directory; holds the directory's uploader lock.
+pub struct Uploader {
+    cfg: UploadConfig,
+    public: [u8; 32],
+    updir: PathBuf,
+    _lock: File,
+    store: CursorStore,
+    cursor: CursorState,
+    status: Status,
+    builder: BatchBuilder,
+    transport: Option<Transport>,
+    backoff: Backoff,
+    /// Warnings from opening (damaged cursor...), for the caller to print.
+    pub warnings: Vec<String>,
+}
+
+struct Notes<'a>(&'a mut Status);
+impl Observer for Notes<'_> {
+    fn trimmed_records(&mut self, first: u64, count: u64) -> u64 {
+        self.0.take_trimmed_records(first, count)
+    }
+}
+
+/// Takes the one-uploader lock of `updir` (fails at once if held).
+pub fn lock(updir: &std::path::Path) -> anyhow::Result<File> {
+    state::ensure_private_dir(updir)
+        .with_context(|| format!("cannot create {}", updir.display()))?;
+    let path = updir.join(state::LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if FileExt::try_lock_exclusive(&f).is_err() {
+        let pid = std::fs::read_to_string(&path).unwrap_or_default();
+        return Err(anyhow!(
+            "another uploader is running for this log (pid {}); lock {} is held",
+            pid.trim(),
+            path.display()
+        ));
+    }
+    use std::io::{Seek, Write};
+    let _ = f
+        .set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|_| write!(f, "{}", std::process::id()));
+    Ok(f)
+}
+
+impl Uploader {
+    /// Opens the uploader of `cfg.dir`. `Ok(None)` when there is no log yet.
+    pub fn open(cfg: UploadConfig) -> anyhow::Result<Option<Uploader>> {
+        let Some(id) = LogId::load(&cfg.dir)
+            .with_context(|| format!("cannot read the log id in {}", cfg.dir.display()))?
+        else {
+            return Ok(None);
+        };
+        let updir = cfg.upload_dir();
+        let lock = lock(&updir)?;
+        let public = id.public();
+        let mut store = CursorStore::open(&updir)?;
+        let loaded = store
+            .load(&public)
+            .context("cannot read the upload cursor")?;
+        let (status, w) = Status::load(&updir);
+        let mut warnings = loaded.warnings;
+        warnings.extend(w);
+        let builder =
+            BatchBuilder::new(&cfg.dir, public, cfg.zstd_level, ReaderOptions::default())?;
+        let transport = cfg
+            .endpoint(&id.private())
+            .map(|url| Transport::new(url, cfg.token.clone(), cfg.connect_timeout, cfg.timeout));
+        let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
+        let mut u = Uploader {
+            cfg,
+            public,
+            updir,
+            _lock: lock,
+            store,
+            cursor: loaded.state,
+            status,
+            builder,
+            transport,
+            backoff,
+            warnings,
+        };
+        if u.cursor.position == Position::default() {
+            // Anchor a fresh cursor at the oldest segment, so segments removed later (before
+            // they were uploaded) are reported as a gap instead of silently skipped.
+            let segs =
+                segment_log::fs::live_segments(&u.cfg.dir.join(segment_log::fs::SEGMENTS_DIR))
+                    .unwrap_or_default();
+            if let Some(&oldest) = segs.first() {
+                u.cursor.position = Position {
+                    segment: oldest,
+                    offset: 0,
+                };
+                u.persist()?;
+            }
+        }
+        Ok(Some(u))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UploadConfig {
+        &self.cfg
+    }
+
+    /// The persisted cursor.
+    pub fn cursor(&self) -> &CursorState {
+        &self.cursor
+    }
+
+    /// The persisted status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Bytes not uploaded yet.
+    pub fn backlog_bytes(&self) -> u64 {
+        crate::backlog::backlog_bytes(&self.cfg.dir, self.cursor.position)
+    }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_bytes: self.cfg.batch_max_bytes,
+            max_records: self.cfg.batch_max_records,
+            max_gaps: 10_000,
+        }
+    }
+
+    fn persist(&mut self) -> anyhow::Result<()> {
+        self.store
+            .store(&mut self.cursor)
+            .context("cannot write the upload cursor")
+    }
+
+    fn save_status(&mut self) {
+        if let Err(e) = self.status.save(&self.updir) {
+            self.warnings.push(format!(
+                "cannot write {}: {e}",
+                self.updir.join(state::STATE_FILE).display()
+            ));
+        }
+    }
+
+    fn note_error(&mut self, msg: &str) {
+        self.status.last_error = Some(msg.to_owned());
+        self.status.last_error_ms = Some(now_ms());
+        self.save_status();
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        if let Ok(c) = recorder::counters::read(&self.cfg.dir) {
+            v.extend(
+                c.dropped
+                    .iter()
+                    .map(|(k, n)| (format!("recorder.dropped.{k}"), *n)),
+            );
+            v.extend(
+                c.spooled
+                    .iter()
+                    .map(|(k, n)| (format!("recorder.spooled.{k}"), *n)),
+            );
+        }
+        let s = &self.status;
+        v.push((
+            "uploader.dead_lettered_batches".into(),
+            s.dead_lettered_batches,
+        ));
+        v.push((
+            "uploader.dead_lettered_records".into(),
+            s.dead_lettered_records,
+        ));
+        v.push(("uploader.expired_records".into(), s.expired_records));
+        v.push(("uploader.corrupt_ranges".into(), s.corrupt_ranges));
+        v
+    }
+
+    /// Uploads until the live end (or `opts.target`), calling `progress` after every
+    /// acknowledged batch.
+    pub fn pass(
+        &mut self,
+        opts: &PassOptions,
+        waiter: &mut dyn Waiter,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> anyhow::Result<(PassOutcome, Progress)> {
+        let mut p = Progress::default();
+        if self.transport.is_none() {
+            let msg = "no collector URL configured: set url in the [upload] section".to_owned();
+            self.note_error(&msg);
+            return Ok((PassOutcome::Configuration(msg), p));
+        }
+        self.status.last_attempt_ms = Some(now_ms());
+        self.builder.set_counters(self.counters());
+        let outcome = loop {
+            if waiter.stop_requested() {
+                break PassOutcome::Stopped;
+            }
+            if opts.target.is_some_and(|t| self.cursor.position >= t) {
+                break PassOutcome::Complete;
+            }
+            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                break PassOutcome::Failed(
+                    "the deadline passed before everything was delivered".into(),
+                );
+            }
+            if opts.trigger == Trigger::Scheduled {
+                if let Some(budget) = self.cfg.policy.daily_budget {
+                    if self.status.budget_used(now_ms()) >= budget {
+                        break PassOutcome::BudgetExhausted;
+                    }
+                }
+            }
+            let from = self.cursor.position;
+            let built = match self.cursor.inflight {
+                // Resend exactly the range that was in flight when the last run stopped.
+                Some((f, l)) if f == from => {
+                    let exact = BatchLimits {
+                        max_bytes: u64::MAX,
+                        max_records: protocol::Limits::default().max_records,
+                        max_gaps: u64::MAX,
+                    };
+                    self.builder.build(
+                        f,
+                        &exact,
+                        Some(l),
+                        i64::MAX,
+                        &mut Notes(&mut self.status),
+                    )?
+                }
+                _ => {
+                    let limits = self.limits();
+                    self.builder.build(
+                        from,
+                        &limits,
+                        None,
+                        now_ms(),
+                        &mut Notes(&mut self.status),
+                    )?
+                }
+            };
+            let end = built.end;
+            if built.is_empty() {
+                if built.last > from || self.cursor.inflight.is_some() {
+                    self.cursor.position = built.last.max(from);
+                    self.cursor.inflight = None;
+                    self.persist()?;
+                }
+            } else if let Err(stop) = self.deliver(built, opts, waiter, &mut p, progress)? {
+                break stop;
+            }
+            match end {
+                End::CaughtUp => break PassOutcome::Complete,
+                End::Held { until_ms } => break PassOutcome::Held(until_ms),
+                End::Full | End::Target => {}
+            }
+        };
+        match &outcome {
+            PassOutcome::Failed(m) | PassOutcome::Configuration(m) => self.note_error(m),
+            _ => self.save_status(),
+        }
+        Ok((outcome, p))
+    }
+
+    /// Sends one batch until it is acknowledged, split, or dead-lettered. The inner `Err`
+    /// ends the pass.
+    fn deliver(
+        &mut self,
+        b: Built,
+        opts: &PassOptions,
+        waiter: &mut dyn Waiter,
+        p: &mut Progress,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> anyhow::Result<Result<(), PassOutcome>> {
+        self.cursor.inflight = Some((b.first, b.last));
+        self.persist()?;
+        let (mut attempts, mut refusals) = (0u32, 0u32);
+        loop {
+            if waiter.stop_requested() {
+                return Ok(Err(PassOutcome::Stopped));
+            }
+            let Some(t) = self.transport.as_ref() else {
+                return Ok(Err(PassOutcome::Configuration("no URL".into())));
+            };
+            let outcome = t.send(&b.id, &b.body);
+            attempts += 1;
+            let (wait, msg) = match outcome {
+                Outcome::Status {
+                    verdict: Verdict::Acknowledged,
+                    ..
+                } => {
+                    self.acknowledged(&b, p);
+                    self.persist()?;
+                    self.save_status();
+                    progress(p);
+                    return Ok(Ok(()));
+                }
+                Outcome::Status {
+                    verdict: Verdict::Split,
+                    code,
+                    body,
+                    ..
+                } => {
+                    if b.records <= 1 {
+                        let why =
+                            format!("server refused a single record as too large (HTTP {code})");
+                        self.dead_letter(
+                            &b,
+                            Some(code),
+                            &why,
+                            &body,
+                            GapReason::OversizedRecord,
+                            p,
+                        )?;
+                        return Ok(Ok(()));
+                    }
+                    return self.split(&b, opts, waiter, p, progress);
+                }
+                Outcome::Status {
+                    verdict: Verdict::Configuration,
+                    code,
+                    body,
+                    ..
+                } => {
+                    let url = self.cfg.url.as_deref().map(redact).unwrap_or_default();
+                    let hint = if code == 404 {
+                        "check [upload] url"
+                    } else {
+                        "check [upload] token"
+                    };
+                    return Ok(Err(PassOutcome::Configuration(format!(
+                        "server {url} answered HTTP {code} ({hint}): {}",
+                        body.trim()
+                    ))));
+                }
+                Outcome::Status {
+                    verdict: Verdict::Rejected,
+                    code,
+                    body,
+                    ..
+                } => {
+                    refusals += 1;
+                    if refusals >= self.cfg.dead_letter_after {
+                        let why =
+                            format!("server refused the batch {refusals} times (HTTP {code})");
+                        self.dead_letter(&b, Some(code), &why, &body, GapReason::DeadLettered, p)?;
+                        return Ok(Ok(()));
+                    }
+                    (
+                        self.backoff.next_delay(),
+                        format!("HTTP {code}: {}", body.trim()),
+                    )
+                }
+                Outcome::Status {
+                    verdict: Verdict::RetryAfter,
+                    code,
+                    retry_after,
+                    ..
+                } => {
+                    let cap = self.backoff.cap();
+                    let w = match retry_after {
+                        Some(d) => d.min(cap),
+                        None => self.backoff.next_delay(),
+                    };
+                    (
+                        w,
+                        format!("HTTP {code}, retry after {}", humantime::format_duration(w)),
+                    )
+                }
+                Outcome::Status { code, body, .. } => (
+                    self.backoff.next_delay(),
+                    format!("HTTP {code}: {}", body.trim()),
+                ),
+                Outcome::Transport(e) => (self.backoff.next_delay(), e),
+            };
+            p.retries += 1;
+            self.status.last_error = Some(msg.clone());
+            self.status.last_error_ms = Some(now_ms());
+            if opts.max_attempts.is_some_and(|m| attempts >= m) {
+                return Ok(Err(PassOutcome::Failed(format!(
+                    "batch {} not delivered after {attempts} attempts; last: {msg}",
+                    b.id
+                ))));
+            }
+            let wait = match opts.deadline {
+                Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
+                None => wait,
+            };
+            if waiter.wait(wait) {
+                return Ok(Err(PassOutcome::Stopped));
+            }
+            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Err(PassOutcome::Failed(format!(
+                    "deadline passed; last error: {msg}"
+                ))));
+            }
+        }
+    }
+
+    fn acknowledged(&mut self, b: &Built, p: &mut Progress) {
+        self.cursor.position = b.last;
+        self.cursor.inflight = None;
+        self.backoff.reset();
+        let s = &mut self.status;
+        let now = now_ms();
+        s.last_success_ms = Some(now);
+        s.delivered_records += b.records;
+        s.delivered_bytes += b.payload_bytes;
+        s.delivered_wire_bytes += b.body.len() as u64;
+        s.delivered_batches += 1;
+        s.budget_used(now);
+        s.budget_used_bytes += b.body.len() as u64;
+        s.gaps_reported += b.gaps.len() as u64;
+        for g in &b.gaps {
+            match g.reason {
+                GapReason::Trimmed => s.missing_segments += g.segments,
+                GapReason::UndecodableRecord => s.undecodable_records += 1,
+                GapReason::DeadLettered | GapReason::OversizedRecord => {}
+                _ => s.corrupt_ranges += 1,
+            }
+        }
+        p.position = b.last;
+        p.records += b.records;
+        p.payload_bytes += b.payload_bytes;
+        p.frame_bytes += b.frame_bytes;
+        p.wire_bytes += b.body.len() as u64;
+        p.batches += 1;
+        p.gaps += b.gaps.len() as u64;
+    }
+
+    /// 413: halves the batch by records and delivers each part (each its own range and id).
+    fn split(
+        &mut self,
+        b: &Built,
+        opts: &PassOptions,
+        waiter: &mut dyn Waiter,
+        p: &mut Progress,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> anyhow::Result<Result<(), PassOutcome>> {
+        let half = BatchLimits {
+            max_bytes: u64::MAX,
+            max_records: (b.records / 2).max(1),
+            max_gaps: u64::MAX,
+        };
+        while self.cursor.position < b.last {
+            let part = self.builder.build(
+                self.cursor.position,
+                &half,
+                Some(b.last),
+                i64::MAX,
+                &mut Notes(&mut self.status),
+            )?;
+            if part.is_empty() {
+                self.cursor.position = part.last.max(self.cursor.position);
+                self.cursor.inflight = None;
+                self.persist()?;
+                if part.end != End::Full {
+                    break;
+                }
+                continue;
+            }
+            if let Err(stop) = self.deliver(part, opts, waiter, p, progress)? {
+                return Ok(Err(stop));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Moves a refused batch to the dead-letter folder, reports its range as a gap (a
+    /// gap-only batch over the same range, so under the same id), and moves on.
+    fn dead_letter(
+        &mut self,
+        b: &Built,
+        code: Option<u16>,
+        why: &str,
+        body: &str,
+        reason: GapReason,
+        p: &mut Progress,
+    ) -> anyhow::Result<()> {
+        let path = crate::deadletter::store(
+            &self.updir,
+            b,
+            code,
+            why,
+            body,
+            self.cfg.dead_letter_max_bytes,
+        )
+        .context("cannot write to the dead-letter folder")?;
+        self.warnings.push(format!(
+            "batch {} ({} records, {}..{}) moved to {}: {why}",
+            b.id,
+            b.records,
+            b.first,
+            b.last,
+            path.display()
+        ));
+        self.status.dead_lettered_batches += 1;
+        self.status.dead_lettered_records += b.records;
+        p.dead_lettered += 1;
+        let gap = Gap {
+            reason,
+            start: b.first,
+            end: b.last,
+            segments: 0,
+            records: b.records,
+            bytes: b.payload_bytes,
+            detail: why.to_owned(),
+        };
+        let report = protocol::Batch {
+            public_log_id: self.public,
+            first: b.first,
+            last: b.last,
+            gaps: vec![gap],
+            counters: self.counters(),
+            ..protocol::Batch::default()
+        };
+        if let (Some(t), Ok(body)) = (
+            self.transport.as_ref(),
+            protocol::encode_batch(&report, self.cfg.zstd_level),
+        ) {
+            // One try: if even the gap report is refused, the dead-letter entry remains.
+            if let Outcome::Status {
+                verdict: Verdict::Acknowledged,
+                ..
+            } = t.send(&b.id, &body)
+            {
+                self.status.gaps_reported += 1;
+                p.gaps += 1;
+            }
+        }
+        self.cursor.position = b.last;
+        self.cursor.inflight = None;
+        p.position = b.last;
+        self.persist()?;
+        self.note_error(why);
+        Ok(())
+    }
+
+    /// Applies retention (`[log]` max_bytes / max_age) with the persisted cursor, and notes
+    /// un-uploaded records it removed so the gap carries their count.
+    pub fn retention(&mut self) -> anyhow::Result<Option<segment_log::RetentionReport>> {
+        let Some(policy) = self.cfg.retention.clone() else {
+            return Ok(None);
+        };
+        let r = segment_log::retention::enforce(
+            &self.cfg.dir,
+            &policy,
+            Some(self.cursor.position),
+            &SystemClock,
+        )?;
+        if r.unconsumed_records > 0 {
+            if let (Some(&first), Some(&last)) = (r.removed.first(), r.removed.last()) {
+                self.status.trim_notes.push(TrimNote {
+                    first_segment: first,
+                    last_segment: last,
+                    records: r.unconsumed_records,
+                });
+                if self.status.trim_notes.len() > 1000 {
+                    self.status.trim_notes.remove(0);
+                }
+            }
+            self.status.expired_records += r.unconsumed_records;
+            self.warnings.push(format!(
+                "retention removed {} records that were not uploaded yet (segments {:?})",
+                r.unconsumed_records, r.removed
+            ));
+            self.save_status();
+        }
+        Ok(Some(r))
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,335 @@
+//! The upload loop against a real, misbehaving HTTP server on 127.0.0.1. After every
+//! scenario, every record written is stored exactly once after dedupe by batch id.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+use super::*;
+use crate::testing::{Behavior, FlakyServer};
+use crate::testutil::{number, write};
+
+const SEG: u64 = 64 << 10;
+
+/// Records requested waits instead of sleeping.
+#[derive(Default)]
+struct NoSleep {
+    waits: Vec<Duration>,
+}
+impl Waiter for NoSleep {
+    fn wait(&mut self, d: Duration) -> bool {
+        self.waits.push(d);
+        false
+    }
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+}
+
+fn cfg(dir: &std::path::Path, url: &str) -> UploadConfig {
+    let mut c = UploadConfig::for_dir(dir);
+    c.url = Some(url.to_owned());
+    c.batch_max_records = 400;
+    c.timeout = Duration::from_millis(1500);
+    c.connect_timeout = Duration::from_millis(500);
+    c.backoff_base = Duration::from_millis(10);
+    c.backoff_cap = Duration::from_millis(50);
+    c.token = Some("secret-token".into());
+    c
+}
+
+fn opts(max_attempts: Option<u32>) -> PassOptions {
+    PassOptions {
+        trigger: Trigger::Flush,
+        max_attempts,
+        target: None,
+        deadline: None,
+    }
+}
+
+fn run_pass(u: &mut Uploader, o: &PassOptions) -> (PassOutcome, Progress, NoSleep) {
+    let mut w = NoSleep::default();
+    let (out, p) = u.pass(o, &mut w, &mut |_| {}).unwrap();
+    (out, p, w)
+}
+
+/// Every record 0..n stored exactly once, in position order, with the right payloads.
+fn assert_all_delivered_once(s: &FlakyServer, n: u64) {
+    let (recs, dup) = s.records();
+    assert!(!dup, "a position was stored twice");
+    let nums: Vec<u64> = recs.iter().map(|r| number(&r.payload)).collect();
+    assert_eq!(nums, (0..n).collect::<Vec<_>>());
+    assert!(s.seen().errors.is_empty(), "{:?}", s.seen().errors);
+}
+
+fn scenario(script: Vec<Behavior>) -> (FlakyServer, NoSleep, Progress) {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 2000);
+    let s = FlakyServer::start(script);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, p, w) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(p.records, 2000);
+    assert_all_delivered_once(&s, 2000);
+    assert_eq!(u.cursor().inflight, None);
+    assert_eq!(u.backlog_bytes(), 0);
+    (s, w, p)
+}
+
+#[test]
+fn happy_path_delivers_everything_with_the_token() {
+    let (s, w, p) = scenario(vec![]);
+    assert!(w.waits.is_empty());
+    assert_eq!(s.seen().duplicates, 0);
+    assert_eq!(p.batches, 5);
+    assert!(s
+        .seen()
+        .auth
+        .iter()
+        .all(|a| a.as_deref() == Some("Bearer secret-token")));
+    assert!(p.ratio() > 1.0);
+}
+
+#[test]
+fn server_errors_are_retried_with_backoff() {
+    let (s, w, p) = scenario(vec![
+        Behavior::Status(500),
+        Behavior::Status(502),
+        Behavior::Status(500),
+        Behavior::Ok,
+        Behavior::Status(408),
+    ]);
+    assert_eq!(w.waits.len(), 4);
+    assert!(
+        w.waits.iter().all(|d| *d <= Duration::from_millis(50)),
+        "{:?}",
+        w.waits
+    );
+    assert_eq!(p.retries, 4);
+    assert_eq!(s.seen().duplicates, 0);
+}
+
+#[test]
+fn retry_after_is_honoured_up_to_the_cap() {
+    let (_, w, _) = scenario(vec![
+        Behavior::RetryAfter(429, 0),
+        Behavior::RetryAfter(503, 3600),
+    ]);
+    assert_eq!(
+        w.waits,
+        vec![Duration::ZERO, Duration::from_millis(50)],
+        "429 waits 0 s; 503's hour is capped"
+    );
+}
+
+#[test]
+fn too_large_batches_are_split_until_they_fit() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 2000);
+    let s = FlakyServer::start(vec![]);
+    s.set_max_body(Some(500));
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, p, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert!(p.batches > 10, "{}", p.batches);
+    assert_all_delivered_once(&s, 2000);
+    let sizes: Vec<usize> = s.seen().batches.values().map(|b| b.records.len()).collect();
+    assert!(sizes.iter().all(|&n| n < 400), "{sizes:?}");
+}
+
+#[test]
+fn connection_reset_mid_body_is_retried() {
+    let (s, w, _) = scenario(vec![
+        Behavior::ResetMidBody,
+        Behavior::Ok,
+        Behavior::ResetMidBody,
+    ]);
+    assert_eq!(w.waits.len(), 2);
+    assert_eq!(s.seen().duplicates, 0);
+}
+
+#[test]
+fn a_stall_past_the_timeout_is_retried() {
+    let (s, w, _) = scenario(vec![Behavior::Stall(Duration::from_secs(3))]);
+    assert_eq!(w.waits.len(), 1);
+    assert_eq!(s.seen().duplicates, 0);
+}
+
+#[test]
+fn ack_then_die_is_resent_with_the_same_id_and_deduplicated() {
+    let (s, _, _) = scenario(vec![
+        Behavior::Ok,
+        Behavior::AckThenDie,
+        Behavior::Ok,
+        Behavior::AckThenDie,
+    ]);
+    let seen = s.seen();
+    assert_eq!(seen.duplicates, 2);
+    assert_eq!(
+        seen.arrivals[1], seen.arrivals[2],
+        "the resend carries the same batch id"
+    );
+}
+
+#[test]
+fn permanent_rejection_dead_letters_the_batch_reports_a_gap_and_moves_on() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 2000);
+    let s = FlakyServer::start(vec![
+        Behavior::Ok,
+        Behavior::Status(422),
+        Behavior::Status(422),
+        Behavior::Status(422),
+    ]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, p, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(p.dead_lettered, 1);
+    let (recs, dup) = s.records();
+    assert!(!dup);
+    let nums: Vec<u64> = recs.iter().map(|r| number(&r.payload)).collect();
+    assert_eq!(
+        nums.len(),
+        1600,
+        "the second batch of 400 is in the dead-letter folder"
+    );
+    assert!(!nums.contains(&400) && nums.contains(&800));
+    let seen = s.seen();
+    let gap = seen
+        .batches
+        .values()
+        .flat_map(|b| b.gaps.iter())
+        .find(|g| g.reason == GapReason::DeadLettered)
+        .expect("gap reported");
+    assert_eq!(gap.records, 400);
+    let dl = crate::deadletter::list(&u.config().upload_dir());
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].status, Some(422));
+    assert_eq!(u.status().dead_lettered_records, 400);
+}
+
+#[test]
+fn unauthorized_stops_without_dead_lettering_or_moving_the_cursor() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 100);
+    let s = FlakyServer::start(vec![Behavior::Status(401)]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, p, _) = run_pass(&mut u, &opts(None));
+    assert!(
+        matches!(&out, PassOutcome::Configuration(m) if m.contains("401") && m.contains("token")),
+        "{out:?}"
+    );
+    assert_eq!(p.records, 0);
+    assert_eq!(u.cursor().position.offset, 0, "not moved from its start");
+    assert!(crate::deadletter::list(&u.config().upload_dir()).is_empty());
+    // Next pass (token fixed) delivers everything.
+    let (out, _, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_all_delivered_once(&s, 100);
+}
+
+#[test]
+fn unreachable_server_gives_up_after_max_attempts_and_keeps_the_inflight_range() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 100);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut u = Uploader::open(cfg(d.path(), &format!("http://127.0.0.1:{port}/")))
+        .unwrap()
+        .unwrap();
+    let (out, _, w) = run_pass(&mut u, &opts(Some(3)));
+    assert!(matches!(out, PassOutcome::Failed(_)), "{out:?}");
+    assert_eq!(w.waits.len(), 2);
+    assert!(u.cursor().inflight.is_some());
+    assert!(u.status().last_error.is_some());
+}
+
+#[test]
+fn after_a_crash_the_inflight_batch_is_resent_over_the_same_range_with_the_same_id() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 300);
+    let s = FlakyServer::start(vec![Behavior::AckThenDie]);
+    let first_id;
+    {
+        let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+        let (out, _, _) = run_pass(&mut u, &opts(Some(1)));
+        assert!(matches!(out, PassOutcome::Failed(_)));
+        first_id = s.seen().arrivals[0];
+        // The process "dies" here: the uploader is dropped with the batch in flight.
+    }
+    write(d.path(), SEG, 300, 700);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    assert!(u.cursor().inflight.is_some());
+    let (out, _, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    let seen = s.seen();
+    assert_eq!(seen.arrivals[1], first_id, "resent with the same id");
+    assert_eq!(seen.duplicates, 1);
+    drop(seen);
+    assert_all_delivered_once(&s, 700);
+}
+
+#[test]
+fn only_one_uploader_per_log() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 10);
+    let _a = Uploader::open(cfg(d.path(), "http://127.0.0.1:9/"))
+        .unwrap()
+        .unwrap();
+    let e = Uploader::open(cfg(d.path(), "http://127.0.0.1:9/"))
+        .err()
+        .unwrap();
+    assert!(
+        format!("{e:#}").contains("another uploader is running"),
+        "{e:#}"
+    );
+}
+
+#[test]
+fn flush_target_stops_at_what_was_written_before_the_call() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 1000);
+    let target = crate::backlog::log_end(d.path()).unwrap();
+    let s = FlakyServer::start(vec![]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let o = PassOptions {
+        target: Some(target),
+        ..opts(None)
+    };
+    let (out, p, _) = run_pass(&mut u, &o);
+    assert_eq!(out, PassOutcome::Complete);
+    assert!(u.cursor().position >= target);
+    assert_eq!(p.records, 1000);
+}
+
+#[test]
+fn uploader_retention_trims_after_the_cursor_and_reports_the_lost_records() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 4000);
+    let s = FlakyServer::start(vec![]);
+    let mut c = cfg(d.path(), &s.url());
+    c.retention = Some(segment_log::RetentionPolicy {
+        max_bytes: Some(3 * SEG),
+        max_age: None,
+    });
+    let mut u = Uploader::open(c).unwrap().unwrap();
+    let r = u.retention().unwrap().unwrap();
+    assert!(r.unconsumed_records > 0);
+    let (out, _, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    let seen = s.seen();
+    let gap = seen
+        .batches
+        .values()
+        .flat_map(|b| b.gaps.iter())
+        .find(|g| g.reason == GapReason::Trimmed)
+        .expect("trim gap");
+    assert_eq!(gap.records, r.unconsumed_records);
+    assert_eq!(gap.segments, r.segments_removed);
+    let stored: usize = seen.batches.values().map(|b| b.records.len()).sum();
+    assert_eq!(
+        stored as u64 + r.unconsumed_records,
+        4000,
+        "every record is delivered or counted in a gap"
+    );
+    assert_eq!(u.status().expired_records, r.unconsumed_records);
+}

@@ -1,0 +1,293 @@
+//! The uploader's files in `<log dir>/upload/` and its persisted status (`state.json`).
+//!
+//! ```text
+//! <log dir>/upload/            mode 0700
+//!   cursor.a, cursor.b         the cursor (see `cursor`)
+//!   state.json                 status: last success/error, totals, daily budget, pending gaps
+//!   uploader.lock              fs2 lock held by the one uploader of this log
+//!   control.sock               the daemon's Unix socket (flush, status)
+//!   opt-in                     marker: uploads are allowed (`seglog upload opt-in`)
+//!   dead-letter/<id>.batch     bodies the server refused for good, and <id>.json the reason
+//! ```
+//!
+//! `state.json` is informational except for the budget and the pending gap reports; it is
+//! replaced atomically (temp + rename) and a damaged one is reset with a warning.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use segment_log::Position;
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Gap, GapReason};
+
+/// Sub-directory of the log directory holding the uploader's files.
+pub const UPLOAD_DIR: &str = "upload";
+/// Status file.
+pub const STATE_FILE: &str = "state.json";
+/// The one-uploader-per-log lock.
+pub const LOCK_FILE: &str = "uploader.lock";
+/// The daemon's control socket.
+pub const SOCKET_FILE: &str = "control.sock";
+/// Default opt-in marker.
+pub const OPT_IN_FILE: &str = "opt-in";
+/// Dead-letter folder.
+pub const DEAD_LETTER_DIR: &str = "dead-letter";
+
+/// `<log dir>/upload`.
+pub fn upload_dir(log_dir: &Path) -> PathBuf {
+    log_dir.join(UPLOAD_DIR)
+}
+
+/// Creates `dir` if needed with mode 0700 whatever the umask.
+pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// A gap waiting to be reported in the next batch (serialisable form of [`Gap`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingGap {
+    /// Wire reason code.
+    pub reason: u8,
+    /// Start (segment, offset).
+    pub start: (u64, u64),
+    /// End (segment, offset).
+    pub end: (u64, u64),
+    /// Whole segments missing.
+    pub segments: u64,
+    /// Records lost.
+    pub records: u64,
+    /// Bytes lost.
+    pub bytes: u64,
+    /// Detail.
+    pub detail: String,
+}
+
+impl From<&Gap> for PendingGap {
+    fn from(g: &Gap) -> Self {
+        PendingGap {
+            reason: g.reason.code(),
+            start: (g.start.segment, g.start.offset),
+            end: (g.end.segment, g.end.offset),
+            segments: g.segments,
+            records: g.records,
+            bytes: g.bytes,
+            detail: g.detail.clone(),
+        }
+    }
+}
+
+impl PendingGap {
+    /// Back to a [`Gap`].
+    pub fn to_gap(&self) -> Gap {
+        Gap {
+            reason: GapReason::from_code(self.reason),
+            start: Position {
+                segment: self.start.0,
+                offset: self.start.1,
+            },
+            end: Position {
+                segment: self.end.0,
+                offset: self.end.1,
+            },
+            segments: self.segments,
+            records: self.records,
+            bytes: self.bytes,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// Records the uploader's own retention pass removed before they were uploaded, so the
+/// gap reported when the reader meets the hole carries a record count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrimNote {
+    /// First removed segment.
+    pub first_segment: u64,
+    /// Last removed segment.
+    pub last_segment: u64,
+    /// Un-uploaded records removed.
+    pub records: u64,
+}
+
+/// Totals and last outcomes, persisted across runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    /// Last acknowledged batch (ms since the epoch).
+    pub last_success_ms: Option<i64>,
+    /// Last upload pass, whatever its outcome.
+    pub last_attempt_ms: Option<i64>,
+    /// Last error, as a sentence.
+    pub last_error: Option<String>,
+    /// When it happened.
+    pub last_error_ms: Option<i64>,
+    /// Records acknowledged by the server.
+    pub delivered_records: u64,
+    /// Payload bytes acknowledged.
+    pub delivered_bytes: u64,
+    /// Compressed bytes sent and acknowledged.
+    pub delivered_wire_bytes: u64,
+    /// Batches acknowledged.
+    pub delivered_batches: u64,
+    /// Batches moved to the dead-letter folder.
+    pub dead_lettered_batches: u64,
+    /// Records in them.
+    pub dead_lettered_records: u64,
+    /// Records removed by retention before they were uploaded (known counts).
+    pub expired_records: u64,
+    /// Segments found missing (trimmed or deleted) before upload.
+    pub missing_segments: u64,
+    /// Damaged ranges skipped (corrupt frames, bad headers, abandoned reservations).
+    pub corrupt_ranges: u64,
+    /// Frames that held no decodable record.
+    pub undecodable_records: u64,
+    /// Gap entries sent to the server.
+    pub gaps_reported: u64,
+    /// UTC day (days since the epoch) that `budget_used_bytes` counts.
+    pub budget_day: i64,
+    /// Wire bytes sent on `budget_day`.
+    pub budget_used_bytes: u64,
+    /// Gaps to report in the next batch (dead-lettered ranges).
+    pub pending_gaps: Vec<PendingGap>,
+    /// Retention removals not yet reported.
+    pub trim_notes: Vec<TrimNote>,
+}
+
+/// Most pending gaps kept (older ones are merged into a count).
+pub const MAX_PENDING_GAPS: usize = 1000;
+
+impl Status {
+    /// Reads `state.json`; a missing file gives defaults, a damaged one defaults plus a
+    /// warning.
+    pub fn load(upload_dir: &Path) -> (Status, Option<String>) {
+        let path = upload_dir.join(STATE_FILE);
+        match fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(s) => (s, None),
+                Err(e) => (
+                    Status::default(),
+                    Some(format!(
+                        "{} is damaged ({e}); status totals were reset",
+                        path.display()
+                    )),
+                ),
+            },
+            Err(_) => (Status::default(), None),
+        }
+    }
+
+    /// Writes `state.json` atomically (no fsync: losing the last update costs a count).
+    pub fn save(&self, upload_dir: &Path) -> std::io::Result<()> {
+        let tmp = upload_dir.join(".state.json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+        }
+        fs::rename(&tmp, upload_dir.join(STATE_FILE))
+    }
+
+    /// Bytes sent today (UTC), resetting the counter on a new day.
+    pub fn budget_used(&mut self, now_ms: i64) -> u64 {
+        let day = now_ms.div_euclid(86_400_000);
+        if day != self.budget_day {
+            self.budget_day = day;
+            self.budget_used_bytes = 0;
+        }
+        self.budget_used_bytes
+    }
+
+    /// Adds a gap to report later.
+    pub fn push_pending_gap(&mut self, g: &Gap) {
+        if self.pending_gaps.len() >= MAX_PENDING_GAPS {
+            self.pending_gaps.remove(0);
+        }
+        self.pending_gaps.push(PendingGap::from(g));
+    }
+
+    /// Records known lost in segments `[first, first + count)` removed by our retention,
+    /// consuming the notes that cover them.
+    pub fn take_trimmed_records(&mut self, first: u64, count: u64) -> u64 {
+        let end = first.saturating_add(count);
+        let mut n = 0;
+        self.trim_notes.retain(|t| {
+            let inside = t.first_segment >= first && t.last_segment < end;
+            if inside {
+                n += t.records;
+            }
+            !inside
+        });
+        n
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_damage_resets_with_a_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Status {
+            delivered_records: 5,
+            ..Status::default()
+        };
+        s.trim_notes.push(TrimNote {
+            first_segment: 2,
+            last_segment: 3,
+            records: 9,
+        });
+        s.save(d.path()).unwrap();
+        assert_eq!(Status::load(d.path()), (s, None));
+        fs::write(d.path().join(STATE_FILE), b"{not json").unwrap();
+        let (s, w) = Status::load(d.path());
+        assert_eq!(s, Status::default());
+        assert!(w.unwrap().contains("damaged"));
+    }
+
+    #[test]
+    fn budget_resets_at_utc_midnight() {
+        let mut s = Status::default();
+        let day = 19_000 * 86_400_000;
+        assert_eq!(s.budget_used(day + 5), 0);
+        s.budget_used_bytes = 100;
+        assert_eq!(s.budget_used(day + 86_399_999), 100);
+        assert_eq!(s.budget_used(day + 86_400_000), 0);
+    }
+
+    #[test]
+    fn trim_notes_are_consumed_by_the_gap_that_covers_them() {
+        let mut s = Status::default();
+        s.trim_notes.push(TrimNote {
+            first_segment: 2,
+            last_segment: 3,
+            records: 9,
+        });
+        s.trim_notes.push(TrimNote {
+            first_segment: 7,
+            last_segment: 7,
+            records: 1,
+        });
+        assert_eq!(s.take_trimmed_records(2, 2), 9);
+        assert_eq!(s.take_trimmed_records(2, 2), 0);
+        assert_eq!(s.trim_notes.len(), 1);
+    }
+}

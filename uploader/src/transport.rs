@@ -1,0 +1,280 @@
+//! HTTP transport (ureq, rustls for https), response classification, `Retry-After`, and
+//! exponential backoff with full jitter.
+use std::io::Read;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::protocol::{self, BatchId, Verdict};
+
+/// What one POST produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered.
+    Status {
+        /// HTTP status.
+        code: u16,
+        /// What to do about it.
+        verdict: Verdict,
+        /// `Retry-After`, if present and parseable.
+        retry_after: Option<Duration>,
+        /// The start of the response body (at most 512 bytes), for error reports.
+        body: String,
+    },
+    /// No answer: connection refused or reset, timeout, TLS failure...
+    Transport(String),
+}
+
+/// Sends batches to one endpoint.
+pub struct Transport {
+    agent: ureq::Agent,
+    url: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("url", &redact(&self.url))
+            .finish()
+    }
+}
+
+/// The URL with the private log id hidden (for messages).
+pub fn redact(url: &str) -> String {
+    match url.find("/logs/") {
+        Some(i) => {
+            let rest = url.get(i + 6..).unwrap_or("");
+            let tail = rest.find('/').and_then(|j| rest.get(j..)).unwrap_or("");
+            format!("{}/logs/<private id>{tail}", url.get(..i).unwrap_or(""))
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl Transport {
+    /// A transport posting to `url` (the full endpoint).
+    pub fn new(
+        url: String,
+        token: Option<String>,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Transport {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(connect_timeout)
+            .timeout(timeout)
+            .redirects(0)
+            .user_agent(concat!("seglog-uploader/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Transport { agent, url, token }
+    }
+
+    /// Posts one compressed batch.
+    pub fn send(&self, id: &BatchId, body: &[u8]) -> Outcome {
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", protocol::CONTENT_TYPE)
+            .set("Content-Encoding", "zstd")
+            .set(
+                protocol::HEADER_PROTOCOL,
+                &protocol::PROTOCOL_VERSION.to_string(),
+            )
+            .set(protocol::HEADER_BATCH_ID, &id.to_hex());
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match req.send_bytes(body) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => return Outcome::Transport(t.to_string()),
+        };
+        let code = resp.status();
+        let retry_after = resp
+            .header("Retry-After")
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        let mut buf = Vec::new();
+        // Read (a bounded amount of) the body so the connection can be reused.
+        let _ = resp.into_reader().take(512).read_to_end(&mut buf);
+        Outcome::Status {
+            code,
+            verdict: protocol::verdict(code),
+            retry_after,
+            body: String::from_utf8_lossy(&buf).into_owned(),
+        }
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date (IMF-fixdate), relative to `now`.
+pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_http_date(v: &str) -> Option<std::time::SystemTime> {
+    let rest = v.split_once(", ")?.1;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, mon, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: i64 = day.parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == mon)? as i64
+        + 1;
+    let year: i64 = year.parse().ok()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, m, s] = t.as_slice() else { return None };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Exponential backoff with full jitter: attempt `k` waits uniformly in
+/// `[0, min(cap, base * 2^k)]`; the jitter is applied after the cap, so clients that all hit
+/// the cap still spread out.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff starting at `base`, never above `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap,
+            attempt: 0,
+        }
+    }
+
+    /// The upper bound of the next wait (before jitter).
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
+        self.base
+            .checked_mul(factor)
+            .unwrap_or(self.cap)
+            .min(self.cap)
+    }
+
+    /// The next wait, and counts the attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
+    }
+
+    /// Attempts so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Back to the first step (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+}
+
+/// A uniformly random duration in `[0, max]` (the daemon's start-up delay).
+pub fn random_delay(max: Duration) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Mar 2100 00:00:00 GMT", now).map(|d| d.as_secs()),
+            Some(4_107_542_400 - 784_111_777)
+        );
+        for bad in [
+            "",
+            "soon",
+            "-5",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitters_below_it() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut ceilings = Vec::new();
+        for _ in 0..8 {
+            let c = b.ceiling();
+            let d = b.next_delay();
+            assert!(d <= c);
+            ceilings.push(c.as_millis());
+        }
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+        // Full jitter after the cap: repeated draws at the cap are spread, not all equal.
+        let draws: std::collections::BTreeSet<_> = (0..50).map(|_| b.next_delay()).collect();
+        assert!(draws.len() > 10, "{draws:?}");
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn huge_attempt_counts_do_not_overflow() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
+        for _ in 0..200 {
+            assert!(b.next_delay() <= Duration::from_secs(600));
+        }
+    }
+
+    #[test]
+    fn redact_hides_the_private_id() {
+        assert_eq!(
+            redact("http://h:1/v1/logs/abcdef/batches"),
+            "http://h:1/v1/logs/<private id>/batches"
+        );
+        assert_eq!(redact("http://h:1/x"), "http://h:1/x");
+    }
+}
