@@ -1,0 +1,296 @@
+//! `seglog journal [list]`: records one per line (or JSON), filtered, optionally only the last
+//! N, optionally following the live log.
+//!
+//! Memory stays constant whatever the log size: records stream from the reader straight into
+//! a buffered stdout; `-n N` keeps only the rendered lines of the last N matches in a ring of
+//! reused buffers.
+
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use super::filter::{Filter, FilterArgs};
+use super::output::{self, JsonShape};
+use super::source::{Item, Source};
+use super::ReadArgs;
+use recorder::record::RecordView;
+
+/// List records.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show only the last N matching records (with --follow: then keep following).
+    #[arg(short = 'n', long = "lines", value_name = "N")]
+    pub lines: Option<usize>,
+    /// Show each record's payload under it: text, or hex when it is not UTF-8.
+    #[arg(short = 'i', long)]
+    pub include_payload: bool,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep running and print records as they are written (like `journalctl -f`).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Print a line of column headings first (text output).
+    #[arg(short = 'V', long = "headers")]
+    pub headers: bool,
+    /// How often --follow looks for new records.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = super::parse_duration)]
+    pub poll_interval: Duration,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// Damaged ranges and unreadable records are reported on stderr; past this many, only counted.
+const MAX_WARNINGS: u64 = 10;
+
+/// Output buffer: large enough that a write syscall carries hundreds of lines.
+const OUT_BUF: usize = 256 << 10;
+
+/// Runs `seglog journal list`.
+pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let filter = args
+        .filter
+        .clone()
+        .into_filter(output::system_time_ms(SystemTime::now()))?;
+    let mut src = Source::open(dir, &args.read)?;
+    if !args.follow {
+        // Without --follow, list what was there at the start, even if writers outpace us.
+        src.stop_at_current_end()?;
+    }
+    let stdout = io::stdout();
+    let mut out = BufWriter::with_capacity(OUT_BUF, stdout.lock());
+    let mut lister = Lister {
+        args: &args,
+        filter,
+        warnings: Warnings::default(),
+        found_id: false,
+    };
+    if args.headers && !args.json {
+        output::write_text_headings(&mut out)?;
+    }
+    match args.lines {
+        Some(n) => lister.last_n(&mut src, &mut out, n)?,
+        None => lister.stream(&mut src, &mut out)?,
+    }
+    if args.follow {
+        loop {
+            out.flush()?;
+            std::thread::sleep(args.poll_interval);
+            lister.stream(&mut src, &mut out)?;
+        }
+    }
+    out.flush()?;
+    lister.warnings.finish();
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Lister<'a> {
+    args: &'a ListArgs,
+    filter: Filter,
+    warnings: Warnings,
+    /// The record asked for with --record-id was printed: ids are unique, stop reading.
+    found_id: bool,
+}
+
+impl Lister<'_> {
+    fn render(&self, out: &mut impl Write, r: &RecordView<'_>) -> io::Result<()> {
+        if self.args.json {
+            output::write_json(
+                out,
+                r,
+                JsonShape {
+                    payload: self.args.include_payload,
+                    context: false,
+                },
+            )
+        } else {
+            output::write_text(out, r, self.args.include_payload)
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.found_id && !self.args.follow
+    }
+
+    /// Prints every matching record up to the live end.
+    fn stream(&mut self, src: &mut Source, out: &mut impl Write) -> anyhow::Result<()> {
+        while !self.done() {
+            let Some(item) = src.next_item()? else { break };
+            match item {
+                Item::Record(r) => {
+                    if self.filter.matches(&r) {
+                        self.render(out, &r)?;
+                        self.found_id |= self.filter.record_id().is_some();
+                    }
+                }
+                other => self.warnings.note(&other),
+            }
+            if self.args.follow && self.warnings.pending_flush {
+                // Keep warnings and records in order on a terminal.
+                out.flush()?;
+                self.warnings.pending_flush = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads to the live end keeping the last `n` rendered matches, then prints them.
+    fn last_n(&mut self, src: &mut Source, out: &mut impl Write, n: usize) -> anyhow::Result<()> {
+        let mut ring = Ring::new(n);
+        while !self.done() {
+            let Some(item) = src.next_item()? else { break };
+            match item {
+                Item::Record(r) => {
+                    if self.filter.matches(&r) {
+                        if let Some(slot) = ring.push() {
+                            self.render(slot, &r)?;
+                        }
+                        self.found_id |= self.filter.record_id().is_some();
+                    }
+                }
+                other => self.warnings.note(&other),
+            }
+        }
+        ring.write_to(out)?;
+        Ok(())
+    }
+}
+
+/// What to run for the whole damage report.
+const VERIFY_HINT: &str = "run `seglog journal verify` for the full list";
+
+/// The last `cap` rendered records, oldest first; buffers are reused, never freed.
+struct Ring {
+    slots: Vec<Vec<u8>>,
+    cap: usize,
+    /// Index of the oldest entry once the ring is full.
+    head: usize,
+}
+
+impl Ring {
+    fn new(cap: usize) -> Self {
+        // Grows to `cap` on demand, so `-n 1000000` on a short log costs nothing.
+        Ring {
+            slots: Vec::new(),
+            cap,
+            head: 0,
+        }
+    }
+
+    /// A cleared buffer for the newest entry (evicting the oldest when full); `None` when
+    /// the ring holds nothing (`-n 0`).
+    fn push(&mut self) -> Option<&mut Vec<u8>> {
+        if self.cap == 0 {
+            return None;
+        }
+        if self.slots.len() < self.cap {
+            self.slots.push(Vec::new());
+            return self.slots.last_mut();
+        }
+        let i = self.head;
+        self.head = (self.head + 1) % self.cap;
+        let slot = self.slots.get_mut(i)?;
+        slot.clear();
+        Some(slot)
+    }
+
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
+        let (newer, older) = self.slots.split_at(self.head.min(self.slots.len()));
+        for s in older.iter().chain(newer) {
+            out.write_all(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Damage and unreadable records seen while listing, reported on stderr.
+#[derive(Default)]
+pub struct Warnings {
+    shown: u64,
+    hidden: u64,
+    pending_flush: bool,
+}
+
+impl Warnings {
+    /// Reports a non-record item (contexts are silent).
+    pub fn note(&mut self, item: &Item<'_>) {
+        let msg = match item {
+            Item::Record(_) | Item::Context => return,
+            Item::Damage(d) => format!("skipped damaged range: {d}"),
+            Item::Skipped { position, error } => {
+                format!("skipped unreadable record at {position}: {error}")
+            }
+        };
+        if self.shown < MAX_WARNINGS {
+            self.shown += 1;
+            eprintln!("seglog: warning: {msg}");
+            if self.shown == MAX_WARNINGS {
+                eprintln!("seglog: warning: further damage is only counted; {VERIFY_HINT}");
+            }
+        } else {
+            self.hidden += 1;
+        }
+        self.pending_flush = true;
+    }
+
+    /// Prints the count of warnings that were not shown.
+    pub fn finish(&self) {
+        if self.hidden > 0 {
+            eprintln!(
+                "seglog: warning: {} more damaged ranges or unreadable records skipped; {}",
+                self.hidden, VERIFY_HINT
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(ring: &mut Ring, items: std::ops::Range<u32>) {
+        for i in items {
+            if let Some(slot) = ring.push() {
+                writeln!(slot, "{i}").unwrap();
+            }
+        }
+    }
+
+    fn contents(ring: &Ring) -> String {
+        let mut out = Vec::new();
+        ring.write_to(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn ring_keeps_the_last_n_in_order() {
+        let mut ring = Ring::new(3);
+        fill(&mut ring, 0..10);
+        assert_eq!(contents(&ring), "7\n8\n9\n");
+        assert_eq!(ring.slots.len(), 3, "never more than n buffers");
+    }
+
+    #[test]
+    fn ring_shorter_than_n_keeps_everything() {
+        let mut ring = Ring::new(5);
+        fill(&mut ring, 0..2);
+        assert_eq!(contents(&ring), "0\n1\n");
+    }
+
+    #[test]
+    fn ring_of_zero_keeps_nothing() {
+        let mut ring = Ring::new(0);
+        fill(&mut ring, 0..4);
+        assert_eq!(contents(&ring), "");
+    }
+
+    #[test]
+    fn ring_wrapping_exactly_at_capacity_stays_ordered() {
+        let mut ring = Ring::new(4);
+        fill(&mut ring, 0..8);
+        assert_eq!(contents(&ring), "4\n5\n6\n7\n");
+    }
+}
