@@ -3,24 +3,21 @@
 //! ```text
 //! <log dir>/upload/            mode 0700
 //!   cursor.a, cursor.b         the cursor (see `cursor`)
-//!   state.json                 status: last success/error, totals, daily budget, pending gaps
+//!   state.json                 status: last success/error, totals, daily budget, trim notes
 //!   uploader.lock              fs2 lock held by the one uploader of this log
 //!   control.sock               the daemon's Unix socket (flush, status)
 //!   opt-in                     marker: uploads are allowed (`seglog upload opt-in`)
 //!   dead-letter/<id>.batch     bodies the server refused for good, and <id>.json the reason
 //! ```
 //!
-//! `state.json` is informational except for the budget and the pending gap reports; it is
+//! `state.json` is informational except for the budget and the retention notes; it is
 //! replaced atomically (temp + rename) and a damaged one is reset with a warning.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use segment_log::Position;
 use serde::{Deserialize, Serialize};
-
-use crate::protocol::{Gap, GapReason};
 
 /// Sub-directory of the log directory holding the uploader's files.
 pub const UPLOAD_DIR: &str = "upload";
@@ -44,60 +41,6 @@ pub fn upload_dir(log_dir: &Path) -> PathBuf {
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-}
-
-/// A gap waiting to be reported in the next batch (serialisable form of [`Gap`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingGap {
-    /// Wire reason code.
-    pub reason: u8,
-    /// Start (segment, offset).
-    pub start: (u64, u64),
-    /// End (segment, offset).
-    pub end: (u64, u64),
-    /// Whole segments missing.
-    pub segments: u64,
-    /// Records lost.
-    pub records: u64,
-    /// Bytes lost.
-    pub bytes: u64,
-    /// Detail.
-    pub detail: String,
-}
-
-impl From<&Gap> for PendingGap {
-    fn from(g: &Gap) -> Self {
-        PendingGap {
-            reason: g.reason.code(),
-            start: (g.start.segment, g.start.offset),
-            end: (g.end.segment, g.end.offset),
-            segments: g.segments,
-            records: g.records,
-            bytes: g.bytes,
-            detail: g.detail.clone(),
-        }
-    }
-}
-
-impl PendingGap {
-    /// Back to a [`Gap`].
-    pub fn to_gap(&self) -> Gap {
-        Gap {
-            reason: GapReason::from_code(self.reason),
-            start: Position {
-                segment: self.start.0,
-                offset: self.start.1,
-            },
-            end: Position {
-                segment: self.end.0,
-                offset: self.end.1,
-            },
-            segments: self.segments,
-            records: self.records,
-            bytes: self.bytes,
-            detail: self.detail.clone(),
-        }
-    }
 }
 
 /// Records the uploader's own retention pass removed before they were uploaded, so the
@@ -150,14 +93,9 @@ pub struct Status {
     pub budget_day: i64,
     /// Wire bytes sent on `budget_day`.
     pub budget_used_bytes: u64,
-    /// Gaps to report in the next batch (dead-lettered ranges).
-    pub pending_gaps: Vec<PendingGap>,
     /// Retention removals not yet reported.
     pub trim_notes: Vec<TrimNote>,
 }
-
-/// Most pending gaps kept (older ones are merged into a count).
-pub const MAX_PENDING_GAPS: usize = 1000;
 
 impl Status {
     /// Reads `state.json`; a missing file gives defaults, a damaged one defaults plus a
@@ -205,14 +143,6 @@ impl Status {
             self.budget_used_bytes = 0;
         }
         self.budget_used_bytes
-    }
-
-    /// Adds a gap to report later.
-    pub fn push_pending_gap(&mut self, g: &Gap) {
-        if self.pending_gaps.len() >= MAX_PENDING_GAPS {
-            self.pending_gaps.remove(0);
-        }
-        self.pending_gaps.push(PendingGap::from(g));
     }
 
     /// Records known lost in segments `[first, first + count)` removed by our retention,

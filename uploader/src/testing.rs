@@ -204,6 +204,14 @@ fn store(s: &Shared, req: &Request) -> Result<String, String> {
     let dup = seen.batches.contains_key(&id);
     if dup {
         seen.duplicates += 1;
+        if seen
+            .batches
+            .get(&id)
+            .is_some_and(|old| old.records != batch.records || old.gaps != batch.gaps)
+        {
+            seen.errors
+                .push(format!("batch {id} was resent with different records"));
+        }
     } else {
         seen.batches.insert(id, batch);
     }

@@ -9,13 +9,13 @@ use anyhow::{anyhow, Context as _};
 use fs2::FileExt;
 use segment_log::{LogId, Position, ReaderOptions, SystemClock};
 
-use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
+use crate::batch::{BatchBuilder, BatchLimits, End, Observer};
 use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::Trigger;
-use crate::protocol::{self, Gap, GapReason, Verdict};
+use crate::protocol;
 use crate::state::{self, now_ms, Status, TrimNote};
-use crate::transport::{redact, Backoff, Outcome, Transport};
+use crate::transport::{Backoff, Transport};
 
 /// Interruptible waiting: backoff sleeps end early when the process is asked to stop.
 pub trait Waiter {
@@ -24,6 +24,27 @@ pub trait Waiter {
     /// Whether a stop was requested.
     fn stop_requested(&mut self) -> bool;
 }
+
+/// Test-only crash injection: with `SEGLOG_CRASH_AT_FOR_TEST=<point>:<n>`, the process
+/// aborts (as abruptly as SIGKILL) the n-th time it reaches `point`.
+#[cfg(test)]
+pub(crate) fn crash_point_for_test(point: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let Ok(spec) = std::env::var("SEGLOG_CRASH_AT_FOR_TEST") else {
+        return;
+    };
+    let Some((p, n)) = spec.split_once(':') else {
+        return;
+    };
+    if p == point && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == n.parse::<u64>().unwrap_or(0) {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(test))]
+#[inline(always)]
+pub(crate) fn crash_point_for_test(_point: &str) {}
 
 /// How a pass ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -358,280 +379,6 @@ impl Uploader {
         Ok((outcome, p))
     }
 
-    /// Sends one batch until it is acknowledged, split, or dead-lettered. The inner `Err`
-    /// ends the pass.
-    fn deliver(
-        &mut self,
-        b: Built,
-        opts: &PassOptions,
-        waiter: &mut dyn Waiter,
-        p: &mut Progress,
-        progress: &mut dyn FnMut(&Progress),
-    ) -> anyhow::Result<Result<(), PassOutcome>> {
-        self.cursor.inflight = Some((b.first, b.last));
-        self.persist()?;
-        let (mut attempts, mut refusals) = (0u32, 0u32);
-        loop {
-            if waiter.stop_requested() {
-                return Ok(Err(PassOutcome::Stopped));
-            }
-            let Some(t) = self.transport.as_ref() else {
-                return Ok(Err(PassOutcome::Configuration("no URL".into())));
-            };
-            let outcome = t.send(&b.id, &b.body);
-            attempts += 1;
-            let (wait, msg) = match outcome {
-                Outcome::Status {
-                    verdict: Verdict::Acknowledged,
-                    ..
-                } => {
-                    self.acknowledged(&b, p);
-                    self.persist()?;
-                    self.save_status();
-                    progress(p);
-                    return Ok(Ok(()));
-                }
-                Outcome::Status {
-                    verdict: Verdict::Split,
-                    code,
-                    body,
-                    ..
-                } => {
-                    if b.records <= 1 {
-                        let why =
-                            format!("server refused a single record as too large (HTTP {code})");
-                        self.dead_letter(
-                            &b,
-                            Some(code),
-                            &why,
-                            &body,
-                            GapReason::OversizedRecord,
-                            p,
-                        )?;
-                        return Ok(Ok(()));
-                    }
-                    return self.split(&b, opts, waiter, p, progress);
-                }
-                Outcome::Status {
-                    verdict: Verdict::Configuration,
-                    code,
-                    body,
-                    ..
-                } => {
-                    let url = self.cfg.url.as_deref().map(redact).unwrap_or_default();
-                    let hint = if code == 404 {
-                        "check [upload] url"
-                    } else {
-                        "check [upload] token"
-                    };
-                    return Ok(Err(PassOutcome::Configuration(format!(
-                        "server {url} answered HTTP {code} ({hint}): {}",
-                        body.trim()
-                    ))));
-                }
-                Outcome::Status {
-                    verdict: Verdict::Rejected,
-                    code,
-                    body,
-                    ..
-                } => {
-                    refusals += 1;
-                    if refusals >= self.cfg.dead_letter_after {
-                        let why =
-                            format!("server refused the batch {refusals} times (HTTP {code})");
-                        self.dead_letter(&b, Some(code), &why, &body, GapReason::DeadLettered, p)?;
-                        return Ok(Ok(()));
-                    }
-                    (
-                        self.backoff.next_delay(),
-                        format!("HTTP {code}: {}", body.trim()),
-                    )
-                }
-                Outcome::Status {
-                    verdict: Verdict::RetryAfter,
-                    code,
-                    retry_after,
-                    ..
-                } => {
-                    let cap = self.backoff.cap();
-                    let w = match retry_after {
-                        Some(d) => d.min(cap),
-                        None => self.backoff.next_delay(),
-                    };
-                    (
-                        w,
-                        format!("HTTP {code}, retry after {}", humantime::format_duration(w)),
-                    )
-                }
-                Outcome::Status { code, body, .. } => (
-                    self.backoff.next_delay(),
-                    format!("HTTP {code}: {}", body.trim()),
-                ),
-                Outcome::Transport(e) => (self.backoff.next_delay(), e),
-            };
-            p.retries += 1;
-            self.status.last_error = Some(msg.clone());
-            self.status.last_error_ms = Some(now_ms());
-            if opts.max_attempts.is_some_and(|m| attempts >= m) {
-                return Ok(Err(PassOutcome::Failed(format!(
-                    "batch {} not delivered after {attempts} attempts; last: {msg}",
-                    b.id
-                ))));
-            }
-            let wait = match opts.deadline {
-                Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
-                None => wait,
-            };
-            if waiter.wait(wait) {
-                return Ok(Err(PassOutcome::Stopped));
-            }
-            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(Err(PassOutcome::Failed(format!(
-                    "deadline passed; last error: {msg}"
-                ))));
-            }
-        }
-    }
-
-    fn acknowledged(&mut self, b: &Built, p: &mut Progress) {
-        self.cursor.position = b.last;
-        self.cursor.inflight = None;
-        self.backoff.reset();
-        let s = &mut self.status;
-        let now = now_ms();
-        s.last_success_ms = Some(now);
-        s.delivered_records += b.records;
-        s.delivered_bytes += b.payload_bytes;
-        s.delivered_wire_bytes += b.body.len() as u64;
-        s.delivered_batches += 1;
-        s.budget_used(now);
-        s.budget_used_bytes += b.body.len() as u64;
-        s.gaps_reported += b.gaps.len() as u64;
-        for g in &b.gaps {
-            match g.reason {
-                GapReason::Trimmed => s.missing_segments += g.segments,
-                GapReason::UndecodableRecord => s.undecodable_records += 1,
-                GapReason::DeadLettered | GapReason::OversizedRecord => {}
-                _ => s.corrupt_ranges += 1,
-            }
-        }
-        p.position = b.last;
-        p.records += b.records;
-        p.payload_bytes += b.payload_bytes;
-        p.frame_bytes += b.frame_bytes;
-        p.wire_bytes += b.body.len() as u64;
-        p.batches += 1;
-        p.gaps += b.gaps.len() as u64;
-    }
-
-    /// 413: halves the batch by records and delivers each part (each its own range and id).
-    fn split(
-        &mut self,
-        b: &Built,
-        opts: &PassOptions,
-        waiter: &mut dyn Waiter,
-        p: &mut Progress,
-        progress: &mut dyn FnMut(&Progress),
-    ) -> anyhow::Result<Result<(), PassOutcome>> {
-        let half = BatchLimits {
-            max_bytes: u64::MAX,
-            max_records: (b.records / 2).max(1),
-            max_gaps: u64::MAX,
-        };
-        while self.cursor.position < b.last {
-            let part = self.builder.build(
-                self.cursor.position,
-                &half,
-                Some(b.last),
-                i64::MAX,
-                &mut Notes(&mut self.status),
-            )?;
-            if part.is_empty() {
-                self.cursor.position = part.last.max(self.cursor.position);
-                self.cursor.inflight = None;
-                self.persist()?;
-                if part.end != End::Full {
-                    break;
-                }
-                continue;
-            }
-            if let Err(stop) = self.deliver(part, opts, waiter, p, progress)? {
-                return Ok(Err(stop));
-            }
-        }
-        Ok(Ok(()))
-    }
-
-    /// Moves a refused batch to the dead-letter folder, reports its range as a gap (a
-    /// gap-only batch over the same range, so under the same id), and moves on.
-    fn dead_letter(
-        &mut self,
-        b: &Built,
-        code: Option<u16>,
-        why: &str,
-        body: &str,
-        reason: GapReason,
-        p: &mut Progress,
-    ) -> anyhow::Result<()> {
-        let path = crate::deadletter::store(
-            &self.updir,
-            b,
-            code,
-            why,
-            body,
-            self.cfg.dead_letter_max_bytes,
-        )
-        .context("cannot write to the dead-letter folder")?;
-        self.warnings.push(format!(
-            "batch {} ({} records, {}..{}) moved to {}: {why}",
-            b.id,
-            b.records,
-            b.first,
-            b.last,
-            path.display()
-        ));
-        self.status.dead_lettered_batches += 1;
-        self.status.dead_lettered_records += b.records;
-        p.dead_lettered += 1;
-        let gap = Gap {
-            reason,
-            start: b.first,
-            end: b.last,
-            segments: 0,
-            records: b.records,
-            bytes: b.payload_bytes,
-            detail: why.to_owned(),
-        };
-        let report = protocol::Batch {
-            public_log_id: self.public,
-            first: b.first,
-            last: b.last,
-            gaps: vec![gap],
-            counters: self.counters(),
-            ..protocol::Batch::default()
-        };
-        if let (Some(t), Ok(body)) = (
-            self.transport.as_ref(),
-            protocol::encode_batch(&report, self.cfg.zstd_level),
-        ) {
-            // One try: if even the gap report is refused, the dead-letter entry remains.
-            if let Outcome::Status {
-                verdict: Verdict::Acknowledged,
-                ..
-            } = t.send(&b.id, &body)
-            {
-                self.status.gaps_reported += 1;
-                p.gaps += 1;
-            }
-        }
-        self.cursor.position = b.last;
-        self.cursor.inflight = None;
-        p.position = b.last;
-        self.persist()?;
-        self.note_error(why);
-        Ok(())
-    }
-
     /// Applies retention (`[log]` max_bytes / max_age) with the persisted cursor, and notes
     /// un-uploaded records it removed so the gap carries their count.
     pub fn retention(&mut self) -> anyhow::Result<Option<segment_log::RetentionReport>> {
@@ -666,6 +413,9 @@ impl Uploader {
     }
 }
 
+mod deliver;
+
 #[cfg(test)]
-#[path = "engine_tests.rs"]
-mod tests;
+mod crash_tests;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -2,6 +2,7 @@
 //! scenario, every record written is stored exactly once after dedupe by batch id.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 use super::*;
+use crate::protocol::GapReason;
 use crate::testing::{Behavior, FlakyServer};
 use crate::testutil::{number, write};
 
@@ -9,8 +10,8 @@ const SEG: u64 = 64 << 10;
 
 /// Records requested waits instead of sleeping.
 #[derive(Default)]
-struct NoSleep {
-    waits: Vec<Duration>,
+pub(super) struct NoSleep {
+    pub(super) waits: Vec<Duration>,
 }
 impl Waiter for NoSleep {
     fn wait(&mut self, d: Duration) -> bool {
@@ -22,7 +23,7 @@ impl Waiter for NoSleep {
     }
 }
 
-fn cfg(dir: &std::path::Path, url: &str) -> UploadConfig {
+pub(super) fn cfg(dir: &std::path::Path, url: &str) -> UploadConfig {
     let mut c = UploadConfig::for_dir(dir);
     c.url = Some(url.to_owned());
     c.batch_max_records = 400;
@@ -34,7 +35,7 @@ fn cfg(dir: &std::path::Path, url: &str) -> UploadConfig {
     c
 }
 
-fn opts(max_attempts: Option<u32>) -> PassOptions {
+pub(super) fn opts(max_attempts: Option<u32>) -> PassOptions {
     PassOptions {
         trigger: Trigger::Flush,
         max_attempts,
@@ -43,14 +44,14 @@ fn opts(max_attempts: Option<u32>) -> PassOptions {
     }
 }
 
-fn run_pass(u: &mut Uploader, o: &PassOptions) -> (PassOutcome, Progress, NoSleep) {
+pub(super) fn run_pass(u: &mut Uploader, o: &PassOptions) -> (PassOutcome, Progress, NoSleep) {
     let mut w = NoSleep::default();
     let (out, p) = u.pass(o, &mut w, &mut |_| {}).unwrap();
     (out, p, w)
 }
 
 /// Every record 0..n stored exactly once, in position order, with the right payloads.
-fn assert_all_delivered_once(s: &FlakyServer, n: u64) {
+pub(super) fn assert_all_delivered_once(s: &FlakyServer, n: u64) {
     let (recs, dup) = s.records();
     assert!(!dup, "a position was stored twice");
     let nums: Vec<u64> = recs.iter().map(|r| number(&r.payload)).collect();
