@@ -207,8 +207,7 @@ impl SegmentHeader {
             return Err(HeaderError::Corrupt("header length field"));
         }
         let capacity = get_u64(b, OFF_CAPACITY);
-        if capacity < HEADER_LEN + FRAME_HEADER_LEN
-            || capacity > MAX_SEGMENT_CAPACITY
+        if !(HEADER_LEN + FRAME_HEADER_LEN..=MAX_SEGMENT_CAPACITY).contains(&capacity)
             || capacity % FRAME_ALIGN != 0
         {
             return Err(HeaderError::Corrupt("capacity out of range"));
@@ -370,7 +369,7 @@ pub fn check_frame(buf: &[u8], segment: u64, offset: u64, capacity: u64) -> Fram
 pub fn find_marker(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(w) = buf.get(i..i + 4) {
-        if u32::from_le_bytes([w[0], w[1], w[2], w[3]]) == FRAME_MARKER {
+        if get_u32(w, 0) == FRAME_MARKER {
             return Some(i);
         }
         i += FRAME_ALIGN as usize;

@@ -101,6 +101,22 @@ pub fn live_segments(seg_dir: &Path) -> Result<Vec<u64>> {
     Ok(list_segments(seg_dir)?.into_iter().filter(|s| !s.prepared).map(|s| s.number).collect())
 }
 
+/// Whether any writer holds `writers.lock` (shared) right now, probed with a non-blocking
+/// exclusive flock that is released at once. A log no writer ever opened has no lock file.
+pub(crate) fn writers_alive(lock_path: &Path) -> bool {
+    use fs2::FileExt;
+    let Ok(f) = File::open(lock_path) else {
+        return false;
+    };
+    match f.try_lock_exclusive() {
+        Ok(()) => {
+            let _ = FileExt::unlock(&f);
+            false
+        }
+        Err(_) => true,
+    }
+}
+
 /// fsync of a directory, so creates and renames in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fs2::FileExt;
-
 use crate::error::{Error, Result};
 use crate::format::{FrameKind, HEADER_LEN};
 use crate::fs as lfs;
@@ -139,23 +137,6 @@ impl Reader {
         &self.dir
     }
 
-    fn writers_alive(&self) -> bool {
-        if !self.opts.detect_writers {
-            return true;
-        }
-        let path = self.dir.join(lfs::WRITERS_LOCK);
-        let Ok(f) = std::fs::File::open(&path) else {
-            return false; // no writer ever opened this log
-        };
-        match f.try_lock_exclusive() {
-            Ok(()) => {
-                let _ = FileExt::unlock(&f);
-                false
-            }
-            Err(_) => true,
-        }
-    }
-
     /// Returns the next frame or damaged range, or `None` at the live end.
     pub fn next_entry(&mut self) -> Result<Option<Entry<'_>>> {
         loop {
@@ -242,7 +223,11 @@ impl Reader {
         }
         self.next_segment = n + 1;
         self.expect_contiguous = true;
-        let holes = HolePolicy { quiescent: !self.writers_alive(), timeout: self.opts.hole_timeout };
+        let holes = HolePolicy {
+            quiescent: false,
+            probe: self.opts.detect_writers.then(|| self.dir.join(lfs::WRITERS_LOCK)),
+            timeout: self.opts.hole_timeout,
+        };
         let path = self.seg_dir.join(lfs::segment_file_name(n, lfs::SEG_EXT));
         match SegmentScanner::open(&path, n, self.opts.chunk_size, holes) {
             Ok(mut sc) => {

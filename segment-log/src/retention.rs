@@ -60,7 +60,7 @@ fn age_of(next: &SegmentHeader, clock: &dyn Clock) -> Duration {
 
 /// Counts records of a sealed segment (all, and those at or after `cursor`).
 fn count_records(seg: &SegmentFile, cursor: Option<Position>) -> (u64, u64) {
-    let holes = HolePolicy { quiescent: true, timeout: Duration::ZERO };
+    let holes = HolePolicy { quiescent: true, probe: None, timeout: Duration::ZERO };
     let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
         return (0, 0);
     };
@@ -173,7 +173,8 @@ pub fn stats(dir: &Path, exact: bool) -> Result<Stats> {
         st.segments += 1;
         st.first_segment.get_or_insert(seg.number);
         st.last_segment = Some(seg.number);
-        let holes = HolePolicy { quiescent: false, timeout: Duration::from_millis(100) };
+        let probe = Some(dir.join(lfs::WRITERS_LOCK));
+        let holes = HolePolicy { quiescent: false, probe, timeout: Duration::from_millis(100) };
         let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
             st.damaged_ranges += 1;
             continue;

@@ -93,12 +93,22 @@ pub(crate) enum Step {
 }
 
 /// How to treat reservations that are not committed yet.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct HolePolicy {
-    /// No writer can be alive: every hole is abandoned.
+    /// No writer can be alive (the caller knows): every hole is abandoned.
     pub quiescent: bool,
+    /// `writers.lock` of the log, probed (non-blocking flock) each time the answer matters:
+    /// a writer may start after the scanner opened the segment.
+    pub probe: Option<PathBuf>,
     /// How long to wait for a live writer to commit a frame that others follow.
     pub timeout: Duration,
+}
+
+impl HolePolicy {
+    /// Whether no writer can be alive right now.
+    fn no_writer_alive(&self) -> bool {
+        self.quiescent || self.probe.as_deref().is_some_and(|p| !crate::fs::writers_alive(p))
+    }
 }
 
 /// Scanner over one segment file.
@@ -207,7 +217,7 @@ impl SegmentScanner {
                 if o >= self.reserved.min(cap) {
                     // With no writer alive nobody can extend the segment, so data past the
                     // counter means the counter itself is damaged.
-                    if self.holes.quiescent && self.distrust_counter_if_data_follows(o)? {
+                    if self.holes.no_writer_alive() && self.distrust_counter_if_data_follows(o)? {
                         continue;
                     }
                     return Ok(if self.reserved >= cap { Step::End } else { Step::Pending });
@@ -240,7 +250,7 @@ impl SegmentScanner {
                 FrameCheck::Empty => {
                     // Space reserved but not committed. A live writer commits within
                     // microseconds; wait (bounded) before calling it abandoned.
-                    if !self.holes.quiescent {
+                    if !self.holes.no_writer_alive() {
                         let since = match self.hole_seen {
                             Some((at, t)) if at == o => t,
                             _ => {

@@ -488,3 +488,32 @@ fn a_tailing_reader_sees_every_record_while_writers_rotate_concurrently() {
         w.join().unwrap();
     }
 }
+
+#[test]
+fn a_reservation_in_flight_of_a_writer_that_started_after_the_reader_is_waited_for() {
+    // The reader must probe for live writers when it meets a hole, not once when it opened
+    // the segment: a writer that starts later would otherwise lose its in-flight record.
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().unwrap();
+    drop(Log::open(d.path(), small()).unwrap()); // log exists, no writer alive now
+    let opts = ReaderOptions { hole_timeout: Duration::from_secs(10), ..ReaderOptions::default() };
+    let mut r = Reader::open(d.path(), Position::default(), opts).unwrap();
+    assert!(r.next_entry().unwrap().is_none());
+    let log = Log::open(d.path(), small()).unwrap(); // a writer is alive from here on
+    // Simulate its reservation in flight: bump the counter, publish the frame a bit later.
+    let path = seg_file(d.path(), 1);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let frame = format::encode_frame(1, 256, FrameKind::Record, b"late");
+    f.write_all_at(&(256 + frame.len() as u64).to_le_bytes(), 128).unwrap();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        f.write_all_at(&frame[8..], 256 + 8).unwrap();
+        f.write_all_at(&frame[..8], 256).unwrap();
+    });
+    match r.next_entry().unwrap() {
+        Some(Entry::Frame(fr)) => assert_eq!(fr.payload, b"late"),
+        other => panic!("in-flight record reported as {other:?}"),
+    }
+    writer.join().unwrap();
+    drop(log);
+}

@@ -136,7 +136,7 @@ impl Log {
         if sole {
             let _ = FileExt::unlock(&writers_lock);
         }
-        writers_lock.lock_shared().map_err(|e| Error::io("lock", &writers_path, e))?;
+        FileExt::lock_shared(&writers_lock).map_err(|e| Error::io("lock", &writers_path, e))?;
 
         let rotate_path = dir.join(lfs::ROTATE_LOCK);
         let rotate_lock = lfs::open_lock_file(&rotate_path)?;
