@@ -582,6 +582,27 @@ fn stats_counts_records_segments_and_dropped() {
     let text = stdout(&seglog(d.path(), &["stats"]));
     assert!(text.contains("records           1500"), "{text}");
     assert!(text.contains("rate_limit_records: 3"), "{text}");
+    assert!(text.contains("no uploader state"), "{text}");
+
+    // An uploader that got up to record 1000: the backlog is the other 500.
+    let updir = uploader::state::upload_dir(d.path());
+    std::fs::create_dir(&updir).unwrap();
+    let cursor = uploader::cursor::CursorState {
+        seq: 1,
+        public_log_id: w.log.log_id().public(),
+        position: recs[1000].pos,
+        inflight: None,
+        written_wall_ms: 0,
+    };
+    std::fs::write(updir.join(uploader::cursor::COPIES[1]), cursor.encode()).unwrap();
+    let v: Value = serde_json::from_str(&stdout(&seglog(d.path(), &["stats", "--json"]))).unwrap();
+    assert_eq!(v["upload"]["cursor"]["segment"], recs[1000].pos.segment);
+    assert_eq!(v["upload"]["cursor"]["offset"], recs[1000].pos.offset);
+    assert_eq!(v["upload"]["backlog_records"], 500);
+    let backlog_bytes: u64 = recs[1000..].iter().map(|r| r.len).sum();
+    assert_eq!(v["upload"]["backlog_bytes"], backlog_bytes);
+    let text = stdout(&seglog(d.path(), &["stats"]));
+    assert!(text.contains("upload backlog    500 records"), "{text}");
     let est: Value = serde_json::from_str(&stdout(&seglog(
         d.path(),
         &["stats", "--json", "--estimate"],

@@ -21,6 +21,7 @@ mod list;
 mod output;
 mod source;
 mod stats;
+mod upload_state;
 mod verify;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::output::{Hex, Time};
 use super::source::{advance, public_log_id, read_reserved_end, Item, Source};
+use super::upload_state::{self, UploadState};
 use super::ReadArgs;
 
 /// Show statistics.
@@ -80,43 +81,6 @@ impl RawRef {
             wall_ms: self.wall_ms,
         }
     }
-}
-
-/// A position, as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct At {
-    /// Segment number.
-    pub segment: u64,
-    /// Byte offset in the segment.
-    pub offset: u64,
-}
-
-impl From<Position> for At {
-    fn from(p: Position) -> Self {
-        At {
-            segment: p.segment,
-            offset: p.offset,
-        }
-    }
-}
-
-impl std::fmt::Display for At {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "segment {} offset {}", self.segment, self.offset)
-    }
-}
-
-/// The uploader's progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UploadState {
-    /// Where the uploader resumes: everything before it was acknowledged by the server.
-    pub cursor: Option<At>,
-    /// Records at or after the cursor (the backlog), when counted.
-    pub backlog_records: Option<u64>,
-    /// Frame bytes at or after the cursor.
-    pub backlog_bytes: Option<u64>,
-    /// Why the cursor is unknown, if it is.
-    pub note: Option<String>,
 }
 
 /// Everything `stats` reports.
@@ -187,7 +151,8 @@ pub fn collect(dir: &Path, read: &ReadArgs, estimate: bool) -> anyhow::Result<Re
         records_exact: !estimate,
         ..Report::default()
     };
-    r.log_id = public_log_id(dir, &seg_dir).map(|id| Hex(&id).to_string());
+    let public_id = public_log_id(dir, &seg_dir);
+    r.log_id = public_id.map(|id| Hex(&id).to_string());
     for seg in list_segments(&seg_dir)? {
         if seg.prepared {
             r.prepared_segments += 1;
@@ -200,7 +165,8 @@ pub fn collect(dir: &Path, read: &ReadArgs, estimate: bool) -> anyhow::Result<Re
         r.bytes_on_disk += seg.disk_bytes;
         r.bytes_used += used_bytes(&seg.path);
     }
-    let cursor = upload_cursor(dir, &mut r);
+    r.upload = upload_state::read(dir, public_id);
+    let cursor = r.upload.as_ref().map(UploadState::backlog_start);
     let mut backlog = (0u64, 0u64);
     if estimate {
         r.records = segment_log::stats(dir, false)?.records;
@@ -235,8 +201,11 @@ pub fn collect(dir: &Path, read: &ReadArgs, estimate: bool) -> anyhow::Result<Re
         }
         r.newest = newest.map(RawRef::render);
     }
-    if let (Some(up), Some(_)) = (r.upload.as_mut(), cursor) {
-        if !estimate {
+    if let (Some(up), Some(c)) = (r.upload.as_mut(), cursor) {
+        if estimate {
+            // From the segment headers' counters: no scan.
+            up.backlog_bytes = Some(uploader::backlog::backlog_bytes(dir, c));
+        } else {
             up.backlog_records = Some(backlog.0);
             up.backlog_bytes = Some(backlog.1);
         }
@@ -292,12 +261,6 @@ fn last_record(dir: &Path, read: &ReadArgs, r: &Report) -> anyhow::Result<Option
         }
     }
     Ok(None)
-}
-
-/// The uploader's cursor, when the uploader has one in this directory.
-fn upload_cursor(_dir: &Path, r: &mut Report) -> Option<Position> {
-    r.upload = None;
-    None
 }
 
 fn read_counters(dir: &Path, r: &mut Report) {
@@ -363,22 +326,8 @@ fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
         }
     }
     match &r.upload {
-        Some(up) => {
-            match up.cursor {
-                Some(c) => writeln!(out, "upload cursor     {c}")?,
-                None => writeln!(out, "upload cursor     none (nothing uploaded yet)")?,
-            }
-            if let (Some(n), Some(b)) = (up.backlog_records, up.backlog_bytes) {
-                writeln!(out, "upload backlog    {n} records, {}", Bytes(b))?;
-            }
-            if let Some(note) = &up.note {
-                writeln!(out, "upload note       {note}")?;
-            }
-        }
-        None => writeln!(
-            out,
-            "upload cursor     none (no uploader state in this directory)"
-        )?,
+        Some(up) => write_upload(out, up)?,
+        None => writeln!(out, "upload            no uploader state in this directory")?,
     }
     let total_dropped: u64 = r.dropped.values().sum();
     write!(out, "dropped           {total_dropped}")?;
@@ -398,6 +347,43 @@ fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     for w in &r.warnings {
         writeln!(out, "warning           {w}")?;
+    }
+    Ok(())
+}
+
+fn write_upload(out: &mut impl Write, up: &UploadState) -> io::Result<()> {
+    match up.cursor {
+        Some(c) => writeln!(out, "upload cursor     {c}")?,
+        None => writeln!(out, "upload cursor     none (starts at the oldest record)")?,
+    }
+    if let Some((a, b)) = up.in_flight {
+        writeln!(
+            out,
+            "in flight         {a} to {b} (sent, not yet acknowledged)"
+        )?;
+    }
+    match (up.backlog_records, up.backlog_bytes) {
+        (Some(n), Some(b)) => writeln!(out, "upload backlog    {n} records, {}", Bytes(b))?,
+        (None, Some(b)) => writeln!(out, "upload backlog    {}", Bytes(b))?,
+        _ => {}
+    }
+    write!(out, "uploaded          {} records", up.delivered_records)?;
+    if let Some(t) = up.last_success_ms {
+        write!(out, ", last at {}", Time(t))?;
+    }
+    writeln!(out)?;
+    if let Some(e) = &up.last_error {
+        writeln!(out, "last upload error {e}")?;
+    }
+    if up.expired_records + up.dead_lettered_records + up.corrupt_ranges > 0 {
+        writeln!(
+            out,
+            "not uploaded      {} expired by retention, {} dead-lettered, {} damaged ranges skipped",
+            up.expired_records, up.dead_lettered_records, up.corrupt_ranges
+        )?;
+    }
+    for w in &up.warnings {
+        writeln!(out, "upload warning    {w}")?;
     }
     Ok(())
 }
