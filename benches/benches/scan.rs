@@ -21,7 +21,8 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use seglog_benches::{
-    cached_fraction, drop_page_cache, loghub_lines, seglog_segments, synthetic_payload, temp_dir,
+    cached_fraction, cpu_times, drop_page_cache, loghub_lines, seglog_segments, synthetic_payload,
+    temp_dir,
 };
 use segment_log::{stats, Entry, Log, Options, Position, Reader, ReaderOptions};
 
@@ -115,6 +116,21 @@ fn scan(c: &mut Criterion) {
     for (name, f) in kinds {
         // Each scan checks the record count, so a broken reader cannot look fast.
         assert_eq!(f(dir), fx.records, "{name} scan count");
+        // CPU time of one warm scan: on a shared machine wall time includes time spent
+        // descheduled, CPU time does not (the scans are single-threaded).
+        let (c0, _) = cpu_times();
+        let t = Instant::now();
+        f(dir);
+        let (wall, (c1, _)) = (t.elapsed(), cpu_times());
+        let cpu = (c1 - c0).as_secs_f64();
+        eprintln!(
+            "{name}_warm: one scan of {} MiB: wall {:.0} ms, CPU {:.0} ms = {:.2} GB/s per CPU-second, {:.0} ns CPU per record",
+            fx.bytes >> 20,
+            wall.as_secs_f64() * 1e3,
+            cpu * 1e3,
+            fx.bytes as f64 / cpu / 1e9,
+            cpu * 1e9 / fx.records as f64
+        );
         g.bench_function(BenchmarkId::new(format!("{name}_warm"), &size), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
