@@ -52,6 +52,7 @@ struct Shared {
     script: Mutex<VecDeque<Behavior>>,
     seen: Mutex<Seen>,
     max_body: Mutex<Option<usize>>,
+    delay: Mutex<Duration>,
     stop: AtomicBool,
 }
 
@@ -74,6 +75,7 @@ impl FlakyServer {
             script: Mutex::new(script.into()),
             seen: Mutex::new(Seen::default()),
             max_body: Mutex::new(None),
+            delay: Mutex::new(Duration::ZERO),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -98,6 +100,12 @@ impl FlakyServer {
     /// Answers 413 to bodies larger than `n` bytes from now on.
     pub fn set_max_body(&self, n: Option<usize>) {
         *lock(&self.shared.max_body) = n;
+    }
+
+    /// Stores each accepted batch, then waits this long before answering (so a client can
+    /// be killed between send and acknowledgement).
+    pub fn set_delay(&self, d: Duration) {
+        *lock(&self.shared.delay) = d;
     }
 
     /// Appends behaviours to the script.
@@ -264,7 +272,11 @@ fn serve(conn: TcpStream, s: &Shared) {
                 respond(&mut w, 413, "", "{\"error\":\"too large\"}")
             }
             Behavior::Ok | Behavior::ResetMidBody => match store(s, &req) {
-                Ok(body) => respond(&mut w, 200, "", &body),
+                Ok(body) => {
+                    let delay = *lock(&s.delay);
+                    std::thread::sleep(delay);
+                    respond(&mut w, 200, "", &body)
+                }
                 Err(e) => respond(&mut w, 400, "", &format!("{{\"error\":{e:?}}}")),
             },
         };
