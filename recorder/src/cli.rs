@@ -208,6 +208,25 @@ mod tests {
     }
 
     #[test]
+    fn events_dir_positional_does_not_clobber_the_global_dir() {
+        let t = T::try_parse_from([
+            "seglog",
+            "--dir",
+            "/log",
+            "probe",
+            "events-dir",
+            "/events",
+            "--once",
+        ])
+        .unwrap();
+        assert_eq!(t.global.dir, Some(PathBuf::from("/log")));
+        let Cmd::Probe(ProbeCommand::EventsDir(a)) = t.cmd else {
+            panic!("not events-dir")
+        };
+        assert_eq!(a.dir, PathBuf::from("/events"));
+    }
+
+    #[test]
     fn bounded_reads_refuse_oversized_payloads() {
         assert_eq!(read_bounded(&b"abc"[..], 3, "x").unwrap(), b"abc");
         let e = read_bounded(&b"abcd"[..], 3, "x").unwrap_err().to_string();

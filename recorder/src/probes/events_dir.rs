@@ -54,6 +54,8 @@ pub const REQUIRED_FIELDS: [&str; 8] = [
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventsDirArgs {
     /// The directory to collect event files from.
+    // Its own id: `dir` is the global --dir (the log directory).
+    #[arg(id = "events_dir", value_name = "DIR")]
     pub dir: PathBuf,
     /// Collect what is there now, then exit (the default).
     #[arg(long, conflicts_with = "watch")]
