@@ -233,8 +233,14 @@ async fn serve(
         let grace = state.cfg.shutdown_grace;
         tokio::spawn(async move {
             wait_for_signal().await;
-            eprintln!("seglog collector: shutting down (waiting up to {grace:?} for requests)");
+            eprintln!(
+                "seglog collector: shutting down (waiting up to {grace:?} for requests; \
+                 signal again to stop at once)"
+            );
             h.graceful_shutdown(Some(grace));
+            wait_for_signal().await;
+            eprintln!("seglog collector: stopping now");
+            h.shutdown();
         });
     }
     let make = app.into_make_service();
@@ -394,9 +400,15 @@ pub(crate) fn api_guard(state: &AppState, headers: &HeaderMap) -> Option<Respons
 }
 
 /// Splits a raw query string into pairs (percent-decoded; `+` is a space).
-pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
-        .unwrap_or_default()
+pub(crate) fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    match raw {
+        None => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            parameter: None,
+            message: format!("the query string is malformed: {e}"),
+        }),
+    }
 }
 
 fn finish<T: IntoResponse>(state: &AppState, r: Result<T, ApiError>) -> Response {
@@ -417,7 +429,7 @@ async fn api_records(
     }
     let r = async {
         let mut query = api::parse_records_query(
-            &query_pairs(q.as_deref()),
+            &query_pairs(q.as_deref())?,
             crate::config::MAX_QUERY_LIMIT,
             api::now_ms(),
         )?;
@@ -438,7 +450,7 @@ async fn api_gaps(
         return r;
     }
     let r = async {
-        let (log, limit) = api::parse_gaps_query(&query_pairs(q.as_deref()))?;
+        let (log, limit) = api::parse_gaps_query(&query_pairs(q.as_deref())?)?;
         let gaps = st.blocking(move |s| s.store.query_gaps(log, limit)).await?;
         Ok(Json(
             serde_json::json!({ "gaps": gaps.iter().map(api::gap_json).collect::<Vec<_>>() }),
@@ -466,7 +478,7 @@ async fn api_stats(
         return r;
     }
     let r = async {
-        if let Some((k, _)) = query_pairs(q.as_deref()).first() {
+        if let Some((k, _)) = query_pairs(q.as_deref())?.first() {
             let k: String = k.chars().take(64).collect();
             return Err(ApiError::bad(
                 &k,

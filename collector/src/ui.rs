@@ -263,9 +263,13 @@ pub async fn records_page(
     if let Some(r) = api_guard(&st, &headers) {
         return r;
     }
-    let pairs = query_pairs(q.as_deref());
+    let (pairs, parsed) = match query_pairs(q.as_deref()) {
+        Ok(p) => (p, Ok(())),
+        Err(e) => (Vec::new(), Err(e)),
+    };
     let form = filter_form(&pairs);
     let result: Result<RecordPage, ApiError> = async {
+        parsed?;
         let mut query = api::parse_records_query(&pairs, UI_PAGE, api::now_ms())?;
         query.max_payload_bytes = st.cfg.limits.max_response_bytes;
         st.blocking(move |s| s.store.query_records(&query)).await

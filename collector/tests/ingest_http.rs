@@ -307,3 +307,36 @@ fn shutdown_lets_an_upload_in_flight_finish() {
     h.restart(|_| {});
     assert_eq!(h.records("").len(), 5);
 }
+
+#[test]
+fn a_large_incompressible_batch_within_the_limits_is_accepted() {
+    let h = Harness::start(|_| {});
+    let p = fixtures::private_id(13);
+    let mut b = fixtures::batch(&p, 0, 6, "1");
+    // xorshift noise: zstd cannot shrink it, so the body is over 6 MiB (well above axum's
+    // 2 MiB default extractor limit, below the protocol's 16 MiB).
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for r in &mut b.records {
+        r.payload = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+    }
+    let body = fixtures::body(&b);
+    assert!(body.len() > 6 << 20, "{}", body.len());
+    let (s, ack) = h.upload_body(&p, &body, Some(b.id().to_hex()), None);
+    assert_eq!(s, 200, "{ack}");
+    let recs = h.records("include_payload=false");
+    assert_eq!(recs.len(), 6);
+    assert!(recs.iter().all(|r| r["payload_size"] == 1 << 20));
+    let one = h.records(&format!(
+        "record_id={}",
+        recs[0]["record_id"].as_str().unwrap()
+    ));
+    assert_eq!(one[0]["payload_encoding"], "hex");
+    assert_eq!(one[0]["payload"].as_str().unwrap().len(), 2 << 20);
+}

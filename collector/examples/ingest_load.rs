@@ -1,0 +1,70 @@
+//! Ingest throughput of the collector on loopback: `DEVICES` threads each upload `BATCHES`
+//! batches of `RECORDS` records (fixture records, ~40-byte payloads) to a fresh collector,
+//! then resend them all once (duplicates). Prints batches/s and records/s for both passes.
+//!
+//! ```sh
+//! cargo run --release -p collector --example ingest_load -- [DEVICES] [BATCHES] [RECORDS]
+//! ```
+
+use std::time::Instant;
+
+use collector::{fixtures, Server, ServerConfig};
+use uploader::protocol;
+
+fn main() -> anyhow::Result<()> {
+    let arg = |i: usize, d: u64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(d)
+    };
+    let (devices, batches, records) = (arg(1, 4), arg(2, 100), arg(3, 1000));
+    let dir = tempfile::tempdir()?;
+    let mut cfg = ServerConfig::new(dir.path().join("data"));
+    cfg.listen = "127.0.0.1:0".parse()?;
+    let server = Server::start(cfg)?;
+    let url = server.url();
+
+    // Bodies are built before timing: this measures the server, not the encoder.
+    let bodies: Vec<Vec<(String, String, Vec<u8>)>> = (0..devices)
+        .map(|d| {
+            let p = fixtures::private_id(d as u8);
+            (0..batches)
+                .map(|i| {
+                    let b = fixtures::batch(&p, i * records, records, "1");
+                    (fixtures::path(&p), b.id().to_hex(), fixtures::body(&b))
+                })
+                .collect()
+        })
+        .collect();
+    let wire: usize = bodies.iter().flatten().map(|(_, _, b)| b.len()).sum();
+
+    for pass in ["new", "duplicate"] {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for dev in &bodies {
+                let url = &url;
+                s.spawn(move || {
+                    let agent = ureq::agent();
+                    for (path, id, body) in dev {
+                        let r = agent
+                            .post(&format!("{url}{path}"))
+                            .set("Content-Encoding", "zstd")
+                            .set(protocol::HEADER_BATCH_ID, id)
+                            .send_bytes(body);
+                        assert!(r.is_ok(), "upload failed: {r:?}");
+                    }
+                });
+            }
+        });
+        let secs = t.elapsed().as_secs_f64();
+        let n = (devices * batches) as f64;
+        println!(
+            "{pass:>9}: {devices} devices x {batches} batches x {records} records: {:.0} batches/s, {:.0} records/s, {:.1} MB/s on the wire",
+            n / secs,
+            n * records as f64 / secs,
+            wire as f64 / secs / 1e6
+        );
+    }
+    server.shutdown()
+}
