@@ -18,7 +18,7 @@ use segment_log::fs::{list_segments, SEGMENTS_DIR};
 
 use super::filter::FilterArgs;
 use super::list::Warnings;
-use super::output::{self, JsonShape};
+use super::output::{Json, JsonShape};
 use super::source::{advance, Item, Source};
 use super::stats::used_bytes;
 use super::ReadArgs;
@@ -56,7 +56,7 @@ pub fn run(args: ExportArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let filter = args
         .filter
         .clone()
-        .into_filter(output::system_time_ms(SystemTime::now()))?;
+        .into_filter(super::timefmt::system_time_ms(SystemTime::now()))?;
     let mut src = Source::open(dir, &args.read)?;
     src.stop_at_current_end()?;
     let progress = if !args.no_progress && io::stderr().is_terminal() {
@@ -114,10 +114,10 @@ fn export(
     progress: &ProgressBar,
     warnings: &mut Warnings,
 ) -> anyhow::Result<Exported> {
-    let shape = JsonShape {
+    let mut json = Json::new(JsonShape {
         payload: true,
         context: true,
-    };
+    });
     let mut n = Exported::default();
     let mut last = src.position();
     let mut unreported = 0u64;
@@ -125,7 +125,7 @@ fn export(
         match &item {
             Item::Record(r) => {
                 if filter.matches(r) {
-                    output::write_json(out, r, shape)?;
+                    json.write(out, r)?;
                     n.records += 1;
                     n.payload_bytes += r.payload.len() as u64;
                 }

@@ -3,7 +3,9 @@
 //! validates it and resolves relative times against a given "now".
 
 use anyhow::{bail, Context as _};
-use recorder::record::{EventId, RecordId, RecordView, Severity};
+use recorder::record::{EventId, RecordId, Severity};
+
+use super::record::Rec;
 
 /// Record filters shared by `list` and `export`. All given filters must match.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -137,18 +139,19 @@ impl FilterArgs {
 
 impl Filter {
     /// Whether `r` passes every filter.
-    pub fn matches(&self, r: &RecordView<'_>) -> bool {
+    pub fn matches(&self, r: &Rec<'_>) -> bool {
         let t = r.meta.wall_ms;
         self.since_ms.map_or(true, |s| t >= s)
             && self.until_ms.map_or(true, |u| t < u)
             && self.min_severity.map_or(true, |m| r.meta.severity >= m)
-            && self.record_id.map_or(true, |id| r.id == id)
             && self.event_id.map_or(true, |e| r.meta.event_id == Some(e))
             && (self.classes.is_empty()
                 || self
                     .classes
                     .iter()
                     .any(|p| p.matches(r.meta.classification.as_str())))
+            // Last: the id is a sha256, derived only for records that passed the rest.
+            && self.record_id.map_or(true, |id| r.id() == id)
     }
 
     /// The record id asked for: record ids are unique, so a reader that found it may stop.
@@ -189,7 +192,7 @@ pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
     let at = humantime::parse_rfc3339_weak(t).with_context(|| {
         format!("invalid time {s:?}: use RFC 3339 in UTC (2024-05-01T12:00:00Z), a date (2024-05-01), now, or relative (-1h)")
     })?;
-    Ok(super::output::system_time_ms(at))
+    Ok(super::timefmt::system_time_ms(at))
 }
 
 #[cfg(test)]

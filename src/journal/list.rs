@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use super::filter::{Filter, FilterArgs};
-use super::output::{self, JsonShape};
+use super::output::{self, Json, JsonShape, Text};
+use super::record::Rec;
 use super::source::{Item, Source};
+use super::timefmt::system_time_ms;
 use super::ReadArgs;
-use recorder::record::RecordView;
 
 /// List records.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,7 +55,7 @@ pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     let filter = args
         .filter
         .clone()
-        .into_filter(output::system_time_ms(SystemTime::now()))?;
+        .into_filter(system_time_ms(SystemTime::now()))?;
     let mut src = Source::open(dir, &args.read)?;
     if !args.follow {
         // Without --follow, list what was there at the start, even if writers outpace us.
@@ -62,9 +63,19 @@ pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     }
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(OUT_BUF, stdout.lock());
+    let render = if args.json {
+        let shape = JsonShape {
+            payload: args.include_payload,
+            context: false,
+        };
+        Render::Json(Json::new(shape))
+    } else {
+        Render::Text(Text::new(args.include_payload))
+    };
     let mut lister = Lister {
         args: &args,
         filter,
+        render,
         warnings: Warnings::default(),
         found_id: false,
     };
@@ -87,27 +98,25 @@ pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+enum Render {
+    Text(Text),
+    Json(Json),
+}
+
 struct Lister<'a> {
     args: &'a ListArgs,
     filter: Filter,
+    render: Render,
     warnings: Warnings,
     /// The record asked for with --record-id was printed: ids are unique, stop reading.
     found_id: bool,
 }
 
 impl Lister<'_> {
-    fn render(&self, out: &mut impl Write, r: &RecordView<'_>) -> io::Result<()> {
-        if self.args.json {
-            output::write_json(
-                out,
-                r,
-                JsonShape {
-                    payload: self.args.include_payload,
-                    context: false,
-                },
-            )
-        } else {
-            output::write_text(out, r, self.args.include_payload)
+    fn render(&mut self, out: &mut impl Write, r: &Rec<'_>) -> io::Result<()> {
+        match &mut self.render {
+            Render::Json(j) => j.write(out, r),
+            Render::Text(t) => t.write(out, r),
         }
     }
 

@@ -19,8 +19,10 @@ mod export;
 mod filter;
 mod list;
 mod output;
+mod record;
 mod source;
 mod stats;
+mod timefmt;
 mod upload_state;
 mod verify;
 

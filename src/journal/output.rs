@@ -4,17 +4,23 @@
 //! id, payload size), with the payload on the following line(s) when asked for, indented by
 //! four spaces. JSON: one object per line; the payload is `payload` (UTF-8 text) or
 //! `payload_hex` (anything else), never both.
+//!
+//! Each renderer builds a record in a reused buffer and hands it to the output in one write.
 
-use std::fmt::{self, Display, Write as _};
+use std::fmt::{self, Display};
 use std::io::{self, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use recorder::record::{Context, RecordView};
+use recorder::record::Context;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use super::record::Rec;
+use super::timefmt::{self, TimeFmt};
+
 /// Width of the classification column (telemctl's); longer ones push the line right.
 const CLASS_WIDTH: usize = 30;
+/// Width of the id columns (32 hex characters).
+const ID_WIDTH: usize = 32;
 
 /// Whether `e` (anywhere in its chain) is a closed pipe on output.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -39,93 +45,99 @@ impl Display for Hex<'_> {
     }
 }
 
-/// A wall-clock time in milliseconds since the epoch, as RFC 3339 UTC with milliseconds.
-/// Times humantime cannot show (before 1970 or after 9999) print as `@<ms>`.
-#[derive(Clone, Copy)]
-pub struct Time(pub i64);
-
-/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can show.
-const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
-
-impl Display for Time {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match u64::try_from(self.0) {
-            Ok(ms) if self.0 <= MAX_RFC3339_MS => {
-                let t = UNIX_EPOCH + Duration::from_millis(ms);
-                write!(f, "{}", humantime::format_rfc3339_millis(t))
-            }
-            _ => write!(f, "@{}", self.0),
-        }
-    }
-}
-
-/// Milliseconds since the epoch of `t` (negative before 1970).
-pub fn system_time_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
 /// The column headings (`-V`).
 pub fn write_text_headings(out: &mut impl Write) -> io::Result<()> {
     writeln!(
         out,
-        "{:<24} {:<CLASS_WIDTH$} {:>3} {:<32} {:<32} {:<32} {:>6}",
+        "{:<24} {:<CLASS_WIDTH$} {:>3} {:<ID_WIDTH$} {:<ID_WIDTH$} {:<ID_WIDTH$} {:>6}",
         "Time", "Classification", "Sev", "Record ID", "Event ID", "Machine ID", "Size"
     )
 }
 
-/// One record as a text line, plus its payload lines when `payload` is set.
-pub fn write_text(out: &mut impl Write, r: &RecordView<'_>, payload: bool) -> io::Result<()> {
-    let event = r.meta.event_id.map(|e| *e.as_bytes());
-    let event: &dyn Display = match &event {
-        Some(b) => &Hex(b),
-        None => &"-",
-    };
-    writeln!(
-        out,
-        "{} {:<CLASS_WIDTH$} {:>3} {} {:<32} {:<32} {:>6}",
-        Time(r.meta.wall_ms),
-        r.meta.classification.as_str(),
-        r.meta.severity.get(),
-        Hex(r.id.as_bytes()),
-        Pad(event, 32),
-        r.context.machine_id,
-        r.payload.len(),
-    )?;
-    if payload {
-        write_payload_text(out, r.payload)?;
-    }
-    Ok(())
+/// Renders records as text lines.
+#[derive(Debug, Default)]
+pub struct Text {
+    line: Vec<u8>,
+    time: TimeFmt,
+    payload: bool,
 }
 
-/// Pads a `Display` to `width` columns (`{:<32}` only pads `str`-like values that honour
-/// the formatter's width; this works for any `Display`).
-struct Pad<'a>(&'a dyn Display, usize);
-
-impl Display for Pad<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut counter = Counter { f, n: 0 };
-        write!(counter, "{}", self.0)?;
-        let n = counter.n;
-        for _ in n..self.1 {
-            f.write_char(' ')?;
+impl Text {
+    /// A renderer; `payload` adds each record's payload under its line.
+    pub fn new(payload: bool) -> Self {
+        Text {
+            payload,
+            ..Text::default()
         }
-        Ok(())
+    }
+
+    /// Writes one record.
+    pub fn write(&mut self, out: &mut impl Write, r: &Rec<'_>) -> io::Result<()> {
+        let l = &mut self.line;
+        l.clear();
+        match self.time.format(r.meta.wall_ms) {
+            Some(t) => l.extend_from_slice(t.as_bytes()),
+            None => push_padded(l, format!("@{}", r.meta.wall_ms).as_bytes(), timefmt::LEN),
+        }
+        l.push(b' ');
+        push_padded(l, r.meta.classification.as_str().as_bytes(), CLASS_WIDTH);
+        l.extend_from_slice(b"   ");
+        l.push(b'0' + r.meta.severity.get());
+        l.push(b' ');
+        push_hex16(l, r.id().as_bytes());
+        l.push(b' ');
+        match &r.meta.event_id {
+            Some(e) => push_hex16(l, e.as_bytes()),
+            None => push_padded(l, b"-", ID_WIDTH),
+        }
+        l.push(b' ');
+        let machine = r.context.machine_id.as_bytes();
+        if machine.iter().all(u8::is_ascii_graphic) {
+            push_padded(l, machine, ID_WIDTH);
+        } else {
+            // A context is data from disk: never let it carry a newline or an escape.
+            let start = l.len();
+            write_escaped(l, &r.context.machine_id)?;
+            let n = l.len() - start;
+            l.resize(l.len() + ID_WIDTH.saturating_sub(n), b' ');
+        }
+        l.push(b' ');
+        push_number(l, r.payload.len() as u64, 6);
+        l.push(b'\n');
+        if self.payload {
+            write_payload_text(l, r.payload)?;
+        }
+        out.write_all(l)
     }
 }
 
-struct Counter<'a, 'b> {
-    f: &'a mut fmt::Formatter<'b>,
-    n: usize,
+fn push_padded(l: &mut Vec<u8>, s: &[u8], width: usize) {
+    l.extend_from_slice(s);
+    l.resize(l.len() + width.saturating_sub(s.len()), b' ');
 }
 
-impl fmt::Write for Counter<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.n += s.chars().count();
-        self.f.write_str(s)
+fn push_hex16(l: &mut Vec<u8>, b: &[u8; 16]) {
+    let mut buf = [0u8; 32];
+    if hex::encode_to_slice(b, &mut buf).is_ok() {
+        l.extend_from_slice(&buf);
     }
+}
+
+/// `v` in decimal, right-aligned in `width` columns.
+fn push_number(l: &mut Vec<u8>, mut v: u64, width: usize) {
+    let mut buf = [0u8; 20];
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        start -= 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let digits = buf.get(start..).unwrap_or_default();
+    l.resize(l.len() + width.saturating_sub(digits.len()), b' ');
+    l.extend_from_slice(digits);
 }
 
 /// The payload under its record line: each line of UTF-8 text indented by four spaces,
@@ -148,6 +160,13 @@ pub fn write_payload_text(out: &mut impl Write, payload: &[u8]) -> io::Result<()
 
 /// Writes `s`, escaping control characters (except tab) as `\r`, `\x1b`, `\u{85}`...
 fn write_escaped(out: &mut impl Write, s: &str) -> io::Result<()> {
+    // Fast path: no C0 control but tab, no DEL, and no 0xC2 lead byte (the only one that
+    // starts a C1 control, U+0080..=U+009F).
+    if s.bytes()
+        .all(|b| (b >= 0x20 && b != 0x7f && b != 0xc2) || b == b'\t')
+    {
+        return out.write_all(s.as_bytes());
+    }
     let mut start = 0;
     for (i, c) in s.char_indices() {
         if c.is_control() && c != '\t' {
@@ -172,14 +191,43 @@ pub struct JsonShape {
     pub context: bool,
 }
 
-/// One record as a single-line JSON object followed by a newline.
-pub fn write_json(out: &mut impl Write, r: &RecordView<'_>, shape: JsonShape) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, &JsonRecord { r, shape }).map_err(io::Error::from)?;
-    out.write_all(b"\n")
+/// Renders records as single-line JSON objects.
+#[derive(Debug)]
+pub struct Json {
+    shape: JsonShape,
+    time: TimeFmt,
+    line: Vec<u8>,
+}
+
+impl Json {
+    /// A renderer of `shape`.
+    pub fn new(shape: JsonShape) -> Self {
+        Json {
+            shape,
+            time: TimeFmt::default(),
+            line: Vec::new(),
+        }
+    }
+
+    /// Writes one record as a JSON object and a newline.
+    pub fn write(&mut self, out: &mut impl Write, r: &Rec<'_>) -> io::Result<()> {
+        self.line.clear();
+        let rec = JsonRecord {
+            r,
+            id: *r.id().as_bytes(),
+            time: self.time.format(r.meta.wall_ms),
+            shape: self.shape,
+        };
+        serde_json::to_writer(&mut self.line, &rec).map_err(io::Error::from)?;
+        self.line.push(b'\n');
+        out.write_all(&self.line)
+    }
 }
 
 struct JsonRecord<'a, 'b> {
-    r: &'a RecordView<'b>,
+    r: &'a Rec<'b>,
+    id: [u8; 16],
+    time: Option<&'a str>,
     shape: JsonShape,
 }
 
@@ -196,10 +244,10 @@ impl Serialize for JsonRecord<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.r;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("record_id", &Str(Hex(r.id.as_bytes())))?;
+        m.serialize_entry("record_id", &Str(Hex(&self.id)))?;
         m.serialize_entry("segment", &r.position.segment)?;
         m.serialize_entry("offset", &r.position.offset)?;
-        m.serialize_entry("time", &Str(Time(r.meta.wall_ms)))?;
+        m.serialize_entry("time", &self.time)?;
         m.serialize_entry("wall_ms", &r.meta.wall_ms)?;
         m.serialize_entry("boot_ms", &r.meta.boot_ms)?;
         m.serialize_entry("classification", r.meta.classification.as_str())?;
@@ -215,7 +263,7 @@ impl Serialize for JsonRecord<'_, '_> {
         }
         m.serialize_entry("size", &r.payload.len())?;
         if self.shape.context {
-            m.serialize_entry("context", &JsonContext(&r.context))?;
+            m.serialize_entry("context", &JsonContext(r.context))?;
         }
         if self.shape.payload {
             match std::str::from_utf8(r.payload) {
@@ -264,7 +312,14 @@ impl Serialize for ExtraMap<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::record::fixture;
     use super::*;
+    use segment_log::Position;
+
+    const AT: Position = Position {
+        segment: 3,
+        offset: 4096,
+    };
 
     #[test]
     fn hex_matches_the_hex_crate_across_chunk_boundaries() {
@@ -274,26 +329,79 @@ mod tests {
     }
 
     #[test]
-    fn time_prints_rfc3339_millis_and_survives_out_of_range_values() {
-        assert_eq!(Time(0).to_string(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            Time(1_700_000_000_123).to_string(),
-            "2023-11-14T22:13:20.123Z"
+    fn text_lines_line_up_with_the_headings() {
+        let ctx = fixture::context();
+        let r = fixture::rec(
+            &ctx,
+            AT,
+            "org.seglog/hello/world",
+            2,
+            1_700_000_000_123,
+            None,
+            b"hello",
         );
-        assert_eq!(Time(-5).to_string(), "@-5");
-        assert_eq!(Time(i64::MAX).to_string(), format!("@{}", i64::MAX));
-        assert_eq!(Time(MAX_RFC3339_MS).to_string(), "9999-12-31T23:59:59.999Z");
+        let mut out = Vec::new();
+        write_text_headings(&mut out).unwrap();
+        Text::new(false).write(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0].len(), lines[1].len(), "{text}");
+        for heading in [
+            "Classification",
+            "Sev",
+            "Record ID",
+            "Event ID",
+            "Machine ID",
+        ] {
+            let col = lines[0].find(heading).unwrap();
+            let above = lines[1].as_bytes()[col - 1];
+            assert_eq!(above, b' ', "column {heading} starts after a space: {text}");
+        }
+        let expected = format!(
+            "2023-11-14T22:13:20.123Z {:<30}   2 {} {:<32} {} {:>6}",
+            "org.seglog/hello/world",
+            r.id(),
+            "-",
+            "m".repeat(32),
+            5
+        );
+        assert_eq!(lines[1], expected);
     }
 
     #[test]
-    fn system_time_ms_round_trips_before_and_after_the_epoch() {
-        assert_eq!(
-            system_time_ms(UNIX_EPOCH + Duration::from_millis(1234)),
-            1234
+    fn a_machine_id_with_control_characters_cannot_break_the_line() {
+        let mut ctx = fixture::context();
+        ctx.machine_id = "evil\nline".into();
+        let r = fixture::rec(&ctx, AT, "a/b/c", 1, 0, Some([0xee; 16]), b"");
+        let mut out = Vec::new();
+        Text::new(false).write(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("evil\\x0aline") && text.contains(&"ee".repeat(16)),
+            "{text}"
         );
+    }
+
+    #[test]
+    fn times_outside_rfc3339_print_raw_and_keep_the_columns() {
+        let ctx = fixture::context();
+        let r = fixture::rec(&ctx, AT, "a/b/c", 1, -1, None, b"");
+        let mut out = Vec::new();
+        Text::new(false).write(&mut out, &r).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with(&format!("{:<24} a/b/c", "@-1")), "{text}");
+    }
+
+    #[test]
+    fn numbers_are_right_aligned() {
+        let mut l = Vec::new();
+        push_number(&mut l, 0, 6);
+        push_number(&mut l, 1_234_567, 6);
+        push_number(&mut l, u64::MAX, 3);
         assert_eq!(
-            system_time_ms(UNIX_EPOCH - Duration::from_millis(1234)),
-            -1234
+            String::from_utf8(l).unwrap(),
+            format!("     01234567{}", u64::MAX)
         );
     }
 
@@ -308,6 +416,9 @@ mod tests {
         let mut out = Vec::new();
         write_payload_text(&mut out, "caf\u{e9} \u{85}".as_bytes()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "    caf\u{e9} \\u{85}\n");
+        let mut out = Vec::new();
+        write_payload_text(&mut out, "21\u{b0}C\tok\u{7f}".as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "    21\u{b0}C\tok\\x7f\n");
     }
 
     #[test]
@@ -318,10 +429,59 @@ mod tests {
     }
 
     #[test]
-    fn pad_counts_characters_of_any_display() {
-        assert_eq!(Pad(&Hex(&[0xab]), 5).to_string(), "ab   ");
-        assert_eq!(Pad(&"-", 3).to_string(), "-  ");
-        assert_eq!(Pad(&"toolong", 3).to_string(), "toolong");
+    fn json_objects_hold_every_field_and_the_payload_in_one_of_two_forms() {
+        let ctx = fixture::context();
+        let text = fixture::rec(
+            &ctx,
+            AT,
+            "a/b/c",
+            4,
+            1_700_000_000_000,
+            Some([1; 16]),
+            b"hi \"x\"",
+        );
+        let binary = fixture::rec(&ctx, AT, "a/b/c", 4, -7, None, &[0xff]);
+        let mut json = Json::new(JsonShape {
+            payload: true,
+            context: true,
+        });
+        let mut out = Vec::new();
+        json.write(&mut out, &text).unwrap();
+        json.write(&mut out, &binary).unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let v = &lines[0];
+        assert_eq!(v["record_id"], text.id().to_string());
+        assert_eq!(v["segment"], 3);
+        assert_eq!(v["offset"], 4096);
+        assert_eq!(v["time"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(v["boot_ms"], 42);
+        assert_eq!(v["severity"], 4);
+        assert_eq!(v["event_id"], "01".repeat(16));
+        assert_eq!(v["boot_id"], "b0".repeat(16));
+        assert_eq!(v["payload"], "hi \"x\"");
+        assert_eq!(v["context"]["kernel_version"], "6.1");
+        assert!(
+            lines[1]["time"].is_null(),
+            "a time before 1970 has no RFC 3339 form"
+        );
+        assert_eq!(lines[1]["wall_ms"], -7);
+        assert_eq!(lines[1]["payload_hex"], "ff");
+        assert!(lines[1].get("payload").is_none());
+        let mut lean = Json::new(JsonShape {
+            payload: false,
+            context: false,
+        });
+        let mut out = Vec::new();
+        lean.write(&mut out, &text).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(
+            v.get("payload").is_none() && v.get("context").is_none(),
+            "{v}"
+        );
     }
 
     #[test]

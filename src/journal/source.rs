@@ -1,8 +1,8 @@
 //! Opening a log for the journal and turning its frames into records.
 //!
 //! [`Source`] wraps [`segment_log::Reader`] (pread, no locks: writer detection is off, see the
-//! module docs of `journal`) and pairs each record with its writer's context through
-//! [`recorder::record::ContextTracker`]. Problems that make the log unreadable as a whole
+//! module docs of `journal`) and pairs each record with its writer's context
+//! ([`super::record::Contexts`]). Problems that make the log unreadable as a whole
 //! become errors with the file named (permission denied, a segment written by a newer seglog);
 //! damaged ranges and undecodable records are items the caller reports and skips.
 
@@ -12,17 +12,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use recorder::record::{ContextTracker, Observed, RecordView, ResolveError};
+use recorder::record::{RecordId, ResolveError};
 use segment_log::format::{SegmentHeader, HEADER_LEN};
 use segment_log::fs::{live_segments, segment_file_name, SEGMENTS_DIR, SEG_EXT};
 use segment_log::{Damage, DamageReason, Entry, LogId, Position, Reader, ReaderOptions};
 
+use super::record::{Contexts, Observed, Rec};
 use super::ReadArgs;
 
 /// What the log holds next.
 pub enum Item<'a> {
     /// A record with its context.
-    Record(RecordView<'a>),
+    Record(Rec<'a>),
     /// A writer's context frame (records after it resolve against it).
     Context,
     /// A checksum-valid frame that holds no readable record.
@@ -41,7 +42,7 @@ pub struct Source {
     dir: PathBuf,
     seg_dir: PathBuf,
     reader: Reader,
-    tracker: ContextTracker,
+    contexts: Contexts,
     public_id: Option<[u8; 32]>,
     /// Where reading stops (see [`Source::stop_at_current_end`]); `None`: tail forever.
     limit: Option<Position>,
@@ -78,7 +79,7 @@ impl Source {
             dir: dir.to_path_buf(),
             seg_dir,
             reader,
-            tracker: ContextTracker::new(),
+            contexts: Contexts::default(),
             public_id,
             limit: None,
         })
@@ -105,6 +106,11 @@ impl Source {
             }
         });
         Ok(())
+    }
+
+    /// The id of the record at `position` (derived from the log's public id).
+    pub fn record_id(&self, position: Position) -> RecordId {
+        RecordId::derive(self.public_id.as_ref().unwrap_or(&[0; 32]), position)
     }
 
     /// The path of segment `n`.
@@ -144,25 +150,18 @@ impl Source {
                 Ok(Some(Item::Damage(check_damage(d, &path)?)))
             }
             Entry::Frame(f) => {
-                let public_id = match self.public_id {
-                    Some(id) => id,
-                    None => {
-                        // No log-id file and no readable segment at open (a copy made while
-                        // the log was empty, say): the id is in this frame's segment header.
-                        let path = self
-                            .seg_dir
-                            .join(segment_file_name(f.position.segment, SEG_EXT));
-                        let id = read_header(&path)
-                            .ok()
-                            .map(|h| h.log_id)
-                            .unwrap_or_default();
-                        self.public_id = Some(id);
-                        id
-                    }
-                };
-                match self.tracker.observe(&f, &public_id) {
-                    Ok(Observed::Record(view)) => Ok(Some(Item::Record(view))),
-                    Ok(Observed::Context(_)) => Ok(Some(Item::Context)),
+                if self.public_id.is_none() {
+                    // No log-id file and no readable segment at open (a copy made while
+                    // the log was empty, say): the id is in this frame's segment header.
+                    let path = self
+                        .seg_dir
+                        .join(segment_file_name(f.position.segment, SEG_EXT));
+                    self.public_id = Some(read_header(&path).map(|h| h.log_id).unwrap_or_default());
+                }
+                let public_id = self.public_id.as_ref().unwrap_or(&[0; 32]);
+                match self.contexts.observe(&f, public_id) {
+                    Ok(Observed::Record(rec)) => Ok(Some(Item::Record(rec))),
+                    Ok(Observed::Context) => Ok(Some(Item::Context)),
                     Err(ResolveError::Decode(e)) if e.is_unsupported_version() => {
                         let path = self
                             .seg_dir

@@ -10,14 +10,16 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use recorder::record::RecordView;
+use recorder::record::RecordId;
 use segment_log::format::HEADER_LEN;
 use segment_log::fs::{list_segments, SEGMENTS_DIR};
 use segment_log::Position;
 use serde::Serialize;
 
-use super::output::{Hex, Time};
+use super::output::Hex;
+use super::record::Rec;
 use super::source::{advance, public_log_id, read_reserved_end, Item, Source};
+use super::timefmt::Time;
 use super::upload_state::{self, UploadState};
 use super::ReadArgs;
 
@@ -50,31 +52,29 @@ pub struct RecordRef {
 }
 
 impl RecordRef {
-    fn of(r: &RecordView<'_>) -> Self {
-        RawRef::of(r).render()
+    fn of(r: &Rec<'_>) -> Self {
+        RawRef::of(r).render(r.id())
     }
 }
 
-/// What [`RecordRef`] is made of, kept without allocating while scanning.
+/// What [`RecordRef`] is made of, kept without allocating (or hashing) while scanning.
 #[derive(Clone, Copy)]
 struct RawRef {
-    id: [u8; 16],
     position: Position,
     wall_ms: i64,
 }
 
 impl RawRef {
-    fn of(r: &RecordView<'_>) -> Self {
+    fn of(r: &Rec<'_>) -> Self {
         RawRef {
-            id: *r.id.as_bytes(),
             position: r.position,
             wall_ms: r.meta.wall_ms,
         }
     }
 
-    fn render(self) -> RecordRef {
+    fn render(self, id: RecordId) -> RecordRef {
         RecordRef {
-            record_id: Hex(&self.id).to_string(),
+            record_id: Hex(id.as_bytes()).to_string(),
             segment: self.position.segment,
             offset: self.position.offset,
             time: Time(self.wall_ms).to_string(),
@@ -199,7 +199,7 @@ pub fn collect(dir: &Path, read: &ReadArgs, estimate: bool) -> anyhow::Result<Re
             }
             last = now;
         }
-        r.newest = newest.map(RawRef::render);
+        r.newest = newest.map(|n: RawRef| n.render(src.record_id(n.position)));
     }
     if let (Some(up), Some(c)) = (r.upload.as_mut(), cursor) {
         if estimate {

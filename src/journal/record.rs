@@ -1,0 +1,301 @@
+//! Records as the journal sees them: a frame decoded with the recorder's codec
+//! ([`recorder::record::decode_frame`]) and resolved against its writer's context
+//! ([`recorder::record::RecordHeader::resolve`]).
+//!
+//! This is the journal's hot path, so it differs from [`recorder::record::ContextTracker`]
+//! in two ways that cost nothing in meaning: the record id (a sha256) is derived only when
+//! asked for ([`Rec::id`]), since `verify`, `stats` and filters that reject a record never need
+//! it; and contexts are borrowed rather than reference-counted per record. The rule is the
+//! recorder's: a record's context is the most recent context frame of the same writer slot
+//! in the same segment.
+
+use std::collections::HashMap;
+
+use recorder::record::{decode_frame, Context, Decoded, RecordId, ResolveError, Resolved};
+use segment_log::{FrameRef, Position};
+
+/// A record with its context; the payload and the context are borrowed from the reader.
+#[derive(Debug)]
+pub struct Rec<'a> {
+    /// Where it is.
+    pub position: Position,
+    /// Header fields resolved against the context (classification, severity, times...).
+    pub meta: Resolved,
+    /// The writer's context.
+    pub context: &'a Context,
+    /// The payload.
+    pub payload: &'a [u8],
+    public_id: &'a [u8; 32],
+}
+
+impl Rec<'_> {
+    /// The record id: derived from the log's public id and the position (a sha256).
+    pub fn id(&self) -> RecordId {
+        RecordId::derive(self.public_id, self.position)
+    }
+}
+
+/// What a frame turned out to be.
+pub enum Observed<'a> {
+    /// A writer's context, now current for its slot.
+    Context,
+    /// A record.
+    Record(Rec<'a>),
+}
+
+/// Slots below this are kept in a vector indexed by slot (the recorder hands out slots
+/// `0..MAX_SLOTS`); any other value (a foreign or damaged writer) goes to a map, so a
+/// hostile slot number cannot make the vector huge.
+const DIRECT_SLOTS: u32 = recorder::MAX_SLOTS;
+
+/// The writer contexts of the segment being read.
+#[derive(Debug, Default)]
+pub struct Contexts {
+    segment: Option<u64>,
+    direct: Vec<Option<Context>>,
+    other: HashMap<u32, Context>,
+}
+
+impl Contexts {
+    fn enter(&mut self, segment: u64) {
+        if self.segment != Some(segment) {
+            self.segment = Some(segment);
+            self.direct.clear();
+            self.other.clear();
+        }
+    }
+
+    fn insert(&mut self, ctx: Context) {
+        let slot = ctx.slot;
+        if slot < DIRECT_SLOTS {
+            let i = slot as usize;
+            if self.direct.len() <= i {
+                self.direct.resize_with(i + 1, || None);
+            }
+            if let Some(entry) = self.direct.get_mut(i) {
+                *entry = Some(ctx);
+            }
+        } else {
+            self.other.insert(slot, ctx);
+        }
+    }
+
+    fn get(&self, slot: u32) -> Option<&Context> {
+        if slot < DIRECT_SLOTS {
+            self.direct.get(slot as usize).and_then(Option::as_ref)
+        } else {
+            self.other.get(&slot)
+        }
+    }
+
+    /// Observes one frame, in position order (preambles included). A preamble becomes the
+    /// context of its slot; a record is resolved against its slot's context.
+    pub fn observe<'a>(
+        &'a mut self,
+        frame: &FrameRef<'a>,
+        public_id: &'a [u8; 32],
+    ) -> Result<Observed<'a>, ResolveError> {
+        self.enter(frame.position.segment);
+        match decode_frame(frame.kind, frame.payload)? {
+            Decoded::Context(ctx) => {
+                self.insert(*ctx);
+                Ok(Observed::Context)
+            }
+            Decoded::Record { header, payload } => {
+                let context = self
+                    .get(header.slot)
+                    .ok_or(ResolveError::MissingContext { slot: header.slot })?;
+                let meta = header.resolve(context)?;
+                Ok(Observed::Record(Rec {
+                    position: frame.position,
+                    meta,
+                    context,
+                    payload,
+                    public_id,
+                }))
+            }
+        }
+    }
+}
+
+/// A record for unit tests of the renderers and filters.
+#[cfg(test)]
+pub mod fixture {
+    use super::*;
+    use recorder::record::{Classification, EventId, Severity};
+
+    /// A context like a real writer's.
+    pub fn context() -> Context {
+        Context {
+            slot: 0,
+            generation: 0,
+            record_format_version: 2,
+            machine_id: "m".repeat(32),
+            boot_id: [0xb0; 16],
+            arch: "x86_64".into(),
+            host_type: "blank".into(),
+            build: "1".into(),
+            system_name: "os".into(),
+            kernel_version: "6.1".into(),
+            board_name: "board".into(),
+            cpu_model: "cpu".into(),
+            bios_version: "bios".into(),
+            base_wall_ms: 0,
+            base_boot_ms: 0,
+            classifications: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A record at `position` with the given fields.
+    pub fn rec<'a>(
+        ctx: &'a Context,
+        position: Position,
+        class: &str,
+        severity: u8,
+        wall_ms: i64,
+        event: Option<[u8; 16]>,
+        payload: &'a [u8],
+    ) -> Rec<'a> {
+        const PUBLIC_ID: [u8; 32] = [0x11; 32];
+        Rec {
+            position,
+            meta: Resolved {
+                classification: Classification::new(class).unwrap(),
+                severity: Severity::new(i64::from(severity)).unwrap(),
+                wall_ms,
+                boot_ms: 42,
+                event_id: event.map(EventId::from_bytes),
+                hold_until_wall_ms: None,
+            },
+            context: ctx,
+            payload,
+            public_id: &PUBLIC_ID,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recorder::record::{
+        encode_context, encode_record, ClassRef, RecordHeader, RecordTime, Severity,
+    };
+    use segment_log::FrameKind;
+
+    fn frame(position: Position, kind: FrameKind, payload: &[u8]) -> FrameRef<'_> {
+        FrameRef {
+            position,
+            kind,
+            payload,
+        }
+    }
+
+    fn record_bytes(slot: u32, class: u32) -> Vec<u8> {
+        let header = RecordHeader {
+            slot,
+            class: ClassRef::Index(class),
+            severity: Severity::new(2).unwrap(),
+            time: RecordTime::Relative {
+                boot_delta_ms: 10,
+                wall_skew_ms: 0,
+            },
+            event_id: None,
+            hold_ms: None,
+        };
+        let mut out = Vec::new();
+        encode_record(&header, b"body", &mut out).unwrap();
+        out
+    }
+
+    fn ctx_bytes(slot: u32, machine: &str) -> Vec<u8> {
+        let mut c = fixture::context();
+        c.slot = slot;
+        c.machine_id = machine.into();
+        c.base_wall_ms = 1000;
+        c.classifications = vec![recorder::record::Classification::new("a/b/c").unwrap()];
+        encode_context(&c).unwrap()
+    }
+
+    const ID: [u8; 32] = [9; 32];
+
+    #[test]
+    fn records_resolve_against_the_latest_context_of_their_slot_in_their_segment() {
+        let mut cx = Contexts::default();
+        let p = |segment, offset| Position { segment, offset };
+        let (c0, c7) = (ctx_bytes(0, "zero"), ctx_bytes(7, "seven"));
+        let c0_new = ctx_bytes(0, "zero-rotated");
+        assert!(matches!(
+            cx.observe(&frame(p(1, 256), FrameKind::Preamble, &c0), &ID),
+            Ok(Observed::Context)
+        ));
+        assert!(matches!(
+            cx.observe(&frame(p(1, 300), FrameKind::Preamble, &c7), &ID),
+            Ok(Observed::Context)
+        ));
+        let (r0, r7) = (record_bytes(0, 0), record_bytes(7, 0));
+        match cx.observe(&frame(p(1, 400), FrameKind::Record, &r7), &ID) {
+            Ok(Observed::Record(r)) => {
+                assert_eq!(r.context.machine_id, "seven");
+                assert_eq!(r.meta.classification.as_str(), "a/b/c");
+                assert_eq!(r.meta.wall_ms, 1010);
+                assert_eq!(r.payload, b"body");
+                assert_eq!(r.id(), RecordId::derive(&ID, p(1, 400)));
+            }
+            _ => panic!("record expected"),
+        }
+        cx.observe(&frame(p(1, 500), FrameKind::Preamble, &c0_new), &ID)
+            .unwrap();
+        match cx.observe(&frame(p(1, 600), FrameKind::Record, &r0), &ID) {
+            Ok(Observed::Record(r)) => assert_eq!(r.context.machine_id, "zero-rotated"),
+            _ => panic!("record expected"),
+        }
+        // A new segment starts without contexts.
+        let e = cx
+            .observe(&frame(p(2, 256), FrameKind::Record, &r0), &ID)
+            .err()
+            .unwrap();
+        assert!(matches!(e, ResolveError::MissingContext { slot: 0 }), "{e}");
+    }
+
+    #[test]
+    fn a_huge_slot_number_does_not_grow_the_slot_vector() {
+        let mut cx = Contexts::default();
+        let c = ctx_bytes(u32::MAX, "far");
+        let p = Position {
+            segment: 1,
+            offset: 256,
+        };
+        cx.observe(&frame(p, FrameKind::Preamble, &c), &ID).unwrap();
+        assert!(cx.direct.is_empty());
+        let r = record_bytes(u32::MAX, 0);
+        let got = cx.observe(
+            &frame(
+                Position {
+                    segment: 1,
+                    offset: 512,
+                },
+                FrameKind::Record,
+                &r,
+            ),
+            &ID,
+        );
+        assert!(matches!(got, Ok(Observed::Record(_))));
+    }
+
+    #[test]
+    fn a_class_index_outside_the_table_is_an_error() {
+        let mut cx = Contexts::default();
+        let p = |offset| Position { segment: 1, offset };
+        cx.observe(&frame(p(256), FrameKind::Preamble, &ctx_bytes(0, "m")), &ID)
+            .unwrap();
+        let e = cx
+            .observe(&frame(p(512), FrameKind::Record, &record_bytes(0, 5)), &ID)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ResolveError::ClassIndex { index: 5, len: 1 }),
+            "{e}"
+        );
+    }
+}
