@@ -389,7 +389,7 @@ impl Uploader {
             &self.cfg.dir,
             &policy,
             Some(self.cursor.position),
-            &SystemClock,
+            &*retention_clock(),
         )?;
         if r.unconsumed_records > 0 {
             if let (Some(&first), Some(&last)) = (r.removed.first(), r.removed.last()) {
@@ -411,6 +411,47 @@ impl Uploader {
         }
         Ok(Some(r))
     }
+}
+
+/// Environment variable naming a file that shifts the clock retention sees: a test hook for
+/// the torture harness (`tests/torture.rs`), which jumps it years forward and back while the
+/// daemon runs. The file holds `<seconds>` (added to the wall clock) and optionally
+/// `other-boot` (a different boot id, so ages come from the wall clock, as after a reboot).
+/// Unset (always, outside tests): the system clock.
+pub const TEST_CLOCK_FILE_ENV: &str = "SEGLOG_TEST_CLOCK_FILE";
+
+fn retention_clock() -> Box<dyn segment_log::Clock> {
+    use segment_log::Clock;
+    let text = std::env::var_os(TEST_CLOCK_FILE_ENV).and_then(|p| std::fs::read_to_string(p).ok());
+    let mut words = text.as_deref().unwrap_or("").split_whitespace();
+    let skew_s = words
+        .next()
+        .and_then(|w| w.parse::<i64>().ok())
+        .unwrap_or(0);
+    let other_boot = words.next() == Some("other-boot");
+    if skew_s == 0 && !other_boot {
+        return Box::new(SystemClock);
+    }
+    struct Shifted(i64, bool);
+    impl Clock for Shifted {
+        fn wall_ns(&self) -> i64 {
+            SystemClock
+                .wall_ns()
+                .saturating_add(self.0.saturating_mul(1_000_000_000))
+        }
+        fn boot_ns(&self) -> u64 {
+            SystemClock.boot_ns()
+        }
+        fn boot_id(&self) -> [u8; 16] {
+            let id = SystemClock.boot_id();
+            if self.1 {
+                id.map(|b| !b)
+            } else {
+                id
+            }
+        }
+    }
+    Box::new(Shifted(skew_s, other_boot))
 }
 
 mod deliver;
