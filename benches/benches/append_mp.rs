@@ -16,8 +16,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode, Throughput};
-use seglog_benches::{remove_segments_below, seglog_segments, synthetic_payload, temp_dir};
+use seglog_benches::{
+    cpu_times, median, remove_segments_below, seglog_segments, synthetic_payload, temp_dir,
+};
 use segment_log::{Log, Options};
+use std::sync::Mutex;
 
 const CHILD_ENV: &str = "SEGLOG_MP_CHILD";
 
@@ -37,10 +40,13 @@ fn child_main() {
     out.flush().expect("flush");
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).expect("read go");
+    let (_, cpu0) = cpu_times();
     for _ in 0..records {
         std::hint::black_box(log.append(&payload).expect("child: append"));
     }
-    writeln!(out, "done").expect("write done");
+    let (_, cpu1) = cpu_times();
+    // Process CPU time (appender and background threads) spent on the appends.
+    writeln!(out, "done {}", (cpu1 - cpu0).as_nanos()).expect("write done");
     out.flush().expect("flush");
     // Drop (join the background thread) after reporting, outside the parent's timing.
     drop(log);
@@ -52,11 +58,18 @@ struct Kid {
     stdout: BufReader<ChildStdout>,
 }
 
-fn expect_line(r: &mut BufReader<ChildStdout>, want: &str) {
+/// Reads a line that must start with `want`; returns the rest.
+fn expect_line(r: &mut BufReader<ChildStdout>, want: &str) -> String {
     let mut line = String::new();
     r.read_line(&mut line).expect("read from child");
-    assert_eq!(line.trim(), want, "unexpected line from child");
+    let rest = line.trim().strip_prefix(want);
+    rest.unwrap_or_else(|| panic!("unexpected line from child: {line:?}"))
+        .trim()
+        .to_string()
 }
+
+/// (procs, records, total CPU ns of all children) of every sample, for the CPU summary.
+static CPU_SAMPLES: Mutex<Vec<(usize, u64, u64)>> = Mutex::new(Vec::new());
 
 /// Runs `procs` children appending `records` in total; returns the time from `go` to the last
 /// `done`.
@@ -91,10 +104,17 @@ fn run_procs(dir: &Path, procs: usize, records: u64, len: usize) -> Duration {
         k.stdin.write_all(b"go\n").expect("send go");
         k.stdin.flush().expect("flush go");
     }
+    let mut cpu_ns = 0u64;
     for k in &mut kids {
-        expect_line(&mut k.stdout, "done");
+        cpu_ns += expect_line(&mut k.stdout, "done")
+            .parse::<u64>()
+            .expect("cpu ns");
     }
     let elapsed = start.elapsed();
+    CPU_SAMPLES
+        .lock()
+        .expect("lock")
+        .push((procs, records, cpu_ns));
     for mut k in kids {
         let status = k.child.wait().expect("wait child");
         assert!(status.success(), "child failed: {status}");
@@ -147,4 +167,21 @@ fn main() {
     criterion::Criterion::default()
         .configure_from_args()
         .final_summary();
+    // Wall-clock throughput on a loaded 2-core machine mixes contention with lack of free
+    // cores; CPU time per record tells them apart.
+    let samples = CPU_SAMPLES.lock().expect("lock").clone();
+    for procs in [1usize, 2] {
+        let mut v: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.0 == procs && s.1 > 0)
+            .map(|s| s.2 as f64 / s.1 as f64)
+            .collect();
+        if !v.is_empty() {
+            println!(
+                "append_mp procs={procs}: median {:.1} ns of CPU (all processes, all threads) per record over {} samples",
+                median(&mut v),
+                v.len()
+            );
+        }
+    }
 }
