@@ -24,6 +24,12 @@ fn main() {
     // The vector shows the counter after the two frames below were appended.
     hb[128..136].copy_from_slice(&(256u64 + 24 + 32).to_le_bytes());
     dump("header", &hb);
-    dump("frame at 256", &encode_frame(1, 256, FrameKind::Preamble, b"ctx-v1"));
-    dump("frame at 280", &encode_frame(1, 280, FrameKind::Record, b"hello, seglog"));
+    dump(
+        "frame at 256",
+        &encode_frame(1, 256, FrameKind::Preamble, b"ctx-v1"),
+    );
+    dump(
+        "frame at 280",
+        &encode_frame(1, 280, FrameKind::Record, b"hello, seglog"),
+    );
 }

@@ -170,8 +170,16 @@ impl SegmentHeader {
         put(&mut b, OFF_HEADER_LEN, &(HEADER_LEN as u32).to_le_bytes());
         put(&mut b, OFF_SEGMENT, &self.segment.to_le_bytes());
         put(&mut b, OFF_CAPACITY, &self.capacity.to_le_bytes());
-        put(&mut b, OFF_CREATED_WALL, &self.created_wall_ns.to_le_bytes());
-        put(&mut b, OFF_CREATED_BOOT, &self.created_boot_ns.to_le_bytes());
+        put(
+            &mut b,
+            OFF_CREATED_WALL,
+            &self.created_wall_ns.to_le_bytes(),
+        );
+        put(
+            &mut b,
+            OFF_CREATED_BOOT,
+            &self.created_boot_ns.to_le_bytes(),
+        );
         put(&mut b, OFF_BOOT_ID, &self.boot_id);
         put(&mut b, OFF_LOG_ID, &self.log_id);
         let crc = crc32c::crc32c(b.get(..HEADER_CRC_COVERS).unwrap_or_default());
@@ -196,7 +204,10 @@ impl SegmentHeader {
         // checksum to match for the version error too.
         if FormatVersion::try_from(version).is_err() {
             if crc == stored_crc && version > FORMAT_VERSION {
-                return Err(HeaderError::UnsupportedVersion { found: version, max: FORMAT_VERSION });
+                return Err(HeaderError::UnsupportedVersion {
+                    found: version,
+                    max: FORMAT_VERSION,
+                });
             }
             return Err(HeaderError::Corrupt("unknown version field"));
         }
@@ -331,7 +342,9 @@ pub enum FrameCheck {
 /// is bounded by the segment and [`MAX_PAYLOAD_LEN`].
 pub fn check_frame(buf: &[u8], segment: u64, offset: u64, capacity: u64) -> FrameCheck {
     if buf.len() < 8 {
-        return FrameCheck::NeedMore { need: FRAME_HEADER_LEN };
+        return FrameCheck::NeedMore {
+            need: FRAME_HEADER_LEN,
+        };
     }
     let w0 = get_u64(buf, 0);
     if w0 == 0 {
@@ -360,7 +373,12 @@ pub fn check_frame(buf: &[u8], segment: u64, offset: u64, capacity: u64) -> Fram
     if frame_crc(segment, offset, len, kind, payload) != stored {
         return FrameCheck::Bad(FrameError::Checksum);
     }
-    FrameCheck::Valid { kind, payload_start: 16, payload_len: len as usize, total }
+    FrameCheck::Valid {
+        kind,
+        payload_start: 16,
+        payload_len: len as usize,
+        total,
+    }
 }
 
 /// Finds the first offset at or after `from` (relative to `buf`, 8-aligned steps) whose
@@ -411,7 +429,10 @@ mod tests {
             SegmentHeader::decode(&b),
             Err(HeaderError::UnsupportedVersion { found: 2, max: 1 })
         );
-        assert!(SegmentHeader::decode(&b).unwrap_err().to_string().contains("upgrade seglog"));
+        assert!(SegmentHeader::decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("upgrade seglog"));
     }
 
     #[test]
@@ -421,15 +442,24 @@ mod tests {
             for bit in 0..8 {
                 let mut c = b;
                 c[byte] ^= 1 << bit;
-                assert!(SegmentHeader::decode(&c).is_err(), "flip {byte}:{bit} not detected");
+                assert!(
+                    SegmentHeader::decode(&c).is_err(),
+                    "flip {byte}:{bit} not detected"
+                );
             }
         }
     }
 
     #[test]
     fn header_refuses_short_and_garbage() {
-        assert_eq!(SegmentHeader::decode(&[0u8; 10]), Err(HeaderError::Short(10)));
-        assert_eq!(SegmentHeader::decode(&[0xAB; 256]), Err(HeaderError::BadMagic));
+        assert_eq!(
+            SegmentHeader::decode(&[0u8; 10]),
+            Err(HeaderError::Short(10))
+        );
+        assert_eq!(
+            SegmentHeader::decode(&[0xAB; 256]),
+            Err(HeaderError::BadMagic)
+        );
     }
 
     #[test]
@@ -437,7 +467,12 @@ mod tests {
         let f = encode_frame(3, 256, FrameKind::Record, b"hello");
         assert_eq!(f.len(), 24);
         match check_frame(&f, 3, 256, 4096) {
-            FrameCheck::Valid { kind, payload_start, payload_len, total } => {
+            FrameCheck::Valid {
+                kind,
+                payload_start,
+                payload_len,
+                total,
+            } => {
                 assert_eq!(kind, FrameKind::Record);
                 assert_eq!(&f[payload_start..payload_start + payload_len], b"hello");
                 assert_eq!(total, 24);
@@ -449,20 +484,38 @@ mod tests {
     #[test]
     fn frame_is_bound_to_its_position() {
         let f = encode_frame(3, 256, FrameKind::Record, b"hello");
-        assert_eq!(check_frame(&f, 3, 264, 4096), FrameCheck::Bad(FrameError::Checksum));
-        assert_eq!(check_frame(&f, 4, 256, 4096), FrameCheck::Bad(FrameError::Checksum));
+        assert_eq!(
+            check_frame(&f, 3, 264, 4096),
+            FrameCheck::Bad(FrameError::Checksum)
+        );
+        assert_eq!(
+            check_frame(&f, 4, 256, 4096),
+            FrameCheck::Bad(FrameError::Checksum)
+        );
     }
 
     #[test]
     fn frame_checks_are_bounded() {
         assert_eq!(check_frame(&[0; 16], 1, 256, 4096), FrameCheck::Empty);
-        assert_eq!(check_frame(&[1; 16], 1, 256, 4096), FrameCheck::Bad(FrameError::BadMarker));
+        assert_eq!(
+            check_frame(&[1; 16], 1, 256, 4096),
+            FrameCheck::Bad(FrameError::BadMarker)
+        );
         let mut huge = word0(u32::MAX).to_le_bytes().to_vec();
         huge.extend_from_slice(&[0; 8]);
-        assert_eq!(check_frame(&huge, 1, 256, 1 << 40), FrameCheck::Bad(FrameError::BadLength));
+        assert_eq!(
+            check_frame(&huge, 1, 256, 1 << 40),
+            FrameCheck::Bad(FrameError::BadLength)
+        );
         let f = encode_frame(1, 4000, FrameKind::Record, &[1; 200]);
-        assert_eq!(check_frame(&f, 1, 4000, 4096), FrameCheck::Bad(FrameError::BadLength));
-        assert_eq!(check_frame(&f[..20], 1, 256, 4096), FrameCheck::NeedMore { need: 216 });
+        assert_eq!(
+            check_frame(&f, 1, 4000, 4096),
+            FrameCheck::Bad(FrameError::BadLength)
+        );
+        assert_eq!(
+            check_frame(&f[..20], 1, 256, 4096),
+            FrameCheck::NeedMore { need: 216 }
+        );
     }
 
     #[test]
@@ -479,6 +532,10 @@ mod tests {
         assert_eq!(find_marker(&buf, 0), Some(40));
         assert_eq!(find_marker(&buf, 48), None);
         buf[41..45].copy_from_slice(&FRAME_MARKER.to_le_bytes());
-        assert_eq!(find_marker(&buf, 0), None, "unaligned marker must be ignored");
+        assert_eq!(
+            find_marker(&buf, 0),
+            None,
+            "unaligned marker must be ignored"
+        );
     }
 }

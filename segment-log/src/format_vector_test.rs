@@ -9,11 +9,18 @@ const SPEC: &str = include_str!("../../FORMAT.md");
 /// Collects the bytes of every `offset: hex hex ...` line after the "## Test vector" heading,
 /// placed at their offsets.
 fn vector_bytes() -> Vec<u8> {
-    let section = SPEC.split("## Test vector").nth(1).expect("FORMAT.md has a test vector");
+    let section = SPEC
+        .split("## Test vector")
+        .nth(1)
+        .expect("FORMAT.md has a test vector");
     let mut file = vec![0u8; 312];
     for line in section.lines() {
-        let Some((off, hexes)) = line.split_once(": ") else { continue };
-        let Ok(off) = usize::from_str_radix(off.trim(), 16) else { continue };
+        let Some((off, hexes)) = line.split_once(": ") else {
+            continue;
+        };
+        let Ok(off) = usize::from_str_radix(off.trim(), 16) else {
+            continue;
+        };
         for (i, h) in hexes.split_whitespace().enumerate() {
             file[off + i] = u8::from_str_radix(h, 16).unwrap();
         }
@@ -39,10 +46,29 @@ fn format_md_test_vector_decodes_exactly() {
     assert_eq!(enc, b[..256]);
 
     let f1 = format::check_frame(&b[256..], 1, 256, 65536);
-    assert_eq!(f1, FrameCheck::Valid { kind: FrameKind::Preamble, payload_start: 16, payload_len: 6, total: 24 });
+    assert_eq!(
+        f1,
+        FrameCheck::Valid {
+            kind: FrameKind::Preamble,
+            payload_start: 16,
+            payload_len: 6,
+            total: 24
+        }
+    );
     assert_eq!(&b[256 + 16..256 + 22], b"ctx-v1");
     let f2 = format::check_frame(&b[280..], 1, 280, 65536);
-    assert_eq!(f2, FrameCheck::Valid { kind: FrameKind::Record, payload_start: 16, payload_len: 13, total: 32 });
+    assert_eq!(
+        f2,
+        FrameCheck::Valid {
+            kind: FrameKind::Record,
+            payload_start: 16,
+            payload_len: 13,
+            total: 32
+        }
+    );
     assert_eq!(&b[280 + 16..280 + 29], b"hello, seglog");
-    assert_eq!(format::encode_frame(1, 280, FrameKind::Record, b"hello, seglog"), b[280..312]);
+    assert_eq!(
+        format::encode_frame(1, 280, FrameKind::Record, b"hello, seglog"),
+        b[280..312]
+    );
 }

@@ -82,7 +82,9 @@ pub fn list_segments(seg_dir: &Path) -> Result<Vec<SegmentFile>> {
         let ent = ent.map_err(|e| Error::io("list", seg_dir, e))?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some((number, ext)) = parse_segment_file_name(name) else { continue };
+        let Some((number, ext)) = parse_segment_file_name(name) else {
+            continue;
+        };
         let prepared = match ext {
             SEG_EXT => false,
             PREP_EXT => true,
@@ -90,7 +92,12 @@ pub fn list_segments(seg_dir: &Path) -> Result<Vec<SegmentFile>> {
         };
         // A file deleted by retention between readdir and stat is simply gone.
         let Ok(meta) = ent.metadata() else { continue };
-        out.push(SegmentFile { number, path: ent.path(), disk_bytes: meta.blocks() * 512, prepared });
+        out.push(SegmentFile {
+            number,
+            path: ent.path(),
+            disk_bytes: meta.blocks() * 512,
+            prepared,
+        });
     }
     out.sort_by_key(|s| (s.number, s.prepared));
     Ok(out)
@@ -98,7 +105,11 @@ pub fn list_segments(seg_dir: &Path) -> Result<Vec<SegmentFile>> {
 
 /// Live segment numbers only, ascending.
 pub fn live_segments(seg_dir: &Path) -> Result<Vec<u64>> {
-    Ok(list_segments(seg_dir)?.into_iter().filter(|s| !s.prepared).map(|s| s.number).collect())
+    Ok(list_segments(seg_dir)?
+        .into_iter()
+        .filter(|s| !s.prepared)
+        .map(|s| s.number)
+        .collect())
 }
 
 /// Whether any writer holds `writers.lock` (shared) right now, probed with a non-blocking
@@ -188,7 +199,9 @@ impl LogId {
                 Ok(LogId { private })
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Self::load(dir)?.ok_or_else(|| Error::NotALog { path: dir.to_path_buf() })
+                Self::load(dir)?.ok_or_else(|| Error::NotALog {
+                    path: dir.to_path_buf(),
+                })
             }
             Err(e) => Err(Error::io("create", &path, e)),
         }
@@ -250,7 +263,10 @@ impl Clock for SystemClock {
 
 /// CLOCK_BOOTTIME in nanoseconds.
 pub fn boot_time_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec for the duration of the call;
     // clock_gettime only writes to it.
     #[expect(unsafe_code, reason = "libc clock_gettime(CLOCK_BOOTTIME)")]
@@ -258,7 +274,9 @@ pub fn boot_time_ns() -> u64 {
     if rc != 0 {
         return 0;
     }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 #[cfg(test)]
@@ -271,7 +289,10 @@ mod tests {
         let b = segment_file_name(10, SEG_EXT);
         assert!(a < b);
         assert_eq!(parse_segment_file_name(&b), Some((10, "seg")));
-        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX, "prep")), Some((u64::MAX, "prep")));
+        assert_eq!(
+            parse_segment_file_name(&segment_file_name(u64::MAX, "prep")),
+            Some((u64::MAX, "prep"))
+        );
         assert_eq!(parse_segment_file_name("12.seg"), None);
         assert_eq!(parse_segment_file_name("abcdefghijabcdefghij.seg"), None);
     }
@@ -283,7 +304,10 @@ mod tests {
         let b = LogId::load_or_create(d.path()).unwrap();
         assert_eq!(a, b);
         assert_ne!(a.public(), a.private());
-        let mode = fs::metadata(d.path().join(LOG_ID_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(d.path().join(LOG_ID_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

@@ -23,14 +23,18 @@ pub fn scan_bytes(data: &[u8]) {
     let _ = format::find_marker(data, 0);
 
     // As a file. A header is forced to be valid half of the time so the frame scanner runs.
-    let Ok(dir) = tempfile::tempdir_in(fuzz_tmp()) else { return };
+    let Ok(dir) = tempfile::tempdir_in(fuzz_tmp()) else {
+        return;
+    };
     let seg_dir = dir.path().join(crate::fs::SEGMENTS_DIR);
     if std::fs::create_dir(&seg_dir).is_err() {
         return;
     }
     let mut bytes = data.to_vec();
     if data.first().is_some_and(|b| b & 1 == 1) {
-        let capacity = (bytes.len() as u64).max(HEADER_LEN + 16).next_multiple_of(8);
+        let capacity = (bytes.len() as u64)
+            .max(HEADER_LEN + 16)
+            .next_multiple_of(8);
         bytes.resize(capacity as usize, 0);
         let h = SegmentHeader {
             version: 1,
@@ -61,7 +65,9 @@ pub fn scan_bytes(data: &[u8]) {
         detect_writers: false,
         include_preambles: true,
     };
-    let Ok(mut reader) = Reader::open(dir.path(), Position::default(), opts) else { return };
+    let Ok(mut reader) = Reader::open(dir.path(), Position::default(), opts) else {
+        return;
+    };
     let mut steps = 0;
     while let Ok(Some(entry)) = reader.next_entry() {
         steps += 1;

@@ -194,6 +194,6 @@ impl Options {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod format_vector_test;
+#[cfg(test)]
+mod tests;

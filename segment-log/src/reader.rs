@@ -147,31 +147,52 @@ impl Reader {
                     None => return Ok(None),
                 }
             }
-            let Some(sc) = self.scanner.as_mut() else { continue };
-            let step = sc.next_step().map_err(|e| Error::io("read segment", &sc.path, e))?;
+            let Some(sc) = self.scanner.as_mut() else {
+                continue;
+            };
+            let step = sc
+                .next_step()
+                .map_err(|e| Error::io("read segment", &sc.path, e))?;
             match step {
-                Step::Frame { offset, kind, start, len } => {
+                Step::Frame {
+                    offset,
+                    kind,
+                    start,
+                    len,
+                } => {
                     self.pending_with_newer = false;
                     let number = sc.number;
-                    self.position = Position { segment: number, offset: sc.pos };
+                    self.position = Position {
+                        segment: number,
+                        offset: sc.pos,
+                    };
                     if kind == FrameKind::Preamble && !self.opts.include_preambles {
                         continue;
                     }
                     let sc = self.scanner.as_ref().ok_or(Error::Poisoned)?;
                     return Ok(Some(Entry::Frame(FrameRef {
-                        position: Position { segment: number, offset },
+                        position: Position {
+                            segment: number,
+                            offset,
+                        },
                         kind,
                         payload: sc.bytes(start, len),
                     })));
                 }
                 Step::Damage(d) => {
-                    self.position = Position { segment: sc.number, offset: sc.pos };
+                    self.position = Position {
+                        segment: sc.number,
+                        offset: sc.pos,
+                    };
                     return Ok(Some(Entry::Damage(d)));
                 }
                 Step::End => {
                     self.pending_with_newer = false;
                     self.next_segment = sc.number + 1;
-                    self.position = Position { segment: sc.number + 1, offset: HEADER_LEN };
+                    self.position = Position {
+                        segment: sc.number + 1,
+                        offset: HEADER_LEN,
+                    };
                     self.expect_contiguous = true;
                     self.scanner = None;
                 }
@@ -203,7 +224,6 @@ impl Reader {
         }
     }
 
-
     /// Opens the next segment to read. `None`: no segment yet. `Some(Err)`: damage to report.
     fn open_next(&mut self) -> Result<Option<std::result::Result<(), Damage>>> {
         let live = lfs::live_segments(&self.seg_dir)?;
@@ -215,17 +235,25 @@ impl Reader {
                 segment: self.next_segment,
                 offset: 0,
                 len: 0,
-                reason: DamageReason::MissingSegments { count: n - self.next_segment },
+                reason: DamageReason::MissingSegments {
+                    count: n - self.next_segment,
+                },
             };
             self.next_segment = n;
-            self.position = Position { segment: n, offset: HEADER_LEN };
+            self.position = Position {
+                segment: n,
+                offset: HEADER_LEN,
+            };
             return Ok(Some(Err(missing)));
         }
         self.next_segment = n + 1;
         self.expect_contiguous = true;
         let holes = HolePolicy {
             quiescent: false,
-            probe: self.opts.detect_writers.then(|| self.dir.join(lfs::WRITERS_LOCK)),
+            probe: self
+                .opts
+                .detect_writers
+                .then(|| self.dir.join(lfs::WRITERS_LOCK)),
             timeout: self.opts.hole_timeout,
         };
         let path = self.seg_dir.join(lfs::segment_file_name(n, lfs::SEG_EXT));
@@ -238,7 +266,10 @@ impl Reader {
                 Ok(Some(Ok(())))
             }
             Err(d) => {
-                self.position = Position { segment: n + 1, offset: HEADER_LEN };
+                self.position = Position {
+                    segment: n + 1,
+                    offset: HEADER_LEN,
+                };
                 Ok(Some(Err(d)))
             }
         }
@@ -246,7 +277,9 @@ impl Reader {
 }
 
 fn newer_segment_exists(seg_dir: &Path, n: u64) -> bool {
-    lfs::live_segments(seg_dir).map(|v| v.iter().any(|&s| s > n)).unwrap_or(false)
+    lfs::live_segments(seg_dir)
+        .map(|v| v.iter().any(|&s| s > n))
+        .unwrap_or(false)
 }
 
 impl Iterator for Reader {

@@ -24,13 +24,16 @@ pub(crate) fn counter_is_trustworthy(seg: &MappedSegment) -> Result<bool> {
     if reserved < HEADER_LEN || reserved % FRAME_ALIGN != 0 {
         return Ok(false);
     }
-    let file = std::fs::File::open(&seg.path).map_err(|e| Error::io("open segment", &seg.path, e))?;
+    let file =
+        std::fs::File::open(&seg.path).map_err(|e| Error::io("open segment", &seg.path, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = reserved;
     while off < seg.capacity {
         let want = (seg.capacity - off).min(buf.len() as u64) as usize;
         let chunk = buf.get_mut(..want).unwrap_or_default();
-        let n = file.read_at(chunk, off).map_err(|e| Error::io("read segment", &seg.path, e))?;
+        let n = file
+            .read_at(chunk, off)
+            .map_err(|e| Error::io("read segment", &seg.path, e))?;
         if n == 0 {
             break;
         }

@@ -60,16 +60,29 @@ fn age_of(next: &SegmentHeader, clock: &dyn Clock) -> Duration {
 
 /// Counts records of a sealed segment (all, and those at or after `cursor`).
 fn count_records(seg: &SegmentFile, cursor: Option<Position>) -> (u64, u64) {
-    let holes = HolePolicy { quiescent: true, probe: None, timeout: Duration::ZERO };
+    let holes = HolePolicy {
+        quiescent: true,
+        probe: None,
+        timeout: Duration::ZERO,
+    };
     let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
         return (0, 0);
     };
     let (mut all, mut unconsumed) = (0, 0);
     while let Ok(step) = sc.next_step() {
         match step {
-            Step::Frame { offset, kind: FrameKind::Record, .. } => {
+            Step::Frame {
+                offset,
+                kind: FrameKind::Record,
+                ..
+            } => {
                 all += 1;
-                if cursor.is_some_and(|c| Position { segment: seg.number, offset } >= c) {
+                if cursor.is_some_and(|c| {
+                    Position {
+                        segment: seg.number,
+                        offset,
+                    } >= c
+                }) {
                     unconsumed += 1;
                 }
             }
@@ -90,7 +103,8 @@ pub fn enforce(
     use fs2::FileExt;
     let path = dir.join(lfs::ROTATE_LOCK);
     let lock = lfs::open_lock_file(&path)?;
-    lock.lock_exclusive().map_err(|e| Error::io("lock", &path, e))?;
+    lock.lock_exclusive()
+        .map_err(|e| Error::io("lock", &path, e))?;
     let r = enforce_locked(&dir.join(lfs::SEGMENTS_DIR), policy, cursor, clock);
     let _ = FileExt::unlock(&lock);
     r
@@ -164,29 +178,44 @@ pub struct Stats {
 pub fn stats(dir: &Path, exact: bool) -> Result<Stats> {
     let seg_dir = dir.join(lfs::SEGMENTS_DIR);
     if !seg_dir.is_dir() {
-        return Err(Error::NotALog { path: dir.to_path_buf() });
+        return Err(Error::NotALog {
+            path: dir.to_path_buf(),
+        });
     }
     let files = lfs::list_segments(&seg_dir)?;
-    let mut st = Stats { records_exact: exact, ..Stats::default() };
+    let mut st = Stats {
+        records_exact: exact,
+        ..Stats::default()
+    };
     st.bytes_on_disk = files.iter().map(|f| f.disk_bytes).sum();
     for seg in files.iter().filter(|f| !f.prepared) {
         st.segments += 1;
         st.first_segment.get_or_insert(seg.number);
         st.last_segment = Some(seg.number);
         let probe = Some(dir.join(lfs::WRITERS_LOCK));
-        let holes = HolePolicy { quiescent: false, probe, timeout: Duration::from_millis(100) };
+        let holes = HolePolicy {
+            quiescent: false,
+            probe,
+            timeout: Duration::from_millis(100),
+        };
         let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
             st.damaged_ranges += 1;
             continue;
         };
-        st.oldest_created_wall_ns.get_or_insert(sc.header.created_wall_ns);
+        st.oldest_created_wall_ns
+            .get_or_insert(sc.header.created_wall_ns);
         st.newest_created_wall_ns = Some(sc.header.created_wall_ns);
-        let used = read_header_reserved(&seg.path).min(sc.header.capacity).saturating_sub(HEADER_LEN);
+        let used = read_header_reserved(&seg.path)
+            .min(sc.header.capacity)
+            .saturating_sub(HEADER_LEN);
         st.bytes_used += used;
         let (mut records, mut scanned) = (0u64, 0u64);
         while let Ok(step) = sc.next_step() {
             match step {
-                Step::Frame { kind: FrameKind::Record, .. } => records += 1,
+                Step::Frame {
+                    kind: FrameKind::Record,
+                    ..
+                } => records += 1,
                 Step::Frame { .. } => {}
                 Step::Damage(_) => st.damaged_ranges += 1,
                 Step::Pending | Step::End => break,
@@ -206,7 +235,9 @@ pub fn stats(dir: &Path, exact: bool) -> Result<Stats> {
 }
 
 fn read_header_reserved(path: &Path) -> u64 {
-    let Ok(f) = std::fs::File::open(path) else { return 0 };
+    let Ok(f) = std::fs::File::open(path) else {
+        return 0;
+    };
     let mut b = [0u8; HEADER_LEN as usize];
     match crate::scan::read_full(&f, &mut b, 0) {
         Ok(n) if n == b.len() => crate::format::reserved_end(&b),

@@ -10,7 +10,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::format::{self, FrameCheck, FrameError, FrameKind, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_LEN, HEADER_LEN};
+use crate::format::{
+    self, FrameCheck, FrameError, FrameKind, SegmentHeader, FRAME_ALIGN, FRAME_HEADER_LEN,
+    HEADER_LEN,
+};
 
 /// Why a range was skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +53,9 @@ impl std::fmt::Display for DamageReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DamageReason::Frame(e) => write!(f, "invalid frame ({})", e.code()),
-            DamageReason::AbandonedReservation => write!(f, "reserved but never written (writer crashed)"),
+            DamageReason::AbandonedReservation => {
+                write!(f, "reserved but never written (writer crashed)")
+            }
             DamageReason::BadHeader(why) => write!(f, "bad segment header: {why}"),
             DamageReason::Truncated => write!(f, "segment file truncated"),
             DamageReason::MissingSegments { count } => write!(f, "{count} segment(s) missing"),
@@ -75,7 +80,11 @@ pub struct Damage {
 
 impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "segment {} offset {} length {}: {}", self.segment, self.offset, self.len, self.reason)
+        write!(
+            f,
+            "segment {} offset {} length {}: {}",
+            self.segment, self.offset, self.len, self.reason
+        )
     }
 }
 
@@ -83,7 +92,12 @@ impl std::fmt::Display for Damage {
 #[derive(Debug)]
 pub(crate) enum Step {
     /// A verified frame; its payload is `buf[start..start + len]` (see [`SegmentScanner::bytes`]).
-    Frame { offset: u64, kind: FrameKind, start: usize, len: usize },
+    Frame {
+        offset: u64,
+        kind: FrameKind,
+        start: usize,
+        len: usize,
+    },
     /// A damaged range that was skipped.
     Damage(Damage),
     /// Nothing more is committed right now; try again later.
@@ -107,7 +121,11 @@ pub(crate) struct HolePolicy {
 impl HolePolicy {
     /// Whether no writer can be alive right now.
     fn no_writer_alive(&self) -> bool {
-        self.quiescent || self.probe.as_deref().is_some_and(|p| !crate::fs::writers_alive(p))
+        self.quiescent
+            || self
+                .probe
+                .as_deref()
+                .is_some_and(|p| !crate::fs::writers_alive(p))
     }
 }
 
@@ -133,10 +151,16 @@ pub(crate) struct SegmentScanner {
 impl SegmentScanner {
     /// Opens a segment file; the error is the damage to report for the whole segment.
     pub fn open(path: &Path, number: u64, chunk: usize, holes: HolePolicy) -> Result<Self, Damage> {
-        let whole = |reason| Damage { segment: number, offset: 0, len: 0, reason };
+        let whole = |reason| Damage {
+            segment: number,
+            offset: 0,
+            len: 0,
+            reason,
+        };
         let file = File::open(path).map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;
         let mut head = [0u8; HEADER_LEN as usize];
-        let n = read_full(&file, &mut head, 0).map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;
+        let n = read_full(&file, &mut head, 0)
+            .map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;
         let header = SegmentHeader::decode(head.get(..n).unwrap_or_default())
             .map_err(|e| whole(DamageReason::BadHeader(e.to_string())))?;
         if header.segment != number {
@@ -193,7 +217,9 @@ impl SegmentScanner {
             let i = (off - self.win_start) as usize;
             return Ok((i, self.win_len - i));
         }
-        let want = need.max(self.chunk as u64).min(self.capacity().saturating_sub(off)) as usize;
+        let want = need
+            .max(self.chunk as u64)
+            .min(self.capacity().saturating_sub(off)) as usize;
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
@@ -220,7 +246,11 @@ impl SegmentScanner {
                     if self.holes.no_writer_alive() && self.distrust_counter_if_data_follows(o)? {
                         continue;
                     }
-                    return Ok(if self.reserved >= cap { Step::End } else { Step::Pending });
+                    return Ok(if self.reserved >= cap {
+                        Step::End
+                    } else {
+                        Step::Pending
+                    });
                 }
             }
             let (i, avail) = self.window(o, FRAME_HEADER_LEN, false)?;
@@ -232,14 +262,24 @@ impl SegmentScanner {
                 format::check_frame(w, self.number, o, cap)
             };
             match check {
-                FrameCheck::Valid { kind, payload_start, payload_len, total } => {
+                FrameCheck::Valid {
+                    kind,
+                    payload_start,
+                    payload_len,
+                    total,
+                } => {
                     self.pos = o + total;
                     self.hole_seen = None;
                     self.retried_at = None;
                     if kind == FrameKind::Seal {
                         return Ok(Step::End);
                     }
-                    return Ok(Step::Frame { offset: o, kind, start: i + payload_start, len: payload_len });
+                    return Ok(Step::Frame {
+                        offset: o,
+                        kind,
+                        start: i + payload_start,
+                        len: payload_len,
+                    });
                 }
                 FrameCheck::NeedMore { need } => {
                     let (_, avail) = self.window(o, need, true)?;
@@ -324,13 +364,23 @@ impl SegmentScanner {
     fn truncated(&mut self, o: u64) -> Step {
         let cap = self.capacity();
         self.pos = cap;
-        Step::Damage(Damage { segment: self.number, offset: o, len: cap - o, reason: DamageReason::Truncated })
+        Step::Damage(Damage {
+            segment: self.number,
+            offset: o,
+            len: cap - o,
+            reason: DamageReason::Truncated,
+        })
     }
 
     fn skip_damage(&mut self, o: u64, reason: DamageReason) -> std::io::Result<Step> {
         let next = self.resync(o + FRAME_ALIGN)?;
         self.pos = next;
-        Ok(Step::Damage(Damage { segment: self.number, offset: o, len: next - o, reason }))
+        Ok(Step::Damage(Damage {
+            segment: self.number,
+            offset: o,
+            len: next - o,
+            reason,
+        }))
     }
 
     /// The offset of the next verifiable frame at or after `from`, or the end of the

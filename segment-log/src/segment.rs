@@ -43,10 +43,16 @@ pub(crate) struct MappedSegment {
 // SAFETY: `base` points into `map`, which lives as long as `self` and is never remapped.
 // All writes through `base` target ranges that the reservation protocol hands to exactly one
 // writer, and shared words are accessed only as atomics, so sharing across threads is sound.
-#[expect(unsafe_code, reason = "raw pointer into a shared mapping; see the module docs")]
+#[expect(
+    unsafe_code,
+    reason = "raw pointer into a shared mapping; see the module docs"
+)]
 unsafe impl Send for MappedSegment {}
 // SAFETY: see the `Send` impl above: disjoint reserved writes plus atomic shared words.
-#[expect(unsafe_code, reason = "raw pointer into a shared mapping; see the module docs")]
+#[expect(
+    unsafe_code,
+    reason = "raw pointer into a shared mapping; see the module docs"
+)]
 unsafe impl Sync for MappedSegment {}
 
 pub(crate) fn open_rw(path: &Path) -> Result<File> {
@@ -94,11 +100,14 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
 /// stale error and was not recognised as `NoSpace`.
 fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
     // SAFETY: the descriptor is valid for the call (borrowed from `file`); posix_fallocate
     // takes no pointers.
-    #[expect(unsafe_code, reason = "posix_fallocate, to keep the error code fs2 loses")]
+    #[expect(
+        unsafe_code,
+        reason = "posix_fallocate, to keep the error code fs2 loses"
+    )]
     let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
     match rc {
         0 => Ok(()),
@@ -113,12 +122,19 @@ impl MappedSegment {
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut head, 0)
             .map_err(|e| Error::io("read segment header", &path, e))?;
         let header = SegmentHeader::decode(&head).map_err(|e| match e {
-            format::HeaderError::UnsupportedVersion { found, max } => {
-                Error::UnsupportedVersion { path: path.clone(), found, max }
-            }
-            other => Error::CorruptHeader { path: path.clone(), reason: other.to_string() },
+            format::HeaderError::UnsupportedVersion { found, max } => Error::UnsupportedVersion {
+                path: path.clone(),
+                found,
+                max,
+            },
+            other => Error::CorruptHeader {
+                path: path.clone(),
+                reason: other.to_string(),
+            },
         })?;
-        let meta = file.metadata().map_err(|e| Error::io("stat segment", &path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("stat segment", &path, e))?;
         if meta.len() < header.capacity {
             return Err(Error::CorruptHeader {
                 path,
@@ -129,12 +145,17 @@ impl MappedSegment {
                 ),
             });
         }
-        let len = usize::try_from(header.capacity)
-            .map_err(|_| Error::CorruptHeader { path: path.clone(), reason: "capacity".into() })?;
+        let len = usize::try_from(header.capacity).map_err(|_| Error::CorruptHeader {
+            path: path.clone(),
+            reason: "capacity".into(),
+        })?;
         // SAFETY: the file is allocated to at least `capacity` bytes (checked just above) and
         // is never truncated while mapped (module contract), so every access below `len`
         // is backed by allocated file space.
-        #[expect(unsafe_code, reason = "memory map of an allocated segment; see module docs")]
+        #[expect(
+            unsafe_code,
+            reason = "memory map of an allocated segment; see module docs"
+        )]
         let mut map = unsafe { MmapOptions::new().len(len).map_mut(&file) }
             .map_err(|e| Error::io("mmap segment", &path, e))?;
         let base = map.as_mut_ptr();
@@ -223,7 +244,10 @@ impl FrameMem for MappedSegment {
     #[inline]
     fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
         let total = format::frame_len(payload.len() as u64);
-        assert!(offset >= HEADER_LEN && offset + total <= self.capacity, "frame outside segment");
+        assert!(
+            offset >= HEADER_LEN && offset + total <= self.capacity,
+            "frame outside segment"
+        );
         // SAFETY: the range offset..offset+total lies inside the mapping (asserted above) and
         // was reserved by this writer alone (reservation protocol), so no one else writes it;
         // the source slices do not overlap the mapping's reserved range.

@@ -4,11 +4,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 fn small() -> Options {
-    Options { segment_size: 64 << 10, max_record_size: 8 << 10, ..Options::default() }
+    Options {
+        segment_size: 64 << 10,
+        max_record_size: 8 << 10,
+        ..Options::default()
+    }
 }
 
 fn quiet() -> ReaderOptions {
-    ReaderOptions { hole_timeout: Duration::from_millis(50), ..ReaderOptions::default() }
+    ReaderOptions {
+        hole_timeout: Duration::from_millis(50),
+        ..ReaderOptions::default()
+    }
 }
 
 fn read_all(dir: &Path) -> (Vec<OwnedFrame>, Vec<Damage>) {
@@ -35,7 +42,10 @@ fn appended_records_read_back_in_order_with_positions() {
     for i in 0..3000u32 {
         positions.push(log.append(format!("record {i}").as_bytes()).unwrap());
     }
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions increase"
+    );
     let (frames, damage) = read_all(d.path());
     assert!(damage.is_empty(), "{damage:?}");
     assert_eq!(frames.len(), 3000);
@@ -43,7 +53,10 @@ fn appended_records_read_back_in_order_with_positions() {
         assert_eq!(f.payload, format!("record {i}").as_bytes());
         assert_eq!(f.position, positions[i]);
     }
-    assert!(log.active_segment() > 1, "64 KiB segments must have rotated");
+    assert!(
+        log.active_segment() > 1,
+        "64 KiB segments must have rotated"
+    );
 }
 
 #[test]
@@ -83,7 +96,9 @@ fn batch_lands_contiguously_in_one_segment() {
     let d = tempfile::tempdir().unwrap();
     let log = Log::open(d.path(), small()).unwrap();
     for _ in 0..50 {
-        let pos = log.append_batch(&[vec![1u8; 1000], vec![2u8; 1000], vec![3u8; 1000]]).unwrap();
+        let pos = log
+            .append_batch(&[vec![1u8; 1000], vec![2u8; 1000], vec![3u8; 1000]])
+            .unwrap();
         assert!(pos.iter().all(|p| p.segment == pos[0].segment));
         assert_eq!(pos[1].offset, pos[0].offset + format::frame_len(1000));
     }
@@ -96,7 +111,13 @@ fn oversized_record_is_a_clear_error() {
     let d = tempfile::tempdir().unwrap();
     let log = Log::open(d.path(), small()).unwrap();
     let err = log.append(&vec![0u8; (8 << 10) + 1]).unwrap_err();
-    assert!(matches!(err, Error::RecordTooLarge { len: 8193, max: 8192 }));
+    assert!(matches!(
+        err,
+        Error::RecordTooLarge {
+            len: 8193,
+            max: 8192
+        }
+    ));
     assert!(err.to_string().contains("max_record_size"));
     log.append(&vec![0u8; 8 << 10]).unwrap();
 }
@@ -105,12 +126,27 @@ fn oversized_record_is_a_clear_error() {
 fn invalid_options_are_refused() {
     let d = tempfile::tempdir().unwrap();
     for o in [
-        Options { segment_size: 1000, ..small() },
-        Options { max_record_size: 1 << 20, ..small() },
-        Options { max_record_size: 0, ..small() },
-        Options { dir_mode: 0o500, ..small() },
+        Options {
+            segment_size: 1000,
+            ..small()
+        },
+        Options {
+            max_record_size: 1 << 20,
+            ..small()
+        },
+        Options {
+            max_record_size: 0,
+            ..small()
+        },
+        Options {
+            dir_mode: 0o500,
+            ..small()
+        },
     ] {
-        assert!(matches!(Log::open(d.path(), o), Err(Error::InvalidOptions(_))));
+        assert!(matches!(
+            Log::open(d.path(), o),
+            Err(Error::InvalidOptions(_))
+        ));
     }
 }
 
@@ -143,7 +179,10 @@ fn reopen_continues_in_the_same_segment_and_keeps_everything() {
     assert_eq!(a.segment, b.segment, "a reopen must not waste a segment");
     assert!(b > a);
     let (frames, _) = read_all(d.path());
-    assert_eq!(frames.iter().map(|f| f.payload.clone()).collect::<Vec<_>>(), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(
+        frames.iter().map(|f| f.payload.clone()).collect::<Vec<_>>(),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
 }
 
 #[test]
@@ -157,7 +196,17 @@ fn newer_format_version_is_refused_with_a_clear_error() {
     bytes[..256].copy_from_slice(&h.encode());
     std::fs::write(&path, &bytes).unwrap();
     let err = Log::open(d.path(), small()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedVersion { found: 2, max: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedVersion {
+                found: 2,
+                max: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("upgrade seglog"));
 }
 
@@ -179,8 +228,14 @@ fn reader_resynchronises_after_garbage_and_reports_the_range() {
     let want: Vec<u8> = (0..20).filter(|i| *i != 5 && *i != 6).collect();
     assert_eq!(got, want);
     assert_eq!(damage.len(), 1);
-    assert_eq!((damage[0].offset, damage[0].len), (p[5].offset, p[7].offset - p[5].offset));
-    assert_eq!(damage[0].reason, DamageReason::Frame(format::FrameError::BadMarker));
+    assert_eq!(
+        (damage[0].offset, damage[0].len),
+        (p[5].offset, p[7].offset - p[5].offset)
+    );
+    assert_eq!(
+        damage[0].reason,
+        DamageReason::Frame(format::FrameError::BadMarker)
+    );
 }
 
 #[test]
@@ -196,7 +251,10 @@ fn a_bit_flip_in_a_payload_drops_only_that_record() {
     let (frames, damage) = read_all(d.path());
     assert_eq!(frames.len(), 9);
     assert!(frames.iter().all(|f| f.payload[0] != 3));
-    assert_eq!(damage[0].reason, DamageReason::Frame(format::FrameError::Checksum));
+    assert_eq!(
+        damage[0].reason,
+        DamageReason::Frame(format::FrameError::Checksum)
+    );
 }
 
 #[test]
@@ -214,7 +272,13 @@ fn a_crashed_writers_hole_is_skipped_and_reported() {
     bytes[b.offset as usize..b.offset as usize + len].fill(0);
     std::fs::write(&path, &bytes).unwrap();
     let (frames, damage) = read_all(d.path());
-    assert_eq!(frames.iter().map(|f| f.payload.as_slice()).collect::<Vec<_>>(), vec![&b"before"[..], b"after"]);
+    assert_eq!(
+        frames
+            .iter()
+            .map(|f| f.payload.as_slice())
+            .collect::<Vec<_>>(),
+        vec![&b"before"[..], b"after"]
+    );
     assert_eq!(frames[0].position, a);
     assert_eq!(damage.len(), 1);
     assert_eq!(damage[0].reason, DamageReason::AbandonedReservation);
@@ -228,12 +292,17 @@ fn truncated_segment_reports_truncation_and_keeps_the_prefix() {
     log.rotate().unwrap();
     log.append(b"next segment").unwrap();
     drop(log);
-    let f = std::fs::OpenOptions::new().write(true).open(seg_file(d.path(), 1)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(seg_file(d.path(), 1))
+        .unwrap();
     f.set_len(p[6].offset + 30).unwrap();
     let (frames, damage) = read_all(d.path());
     let got: Vec<u8> = frames.iter().map(|f| f.payload[0]).collect();
     assert_eq!(got, vec![0, 1, 2, 3, 4, 5, b'n']);
-    assert!(damage.iter().any(|d| d.reason == DamageReason::Truncated && d.offset == p[6].offset));
+    assert!(damage
+        .iter()
+        .any(|d| d.reason == DamageReason::Truncated && d.offset == p[6].offset));
 }
 
 #[test]
@@ -307,7 +376,14 @@ fn preamble_precedes_the_first_record_of_each_segment() {
                 let (seg, ctx) = current.clone().expect("record before any preamble");
                 assert_eq!(seg, f.position.segment, "segment without its own preamble");
                 let i = u32::from_le_bytes(f.payload[..4].try_into().unwrap());
-                assert_eq!(ctx, if i <= 1500 { b"ctx-1".to_vec() } else { b"ctx-2".to_vec() });
+                assert_eq!(
+                    ctx,
+                    if i <= 1500 {
+                        b"ctx-1".to_vec()
+                    } else {
+                        b"ctx-2".to_vec()
+                    }
+                );
             }
             OwnedEntry::Damage(dm) => panic!("{dm}"),
         }
@@ -318,25 +394,49 @@ fn preamble_precedes_the_first_record_of_each_segment() {
 #[test]
 fn retention_trims_oldest_by_size_never_the_active_and_counts_unconsumed() {
     let d = tempfile::tempdir().unwrap();
-    let log = Log::open(d.path(), Options { prepare_ahead: false, ..small() }).unwrap();
+    let log = Log::open(
+        d.path(),
+        Options {
+            prepare_ahead: false,
+            ..small()
+        },
+    )
+    .unwrap();
     let mut positions = Vec::new();
     while log.active_segment() < 10 {
         positions.push(log.append(&[7u8; 1000]).unwrap());
     }
     let cursor = positions.iter().find(|p| p.segment == 3).copied();
-    let policy = RetentionPolicy { max_bytes: Some(4 * (64 << 10)), max_age: None };
+    let policy = RetentionPolicy {
+        max_bytes: Some(4 * (64 << 10)),
+        max_age: None,
+    };
     let r = log.enforce_retention(&policy, cursor).unwrap();
     assert_eq!(r.removed, vec![1, 2, 3, 4, 5, 6]);
     assert!(r.bytes_after <= 4 * (64 << 10));
     let in_removed = positions.iter().filter(|p| p.segment <= 6).count() as u64;
     assert_eq!(r.records_removed, in_removed);
-    let unconsumed = positions.iter().filter(|p| p.segment <= 6 && Some(**p) >= cursor).count() as u64;
+    let unconsumed = positions
+        .iter()
+        .filter(|p| p.segment <= 6 && Some(**p) >= cursor)
+        .count() as u64;
     assert_eq!(r.unconsumed_records, unconsumed);
     // Even a zero budget keeps the active segment.
-    let r = log.enforce_retention(&RetentionPolicy { max_bytes: Some(0), max_age: None }, None).unwrap();
+    let r = log
+        .enforce_retention(
+            &RetentionPolicy {
+                max_bytes: Some(0),
+                max_age: None,
+            },
+            None,
+        )
+        .unwrap();
     assert_eq!(r.removed, vec![7, 8, 9]);
     log.append(b"still writable").unwrap();
-    assert_eq!(fs::live_segments(&d.path().join("segments")).unwrap(), vec![10]);
+    assert_eq!(
+        fs::live_segments(&d.path().join("segments")).unwrap(),
+        vec![10]
+    );
 }
 
 struct FakeClock {
@@ -358,19 +458,44 @@ impl Clock for FakeClock {
 #[test]
 fn age_retention_uses_boot_time_so_wall_clock_jumps_trim_nothing() {
     let d = tempfile::tempdir().unwrap();
-    let clock = Arc::new(FakeClock { wall: 1_000_000_000_000_000_000.into(), boot: 1_000_000_000.into() });
-    let log = Log::open(d.path(), Options { clock: clock.clone(), prepare_ahead: false, ..small() }).unwrap();
+    let clock = Arc::new(FakeClock {
+        wall: 1_000_000_000_000_000_000.into(),
+        boot: 1_000_000_000.into(),
+    });
+    let log = Log::open(
+        d.path(),
+        Options {
+            clock: clock.clone(),
+            prepare_ahead: false,
+            ..small()
+        },
+    )
+    .unwrap();
     for _ in 0..3 {
         log.append(b"x").unwrap();
         log.rotate().unwrap();
-        clock.boot.fetch_add(3600 * 1_000_000_000, std::sync::atomic::Ordering::SeqCst);
+        clock
+            .boot
+            .fetch_add(3600 * 1_000_000_000, std::sync::atomic::Ordering::SeqCst);
     }
-    let day = RetentionPolicy { max_bytes: None, max_age: Some(Duration::from_secs(86_400)) };
+    let day = RetentionPolicy {
+        max_bytes: None,
+        max_age: Some(Duration::from_secs(86_400)),
+    };
     // The wall clock jumps ten years forward: boot time did not move, nothing is trimmed.
-    clock.wall.fetch_add(10 * 365 * 86_400 * 1_000_000_000, std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(log.enforce_retention(&day, None).unwrap().segments_removed, 0);
+    clock.wall.fetch_add(
+        10 * 365 * 86_400 * 1_000_000_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    assert_eq!(
+        log.enforce_retention(&day, None).unwrap().segments_removed,
+        0
+    );
     // Boot time moves two days: all but the newest go.
-    clock.boot.fetch_add(2 * 86_400 * 1_000_000_000, std::sync::atomic::Ordering::SeqCst);
+    clock.boot.fetch_add(
+        2 * 86_400 * 1_000_000_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     let r = log.enforce_retention(&day, None).unwrap();
     assert_eq!(r.removed, vec![1, 2, 3]);
 }
@@ -387,8 +512,15 @@ fn stats_count_segments_records_and_bytes() {
     assert_eq!(exact.segments, log.active_segment());
     assert!(exact.bytes_on_disk >= exact.segments * (64 << 10));
     let est = stats(d.path(), false).unwrap();
-    assert!((1800..=2200).contains(&est.records), "estimate {}", est.records);
-    assert!(matches!(stats(&d.path().join("nope"), true), Err(Error::NotALog { .. })));
+    assert!(
+        (1800..=2200).contains(&est.records),
+        "estimate {}",
+        est.records
+    );
+    assert!(matches!(
+        stats(&d.path().join("nope"), true),
+        Err(Error::NotALog { .. })
+    ));
 }
 
 #[test]
@@ -415,11 +547,20 @@ fn a_counter_lowered_by_damage_is_not_trusted_after_a_crash() {
 fn sync_policies_parse_and_work() {
     assert_eq!("never".parse::<SyncPolicy>().unwrap(), SyncPolicy::Never);
     assert_eq!("always".parse::<SyncPolicy>().unwrap(), SyncPolicy::Always);
-    assert_eq!("interval=250".parse::<SyncPolicy>().unwrap(), SyncPolicy::Interval(Duration::from_millis(250)));
-    assert_eq!("interval=5ms".parse::<SyncPolicy>().unwrap(), SyncPolicy::Interval(Duration::from_millis(5)));
+    assert_eq!(
+        "interval=250".parse::<SyncPolicy>().unwrap(),
+        SyncPolicy::Interval(Duration::from_millis(250))
+    );
+    assert_eq!(
+        "interval=5ms".parse::<SyncPolicy>().unwrap(),
+        SyncPolicy::Interval(Duration::from_millis(5))
+    );
     assert!("interval=0".parse::<SyncPolicy>().is_err());
     assert!("sometimes".parse::<SyncPolicy>().is_err());
-    for sync in [SyncPolicy::Always, SyncPolicy::Interval(Duration::from_millis(1))] {
+    for sync in [
+        SyncPolicy::Always,
+        SyncPolicy::Interval(Duration::from_millis(1)),
+    ] {
         let d = tempfile::tempdir().unwrap();
         let log = Log::open(d.path(), Options { sync, ..small() }).unwrap();
         for _ in 0..200 {
@@ -442,7 +583,10 @@ fn two_handles_in_one_process_share_the_log_like_two_processes() {
     }
     let (frames, damage) = read_all(d.path());
     assert!(damage.is_empty(), "{damage:?}");
-    let got: Vec<u32> = frames.iter().map(|f| u32::from_le_bytes(f.payload[..4].try_into().unwrap())).collect();
+    let got: Vec<u32> = frames
+        .iter()
+        .map(|f| u32::from_le_bytes(f.payload[..4].try_into().unwrap()))
+        .collect();
     assert_eq!(got, (0..3000).collect::<Vec<_>>());
 }
 
@@ -453,7 +597,17 @@ fn a_tailing_reader_sees_every_record_while_writers_rotate_concurrently() {
     // appended to N between its counter read and the rotation (a narrow race that this test
     // exercises but cannot force).
     let d = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(Log::open(d.path(), Options { segment_size: 16 << 10, max_record_size: 1024, ..small() }).unwrap());
+    let log = std::sync::Arc::new(
+        Log::open(
+            d.path(),
+            Options {
+                segment_size: 16 << 10,
+                max_record_size: 1024,
+                ..small()
+            },
+        )
+        .unwrap(),
+    );
     const N: u32 = 20_000;
     let writers: Vec<_> = (0..2u8)
         .map(|w| {
@@ -471,7 +625,10 @@ fn a_tailing_reader_sees_every_record_while_writers_rotate_concurrently() {
     let mut next = [0u32; 2];
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while next != [N; 2] {
-        assert!(std::time::Instant::now() < deadline, "reader stuck at {next:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reader stuck at {next:?}"
+        );
         match r.next_entry().unwrap() {
             Some(Entry::Frame(f)) if f.kind == FrameKind::Record => {
                 let w = f.payload[0] as usize;
@@ -496,15 +653,23 @@ fn a_reservation_in_flight_of_a_writer_that_started_after_the_reader_is_waited_f
     use std::os::unix::fs::FileExt;
     let d = tempfile::tempdir().unwrap();
     drop(Log::open(d.path(), small()).unwrap()); // log exists, no writer alive now
-    let opts = ReaderOptions { hole_timeout: Duration::from_secs(10), ..ReaderOptions::default() };
+    let opts = ReaderOptions {
+        hole_timeout: Duration::from_secs(10),
+        ..ReaderOptions::default()
+    };
     let mut r = Reader::open(d.path(), Position::default(), opts).unwrap();
     assert!(r.next_entry().unwrap().is_none());
     let log = Log::open(d.path(), small()).unwrap(); // a writer is alive from here on
-    // Simulate its reservation in flight: bump the counter, publish the frame a bit later.
+                                                     // Simulate its reservation in flight: bump the counter, publish the frame a bit later.
     let path = seg_file(d.path(), 1);
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let frame = format::encode_frame(1, 256, FrameKind::Record, b"late");
-    f.write_all_at(&(256 + frame.len() as u64).to_le_bytes(), 128).unwrap();
+    f.write_all_at(&(256 + frame.len() as u64).to_le_bytes(), 128)
+        .unwrap();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));
         f.write_all_at(&frame[8..], 256 + 8).unwrap();

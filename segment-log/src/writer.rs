@@ -91,7 +91,8 @@ impl Drop for FlockGuard<'_> {
     }
 }
 fn flock<'a>(file: &'a std::fs::File, path: &Path) -> Result<FlockGuard<'a>> {
-    file.lock_exclusive().map_err(|e| Error::io("lock", path, e))?;
+    file.lock_exclusive()
+        .map_err(|e| Error::io("lock", path, e))?;
     Ok(FlockGuard(file))
 }
 
@@ -161,7 +162,10 @@ impl Log {
             preamble_mark: AtomicU64::new(u64::MAX),
             unsynced: Mutex::new(Vec::new()),
             dir_dirty: AtomicBool::new(false),
-            signal: Mutex::new(Signal { prepare: false, stop: false }),
+            signal: Mutex::new(Signal {
+                prepare: false,
+                stop: false,
+            }),
             cond: Condvar::new(),
             rotations: AtomicU64::new(0),
             last_retention: Mutex::new(None),
@@ -223,15 +227,22 @@ impl Log {
             self.check_len(p.len())?;
         }
         let version = self.shared.preamble_version.fetch_add(1, Ordering::AcqRel) + 1;
-        self.shared.has_preamble.store(preamble.is_some(), Ordering::Release);
-        self.shared.preamble.store(preamble.map(|bytes| Arc::new(Preamble { bytes, version })));
+        self.shared
+            .has_preamble
+            .store(preamble.is_some(), Ordering::Release);
+        self.shared
+            .preamble
+            .store(preamble.map(|bytes| Arc::new(Preamble { bytes, version })));
         Ok(())
     }
 
     fn check_len(&self, len: usize) -> Result<()> {
         let max = self.shared.opts.max_record_size;
         if len as u64 > max {
-            return Err(Error::RecordTooLarge { len: len as u64, max });
+            return Err(Error::RecordTooLarge {
+                len: len as u64,
+                max,
+            });
         }
         Ok(())
     }
@@ -271,12 +282,18 @@ impl Log {
         if body == 0 {
             return Ok(());
         }
-        let pre_guard = s.has_preamble.load(Ordering::Acquire).then(|| s.preamble.load());
+        let pre_guard = s
+            .has_preamble
+            .load(Ordering::Acquire)
+            .then(|| s.preamble.load());
         let preamble: Option<&Preamble> = pre_guard.as_ref().and_then(|g| g.as_deref());
         let pre_len = preamble.map_or(0, |p| format::frame_len(p.bytes.len() as u64));
         let usable = s.opts.segment_size - HEADER_LEN;
         if body + pre_len > usable {
-            return Err(Error::BatchTooLarge { len: body + pre_len, max: usable });
+            return Err(Error::BatchTooLarge {
+                len: body + pre_len,
+                max: usable,
+            });
         }
         loop {
             let seg = s.active.load();
@@ -287,11 +304,26 @@ impl Log {
                 Reservation::At(start) => {
                     let mut off = start;
                     if let (true, Some(p)) = (need_pre, preamble) {
-                        off = reserve::write_frame(&**seg, seg.number, off, FrameKind::Preamble, &p.bytes);
+                        off = reserve::write_frame(
+                            &**seg,
+                            seg.number,
+                            off,
+                            FrameKind::Preamble,
+                            &p.bytes,
+                        );
                     }
                     for r in records {
-                        on_pos(Position { segment: seg.number, offset: off });
-                        off = reserve::write_frame(&**seg, seg.number, off, FrameKind::Record, r.as_ref());
+                        on_pos(Position {
+                            segment: seg.number,
+                            offset: off,
+                        });
+                        off = reserve::write_frame(
+                            &**seg,
+                            seg.number,
+                            off,
+                            FrameKind::Record,
+                            r.as_ref(),
+                        );
                     }
                     if let (true, Some(m)) = (need_pre, mark) {
                         s.preamble_mark.store(m, Ordering::Relaxed);
@@ -402,7 +434,12 @@ fn create_live(seg_dir: &Path, opts: &Options, log_id: &LogId, n: u64) -> Result
 }
 
 /// Picks the segment to append to at open time. Caller holds the rotate lock.
-fn open_active(seg_dir: &Path, opts: &Options, log_id: &LogId, sole: bool) -> Result<MappedSegment> {
+fn open_active(
+    seg_dir: &Path,
+    opts: &Options,
+    log_id: &LogId,
+    sole: bool,
+) -> Result<MappedSegment> {
     let files = lfs::list_segments(seg_dir)?;
     let latest = files.iter().filter(|f| !f.prepared).map(|f| f.number).max();
     if sole {
@@ -415,7 +452,10 @@ fn open_active(seg_dir: &Path, opts: &Options, log_id: &LogId, sole: bool) -> Re
             }
         }
     }
-    for f in files.iter().filter(|f| f.prepared && Some(f.number) <= latest) {
+    for f in files
+        .iter()
+        .filter(|f| f.prepared && Some(f.number) <= latest)
+    {
         let _ = std::fs::remove_file(&f.path);
     }
     let Some(latest) = latest else {
@@ -446,7 +486,10 @@ impl Shared {
     fn lock_rotate(&self) -> Result<RotateGuard<'_>> {
         let mutex = lock(&self.rotate_mutex);
         let path = self.dir.join(lfs::ROTATE_LOCK);
-        Ok(RotateGuard { _flock: flock(&self.rotate_lock, &path)?, _mutex: mutex })
+        Ok(RotateGuard {
+            _flock: flock(&self.rotate_lock, &path)?,
+            _mutex: mutex,
+        })
     }
 
     fn rotate(&self, from: u64) -> Result<()> {
@@ -539,7 +582,8 @@ impl Shared {
                 if let Some(policy) = &self.opts.retention {
                     if let Ok(_g) = self.lock_rotate() {
                         let clock = &*self.opts.clock;
-                        if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, clock) {
+                        if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, clock)
+                        {
                             if r.segments_removed > 0 {
                                 *lock(&self.last_retention) = Some(r);
                             }
@@ -559,7 +603,10 @@ impl Shared {
     /// Allocates, maps and pre-faults the segment after the active one.
     fn prepare_next(&self) -> Result<()> {
         let want = self.active.load().number + 1;
-        if lock(&self.prepared).as_ref().is_some_and(|p| p.number == want) {
+        if lock(&self.prepared)
+            .as_ref()
+            .is_some_and(|p| p.number == want)
+        {
             return Ok(());
         }
         let prep = seg_path(&self.seg_dir, want, PREP_EXT);
