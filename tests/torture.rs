@@ -536,6 +536,8 @@ struct Harness {
     collector: Option<(Child, String)>,
     restarts: u64,
     watched: Arc<Mutex<Watched>>,
+    /// `expired_records` of `seglog upload status` after the drain.
+    expired_records: u64,
 }
 
 impl Harness {
@@ -834,6 +836,7 @@ fn run(plan: Plan) {
         collector: None,
         restarts: 0,
         watched: watched.clone(),
+        expired_records: 0,
     };
 
     // The sampler: disk use of segments/ and RSS, every 50 ms until told to stop.
@@ -988,6 +991,7 @@ fn run(plan: Plan) {
         .output()
         .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    h.expired_records = status["expired_records"].as_u64().unwrap_or(0);
     let mut up = h.uploader.take().expect("uploader running");
     signal(pid_of(&up), libc::SIGTERM);
     let up_status = wait_or_kill(&mut up, Duration::from_secs(60));
@@ -1199,6 +1203,7 @@ struct Report {
     lost_by_reason: BTreeMap<String, u64>,
     dup_batches: u64,
     dup_records: u64,
+    trimmed_known: u64,
     failures: Vec<String>,
 }
 
@@ -1516,6 +1521,38 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
                 format!("gap {g:?}: an undecodable record in a segment nobody corrupted"),
             );
         }
+    }
+
+    // The uploader's own count of records its retention removed before upload must reach
+    // the collector in the trimmed gaps.
+    let expired = h.expired_records;
+    let trimmed: u64 = gaps
+        .iter()
+        .filter(|g| g.reason == "trimmed")
+        .map(|g| g.records)
+        .sum();
+    r.trimmed_known = trimmed;
+    if trimmed != expired {
+        fail(
+            &mut r,
+            format!(
+                "the uploader counted {expired} records expired before upload, the collector's trimmed gaps {trimmed}; gaps {:?}; uploader said:\n{}",
+                gaps.iter().filter(|g| g.reason == "trimmed").collect::<Vec<_>>(),
+                h.ledger
+                    .stderr
+                    .iter()
+                    .filter(|p| p.to_string_lossy().ends_with("uploader.log"))
+                    .flat_map(|p| {
+                        read_lossy(p)
+                            .lines()
+                            .filter(|l| l.contains("retention") || l.contains("cursor"))
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        );
     }
 
     // Bounded resources.

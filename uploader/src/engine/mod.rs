@@ -392,7 +392,14 @@ impl Uploader {
             &*retention_clock(),
         )?;
         if r.unconsumed_records > 0 {
-            if let (Some(&first), Some(&last)) = (r.removed.first(), r.removed.last()) {
+            // The reader may hold a removed segment open and would go on reading the deleted
+            // file: start again at the cursor, so the reader reports exactly what is gone.
+            self.builder.reset();
+            // Segments before the cursor's held nothing unconsumed; the note starts where the
+            // reader's gap will, so the gap carries its count.
+            let cursor_segment = self.cursor.position.segment;
+            let unconsumed = r.removed.iter().find(|&&n| n >= cursor_segment);
+            if let (Some(&first), Some(&last)) = (unconsumed, r.removed.last()) {
                 self.status.trim_notes.push(TrimNote {
                     first_segment: first,
                     last_segment: last,

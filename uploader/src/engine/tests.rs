@@ -334,3 +334,51 @@ fn uploader_retention_trims_after_the_cursor_and_reports_the_lost_records() {
     );
     assert_eq!(u.status().expired_records, r.unconsumed_records);
 }
+
+/// Found by the torture harness (tests/torture.rs): retention removed the segment the
+/// uploader's reader had open; the reader went on reading the deleted file, so records counted
+/// as expired were delivered anyway, and the trim note (which also spanned segments uploaded
+/// before) matched no gap, whose count then said "unknown".
+#[test]
+fn retention_under_an_open_reader_counts_exactly_the_records_that_never_arrive() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 4000);
+    let segs = segment_log::fs::live_segments(&d.path().join("segments")).unwrap();
+    assert!(segs.len() >= 4, "{segs:?}");
+    let s = FlakyServer::start(vec![]);
+    let mut c = cfg(d.path(), &s.url());
+    c.retention = Some(segment_log::RetentionPolicy {
+        max_bytes: Some(2 * SEG),
+        max_age: None,
+    });
+    let mut u = Uploader::open(c).unwrap().unwrap();
+    // Stop in the middle of the second segment, with the reader open on it.
+    let mut o = opts(None);
+    o.target = Some(Position {
+        segment: segs[1],
+        offset: 1,
+    });
+    let (out, _, _) = run_pass(&mut u, &o);
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(u.cursor().position.segment, segs[1]);
+    let r = u.retention().unwrap().unwrap();
+    assert!(r.removed.contains(&segs[0]) && r.removed.contains(&segs[1]));
+    assert!(r.unconsumed_records > 0);
+    let (out, _, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    let seen = s.seen();
+    let stored: u64 = seen.batches.values().map(|b| b.records.len() as u64).sum();
+    let gaps: Vec<_> = seen
+        .batches
+        .values()
+        .flat_map(|b| b.gaps.iter())
+        .filter(|g| g.reason == GapReason::Trimmed)
+        .collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(
+        stored + gaps[0].records,
+        4000,
+        "every record is delivered or counted in the gap"
+    );
+    assert_eq!(u.status().expired_records, gaps[0].records);
+}
