@@ -184,7 +184,7 @@ impl Reader {
                         segment: sc.number,
                         offset: sc.pos,
                     };
-                    return Ok(Some(Entry::Damage(d)));
+                    return Ok(Some(Entry::Damage(*d)));
                 }
                 Step::End => {
                     self.pending_with_newer = false;

@@ -98,8 +98,9 @@ pub(crate) enum Step {
         start: usize,
         len: usize,
     },
-    /// A damaged range that was skipped.
-    Damage(Damage),
+    /// A damaged range that was skipped (boxed: rare, and it keeps `Step` a few words, which
+    /// matters on the per-frame path).
+    Damage(Box<Damage>),
     /// Nothing more is committed right now; try again later.
     Pending,
     /// The segment is finished (sealed, full, or damaged to its end).
@@ -364,23 +365,23 @@ impl SegmentScanner {
     fn truncated(&mut self, o: u64) -> Step {
         let cap = self.capacity();
         self.pos = cap;
-        Step::Damage(Damage {
+        Step::Damage(Box::new(Damage {
             segment: self.number,
             offset: o,
             len: cap - o,
             reason: DamageReason::Truncated,
-        })
+        }))
     }
 
     fn skip_damage(&mut self, o: u64, reason: DamageReason) -> std::io::Result<Step> {
         let next = self.resync(o + FRAME_ALIGN)?;
         self.pos = next;
-        Ok(Step::Damage(Damage {
+        Ok(Step::Damage(Box::new(Damage {
             segment: self.number,
             offset: o,
             len: next - o,
             reason,
-        }))
+        })))
     }
 
     /// The offset of the next verifiable frame at or after `from`, or the end of the

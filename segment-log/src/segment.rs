@@ -196,11 +196,28 @@ impl MappedSegment {
     /// Uses `MADV_POPULATE_WRITE`; on kernels without it, touches each page with an atomic
     /// no-op (`fetch_add(0)`), which cannot clobber a concurrent writer's bytes.
     pub(crate) fn prefault(&self) {
-        if self.map.advise(Advice::PopulateWrite).is_ok() {
-            return;
+        // In 2 MiB steps: each `madvise` holds the process's mmap lock, and a writer rotating
+        // meanwhile (mmap/munmap) must not wait for a whole segment's populate.
+        const STEP: u64 = 2 << 20;
+        let mut off = 0u64;
+        while off < self.capacity {
+            let len = STEP.min(self.capacity - off);
+            if self
+                .map
+                .advise_range(Advice::PopulateWrite, off as usize, len as usize)
+                .is_err()
+            {
+                self.prefault_by_touch(off);
+                return;
+            }
+            off += len;
         }
+    }
+
+    /// Fallback for kernels without `MADV_POPULATE_WRITE` (before 5.14).
+    fn prefault_by_touch(&self, from: u64) {
         let page = 4096u64;
-        let mut off = HEADER_LEN.next_multiple_of(page);
+        let mut off = from.max(HEADER_LEN).next_multiple_of(page);
         while off + FRAME_ALIGN <= self.capacity {
             // SAFETY: `off` is page-aligned (so 8-aligned) and below capacity, inside the
             // mapping; the word is accessed atomically, so concurrent writers are unaffected.

@@ -40,8 +40,10 @@ struct Shared {
     _writers_lock: std::fs::File,
     poisoned: AtomicBool,
     preamble: ArcSwapOption<Preamble>,
-    /// Fast-path flag: whether `preamble` is set (skips its load when not).
-    has_preamble: AtomicBool,
+    /// Version of the current preamble, 0 when none: the append fast path compares it with
+    /// `preamble_mark` and loads `preamble` only when a preamble must be written.
+    current_preamble: AtomicU64,
+    /// Source of preamble versions.
     preamble_version: AtomicU64,
     /// `mark(segment, version)` of the last preamble this handle wrote.
     preamble_mark: AtomicU64,
@@ -52,6 +54,15 @@ struct Shared {
     signal: Mutex<Signal>,
     cond: Condvar,
     rotations: AtomicU64,
+    /// Unique id of this handle (keys the per-thread active-segment cache).
+    uid: u64,
+    /// Bumped after every change of `active`: per-thread caches reload when it moves.
+    epoch: AtomicU64,
+    /// Retired mappings, unmapped by the background thread so `munmap` (milliseconds for a
+    /// 16 MiB mapping) never runs on an appending thread.
+    retired: Mutex<Vec<Arc<MappedSegment>>>,
+    /// Whether a background thread exists to drop `retired`.
+    background: bool,
     last_retention: Mutex<Option<RetentionReport>>,
 }
 
@@ -111,6 +122,50 @@ struct RotateGuard<'a> {
 /// next one (cheap: one atomic load).
 const PREPARE_POLL: Duration = Duration::from_millis(20);
 
+static NEXT_LOG_UID: AtomicU64 = AtomicU64::new(1);
+
+/// A thread's cached reference to the active segment of one log handle.
+struct ActiveCache {
+    log_uid: u64,
+    epoch: u64,
+    seg: Arc<MappedSegment>,
+}
+
+thread_local! {
+    /// Per-thread cache of the active segment, so an append costs a plain load and compare
+    /// instead of an `arc_swap` load and guard drop (two locked instructions). A thread keeps
+    /// at most one retired mapping alive until it appends again or exits.
+    static ACTIVE: std::cell::RefCell<Option<ActiveCache>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on the active segment of `s`, through the thread's cache when it is current.
+fn with_active<R>(s: &Shared, f: impl FnOnce(&MappedSegment) -> R) -> R {
+    let epoch = s.epoch.load(Ordering::Acquire);
+    let mut f = Some(f);
+    let mut out = None;
+    let _ = ACTIVE.try_with(|cell| {
+        let Ok(mut c) = cell.try_borrow_mut() else {
+            return;
+        };
+        let current = matches!(&*c, Some(e) if e.log_uid == s.uid && e.epoch == epoch);
+        if !current {
+            *c = Some(ActiveCache {
+                log_uid: s.uid,
+                epoch,
+                seg: s.active.load_full(),
+            });
+        }
+        if let (Some(e), Some(f)) = (c.as_ref(), f.take()) {
+            out = Some(f(&e.seg));
+        }
+    });
+    match (out, f) {
+        (Some(r), _) => r,
+        (None, Some(f)) => f(&s.active.load_full()),
+        (None, None) => unreachable!("the closure runs exactly once"),
+    }
+}
+
 fn preamble_mark(segment: u64, version: u64) -> u64 {
     (version << 40) ^ segment
 }
@@ -157,7 +212,7 @@ impl Log {
             _writers_lock: writers_lock,
             poisoned: AtomicBool::new(false),
             preamble: ArcSwapOption::empty(),
-            has_preamble: AtomicBool::new(false),
+            current_preamble: AtomicU64::new(0),
             preamble_version: AtomicU64::new(0),
             preamble_mark: AtomicU64::new(u64::MAX),
             unsynced: Mutex::new(Vec::new()),
@@ -168,6 +223,10 @@ impl Log {
             }),
             cond: Condvar::new(),
             rotations: AtomicU64::new(0),
+            uid: NEXT_LOG_UID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
+            retired: Mutex::new(Vec::new()),
+            background: opts.prepare_ahead || opts.retention.is_some(),
             last_retention: Mutex::new(None),
             opts,
         });
@@ -227,12 +286,15 @@ impl Log {
             self.check_len(p.len())?;
         }
         let version = self.shared.preamble_version.fetch_add(1, Ordering::AcqRel) + 1;
-        self.shared
-            .has_preamble
-            .store(preamble.is_some(), Ordering::Release);
+        let current = if preamble.is_some() { version } else { 0 };
+        // The value first, then the version that announces it (release): an appender that
+        // sees version v finds v or newer in `preamble`.
         self.shared
             .preamble
             .store(preamble.map(|bytes| Arc::new(Preamble { bytes, version })));
+        self.shared
+            .current_preamble
+            .store(current, Ordering::Release);
         Ok(())
     }
 
@@ -282,68 +344,79 @@ impl Log {
         if body == 0 {
             return Ok(());
         }
-        let pre_guard = s
-            .has_preamble
-            .load(Ordering::Acquire)
-            .then(|| s.preamble.load());
-        let preamble: Option<&Preamble> = pre_guard.as_ref().and_then(|g| g.as_deref());
-        let pre_len = preamble.map_or(0, |p| format::frame_len(p.bytes.len() as u64));
         let usable = s.opts.segment_size - HEADER_LEN;
-        if body + pre_len > usable {
+        if body > usable {
             return Err(Error::BatchTooLarge {
-                len: body + pre_len,
+                len: body,
                 max: usable,
             });
         }
+        let wanted = s.current_preamble.load(Ordering::Acquire);
         loop {
-            let seg = s.active.load();
-            let mark = preamble.map(|p| preamble_mark(seg.number, p.version));
-            let need_pre = mark.is_some_and(|m| s.preamble_mark.load(Ordering::Relaxed) != m);
-            let total = body + if need_pre { pre_len } else { 0 };
-            match reserve::reserve(&**seg, total) {
-                Reservation::At(start) => {
-                    let mut off = start;
-                    if let (true, Some(p)) = (need_pre, preamble) {
-                        off = reserve::write_frame(
-                            &**seg,
-                            seg.number,
-                            off,
-                            FrameKind::Preamble,
-                            &p.bytes,
-                        );
-                    }
-                    for r in records {
-                        on_pos(Position {
-                            segment: seg.number,
-                            offset: off,
-                        });
-                        off = reserve::write_frame(
-                            &**seg,
-                            seg.number,
-                            off,
-                            FrameKind::Record,
-                            r.as_ref(),
-                        );
-                    }
-                    if let (true, Some(m)) = (need_pre, mark) {
-                        s.preamble_mark.store(m, Ordering::Relaxed);
-                    }
-                    if matches!(s.opts.sync, SyncPolicy::Always) {
-                        if let Err(e) = seg.flush_range(start, total) {
-                            s.poisoned.store(true, Ordering::Relaxed);
-                            return Err(Error::io("msync", &seg.path, e));
+            let outcome = with_active(s, |seg| -> Result<Option<u64>> {
+                // The preamble is loaded only when this handle has not written the current
+                // one into this segment yet (once per segment): the common path touches no
+                // reference count.
+                let need_pre = wanted != 0
+                    && s.preamble_mark.load(Ordering::Relaxed) != preamble_mark(seg.number, wanted);
+                let guard = need_pre.then(|| s.preamble.load());
+                let preamble: Option<&Preamble> = guard.as_ref().and_then(|g| g.as_deref());
+                let pre_len = preamble.map_or(0, |p| format::frame_len(p.bytes.len() as u64));
+                if body + pre_len > usable {
+                    return Err(Error::BatchTooLarge {
+                        len: body + pre_len,
+                        max: usable,
+                    });
+                }
+                let total = body + pre_len;
+                match reserve::reserve(seg, total) {
+                    Reservation::At(start) => {
+                        let mut off = start;
+                        if let Some(p) = preamble {
+                            off = reserve::write_frame(
+                                seg,
+                                seg.number,
+                                off,
+                                FrameKind::Preamble,
+                                &p.bytes,
+                            );
                         }
+                        for r in records {
+                            on_pos(Position {
+                                segment: seg.number,
+                                offset: off,
+                            });
+                            off = reserve::write_frame(
+                                seg,
+                                seg.number,
+                                off,
+                                FrameKind::Record,
+                                r.as_ref(),
+                            );
+                        }
+                        if let Some(p) = preamble {
+                            s.preamble_mark
+                                .store(preamble_mark(seg.number, p.version), Ordering::Relaxed);
+                        }
+                        if matches!(s.opts.sync, SyncPolicy::Always) {
+                            if let Err(e) = seg.flush_range(start, total) {
+                                s.poisoned.store(true, Ordering::Relaxed);
+                                return Err(Error::io("msync", &seg.path, e));
+                            }
+                        }
+                        Ok(None)
                     }
-                    return Ok(());
-                }
-                Reservation::Full { seal_at } => {
-                    if let Some(at) = seal_at {
-                        reserve::seal(&**seg, seg.number, at);
+                    Reservation::Full { seal_at } => {
+                        if let Some(at) = seal_at {
+                            reserve::seal(seg, seg.number, at);
+                        }
+                        Ok(Some(seg.number))
                     }
-                    let n = seg.number;
-                    drop(seg);
-                    s.rotate(n)?;
                 }
+            })?;
+            match outcome {
+                None => return Ok(()),
+                Some(full) => s.rotate(full)?,
             }
         }
     }
@@ -503,8 +576,12 @@ impl Shared {
             let full = seg.load_reserved() >= seg.capacity;
             current = seg.number;
             let old = self.active.swap(Arc::new(seg));
+            self.epoch.fetch_add(1, Ordering::Release);
             if !matches!(self.opts.sync, SyncPolicy::Never) {
-                lock(&self.unsynced).push(old);
+                lock(&self.unsynced).push(old.clone());
+            }
+            if self.background {
+                lock(&self.retired).push(old);
             }
             self.rotations.fetch_add(1, Ordering::Relaxed);
             if !full {
@@ -574,6 +651,7 @@ impl Shared {
                 }
                 std::mem::take(&mut sig.prepare)
             };
+            drop(std::mem::take(&mut *lock(&self.retired)));
             rotated_once |= rotated && self.rotations.load(Ordering::Relaxed) > 0;
             if self.opts.prepare_ahead && (rotated_once || self.active_fill() >= 0.125) {
                 let _ = self.prepare_next();
