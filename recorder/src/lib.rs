@@ -1,24 +1,4 @@
-//! # recorder
-//!
-//! seglog's probe library, the libtelemetry analogue: probes build records (classification,
-//! severity, payload, optional event id), and [`Recorder::record`] validates them, applies
-//! the cross-process rate limits and appends them to the local segment log. The writer's
-//! context (machine id, boot id, OS, kernel, ...) is collected once per process and stored
-//! as the log's per-segment preamble, so a record's own header stays a few bytes.
-//!
-//! ```
-//! use recorder::{config::Config, RecordBuilder, Recorder};
-//! let dir = tempfile::tempdir()?;
-//! let recorder = Recorder::open(&Config::for_dir(dir.path()))?;
-//! let id = recorder.record(&RecordBuilder::parse("org.example/hello/world", 1)?.payload(b"hello"))?;
-//! assert_eq!(id.to_string().len(), 32);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
-//!
-//! Modules: [`record`] (formats, validation, decoding, reading back), [`config`] (the
-//! layered TOML configuration every seglog crate uses), [`ratelimit`] (limits shared by
-//! all processes, dropped counts), [`probes`] (built-in probes), [`cli`] (`seglog record`,
-//! `seglog probe`), [`ffi`] (the C API of `include/seglog.h`).
+#![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

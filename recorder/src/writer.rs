@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fs2::FileExt;
@@ -86,7 +87,10 @@ pub const MAX_SLOTS: u32 = 4096;
 /// Directory of slot lock files inside `<log dir>/recorder/`.
 pub const SLOTS_DIR: &str = "slots";
 /// Largest record header (layout 2 with event id and hold): 1 + 5 + 5 + 1 + 10 + 10 + 16 + 10.
-pub const MAX_HEADER_LEN: usize = 58;
+pub const MAX_HEADER_LEN: usize = crate::record::MAX_V2_HEADER;
+/// How often (in boot-time milliseconds) a writer re-reads the wall clock: one clock read
+/// per record instead of two, and a wall-clock step shows in records within a second.
+pub const WALL_RECHECK_MS: u64 = 1000;
 /// Boot-delta above which a writer takes a new base time when it is in a new segment anyway
 /// (2^21 ms, about 35 minutes: deltas below it take at most 3 bytes).
 const REBASE_SOFT_MS: u64 = 1 << 21;
@@ -124,11 +128,47 @@ fn acquire_slot(state_dir: &Path) -> Result<(u32, File), OpenError> {
     ))
 }
 
+/// FxHash-style hasher for the classification index (keys are local, not attacker-chosen
+/// across a network boundary, and SipHash cost more than the rest of the lookup).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ClassIndex = HashMap<Classification, u32, std::hash::BuildHasherDefault<FxHasher>>;
+
+/// Tables up to this size are searched by pointer first (a builder cloned from the one that
+/// was interned shares its allocation), before hashing the text.
+const PTR_SCAN_MAX: usize = 16;
+
 struct WriterState {
     ctx: Context,
-    index: HashMap<Classification, u32>,
+    index: ClassIndex,
     machine_valid_until_ms: i64,
     base_segment: u64,
+}
+
+impl WriterState {
+    fn class_index(&self, c: &Classification) -> Option<u32> {
+        if self.ctx.classifications.len() <= PTR_SCAN_MAX {
+            if let Some(i) = self.ctx.classifications.iter().position(|k| k.ptr_eq(c)) {
+                return Some(i as u32);
+            }
+        }
+        self.index.get(c).copied()
+    }
 }
 
 thread_local! {
@@ -154,6 +194,8 @@ pub struct Recorder {
     machine: MachineId,
     clock: Arc<dyn Clock>,
     max_payload: usize,
+    wall_offset_ms: AtomicI64,
+    wall_checked_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -231,7 +273,7 @@ impl Recorder {
         };
         let state = WriterState {
             ctx,
-            index: HashMap::new(),
+            index: ClassIndex::default(),
             machine_valid_until_ms: i64::MIN,
             base_segment: 0,
         };
@@ -249,6 +291,8 @@ impl Recorder {
             machine,
             clock,
             max_payload,
+            wall_offset_ms: AtomicI64::new(0),
+            wall_checked_at: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -280,6 +324,23 @@ impl Recorder {
     /// Largest payload accepted.
     pub fn max_payload(&self) -> usize {
         self.max_payload
+    }
+
+    /// Wall and boot time in milliseconds. The wall clock is read at most once per
+    /// [`WALL_RECHECK_MS`] of boot time; in between, wall time is boot time plus the offset
+    /// last seen, so a step of the wall clock shows in records within that time.
+    fn now_ms(&self) -> (i64, u64) {
+        let boot_ms = ms(self.clock.boot_ns());
+        let checked = self.wall_checked_at.load(Ordering::Acquire);
+        if checked != u64::MAX && boot_ms >= checked && boot_ms - checked < WALL_RECHECK_MS {
+            let offset = self.wall_offset_ms.load(Ordering::Relaxed);
+            return ((boot_ms as i64).saturating_add(offset), boot_ms);
+        }
+        let wall_ms = self.clock.wall_ns().div_euclid(1_000_000);
+        self.wall_offset_ms
+            .store(wall_ms.saturating_sub(boot_ms as i64), Ordering::Relaxed);
+        self.wall_checked_at.store(boot_ms, Ordering::Release);
+        (wall_ms, boot_ms)
     }
 
     fn read_state(&self) -> std::sync::RwLockReadGuard<'_, WriterState> {
@@ -388,8 +449,7 @@ impl Recorder {
         if admitted.is_empty() {
             return Ok(());
         }
-        let wall_ms = self.clock.wall_ns().div_euclid(1_000_000);
-        let boot_ms = ms(self.clock.boot_ns());
+        let (wall_ms, boot_ms) = self.now_ms();
         loop {
             {
                 let st = self.read_state();
@@ -419,7 +479,7 @@ impl Recorder {
         }
         admitted
             .iter()
-            .any(|(r, _)| !st.index.contains_key(&r.classification))
+            .any(|(r, _)| st.class_index(&r.classification).is_none())
     }
 
     fn update_context(
@@ -505,9 +565,7 @@ impl Recorder {
         let encode = |(r, hold_ms): &Admitted<'_, '_>, out: &mut Vec<u8>| {
             let h = RecordHeader {
                 slot: st.ctx.slot,
-                class: ClassRef::Index(
-                    st.index.get(&r.classification).copied().unwrap_or(u32::MAX),
-                ),
+                class: ClassRef::Index(st.class_index(&r.classification).unwrap_or(u32::MAX)),
                 severity: r.severity,
                 time,
                 event_id: r.event_id,

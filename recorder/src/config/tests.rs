@@ -183,3 +183,46 @@ fn default_dir_is_under_xdg_state_home_for_users() {
         assert!(d.ends_with("seglog"), "{}", d.display());
     }
 }
+
+#[test]
+fn the_readme_documents_every_key_with_its_real_default() {
+    let readme = include_str!("../../README.md");
+    let block = readme
+        .split("<!-- defaults:begin -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- defaults:end -->").next())
+        .expect("README defaults block");
+    let toml_text = block
+        .trim()
+        .trim_start_matches("```toml")
+        .trim_end_matches("```");
+    let l = layers(&[("README.md", toml_text)]).unwrap();
+    assert_eq!(
+        Config::from_layers(&l, &global(Some("/x"))).unwrap(),
+        Config::for_dir("/x")
+    );
+    let keys =
+        |s: &str| -> Vec<String> { l.merged()[s].as_table().unwrap().keys().cloned().collect() };
+    let mut log = keys("log");
+    log.push("dir".into()); // documented in a comment: its default depends on the user
+    log.sort();
+    assert_eq!(
+        log,
+        [
+            "dir",
+            "max_age",
+            "max_bytes",
+            "max_record_size",
+            "segment_size",
+            "sync"
+        ]
+    );
+    assert_eq!(keys("recorder").len(), 9);
+    for k in keys("recorder") {
+        let one = format!("[recorder]\n{k} = {}\n", l.merged()["recorder"][&k]);
+        layers(&[("one", &one)])
+            .unwrap()
+            .section::<RawRecorder>()
+            .unwrap();
+    }
+}

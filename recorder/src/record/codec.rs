@@ -116,6 +116,9 @@ const META_SEVERITY: u8 = 0b0000_0011;
 const META_EVENT_ID: u8 = 0b0000_0100;
 const META_HOLD: u8 = 0b0000_1000;
 const META_KNOWN: u8 = META_SEVERITY | META_EVENT_ID | META_HOLD;
+/// Longest layout-2 header: version, slot and class (5 + 5), meta, boot delta (10), skew
+/// (10), event id (16), hold (10).
+pub const MAX_V2_HEADER: usize = 1 + 5 + 5 + 1 + 10 + 10 + 16 + 10;
 
 /// The fixed part of a layout-2 header.
 ///
@@ -177,7 +180,9 @@ pub fn encode_record(
             if header.hold_ms.is_some() {
                 meta |= META_HOLD;
             }
-            out.push(RECORD_VERSION);
+            // Serialize into a stack buffer (postcard's slice flavour) and copy once: far
+            // cheaper than growing the Vec byte by byte.
+            let mut buf = [0u8; MAX_V2_HEADER];
             let fixed = V2Fixed {
                 slot: header.slot,
                 class: *class,
@@ -185,15 +190,21 @@ pub fn encode_record(
                 boot_delta_ms,
                 wall_skew_ms,
             };
-            let mut buf = std::mem::take(out);
-            buf = postcard::to_extend(&fixed, buf).map_err(enc)?;
+            let (first, rest) = buf.split_at_mut(1);
+            first.fill(RECORD_VERSION);
+            let mut len = 1 + postcard::to_slice(&fixed, rest).map_err(enc)?.len();
             if let Some(e) = header.event_id {
-                buf.extend_from_slice(e.as_bytes());
+                if let Some(dst) = buf.get_mut(len..len + 16) {
+                    dst.copy_from_slice(e.as_bytes());
+                }
+                len += 16;
             }
             if let Some(h) = header.hold_ms {
-                buf = postcard::to_extend(&h, buf).map_err(enc)?;
+                let dst = buf.get_mut(len..).unwrap_or_default();
+                len += postcard::to_slice(&h, dst).map_err(enc)?.len();
             }
-            *out = buf;
+            out.reserve(len + payload.len());
+            out.extend_from_slice(buf.get(..len).unwrap_or_default());
         }
         (ClassRef::Inline(c), RecordTime::Absolute { wall_ms, boot_ms })
             if header.hold_ms.is_none() =>

@@ -60,7 +60,7 @@ use sha2::{Digest, Sha256};
 
 pub use codec::{
     decode_context, decode_frame, decode_record, encode_context, encode_record, DecodeError,
-    Decoded, EncodeError,
+    Decoded, EncodeError, MAX_V2_HEADER,
 };
 pub use reader::{ContextTracker, Observed, RecordEntry, RecordReader, RecordView, ResolveError};
 pub use segment_log::Position;
@@ -169,6 +169,11 @@ impl Classification {
             return err("a part is empty");
         }
         Ok(())
+    }
+
+    /// Whether both share one allocation (then they are equal; the converse need not hold).
+    pub(crate) fn ptr_eq(&self, other: &Classification) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The text.

@@ -191,9 +191,21 @@ fn a_wall_clock_jump_is_kept_as_skew_and_boot_time_stays_monotonic() {
     clock.wall_ms.fetch_sub(3_600_000, Ordering::SeqCst);
     clock.boot_ms.fetch_add(5, Ordering::SeqCst);
     rec.record(&b).unwrap();
+    // The wall clock is re-read once a second of boot time.
+    clock.advance(WALL_RECHECK_MS);
+    rec.record(&b).unwrap();
     let all = read_all(d.path());
-    assert_eq!(all[1].1.wall_ms, 1_700_000_000_000 - 3_600_000);
+    assert_eq!(
+        all[1].1.wall_ms, 1_700_000_000_005,
+        "within a second: old offset"
+    );
     assert_eq!(all[1].1.boot_ms, 10_005);
+    assert_eq!(
+        all[2].1.wall_ms,
+        1_700_000_000_000 - 3_600_000 + WALL_RECHECK_MS as i64,
+        "after a second: the stepped clock"
+    );
+    assert_eq!(all[2].1.boot_ms, 10_005 + WALL_RECHECK_MS);
 }
 
 #[test]
