@@ -1,6 +1,7 @@
 //! Ingest throughput of the collector on loopback: `DEVICES` threads each upload `BATCHES`
 //! batches of `RECORDS` records (fixture records, ~40-byte payloads) to a fresh collector,
-//! then resend them all once (duplicates). Prints batches/s and records/s for both passes.
+//! then resend them all once (duplicates). Prints batches/s and records/s for both passes,
+//! and for comparison the same batches written straight into a `Store` (no HTTP, no zstd).
 //!
 //! ```sh
 //! cargo run --release -p collector --example ingest_load -- [DEVICES] [BATCHES] [RECORDS]
@@ -66,5 +67,44 @@ fn main() -> anyhow::Result<()> {
             wire as f64 / secs / 1e6
         );
     }
-    server.shutdown()
+    server.shutdown()?;
+
+    let store = collector::store::Store::open(&dir.path().join("direct"))?;
+    let decoded: Vec<protocol::Batch> = (0..devices)
+        .flat_map(|d| {
+            let p = fixtures::private_id(d as u8);
+            (0..batches).map(move |i| fixtures::batch(&p, i * records, records, "1"))
+        })
+        .collect();
+    let (t, cpu0) = (Instant::now(), cpu_seconds());
+    for b in &decoded {
+        let meta = collector::store::IngestMeta {
+            body_bytes: 0,
+            raw_bytes: 0,
+            received_ms: 0,
+        };
+        store.ingest(b, meta)?;
+    }
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let n = (decoded.len() as u64 * records) as f64;
+    println!(
+        "    store: {} batches straight into SQLite: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second)",
+        decoded.len(),
+        decoded.len() as f64 / secs,
+        n / secs,
+        n / cpu
+    );
+    Ok(())
+}
+
+/// User + system CPU time of this process (from /proc/self/stat, 100 ticks per second), so
+/// the figure means something on a shared, busy machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }

@@ -197,12 +197,13 @@ impl Default for Limits {
 impl Limits {
     /// The decoder limits for these bounds.
     pub fn protocol(&self) -> uploader::protocol::Limits {
+        let d = uploader::protocol::Limits::default();
         uploader::protocol::Limits {
             max_body_bytes: self.max_body_bytes,
             max_decompressed_bytes: self.max_decompressed_bytes,
             max_records: self.max_records_per_batch,
-            max_payload_bytes: self.max_decompressed_bytes,
-            ..uploader::protocol::Limits::default()
+            max_payload_bytes: d.max_payload_bytes.min(self.max_decompressed_bytes),
+            ..d
         }
     }
 }

@@ -3,13 +3,14 @@
 //! power loss, because the uploader drops it from its queue as soon as it sees the answer.
 //!
 //! Dedupe happens twice, both inside the ingest transaction: by batch id (a resent batch is
-//! answered `duplicate` and nothing is written) and by record id (a record that arrives in a
-//! batch with different boundaries, e.g. after the uploader's batch size changed, is stored
-//! once).
+//! answered `duplicate` and nothing is written) and by record position (log, segment, offset;
+//! equivalently the record id), so a record that arrives again in a batch with different
+//! boundaries, e.g. after the uploader's batch size changed, is stored once.
 
 mod query;
 mod schema;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -28,6 +29,11 @@ pub const DB_FILE: &str = "collector.sqlite3";
 const READ_POOL: usize = 4;
 /// How long a connection waits on a lock held by another before failing.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+/// Page cache of the writer, as SQLite's negative KiB: 64 MiB keeps the hot ends of the
+/// indexes (and the random record-id index of a few million records) in memory.
+const WRITER_CACHE_KIB: i64 = -65_536;
+/// Page cache of each reader (16 MiB).
+pub(crate) const READER_CACHE_KIB: i64 = -16_384;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +73,7 @@ pub enum IngestOutcome {
     Stored {
         /// Records written.
         records_stored: u64,
-        /// Records already stored by another batch (same record id), not written again.
+        /// Records already stored by another batch (same position), not written again.
         records_duplicate: u64,
         /// Gap entries written.
         gaps: u64,
@@ -142,7 +148,7 @@ impl Store {
         writer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
-        writer.pragma_update(None, "foreign_keys", "ON")?;
+        writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         schema::migrate(&mut writer)?;
         Ok(Store {
             path,
@@ -170,6 +176,7 @@ impl Store {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 c.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+                c.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
                 c
             }
         };
@@ -222,135 +229,175 @@ fn bump(conn: &Connection, name: &str, by: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The id of the row of `table` whose unique `column` is `value`, inserted if missing.
+fn intern(
+    tx: &rusqlite::Transaction<'_>,
+    insert: &str,
+    select: &str,
+    value: &dyn rusqlite::ToSql,
+    extra: Option<i64>,
+) -> Result<i64, StoreError> {
+    match extra {
+        Some(x) => tx.prepare_cached(insert)?.execute(params![value, x])?,
+        None => tx.prepare_cached(insert)?.execute(params![value])?,
+    };
+    Ok(tx
+        .prepare_cached(select)?
+        .query_row(params![value], |r| r.get(0))?)
+}
+
 fn insert_batch(
     tx: &rusqlite::Transaction<'_>,
     id: &BatchId,
     batch: &Batch,
     meta: IngestMeta,
 ) -> Result<IngestOutcome, StoreError> {
-    let log = &batch.public_log_id[..];
-    let mut ctx_ids = Vec::with_capacity(batch.contexts.len());
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO contexts(digest, machine_id, boot_id, arch, platform, build, system_name,
-                 kernel_version, record_format_version, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(digest) DO NOTHING",
-        )?;
-        let mut lookup = tx.prepare_cached("SELECT id FROM contexts WHERE digest = ?1")?;
-        for c in &batch.contexts {
-            let fields_json = serde_json::to_string(&c.fields).unwrap_or_else(|_| "[]".to_owned());
-            let digest: [u8; 32] = Sha256::digest(fields_json.as_bytes()).into();
-            let col = |i: usize| context_value(&c.fields, CONTEXT_COLUMNS[i].1);
-            insert.execute(params![
-                &digest[..],
-                col(0),
-                col(1),
-                col(2),
-                col(3),
-                col(4),
-                col(5),
-                col(6),
-                col(7),
-                fields_json
-            ])?;
-            let cid: i64 = lookup.query_row([&digest[..]], |r| r.get(0))?;
-            ctx_ids.push(cid);
-        }
-    }
-    let (mut stored, mut dup) = (0u64, 0u64);
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO records(record_id, log_id, batch_id, segment, offset, context_id,
-                 classification, severity, created_ms, boot_ms, event_id, received_ms, payload)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-             ON CONFLICT(record_id) DO NOTHING",
-        )?;
-        for r in &batch.records {
-            let rid = record_id(&batch.public_log_id, r.position.segment, r.position.offset);
-            // The decoder checked the index; a miss here would be a decoder bug.
-            let cid = ctx_ids.get(r.context as usize).copied().ok_or_else(|| {
-                StoreError::BadBatch(format!(
-                    "record {} names context {} of {}",
-                    r.position,
-                    r.context,
-                    ctx_ids.len()
-                ))
-            })?;
-            let n = insert.execute(params![
-                &rid[..],
-                log,
-                &id.0[..],
-                to_sql_u64(r.position.segment),
-                to_sql_u64(r.position.offset),
-                cid,
-                r.classification,
-                i64::from(r.severity),
-                r.wall_ms,
-                to_sql_u64(r.boot_ms),
-                r.event_id.as_ref().map(|e| &e[..]),
-                meta.received_ms,
-                &r.payload[..],
-            ])?;
-            if n == 1 {
-                stored += 1;
-            } else {
-                dup += 1;
-            }
-        }
-    }
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO gaps(batch_id, log_id, reason, reason_code, start_segment, start_offset,
-                 end_segment, end_offset, segments, records, bytes, detail, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?;
-        for g in &batch.gaps {
-            insert.execute(params![
-                &id.0[..],
-                log,
-                g.reason.name(),
-                i64::from(g.reason.code()),
-                to_sql_u64(g.start.segment),
-                to_sql_u64(g.start.offset),
-                to_sql_u64(g.end.segment),
-                to_sql_u64(g.end.offset),
-                to_sql_u64(g.segments),
-                to_sql_u64(g.records),
-                to_sql_u64(g.bytes),
-                g.detail,
-                meta.received_ms,
-            ])?;
-        }
-    }
-    {
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO device_counters(log_id, name, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(log_id, name) DO UPDATE SET value = excluded.value,
-                 updated_ms = excluded.updated_ms",
-        )?;
-        for (name, value) in &batch.counters {
-            upsert.execute(params![log, name, to_sql_u64(*value), meta.received_ms])?;
-        }
-    }
+    let log_ref = intern(
+        tx,
+        "INSERT INTO logs(log_id, first_seen_ms) VALUES (?1, ?2) ON CONFLICT(log_id) DO NOTHING",
+        "SELECT id FROM logs WHERE log_id = ?1",
+        &&batch.public_log_id[..],
+        Some(meta.received_ms),
+    )?;
     tx.prepare_cached(
-        "INSERT INTO batches(batch_id, log_id, first_segment, first_offset, last_segment,
+        "INSERT INTO batches(batch_id, log_ref, first_segment, first_offset, last_segment,
              last_offset, received_ms, records, records_stored, gaps, body_bytes, raw_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
     )?
     .execute(params![
         &id.0[..],
-        log,
+        log_ref,
         to_sql_u64(batch.first.segment),
         to_sql_u64(batch.first.offset),
         to_sql_u64(batch.last.segment),
         to_sql_u64(batch.last.offset),
         meta.received_ms,
         batch.records.len() as i64,
-        to_sql_u64(stored),
         batch.gaps.len() as i64,
         to_sql_u64(meta.body_bytes),
         to_sql_u64(meta.raw_bytes),
     ])?;
+    let batch_ref = tx.last_insert_rowid();
+
+    let mut ctx_ids = Vec::with_capacity(batch.contexts.len());
+    for c in &batch.contexts {
+        let fields_json = serde_json::to_string(&c.fields).unwrap_or_else(|_| "[]".to_owned());
+        let digest: [u8; 32] = Sha256::digest(fields_json.as_bytes()).into();
+        let col = |i: usize| context_value(&c.fields, CONTEXT_COLUMNS[i].1);
+        tx.prepare_cached(
+            "INSERT INTO contexts(digest, machine_id, boot_id, arch, platform, build, system_name,
+                 kernel_version, record_format_version, fields)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(digest) DO NOTHING",
+        )?
+        .execute(params![
+            &digest[..],
+            col(0),
+            col(1),
+            col(2),
+            col(3),
+            col(4),
+            col(5),
+            col(6),
+            col(7),
+            fields_json
+        ])?;
+        let cid: i64 = tx
+            .prepare_cached("SELECT id FROM contexts WHERE digest = ?1")?
+            .query_row([&digest[..]], |r| r.get(0))?;
+        ctx_ids.push(cid);
+    }
+
+    // A batch has few distinct classifications: intern each once.
+    let mut classes: HashMap<&str, i64> = HashMap::new();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO records(log_ref, segment, offset, record_id, batch_ref, context_ref,
+             class_ref, severity, created_ms, boot_ms, event_id, received_ms, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         ON CONFLICT(log_ref, segment, offset) DO NOTHING",
+    )?;
+    let (mut stored, mut dup) = (0u64, 0u64);
+    for r in &batch.records {
+        let class_ref = match classes.get(r.classification.as_str()) {
+            Some(id) => *id,
+            None => {
+                let id = intern(
+                    tx,
+                    "INSERT INTO classes(name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
+                    "SELECT id FROM classes WHERE name = ?1",
+                    &r.classification,
+                    None,
+                )?;
+                classes.insert(&r.classification, id);
+                id
+            }
+        };
+        // The decoder checked the index; a miss here would be a decoder bug.
+        let context_ref = ctx_ids.get(r.context as usize).copied().ok_or_else(|| {
+            StoreError::BadBatch(format!(
+                "record {} names context {} of {}",
+                r.position,
+                r.context,
+                ctx_ids.len()
+            ))
+        })?;
+        let rid = record_id(&batch.public_log_id, r.position.segment, r.position.offset);
+        let n = insert.execute(params![
+            log_ref,
+            to_sql_u64(r.position.segment),
+            to_sql_u64(r.position.offset),
+            &rid[..],
+            batch_ref,
+            context_ref,
+            class_ref,
+            i64::from(r.severity),
+            r.wall_ms,
+            to_sql_u64(r.boot_ms),
+            r.event_id.as_ref().map(|e| &e[..]),
+            meta.received_ms,
+            &r.payload[..],
+        ])?;
+        if n == 1 {
+            stored += 1;
+        } else {
+            dup += 1;
+        }
+    }
+    drop(insert);
+
+    for g in &batch.gaps {
+        tx.prepare_cached(
+            "INSERT INTO gaps(log_ref, batch_ref, reason, reason_code, start_segment, start_offset,
+                 end_segment, end_offset, segments, records, bytes, detail, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?
+        .execute(params![
+            log_ref,
+            batch_ref,
+            g.reason.name(),
+            i64::from(g.reason.code()),
+            to_sql_u64(g.start.segment),
+            to_sql_u64(g.start.offset),
+            to_sql_u64(g.end.segment),
+            to_sql_u64(g.end.offset),
+            to_sql_u64(g.segments),
+            to_sql_u64(g.records),
+            to_sql_u64(g.bytes),
+            g.detail,
+            meta.received_ms,
+        ])?;
+    }
+    // Device counters only grow during a log's life (PROTOCOL.md 3.5), so the largest value
+    // seen is the latest, also when the halves of a split batch arrive out of order.
+    for (name, value) in &batch.counters {
+        tx.prepare_cached(
+            "INSERT INTO device_counters(log_ref, name, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(log_ref, name) DO UPDATE SET value = max(value, excluded.value),
+                 updated_ms = excluded.updated_ms",
+        )?
+        .execute(params![log_ref, name, to_sql_u64(*value), meta.received_ms])?;
+    }
+    tx.prepare_cached("UPDATE batches SET records_stored = ?1 WHERE id = ?2")?
+        .execute(params![to_sql_u64(stored), batch_ref])?;
     if dup > 0 {
         bump(tx, "records_duplicate", dup)?;
     }

@@ -244,19 +244,31 @@ fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
         args.push(v);
     };
     if let Some(v) = &q.classification {
-        push("r.classification = ?", Value::Text(v.clone()));
+        push(
+            "r.class_ref = (SELECT id FROM classes WHERE name = ?)",
+            Value::Text(v.clone()),
+        );
     }
     if let Some(v) = q.severity {
         push("r.severity = ?", Value::Integer(i64::from(v)));
     }
     if let Some(v) = &q.machine_id {
-        push("c.machine_id = ?", Value::Text(v.clone()));
+        push(
+            "r.context_ref IN (SELECT id FROM contexts WHERE machine_id = ?)",
+            Value::Text(v.clone()),
+        );
     }
     if let Some(v) = &q.build {
-        push("c.build = ?", Value::Text(v.clone()));
+        push(
+            "r.context_ref IN (SELECT id FROM contexts WHERE build = ?)",
+            Value::Text(v.clone()),
+        );
     }
     if let Some(v) = &q.platform {
-        push("c.platform = ?", Value::Text(v.clone()));
+        push(
+            "r.context_ref IN (SELECT id FROM contexts WHERE platform = ?)",
+            Value::Text(v.clone()),
+        );
     }
     if let Some(TimeBound(v)) = q.since {
         push("r.created_ms >= ?", Value::Integer(v));
@@ -265,7 +277,10 @@ fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
         push("r.created_ms < ?", Value::Integer(v));
     }
     if let Some(v) = q.log_id {
-        push("r.log_id = ?", Value::Blob(v.to_vec()));
+        push(
+            "r.log_ref = (SELECT id FROM logs WHERE log_id = ?)",
+            Value::Blob(v.to_vec()),
+        );
     }
     if let Some(v) = q.event_id {
         push("r.event_id = ?", Value::Blob(v.to_vec()));
@@ -299,15 +314,16 @@ impl Store {
         self.read(|conn| {
             let mut args: Vec<Value> = Vec::new();
             let mut sql = String::from(
-                "SELECT log_id, batch_id, reason, start_segment, start_offset, end_segment,
-                        end_offset, segments, records, bytes, detail, received_ms
-                 FROM gaps",
+                "SELECT l.log_id, b.batch_id, g.reason, g.start_segment, g.start_offset,
+                        g.end_segment, g.end_offset, g.segments, g.records, g.bytes, g.detail,
+                        g.received_ms
+                 FROM gaps g JOIN logs l ON l.id = g.log_ref JOIN batches b ON b.id = g.batch_ref",
             );
             if let Some(l) = log_id {
-                sql.push_str(" WHERE log_id = ?");
+                sql.push_str(" WHERE g.log_ref = (SELECT id FROM logs WHERE log_id = ?)");
                 args.push(Value::Blob(l.to_vec()));
             }
-            sql.push_str(" ORDER BY id DESC LIMIT ?");
+            sql.push_str(" ORDER BY g.id DESC LIMIT ?");
             args.push(Value::Integer(i64::from(limit)));
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map(params_from_iter(args), |r| {
@@ -349,11 +365,15 @@ fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, Store
         "NULL"
     };
     let sql = format!(
-        "SELECT r.seq, r.record_id, r.log_id, r.batch_id, r.segment, r.offset, r.classification,
+        "SELECT r.seq, r.record_id, l.log_id, b.batch_id, r.segment, r.offset, k.name,
                 r.severity, r.created_ms, r.boot_ms, r.event_id, r.received_ms, length(r.payload),
                 {payload}, c.machine_id, c.boot_id, c.arch, c.platform, c.build, c.system_name,
                 c.kernel_version, c.record_format_version, c.fields
-         FROM records r JOIN contexts c ON c.id = r.context_id
+         FROM records r
+         JOIN contexts c ON c.id = r.context_ref
+         JOIN classes k ON k.id = r.class_ref
+         JOIN logs l ON l.id = r.log_ref
+         JOIN batches b ON b.id = r.batch_ref
          {cond}
          ORDER BY r.seq DESC LIMIT ?"
     );
@@ -402,7 +422,7 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
     };
     let mut s = Stats {
         records: one("SELECT count(*) FROM records")?,
-        logs: one("SELECT count(DISTINCT log_id) FROM batches")?,
+        logs: one("SELECT count(*) FROM logs")?,
         batches: one("SELECT count(*) FROM batches")?,
         gaps: one("SELECT count(*) FROM gaps")?,
         gap_records: one("SELECT sum(records) FROM gaps")?,
@@ -428,8 +448,8 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
     }
     s.by_classification = grouped(
         conn,
-        "SELECT classification, count(*) AS n FROM records GROUP BY classification
-         ORDER BY n DESC, classification LIMIT ?1",
+        "SELECT k.name, g.n FROM (SELECT class_ref, count(*) AS n FROM records GROUP BY class_ref) g
+         JOIN classes k ON k.id = g.class_ref ORDER BY g.n DESC, k.name LIMIT ?1",
     )?;
     s.by_severity = grouped(
         conn,
@@ -437,12 +457,16 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
     )?;
     s.by_platform = grouped(
         conn,
-        "SELECT c.platform, count(*) AS n FROM records r JOIN contexts c ON c.id = r.context_id
+        "SELECT c.platform, sum(g.n) AS n
+         FROM (SELECT context_ref, count(*) AS n FROM records GROUP BY context_ref) g
+         JOIN contexts c ON c.id = g.context_ref
          GROUP BY c.platform ORDER BY n DESC, c.platform LIMIT ?1",
     )?;
     s.by_build = grouped(
         conn,
-        "SELECT c.build, count(*) AS n FROM records r JOIN contexts c ON c.id = r.context_id
+        "SELECT c.build, sum(g.n) AS n
+         FROM (SELECT context_ref, count(*) AS n FROM records GROUP BY context_ref) g
+         JOIN contexts c ON c.id = g.context_ref
          GROUP BY c.build ORDER BY n DESC, c.build LIMIT ?1",
     )?;
     s.gaps_by_reason = grouped(

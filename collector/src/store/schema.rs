@@ -10,23 +10,38 @@ use super::StoreError;
 
 /// Migrations in order; never edit one that has shipped, append a new one.
 pub const MIGRATIONS: &[&str] = &[
-    // 1: batches, contexts, records, gaps, device counters, server counters.
+    // 1: logs, batches, classes, contexts, records, gaps, device counters, counters.
+    // Records refer to logs, batches, classes and contexts by integer, which keeps a row and
+    // its index entries small; dedupe is the unique (log, segment, offset), which grows at
+    // the end of the index as a log is uploaded in order.
     r#"
+CREATE TABLE logs (
+    id                INTEGER PRIMARY KEY,
+    log_id            BLOB NOT NULL UNIQUE, -- public log id (sha256 of the private id)
+    first_seen_ms     INTEGER NOT NULL
+);
+
 CREATE TABLE batches (
-    batch_id          BLOB PRIMARY KEY,   -- 32 bytes, PROTOCOL.md batch id
-    log_id            BLOB NOT NULL,      -- public log id (sha256 of the private id)
+    id                INTEGER PRIMARY KEY,
+    batch_id          BLOB NOT NULL UNIQUE, -- 32 bytes, PROTOCOL.md batch id: the dedupe key
+    log_ref           INTEGER NOT NULL,     -- logs.id
     first_segment     INTEGER NOT NULL,
     first_offset      INTEGER NOT NULL,
     last_segment      INTEGER NOT NULL,
     last_offset       INTEGER NOT NULL,
     received_ms       INTEGER NOT NULL,
-    records           INTEGER NOT NULL,   -- records in the batch
-    records_stored    INTEGER NOT NULL,   -- of those, not already stored by another batch
+    records           INTEGER NOT NULL,     -- records in the batch
+    records_stored    INTEGER NOT NULL,     -- of those, not already stored by another batch
     gaps              INTEGER NOT NULL,
-    body_bytes        INTEGER NOT NULL,   -- compressed
-    raw_bytes         INTEGER NOT NULL    -- decompressed
-) WITHOUT ROWID;
-CREATE INDEX batches_log ON batches(log_id, received_ms);
+    body_bytes        INTEGER NOT NULL,     -- compressed
+    raw_bytes         INTEGER NOT NULL      -- decompressed
+);
+CREATE INDEX batches_log ON batches(log_ref, id);
+
+CREATE TABLE classes (
+    id                INTEGER PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE  -- DOMAIN/PROBE/REST
+);
 
 CREATE TABLE contexts (
     id                INTEGER PRIMARY KEY,
@@ -47,13 +62,13 @@ CREATE INDEX contexts_platform ON contexts(platform);
 
 CREATE TABLE records (
     seq               INTEGER PRIMARY KEY,  -- reception order; "newest first" is seq DESC
-    record_id         BLOB NOT NULL UNIQUE, -- 16 bytes: sha256(log id, segment, offset)
-    log_id            BLOB NOT NULL,
-    batch_id          BLOB NOT NULL,
+    log_ref           INTEGER NOT NULL,     -- logs.id
     segment           INTEGER NOT NULL,
     offset            INTEGER NOT NULL,
-    context_id        INTEGER NOT NULL REFERENCES contexts(id),
-    classification    TEXT NOT NULL,
+    record_id         BLOB NOT NULL,        -- 16 bytes: sha256(log id, segment, offset)
+    batch_ref         INTEGER NOT NULL,     -- batches.id
+    context_ref       INTEGER NOT NULL,     -- contexts.id
+    class_ref         INTEGER NOT NULL,     -- classes.id
     severity          INTEGER NOT NULL,
     created_ms        INTEGER NOT NULL,     -- device wall clock
     boot_ms           INTEGER NOT NULL,
@@ -61,17 +76,19 @@ CREATE TABLE records (
     received_ms       INTEGER NOT NULL,
     payload           BLOB NOT NULL
 );
-CREATE INDEX records_classification ON records(classification, seq);
+CREATE UNIQUE INDEX records_position ON records(log_ref, segment, offset);
+CREATE INDEX records_record_id ON records(record_id);
+CREATE INDEX records_class ON records(class_ref, seq);
 CREATE INDEX records_severity ON records(severity, seq);
 CREATE INDEX records_created ON records(created_ms);
-CREATE INDEX records_log ON records(log_id, seq);
-CREATE INDEX records_context ON records(context_id, seq);
+CREATE INDEX records_log ON records(log_ref, seq);
+CREATE INDEX records_context ON records(context_ref, seq);
 CREATE INDEX records_event ON records(event_id) WHERE event_id IS NOT NULL;
 
 CREATE TABLE gaps (
     id                INTEGER PRIMARY KEY,
-    batch_id          BLOB NOT NULL,
-    log_id            BLOB NOT NULL,
+    log_ref           INTEGER NOT NULL,
+    batch_ref         INTEGER NOT NULL,
     reason            TEXT NOT NULL,
     reason_code       INTEGER NOT NULL,
     start_segment     INTEGER NOT NULL,
@@ -84,14 +101,14 @@ CREATE TABLE gaps (
     detail            TEXT NOT NULL,
     received_ms       INTEGER NOT NULL
 );
-CREATE INDEX gaps_log ON gaps(log_id, id);
+CREATE INDEX gaps_log ON gaps(log_ref, id);
 
 CREATE TABLE device_counters (
-    log_id            BLOB NOT NULL,
+    log_ref           INTEGER NOT NULL,
     name              TEXT NOT NULL,
-    value             INTEGER NOT NULL,     -- cumulative on the device; the latest wins
+    value             INTEGER NOT NULL,     -- cumulative on the device; the largest wins
     updated_ms        INTEGER NOT NULL,
-    PRIMARY KEY (log_id, name)
+    PRIMARY KEY (log_ref, name)
 ) WITHOUT ROWID;
 
 CREATE TABLE counters (
@@ -162,13 +179,17 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         for want in [
-            "records_classification",
+            "records_position",
+            "records_record_id",
+            "records_class",
             "records_severity",
             "records_created",
             "records_log",
+            "records_context",
             "records_event",
             "contexts_machine_id",
             "contexts_build",
+            "contexts_platform",
         ] {
             assert!(
                 names.iter().any(|n| n == want),

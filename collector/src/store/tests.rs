@@ -312,3 +312,22 @@ fn the_database_is_in_wal_mode_and_the_data_dir_is_private() {
         );
     }
 }
+
+#[test]
+fn device_counters_keep_the_largest_value_when_batches_arrive_out_of_order() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let p = fixtures::private_id(9);
+    // The fixture's counter value is the batch's first record index.
+    s.ingest(&fixtures::batch(&p, 20, 5, "1"), meta()).unwrap();
+    s.ingest(&fixtures::batch(&p, 10, 5, "1"), meta()).unwrap();
+    assert_eq!(
+        s.stats().unwrap().device_counters,
+        vec![("recorder.dropped.rate_limit".to_owned(), 20)]
+    );
+    s.ingest(&fixtures::batch(&p, 30, 5, "1"), meta()).unwrap();
+    assert_eq!(
+        s.stats().unwrap().device_counters,
+        vec![("recorder.dropped.rate_limit".to_owned(), 30)]
+    );
+}
