@@ -124,7 +124,7 @@ fn concurrent_uploads_from_many_devices_are_all_stored_once() {
 
 #[test]
 fn uploads_need_a_configured_token() {
-    let h = Harness::start(|c| c.tokens = vec!["s3cret".into(), "other".into()]);
+    let mut h = Harness::start(|c| c.tokens = vec!["s3cret".into(), "other".into()]);
     let p = fixtures::private_id(4);
     let b = fixtures::batch(&p, 0, 5, "1");
     let body = fixtures::body(&b);
@@ -137,6 +137,7 @@ fn uploads_need_a_configured_token() {
     assert_eq!(h.records("").len(), 5);
     let (_, st) = h.get("/api/stats");
     assert_eq!(st["batches"]["rejected_by_reason"]["unauthorized"], 4);
+    assert_eq!(st["batches"]["rejected"], 4);
     let r = ureq::post(&format!("{}{}", h.url, fixtures::path(&p))).send_bytes(&body);
     match r {
         Err(ureq::Error::Status(401, resp)) => {
@@ -144,6 +145,10 @@ fn uploads_need_a_configured_token() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
+    // Rejection counts are persistent.
+    h.restart(|c| c.tokens = vec!["s3cret".into()]);
+    let (_, st) = h.get("/api/stats");
+    assert_eq!(st["batches"]["rejected_by_reason"]["unauthorized"], 5);
 }
 
 #[test]
