@@ -112,10 +112,41 @@ impl Pending {
     }
 }
 
+/// The contexts of the current segment by writer slot. A segment has few writers, so a
+/// vector with a last-hit hint beats hashing on every record.
+#[derive(Default)]
+struct Contexts {
+    by_slot: Vec<(u32, Arc<Context>)>,
+    hint: usize,
+}
+
+impl Contexts {
+    fn clear(&mut self) {
+        self.by_slot.clear();
+        self.hint = 0;
+    }
+
+    fn insert(&mut self, slot: u32, c: Arc<Context>) {
+        match self.by_slot.iter_mut().find(|(s, _)| *s == slot) {
+            Some(e) => e.1 = c,
+            None => self.by_slot.push((slot, c)),
+        }
+    }
+
+    fn get(&mut self, slot: u32) -> Option<&Arc<Context>> {
+        if self.by_slot.get(self.hint).is_some_and(|e| e.0 == slot) {
+            return self.by_slot.get(self.hint).map(|e| &e.1);
+        }
+        let i = self.by_slot.iter().position(|e| e.0 == slot)?;
+        self.hint = i;
+        self.by_slot.get(i).map(|e| &e.1)
+    }
+}
+
 struct Stream {
     reader: Reader,
     segment: Option<u64>,
-    contexts: HashMap<u32, Arc<Context>>,
+    contexts: Contexts,
     carry: Option<Pending>,
 }
 
@@ -179,6 +210,8 @@ pub struct BatchBuilder {
     enc: BatchEncoder,
     raw: Vec<u8>,
     compressor: zstd::bulk::Compressor<'static>,
+    zbuf: Vec<u8>,
+    last_ctx: Option<(usize, u32)>,
     stream: Option<Stream>,
     ctx_by_ptr: HashMap<usize, u32>,
     ctx_by_fields: HashMap<Vec<(String, String)>, u32>,
@@ -230,6 +263,8 @@ impl BatchBuilder {
             enc: BatchEncoder::default(),
             raw: Vec::new(),
             compressor,
+            zbuf: Vec::new(),
+            last_ctx: None,
             stream: None,
             ctx_by_ptr: HashMap::new(),
             ctx_by_fields: HashMap::new(),
@@ -244,7 +279,7 @@ impl BatchBuilder {
         let mut s = Stream {
             reader: Reader::open(&self.dir, from, self.reader_opts.clone())?,
             segment: None,
-            contexts: HashMap::new(),
+            contexts: Contexts::default(),
             carry: None,
         };
         if from.offset > HEADER_LEN {
@@ -288,7 +323,13 @@ impl BatchBuilder {
 
     fn context_index(&mut self, ctx: &Arc<Context>) -> u32 {
         let key = Arc::as_ptr(ctx) as usize;
+        if let Some((k, i)) = self.last_ctx {
+            if k == key {
+                return i;
+            }
+        }
         if let Some(&i) = self.ctx_by_ptr.get(&key) {
+            self.last_ctx = Some((key, i));
             return i;
         }
         let fields = context_fields(ctx);
@@ -302,6 +343,7 @@ impl BatchBuilder {
         };
         self.ctx_by_ptr.insert(key, i);
         self.ctx_keep.push(ctx.clone()); // keeps the pointer key unique for this batch
+        self.last_ctx = Some((key, i));
         i
     }
 
@@ -381,6 +423,7 @@ impl BatchBuilder {
         self.ctx_by_ptr.clear();
         self.ctx_by_fields.clear();
         self.ctx_keep.clear();
+        self.last_ctx = None;
         self.frame_bytes = 0;
         self.oldest = None;
         let mut gaps: Vec<Gap> = Vec::new();
@@ -426,14 +469,14 @@ impl BatchBuilder {
                                     continue;
                                 }
                                 Ok(Decoded::Record { header, payload }) => {
-                                    let ctx = s.contexts.get(&header.slot).cloned();
+                                    let ctx = s.contexts.get(header.slot);
                                     match ctx.ok_or(MISSING_CONTEXT).and_then(|c| {
-                                        header.resolve(&c).map(|m| (c, m)).map_err(|_| BAD_CLASS)
+                                        header.resolve(c).map(|m| (c, m)).map_err(|_| BAD_CLASS)
                                     }) {
                                         Ok((context, m)) => {
                                             let cand = Candidate {
                                                 position: f.position,
-                                                context: &context,
+                                                context,
                                                 class: &m.classification,
                                                 severity: m.severity.get(),
                                                 wall_ms: m.wall_ms,
@@ -501,7 +544,14 @@ impl BatchBuilder {
         let body = if self.enc.records() == 0 && gaps.is_empty() {
             Vec::new()
         } else {
-            self.compressor.compress(&self.raw)?
+            let bound = zstd::zstd_safe::compress_bound(self.raw.len());
+            if self.zbuf.len() < bound {
+                self.zbuf.resize(bound, 0);
+            }
+            let n = self
+                .compressor
+                .compress_to_buffer(&self.raw, &mut self.zbuf[..])?;
+            self.zbuf.get(..n).unwrap_or_default().to_vec()
         };
         Ok(Built {
             id,

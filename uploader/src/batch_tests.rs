@@ -237,3 +237,62 @@ fn a_corrupt_frame_becomes_a_gap_and_later_records_still_go() {
     assert_eq!(n.len(), 199, "exactly the damaged record is missing");
     assert_eq!(*n.last().unwrap(), 199);
 }
+
+#[test]
+fn records_the_rate_limiter_spooled_are_held_back_until_their_hold_expires() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = crate::testutil::config(d.path(), 1 << 20);
+    c.recorder = recorder::config::RecorderConfig {
+        record_burst_limit: Some(5),
+        record_window: std::time::Duration::from_secs(60),
+        byte_burst_limit: None,
+        strategy: recorder::config::RateLimitStrategy::Spool,
+        ..c.recorder
+    };
+    c.recorder.rate_limit_enabled = true;
+    let rec = recorder::Recorder::open(&c).unwrap();
+    for i in 0..10 {
+        rec.record(
+            &recorder::RecordBuilder::parse("org.test/a/b", 1)
+                .unwrap()
+                .payload(&crate::testutil::payload(i)),
+        )
+        .unwrap();
+    }
+    drop(rec);
+    let now = crate::state::now_ms();
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let held = b
+        .build(
+            Position::default(),
+            &limits(100, 1 << 20),
+            None,
+            now,
+            &mut NoNotes,
+        )
+        .unwrap();
+    assert!(
+        matches!(held.end, End::Held { until_ms } if until_ms > now),
+        "{:?}",
+        held.end
+    );
+    assert_eq!(
+        numbers(&decode_body(&held.body, &Limits::default()).unwrap()),
+        (0..5).collect::<Vec<_>>()
+    );
+    // Once the hold has passed, the rest goes, starting exactly where the held batch ended.
+    let later = b
+        .build(
+            held.last,
+            &limits(100, 1 << 20),
+            None,
+            now + 3_600_000,
+            &mut NoNotes,
+        )
+        .unwrap();
+    assert_eq!(later.end, End::CaughtUp);
+    assert_eq!(
+        numbers(&decode_body(&later.body, &Limits::default()).unwrap()),
+        (5..10).collect::<Vec<_>>()
+    );
+}

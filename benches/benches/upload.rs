@@ -1,0 +1,316 @@
+//! The upload stage: building batches from the log (read, decode, pair with contexts, encode
+//! columns, zstd) and the whole pass to a loopback HTTP sink.
+//!
+//! Groups (throughput in payload bytes, the lines as the probes gave them):
+//! - `upload_build`: `BatchBuilder::build` over the whole log until caught up, zstd levels 1
+//!   and 3 (the default), on the loghub samples and on 100-byte synthetic records.
+//! - `upload_loopback`: `Uploader::pass` (cursor writes with fsync, HTTP POST, acknowledgement)
+//!   to a sink on 127.0.0.1 that reads each body and answers 200 without decoding it, so the
+//!   numbers are the uploader's.
+//!
+//! After the criterion groups, a report (stderr and `target/seglog-bench/upload.txt`) gives
+//! MB/s per core from the uploading thread's CPU time (median of 5 runs; wall time on this
+//! shared 2-core machine includes time spent descheduled), and bytes on the wire against
+//! `zstd -3` of the same lines as plain text, for the whole corpus and per file.
+//!
+//! Run: `cargo bench -p seglog-benches --bench upload`.
+
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use recorder::config::{Config, RecorderConfig};
+use recorder::{RecordBuilder, Recorder};
+use seglog_benches::{cpu_times, loghub_dir, median, report_dir, synthetic_payload, temp_dir};
+use segment_log::{Position, ReaderOptions};
+use uploader::batch::{BatchBuilder, BatchLimits, End, NoNotes};
+use uploader::config::UploadConfig;
+use uploader::engine::{PassOptions, PassOutcome, Uploader, Waiter};
+use uploader::policy::Trigger;
+
+/// A log holding a known set of records.
+struct Corpus {
+    dir: tempfile::TempDir,
+    public: [u8; 32],
+    payload_bytes: u64,
+    records: u64,
+}
+
+/// Files of `loghub/*.log` as (name, lines), sorted by name.
+fn loghub_files() -> Vec<(String, Vec<Vec<u8>>)> {
+    let Ok(rd) = std::fs::read_dir(loghub_dir()) else {
+        eprintln!(
+            "note: {} not found: loghub rows skipped",
+            loghub_dir().display()
+        );
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read(&p).ok()?;
+            let name = p
+                .file_stem()?
+                .to_string_lossy()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+            let lines = text
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect();
+            Some((name, lines))
+        })
+        .collect()
+}
+
+fn recorder(dir: &Path) -> Recorder {
+    let mut c = Config::for_dir(dir);
+    c.log.max_bytes = None;
+    c.log.max_age = None;
+    c.recorder = RecorderConfig::unlimited();
+    Recorder::open(&c).expect("open recorder")
+}
+
+/// Writes `files` (classification per file) into a fresh log.
+fn corpus(files: &[(String, Vec<Vec<u8>>)]) -> Corpus {
+    let dir = temp_dir("seglog-upload-bench-");
+    let rec = recorder(dir.path());
+    let (mut payload_bytes, mut records) = (0, 0);
+    for (name, lines) in files {
+        let class = format!("org.loghub/{name}/line");
+        for chunk in lines.chunks(256) {
+            let batch: Vec<RecordBuilder<'_>> = chunk
+                .iter()
+                .map(|l| RecordBuilder::parse(&class, 1).expect("class").payload(l))
+                .collect();
+            for r in rec.record_batch(&batch).expect("append") {
+                r.expect("record");
+            }
+            payload_bytes += chunk.iter().map(|l| l.len() as u64).sum::<u64>();
+            records += chunk.len() as u64;
+        }
+    }
+    let public = *rec.public_log_id();
+    drop(rec);
+    Corpus {
+        dir,
+        public,
+        payload_bytes,
+        records,
+    }
+}
+
+fn limits() -> BatchLimits {
+    BatchLimits {
+        max_bytes: uploader::config::DEFAULT_BATCH_MAX_BYTES,
+        max_records: uploader::config::DEFAULT_BATCH_MAX_RECORDS,
+        max_gaps: 10_000,
+    }
+}
+
+/// Builds every batch of the log; returns (wire bytes, records, batches).
+fn build_all(c: &Corpus, level: i32) -> (u64, u64, u64) {
+    let mut b = BatchBuilder::new(c.dir.path(), c.public, level, ReaderOptions::default())
+        .expect("builder");
+    let (mut wire, mut records, mut batches) = (0, 0, 0);
+    let mut from = Position::default();
+    loop {
+        let built = b
+            .build(from, &limits(), None, i64::MAX, &mut NoNotes)
+            .expect("build");
+        wire += built.body.len() as u64;
+        records += built.records;
+        batches += u64::from(!built.is_empty());
+        from = built.last;
+        if built.end == End::CaughtUp {
+            return (wire, records, batches);
+        }
+    }
+}
+
+/// An HTTP sink on 127.0.0.1: reads each request and its body, answers 200.
+fn sink() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut w) = conn.try_clone() else { return };
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err()
+                        || w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+struct NoWait;
+impl Waiter for NoWait {
+    fn wait(&mut self, d: Duration) -> bool {
+        std::thread::sleep(d);
+        false
+    }
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+}
+
+/// One full pass from an empty cursor to the sink; returns the records delivered.
+fn upload_all(c: &Corpus, url: &str) -> u64 {
+    let _ = std::fs::remove_dir_all(c.dir.path().join("upload"));
+    let mut cfg = UploadConfig::for_dir(c.dir.path());
+    cfg.url = Some(url.to_owned());
+    cfg.policy.require_opt_in = false;
+    let mut up = Uploader::open(cfg)
+        .expect("open uploader")
+        .expect("log exists");
+    let o = PassOptions {
+        trigger: Trigger::Flush,
+        max_attempts: Some(3),
+        target: None,
+        deadline: None,
+    };
+    let (out, p) = up.pass(&o, &mut NoWait, &mut |_| {}).expect("pass");
+    assert_eq!(out, PassOutcome::Complete);
+    p.records
+}
+
+fn synthetic_corpus() -> Corpus {
+    let p = synthetic_payload(100);
+    corpus(&[("synthetic".into(), vec![p; 40_000])])
+}
+
+fn benches(c: &mut Criterion) {
+    let files = loghub_files();
+    let mut sets = vec![("synthetic100B", synthetic_corpus())];
+    if !files.is_empty() {
+        sets.insert(0, ("loghub", corpus(&files)));
+    }
+    let mut g = c.benchmark_group("upload_build");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    for (name, cor) in &sets {
+        g.throughput(Throughput::Bytes(cor.payload_bytes));
+        for level in [1, 3] {
+            g.bench_with_input(
+                BenchmarkId::new(format!("zstd{level}"), name),
+                cor,
+                |b, cor| b.iter(|| black_box(build_all(cor, level))),
+            );
+        }
+    }
+    g.finish();
+    let url = sink();
+    let mut g = c.benchmark_group("upload_loopback");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    for (name, cor) in &sets {
+        g.throughput(Throughput::Bytes(cor.payload_bytes));
+        g.bench_with_input(BenchmarkId::new("zstd3", name), cor, |b, cor| {
+            b.iter(|| assert_eq!(upload_all(cor, &url), cor.records))
+        });
+    }
+    g.finish();
+    report(&files, &sets, &url);
+}
+
+/// MB/s of payload per second of the calling thread's CPU time (median of 5 runs).
+fn per_core(payload_bytes: u64, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..5)
+        .map(|_| {
+            let t0 = cpu_times().0;
+            f();
+            let cpu = (cpu_times().0 - t0).as_secs_f64();
+            payload_bytes as f64 / cpu / 1e6
+        })
+        .collect();
+    median(&mut v)
+}
+
+fn zstd3_plain(lines: &[Vec<u8>]) -> u64 {
+    let mut text = Vec::new();
+    for l in lines {
+        text.extend_from_slice(l);
+        text.push(b'\n');
+    }
+    zstd::bulk::compress(&text, 3).expect("zstd").len() as u64
+}
+
+fn report(files: &[(String, Vec<Vec<u8>>)], sets: &[(&str, Corpus)], url: &str) {
+    let mut out = String::new();
+    out.push_str("upload bench report (payload MB/s per core from thread CPU time, median of 5)\n");
+    for (name, cor) in sets {
+        for level in [1, 3] {
+            let mbs = per_core(cor.payload_bytes, || {
+                black_box(build_all(cor, level));
+            });
+            out.push_str(&format!("  build+zstd{level} {name:14} {mbs:8.1} MB/s per core ({} records, {} payload bytes)\n", cor.records, cor.payload_bytes));
+        }
+        let mbs = per_core(cor.payload_bytes, || {
+            black_box(upload_all(cor, url));
+        });
+        out.push_str(&format!("  loopback pass  {name:14} {mbs:8.1} MB/s per core (uploader thread; the sink runs on another thread)\n"));
+    }
+    if let Some((_, all)) = sets.iter().find(|(n, _)| *n == "loghub") {
+        let all_lines: Vec<Vec<u8>> = files.iter().flat_map(|(_, l)| l.iter().cloned()).collect();
+        let (wire, _, batches) = build_all(all, 3);
+        let plain = zstd3_plain(&all_lines);
+        out.push_str(&format!(
+            "  loghub, all files in one log: {} payload bytes -> {wire} on the wire in {batches} batches ({:.2}x smaller); zstd -3 of the same lines as text: {plain} ({:.2}x); wire / zstd -3 = {:.3}\n",
+            all.payload_bytes,
+            all.payload_bytes as f64 / wire as f64,
+            all.payload_bytes as f64 / plain as f64,
+            wire as f64 / plain as f64
+        ));
+        let (mut tw, mut tp) = (0u64, 0u64);
+        for (name, lines) in files {
+            let one = corpus(std::slice::from_ref(&(name.clone(), lines.clone())));
+            let (wire, _, _) = build_all(&one, 3);
+            let plain = zstd3_plain(lines);
+            tw += wire;
+            tp += plain;
+            out.push_str(&format!(
+                "    {name:16} wire {wire:7} zstd-3 {plain:7} ratio {:.3}\n",
+                wire as f64 / plain as f64
+            ));
+        }
+        out.push_str(&format!(
+            "  per-file total: wire {tw} / zstd -3 {tp} = {:.3}\n",
+            tw as f64 / tp as f64
+        ));
+    }
+    eprint!("{out}");
+    let _ = std::fs::write(report_dir().join("upload.txt"), out);
+}
+
+criterion_group!(upload, benches);
+criterion_main!(upload);
