@@ -305,15 +305,29 @@ fn effective_uid() -> Option<u32> {
 /// The default log directory: `/var/lib/seglog` for root, else
 /// `$XDG_STATE_HOME/seglog` (or `~/.local/state/seglog`).
 pub fn default_dir() -> PathBuf {
-    if effective_uid() == Some(0) {
+    default_dir_for(
+        effective_uid(),
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+/// [`default_dir`] for a given effective uid and environment.
+pub fn default_dir_for(
+    uid: Option<u32>,
+    xdg_state_home: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+) -> PathBuf {
+    if uid == Some(0) {
         return PathBuf::from("/var/lib/seglog");
     }
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| Path::new(x).is_absolute()) {
+    // The XDG spec ignores relative paths.
+    if let Some(x) = xdg_state_home.filter(|x| Path::new(x).is_absolute()) {
         return PathBuf::from(x).join("seglog");
     }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+    match home.filter(|h| !h.is_empty()) {
         Some(h) => PathBuf::from(h).join(".local/state/seglog"),
-        None => PathBuf::from("/tmp").join(format!("seglog-{}", effective_uid().unwrap_or(0))),
+        None => PathBuf::from("/tmp").join(format!("seglog-{}", uid.unwrap_or(0))),
     }
 }
 

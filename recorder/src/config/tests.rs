@@ -175,13 +175,30 @@ fn other_crates_parse_their_own_section_strictly() {
 }
 
 #[test]
-fn default_dir_is_under_xdg_state_home_for_users() {
-    let d = default_dir();
-    if effective_uid() == Some(0) {
-        assert_eq!(d, PathBuf::from("/var/lib/seglog"));
-    } else {
-        assert!(d.ends_with("seglog"), "{}", d.display());
-    }
+fn default_dir_is_under_xdg_state_home_for_users_and_var_lib_for_root() {
+    let os = |s: &str| Some(std::ffi::OsString::from(s));
+    assert_eq!(
+        default_dir_for(Some(0), os("/x"), os("/root")),
+        PathBuf::from("/var/lib/seglog")
+    );
+    assert_eq!(
+        default_dir_for(Some(1000), os("/xdg/state"), os("/home/u")),
+        PathBuf::from("/xdg/state/seglog")
+    );
+    assert_eq!(
+        default_dir_for(Some(1000), os("relative"), os("/home/u")),
+        PathBuf::from("/home/u/.local/state/seglog"),
+        "a relative XDG_STATE_HOME is ignored"
+    );
+    assert_eq!(
+        default_dir_for(Some(1000), None, os("/home/u")),
+        PathBuf::from("/home/u/.local/state/seglog")
+    );
+    assert_eq!(
+        default_dir_for(Some(1000), None, None),
+        PathBuf::from("/tmp/seglog-1000")
+    );
+    assert!(default_dir().ends_with("seglog"));
 }
 
 #[test]
