@@ -251,7 +251,11 @@ impl RateLimiter {
     /// Admits one record of `bytes` payload bytes, or says which limit refuses it and when
     /// the window allows it.
     pub fn admit(&self, bytes: u64) -> std::io::Result<Admission> {
-        let now = self.now_ms();
+        self.admit_at(bytes, self.now_ms())
+    }
+
+    /// [`admit`](Self::admit) at boot time `now` (milliseconds; the caller read the clock).
+    pub fn admit_at(&self, bytes: u64, now: u64) -> std::io::Result<Admission> {
         for k in [Limit::Records, Limit::Bytes] {
             if let Some(d) = self.cached_denial(k, now) {
                 return Ok(d);

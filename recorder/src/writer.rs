@@ -360,9 +360,10 @@ impl Recorder {
 
     /// Validates, rate-limits and appends one record; returns its id.
     pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<RecordId, RecordError> {
-        let hold = self.admit(rec)?;
+        let now = self.now_ms();
+        let hold = self.admit(rec, now.1)?;
         let mut pos = Position::default();
-        self.append_admitted(&[(rec, hold)], |p| pos = p)?;
+        self.append_admitted(&[(rec, hold)], now, |p| pos = p)?;
         Ok(RecordId::derive(&self.public_id, pos))
     }
 
@@ -374,10 +375,11 @@ impl Recorder {
         &self,
         recs: &[RecordBuilder<'_>],
     ) -> Result<Vec<Result<RecordId, RecordError>>, RecordError> {
+        let now = self.now_ms();
         let mut outcomes: Vec<Result<RecordId, RecordError>> = Vec::with_capacity(recs.len());
         let mut admitted = Vec::with_capacity(recs.len());
         for r in recs {
-            match self.admit(r) {
+            match self.admit(r, now.1) {
                 Ok(hold) => {
                     admitted.push((r, hold));
                     outcomes.push(Ok(RecordId::from_bytes([0; 16])));
@@ -386,7 +388,7 @@ impl Recorder {
             }
         }
         let mut positions = Vec::with_capacity(admitted.len());
-        self.append_admitted(&admitted, |p| positions.push(p))?;
+        self.append_admitted(&admitted, now, |p| positions.push(p))?;
         let mut ids = positions
             .into_iter()
             .map(|p| RecordId::derive(&self.public_id, p));
@@ -399,7 +401,7 @@ impl Recorder {
     }
 
     /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record.
-    fn admit(&self, rec: &RecordBuilder<'_>) -> Result<Option<u64>, RecordError> {
+    fn admit(&self, rec: &RecordBuilder<'_>, boot_ms: u64) -> Result<Option<u64>, RecordError> {
         if rec.payload.len() > self.max_payload {
             return Err(RecordError::PayloadTooLarge {
                 len: rec.payload.len(),
@@ -410,7 +412,7 @@ impl Recorder {
             return Ok(None);
         };
         match limiter
-            .admit(rec.payload.len() as u64)
+            .admit_at(rec.payload.len() as u64, boot_ms)
             .map_err(RecordError::State)?
         {
             Admission::Allowed => Ok(None),
@@ -444,12 +446,12 @@ impl Recorder {
     fn append_admitted(
         &self,
         admitted: &[Admitted<'_, '_>],
+        (wall_ms, boot_ms): (i64, u64),
         on_pos: impl FnMut(Position),
     ) -> Result<(), RecordError> {
         if admitted.is_empty() {
             return Ok(());
         }
-        let (wall_ms, boot_ms) = self.now_ms();
         loop {
             {
                 let st = self.read_state();
