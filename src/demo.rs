@@ -50,7 +50,10 @@ pub fn run(args: DemoArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let explicit = global
         .dir
         .clone()
-        .filter(|d| std::env::var_os("SEGLOG_DIR").is_none_or(|e| Path::new(&e) != d));
+        .filter(|d| match std::env::var_os("SEGLOG_DIR") {
+            Some(e) => Path::new(&e) != d,
+            None => true,
+        });
     let (root, temporary) = match explicit {
         Some(d) => (d, false),
         None => {
