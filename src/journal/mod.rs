@@ -70,6 +70,11 @@ enum JournalCommand {
     /// Check every segment header and frame; print each damaged range and a summary.
     ///
     /// Exit status: 0 clean, 1 damage found, 2 could not read.
+    ///
+    /// On a live log, a record being written at that moment is not damage: space a writer
+    /// reserved is waited for (--hole-timeout) before it counts as abandoned, and the space
+    /// after the newest reservation is simply where the log ends. Verify checks what existed
+    /// when it started.
     #[command(disable_version_flag = true, after_help = EXIT_CODES)]
     Verify(verify::VerifyArgs),
     /// Segments, bytes, records, oldest and newest record, uploader cursor and backlog.

@@ -158,13 +158,20 @@ pub fn write_payload_text(out: &mut impl Write, payload: &[u8]) -> io::Result<()
     }
 }
 
+/// Whether `b` holds a byte that can be (part of) a control character other than tab: C0
+/// controls, DEL, or 0xC2 (the only lead byte of C1 controls, U+0080..=U+009F, though also
+/// of harmless characters such as `°`). Branch-free per 32-byte block, so it vectorizes.
+fn may_need_escape(b: &[u8]) -> bool {
+    b.chunks(32).any(|block| {
+        block.iter().fold(false, |hit, &c| {
+            hit | ((c < 0x20) & (c != b'\t')) | (c == 0x7f) | (c == 0xc2)
+        })
+    })
+}
+
 /// Writes `s`, escaping control characters (except tab) as `\r`, `\x1b`, `\u{85}`...
 fn write_escaped(out: &mut impl Write, s: &str) -> io::Result<()> {
-    // Fast path: no C0 control but tab, no DEL, and no 0xC2 lead byte (the only one that
-    // starts a C1 control, U+0080..=U+009F).
-    if s.bytes()
-        .all(|b| (b >= 0x20 && b != 0x7f && b != 0xc2) || b == b'\t')
-    {
+    if !may_need_escape(s.as_bytes()) {
         return out.write_all(s.as_bytes());
     }
     let mut start = 0;
@@ -231,6 +238,22 @@ struct JsonRecord<'a, 'b> {
     shape: JsonShape,
 }
 
+/// 16 bytes as 32 hex characters on the stack.
+struct HexStr([u8; 32]);
+
+impl HexStr {
+    fn new(b: &[u8; 16]) -> Self {
+        let mut out = [b'0'; 32];
+        // Cannot fail: the output is exactly twice the input.
+        let _ = hex::encode_to_slice(b, &mut out);
+        HexStr(out)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// Serializes a `Display` as a JSON string without an intermediate `String`.
 struct Str<T: Display>(T);
 
@@ -244,7 +267,7 @@ impl Serialize for JsonRecord<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.r;
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("record_id", &Str(Hex(&self.id)))?;
+        m.serialize_entry("record_id", HexStr::new(&self.id).as_str())?;
         m.serialize_entry("segment", &r.position.segment)?;
         m.serialize_entry("offset", &r.position.offset)?;
         m.serialize_entry("time", &self.time)?;
@@ -253,11 +276,11 @@ impl Serialize for JsonRecord<'_, '_> {
         m.serialize_entry("classification", r.meta.classification.as_str())?;
         m.serialize_entry("severity", &r.meta.severity.get())?;
         match &r.meta.event_id {
-            Some(e) => m.serialize_entry("event_id", &Str(Hex(e.as_bytes())))?,
+            Some(e) => m.serialize_entry("event_id", HexStr::new(e.as_bytes()).as_str())?,
             None => m.serialize_entry("event_id", &())?,
         }
         m.serialize_entry("machine_id", &r.context.machine_id)?;
-        m.serialize_entry("boot_id", &Str(Hex(&r.context.boot_id)))?;
+        m.serialize_entry("boot_id", HexStr::new(&r.context.boot_id).as_str())?;
         if let Some(hold) = r.meta.hold_until_wall_ms {
             m.serialize_entry("hold_until_ms", &hold)?;
         }
@@ -419,6 +442,19 @@ mod tests {
         let mut out = Vec::new();
         write_payload_text(&mut out, "21\u{b0}C\tok\u{7f}".as_bytes()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "    21\u{b0}C\tok\\x7f\n");
+    }
+
+    #[test]
+    fn the_escape_check_finds_every_control_character_in_any_block() {
+        for pos in [0usize, 31, 32, 33, 95] {
+            for bad in [0x00u8, 0x1b, b'\n', 0x7f, 0xc2] {
+                let mut b = vec![b'a'; 96];
+                b[pos] = bad;
+                assert!(may_need_escape(&b), "byte {bad:#x} at {pos}");
+            }
+        }
+        assert!(!may_need_escape(b"plain\ttext with spaces and \xc3\xa9"));
+        assert!(!may_need_escape(b""));
     }
 
     #[test]
