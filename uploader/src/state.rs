@@ -145,19 +145,21 @@ impl Status {
         self.budget_used_bytes
     }
 
-    /// Records known lost in segments `[first, first + count)` removed by our retention,
-    /// consuming the notes that cover them.
-    pub fn take_trimmed_records(&mut self, first: u64, count: u64) -> u64 {
+    /// Records known lost in segments `[first, first + count)` removed by our retention
+    /// (the notes stay until [`prune_trim_notes`](Status::prune_trim_notes), so a batch
+    /// rebuilt over the same range reports the same count).
+    pub fn trimmed_records(&self, first: u64, count: u64) -> u64 {
         let end = first.saturating_add(count);
-        let mut n = 0;
-        self.trim_notes.retain(|t| {
-            let inside = t.first_segment >= first && t.last_segment < end;
-            if inside {
-                n += t.records;
-            }
-            !inside
-        });
-        n
+        self.trim_notes
+            .iter()
+            .filter(|t| t.first_segment >= first && t.last_segment < end)
+            .map(|t| t.records)
+            .sum()
+    }
+
+    /// Forgets notes about segments before `segment` (their gap was acknowledged).
+    pub fn prune_trim_notes(&mut self, segment: u64) {
+        self.trim_notes.retain(|t| t.last_segment >= segment);
     }
 }
 
@@ -204,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn trim_notes_are_consumed_by_the_gap_that_covers_them() {
+    fn trim_notes_count_the_records_of_the_gap_that_covers_them_until_pruned() {
         let mut s = Status::default();
         s.trim_notes.push(TrimNote {
             first_segment: 2,
@@ -216,8 +218,20 @@ mod tests {
             last_segment: 7,
             records: 1,
         });
-        assert_eq!(s.take_trimmed_records(2, 2), 9);
-        assert_eq!(s.take_trimmed_records(2, 2), 0);
+        assert_eq!(s.trimmed_records(2, 2), 9);
+        assert_eq!(
+            s.trimmed_records(2, 2),
+            9,
+            "a rebuilt batch reports the same count"
+        );
+        assert_eq!(s.trimmed_records(1, 10), 10);
+        assert_eq!(
+            s.trimmed_records(3, 1),
+            0,
+            "a note only counts when the gap covers it whole"
+        );
+        s.prune_trim_notes(4);
         assert_eq!(s.trim_notes.len(), 1);
+        assert_eq!(s.trimmed_records(2, 2), 0);
     }
 }

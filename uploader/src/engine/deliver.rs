@@ -154,6 +154,7 @@ impl Uploader {
         self.cursor.inflight = None;
         self.backoff.reset();
         let s = &mut self.status;
+        s.prune_trim_notes(b.last.segment);
         let now = now_ms();
         s.last_success_ms = Some(now);
         s.delivered_records += b.records;

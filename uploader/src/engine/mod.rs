@@ -130,7 +130,7 @@ pub struct Uploader {
 struct Notes<'a>(&'a mut Status);
 impl Observer for Notes<'_> {
     fn trimmed_records(&mut self, first: u64, count: u64) -> u64 {
-        self.0.take_trimmed_records(first, count)
+        self.0.trimmed_records(first, count)
     }
 }
 
