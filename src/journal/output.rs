@@ -204,6 +204,9 @@ pub struct Json {
     shape: JsonShape,
     time: TimeFmt,
     line: Vec<u8>,
+    /// The last context rendered (its serial and JSON): records of one writer share it, and
+    /// escaping its strings for every record would cost more than the record itself.
+    context: Option<(u64, Vec<u8>)>,
 }
 
 impl Json {
@@ -213,6 +216,7 @@ impl Json {
             shape,
             time: TimeFmt::default(),
             line: Vec::new(),
+            context: None,
         }
     }
 
@@ -223,9 +227,26 @@ impl Json {
             r,
             id: *r.id().as_bytes(),
             time: self.time.format(r.meta.wall_ms),
-            shape: self.shape,
+            payload: self.shape.payload,
         };
         serde_json::to_writer(&mut self.line, &rec).map_err(io::Error::from)?;
+        if self.shape.context {
+            let ctx = match &mut self.context {
+                Some((serial, json)) if *serial == r.context_serial => json,
+                cache => {
+                    let json =
+                        serde_json::to_vec(&JsonContext(r.context)).map_err(io::Error::from)?;
+                    &mut cache.insert((r.context_serial, json)).1
+                }
+            };
+            // The object ends in `}`: reopen it for one more member.
+            if self.line.last() == Some(&b'}') {
+                self.line.pop();
+                self.line.extend_from_slice(b",\"context\":");
+                self.line.extend_from_slice(ctx);
+                self.line.push(b'}');
+            }
+        }
         self.line.push(b'\n');
         out.write_all(&self.line)
     }
@@ -235,7 +256,7 @@ struct JsonRecord<'a, 'b> {
     r: &'a Rec<'b>,
     id: [u8; 16],
     time: Option<&'a str>,
-    shape: JsonShape,
+    payload: bool,
 }
 
 /// 16 bytes as 32 hex characters on the stack.
@@ -285,10 +306,7 @@ impl Serialize for JsonRecord<'_, '_> {
             m.serialize_entry("hold_until_ms", &hold)?;
         }
         m.serialize_entry("size", &r.payload.len())?;
-        if self.shape.context {
-            m.serialize_entry("context", &JsonContext(r.context))?;
-        }
-        if self.shape.payload {
+        if self.payload {
             match std::str::from_utf8(r.payload) {
                 Ok(text) => m.serialize_entry("payload", text)?,
                 Err(_) => m.serialize_entry("payload_hex", &Str(Hex(r.payload)))?,
@@ -518,6 +536,30 @@ mod tests {
             v.get("payload").is_none() && v.get("context").is_none(),
             "{v}"
         );
+    }
+
+    #[test]
+    fn each_record_carries_its_own_context_across_context_changes() {
+        let (mut a, mut b) = (fixture::context(), fixture::context());
+        a.kernel_version = "kernel-a".into();
+        b.kernel_version = "kernel-b".into();
+        let mut json = Json::new(JsonShape {
+            payload: false,
+            context: true,
+        });
+        let mut out = Vec::new();
+        for (ctx, serial) in [(&a, 1), (&a, 1), (&b, 2), (&a, 3)] {
+            let mut r = fixture::rec(ctx, AT, "a/b/c", 1, 0, None, b"");
+            r.context_serial = serial;
+            json.write(&mut out, &r).unwrap();
+        }
+        let kernels: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| v["context"]["kernel_version"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kernels, ["kernel-a", "kernel-a", "kernel-b", "kernel-a"]);
     }
 
     #[test]

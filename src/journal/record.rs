@@ -23,6 +23,9 @@ pub struct Rec<'a> {
     pub meta: Resolved,
     /// The writer's context.
     pub context: &'a Context,
+    /// Identifies `context` among all contexts this reader has seen (a counter), so
+    /// renderers can reuse work done for the same context.
+    pub context_serial: u64,
     /// The payload.
     pub payload: &'a [u8],
     public_id: &'a [u8; 32],
@@ -52,8 +55,10 @@ const DIRECT_SLOTS: u32 = recorder::MAX_SLOTS;
 #[derive(Debug, Default)]
 pub struct Contexts {
     segment: Option<u64>,
-    direct: Vec<Option<Context>>,
-    other: HashMap<u32, Context>,
+    direct: Vec<Option<(u64, Context)>>,
+    other: HashMap<u32, (u64, Context)>,
+    /// Serial of the last context inserted.
+    serial: u64,
 }
 
 impl Contexts {
@@ -66,7 +71,9 @@ impl Contexts {
     }
 
     fn insert(&mut self, ctx: Context) {
+        self.serial += 1;
         let slot = ctx.slot;
+        let ctx = (self.serial, ctx);
         if slot < DIRECT_SLOTS {
             let i = slot as usize;
             if self.direct.len() <= i {
@@ -80,7 +87,7 @@ impl Contexts {
         }
     }
 
-    fn get(&self, slot: u32) -> Option<&Context> {
+    fn get(&self, slot: u32) -> Option<&(u64, Context)> {
         if slot < DIRECT_SLOTS {
             self.direct.get(slot as usize).and_then(Option::as_ref)
         } else {
@@ -102,14 +109,16 @@ impl Contexts {
                 Ok(Observed::Context)
             }
             Decoded::Record { header, payload } => {
-                let context = self
+                let (context_serial, context) = self
                     .get(header.slot)
+                    .map(|(serial, ctx)| (*serial, ctx))
                     .ok_or(ResolveError::MissingContext { slot: header.slot })?;
                 let meta = header.resolve(context)?;
                 Ok(Observed::Record(Rec {
                     position: frame.position,
                     meta,
                     context,
+                    context_serial,
                     payload,
                     public_id,
                 }))
@@ -169,6 +178,7 @@ pub mod fixture {
                 hold_until_wall_ms: None,
             },
             context: ctx,
+            context_serial: 1,
             payload,
             public_id: &PUBLIC_ID,
         }
@@ -247,7 +257,10 @@ mod tests {
         cx.observe(&frame(p(1, 500), FrameKind::Preamble, &c0_new), &ID)
             .unwrap();
         match cx.observe(&frame(p(1, 600), FrameKind::Record, &r0), &ID) {
-            Ok(Observed::Record(r)) => assert_eq!(r.context.machine_id, "zero-rotated"),
+            Ok(Observed::Record(r)) => {
+                assert_eq!(r.context.machine_id, "zero-rotated");
+                assert_eq!(r.context_serial, 3, "a replaced context gets a new serial");
+            }
             _ => panic!("record expected"),
         }
         // A new segment starts without contexts.
