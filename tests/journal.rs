@@ -420,9 +420,10 @@ fn line_reader(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 }
 
 #[test]
-fn follow_prints_records_appended_after_it_started() {
+fn follow_prints_the_last_n_then_records_appended_after_it_started() {
     let d = tempfile::tempdir().unwrap();
     let mut w = Writer::open(d.path());
+    w.append(0, 1, 1_699_999_999_000, None, b"too old for -n 1");
     let first = w.append(0, 1, 1_700_000_000_000, None, b"before");
     let mut child = Command::new(env!("CARGO_BIN_EXE_seglog"))
         .arg("--dir")
@@ -431,6 +432,8 @@ fn follow_prints_records_appended_after_it_started() {
             "journal",
             "list",
             "--follow",
+            "-n",
+            "1",
             "--json",
             "--include-payload",
             "--poll-interval",
@@ -636,6 +639,75 @@ fn records_written_by_the_real_recorder_list_and_verify() {
         &["list", "--record-id", &ids[7], "--include-payload"],
     );
     assert!(stdout(&o).contains("    hello 7\n"), "{}", stdout(&o));
+    assert_eq!(seglog(d.path(), &["verify"]).status.code(), Some(0));
+}
+
+#[test]
+fn records_written_by_seglog_record_and_probe_pipe_list_with_their_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_seglog");
+    let event = "5de9de8d5f3c6a7d445d75ba01cc3322";
+    let o = Command::new(bin)
+        .arg("--dir")
+        .arg(d.path())
+        .args([
+            "record",
+            "-c",
+            "org.seglog/hello/world",
+            "-s",
+            "3",
+            "-p",
+            "hello",
+            "-e",
+            event,
+        ])
+        .env_remove("SEGLOG_DIR")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    assert_eq!(id.len(), 32, "seglog record prints the record id: {id}");
+    let mut pipe = Command::new(bin)
+        .arg("--dir")
+        .arg(d.path())
+        .args(["probe", "pipe", "-c", "org.example/syslog/line"])
+        .env_remove("SEGLOG_DIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = pipe.stdin.take().unwrap();
+        for i in 0..100 {
+            writeln!(stdin, "line {i}").unwrap();
+        }
+    }
+    assert!(pipe.wait().unwrap().success());
+    let v = json_lines(&seglog(
+        d.path(),
+        &["list", "--json", "-i", "--record-id", &id],
+    ));
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0]["payload"], "hello");
+    assert_eq!(v[0]["severity"], 3);
+    assert_eq!(v[0]["event_id"], event);
+    let lines = json_lines(&seglog(
+        d.path(),
+        &["list", "--json", "-i", "-c", "org.example/*"],
+    ));
+    let payloads: Vec<&str> = lines
+        .iter()
+        .map(|l| l["payload"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+    assert_eq!(payloads, want);
+    let text = stdout(&seglog(d.path(), &["--event-id", event]));
+    assert!(
+        text.contains(&id) && text.contains("org.seglog/hello/world"),
+        "{text}"
+    );
     assert_eq!(seglog(d.path(), &["verify"]).status.code(), Some(0));
 }
 
