@@ -1,7 +1,7 @@
 //! Batch building against real logs written by the recorder.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 use super::*;
-use crate::protocol::{decode_body, Limits};
+use crate::protocol::{decode_body, GapReason, Limits};
 use crate::testutil::{numbers, write};
 
 const SEG: u64 = 64 << 10;

@@ -18,7 +18,10 @@ use recorder::record::{decode_frame, Context, Decoded};
 use segment_log::format::HEADER_LEN;
 use segment_log::{DamageReason, Entry, FrameKind, Position, Reader, ReaderOptions};
 
-use crate::protocol::{BatchEncoder, BatchId, Gap, GapReason, RecordRef};
+use crate::protocol::{BatchEncoder, BatchId, Gap, RecordRef};
+
+pub use parts::{context_fields, gap_reason};
+use parts::{undecodable, Candidate, Contexts, Pending, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
 
 /// How big a batch may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,126 +81,6 @@ impl Built {
     /// Whether there is nothing to send (only context frames in the range).
     pub fn is_empty(&self) -> bool {
         self.records == 0 && self.gaps.is_empty()
-    }
-}
-
-/// A record read but not yet placed in a batch.
-#[derive(Debug, Clone)]
-struct Carried {
-    position: Position,
-    context: Arc<Context>,
-    class: recorder::Classification,
-    severity: u8,
-    wall_ms: i64,
-    boot_ms: u64,
-    event_id: Option<[u8; 16]>,
-    hold_until_ms: Option<i64>,
-    payload: Vec<u8>,
-    frame_len: u64,
-}
-
-enum Pending {
-    Record(Carried),
-    Gap(Gap),
-    Context(Position, Arc<Context>),
-}
-
-impl Pending {
-    fn start(&self) -> Position {
-        match self {
-            Pending::Record(r) => r.position,
-            Pending::Gap(g) => g.start,
-            Pending::Context(p, _) => *p,
-        }
-    }
-}
-
-/// The contexts of the current segment by writer slot. A segment has few writers, so a
-/// vector with a last-hit hint beats hashing on every record.
-#[derive(Default)]
-struct Contexts {
-    by_slot: Vec<(u32, Arc<Context>)>,
-    hint: usize,
-}
-
-impl Contexts {
-    fn clear(&mut self) {
-        self.by_slot.clear();
-        self.hint = 0;
-    }
-
-    fn insert(&mut self, slot: u32, c: Arc<Context>) {
-        match self.by_slot.iter_mut().find(|(s, _)| *s == slot) {
-            Some(e) => e.1 = c,
-            None => self.by_slot.push((slot, c)),
-        }
-    }
-
-    fn get(&mut self, slot: u32) -> Option<&Arc<Context>> {
-        if self.by_slot.get(self.hint).is_some_and(|e| e.0 == slot) {
-            return self.by_slot.get(self.hint).map(|e| &e.1);
-        }
-        let i = self.by_slot.iter().position(|e| e.0 == slot)?;
-        self.hint = i;
-        self.by_slot.get(i).map(|e| &e.1)
-    }
-}
-
-struct Stream {
-    reader: Reader,
-    segment: Option<u64>,
-    contexts: Contexts,
-    carry: Option<Pending>,
-}
-
-impl Stream {
-    /// Where the logical stream continues.
-    fn position(&self) -> Position {
-        self.carry
-            .as_ref()
-            .map_or_else(|| self.reader.position(), Pending::start)
-    }
-
-    fn observe_context(&mut self, segment: u64, ctx: Context) {
-        if self.segment != Some(segment) {
-            self.segment = Some(segment);
-            self.contexts.clear();
-        }
-        self.contexts.insert(ctx.slot, Arc::new(ctx));
-    }
-}
-
-/// Flattens a recorder context into the wire's key/value pairs (PROTOCOL.md 3.3).
-pub fn context_fields(c: &Context) -> Vec<(String, String)> {
-    let mut f = vec![
-        ("machine_id".to_owned(), c.machine_id.clone()),
-        ("boot_id".to_owned(), c.boot_id_hex()),
-        ("arch".to_owned(), c.arch.clone()),
-        ("host_type".to_owned(), c.host_type.clone()),
-        ("build".to_owned(), c.build.clone()),
-        ("system_name".to_owned(), c.system_name.clone()),
-        ("kernel_version".to_owned(), c.kernel_version.clone()),
-        ("board_name".to_owned(), c.board_name.clone()),
-        ("cpu_model".to_owned(), c.cpu_model.clone()),
-        ("bios_version".to_owned(), c.bios_version.clone()),
-        (
-            "record_format_version".to_owned(),
-            c.record_format_version.to_string(),
-        ),
-    ];
-    f.extend(c.extra.iter().cloned());
-    f
-}
-
-/// Maps a segment-log damage report to a gap reason.
-pub fn gap_reason(r: &DamageReason) -> GapReason {
-    match r {
-        DamageReason::Frame(_) => GapReason::CorruptFrame,
-        DamageReason::AbandonedReservation => GapReason::AbandonedReservation,
-        DamageReason::BadHeader(_) => GapReason::BadSegmentHeader,
-        DamageReason::Truncated => GapReason::TruncatedSegment,
-        DamageReason::MissingSegments { .. } => GapReason::Trimmed,
-        _ => GapReason::Unreadable,
     }
 }
 
@@ -569,74 +452,6 @@ impl BatchBuilder {
     }
 }
 
-const MISSING_CONTEXT: &str = "no context frame of the record's writer precedes it in its segment";
-const BAD_CLASS: &str = "class index outside the context's table";
-
-enum Step {
-    Bad(Position, String),
-    Damage(segment_log::Damage),
-}
-
-/// A record about to be placed, borrowing from the reader.
-struct Candidate<'a> {
-    position: Position,
-    context: &'a Arc<Context>,
-    class: &'a recorder::Classification,
-    severity: u8,
-    wall_ms: i64,
-    boot_ms: u64,
-    event_id: Option<[u8; 16]>,
-    hold_until_ms: Option<i64>,
-    payload: &'a [u8],
-    frame_len: u64,
-}
-
-impl Candidate<'_> {
-    fn to_owned(&self) -> Carried {
-        Carried {
-            position: self.position,
-            context: self.context.clone(),
-            class: self.class.clone(),
-            severity: self.severity,
-            wall_ms: self.wall_ms,
-            boot_ms: self.boot_ms,
-            event_id: self.event_id,
-            hold_until_ms: self.hold_until_ms,
-            payload: self.payload.to_vec(),
-            frame_len: self.frame_len,
-        }
-    }
-}
-
-impl Carried {
-    fn candidate(&self) -> Candidate<'_> {
-        Candidate {
-            position: self.position,
-            context: &self.context,
-            class: &self.class,
-            severity: self.severity,
-            wall_ms: self.wall_ms,
-            boot_ms: self.boot_ms,
-            event_id: self.event_id,
-            hold_until_ms: self.hold_until_ms,
-            payload: &self.payload,
-            frame_len: self.frame_len,
-        }
-    }
-}
-
-fn undecodable(position: Position, end: Position, detail: String) -> Gap {
-    Gap {
-        reason: GapReason::UndecodableRecord,
-        start: position,
-        end: end.max(position),
-        segments: 0,
-        records: 1,
-        bytes: 0,
-        detail,
-    }
-}
-
 /// Why a batch could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -652,6 +467,7 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
 }
 
+mod parts;
+
 #[cfg(test)]
-#[path = "batch_tests.rs"]
 mod tests;

@@ -1,0 +1,198 @@
+//! The pieces the batch builder streams through: the reader state, contexts by writer slot,
+//! a record carried over to the next batch, and the mapping of contexts and damage to the
+//! wire.
+use std::sync::Arc;
+
+use recorder::record::Context;
+use segment_log::{DamageReason, Position, Reader};
+
+use crate::protocol::{Gap, GapReason};
+
+/// A record read but not yet placed in a batch.
+#[derive(Debug, Clone)]
+pub(super) struct Carried {
+    pub(super) position: Position,
+    pub(super) context: Arc<Context>,
+    pub(super) class: recorder::Classification,
+    pub(super) severity: u8,
+    pub(super) wall_ms: i64,
+    pub(super) boot_ms: u64,
+    pub(super) event_id: Option<[u8; 16]>,
+    pub(super) hold_until_ms: Option<i64>,
+    pub(super) payload: Vec<u8>,
+    pub(super) frame_len: u64,
+}
+
+pub(super) enum Pending {
+    Record(Carried),
+    Gap(Gap),
+    Context(Position, Arc<Context>),
+}
+
+impl Pending {
+    pub(super) fn start(&self) -> Position {
+        match self {
+            Pending::Record(r) => r.position,
+            Pending::Gap(g) => g.start,
+            Pending::Context(p, _) => *p,
+        }
+    }
+}
+
+/// The contexts of the current segment by writer slot. A segment has few writers, so a
+/// vector with a last-hit hint beats hashing on every record.
+#[derive(Default)]
+pub(super) struct Contexts {
+    by_slot: Vec<(u32, Arc<Context>)>,
+    hint: usize,
+}
+
+impl Contexts {
+    pub(super) fn clear(&mut self) {
+        self.by_slot.clear();
+        self.hint = 0;
+    }
+
+    pub(super) fn insert(&mut self, slot: u32, c: Arc<Context>) {
+        match self.by_slot.iter_mut().find(|(s, _)| *s == slot) {
+            Some(e) => e.1 = c,
+            None => self.by_slot.push((slot, c)),
+        }
+    }
+
+    pub(super) fn get(&mut self, slot: u32) -> Option<&Arc<Context>> {
+        if self.by_slot.get(self.hint).is_some_and(|e| e.0 == slot) {
+            return self.by_slot.get(self.hint).map(|e| &e.1);
+        }
+        let i = self.by_slot.iter().position(|e| e.0 == slot)?;
+        self.hint = i;
+        self.by_slot.get(i).map(|e| &e.1)
+    }
+}
+
+pub(super) struct Stream {
+    pub(super) reader: Reader,
+    pub(super) segment: Option<u64>,
+    pub(super) contexts: Contexts,
+    pub(super) carry: Option<Pending>,
+}
+
+impl Stream {
+    /// Where the logical stream continues.
+    pub(super) fn position(&self) -> Position {
+        self.carry
+            .as_ref()
+            .map_or_else(|| self.reader.position(), Pending::start)
+    }
+
+    pub(super) fn observe_context(&mut self, segment: u64, ctx: Context) {
+        if self.segment != Some(segment) {
+            self.segment = Some(segment);
+            self.contexts.clear();
+        }
+        self.contexts.insert(ctx.slot, Arc::new(ctx));
+    }
+}
+
+/// Flattens a recorder context into the wire's key/value pairs (PROTOCOL.md 3.3).
+pub fn context_fields(c: &Context) -> Vec<(String, String)> {
+    let mut f = vec![
+        ("machine_id".to_owned(), c.machine_id.clone()),
+        ("boot_id".to_owned(), c.boot_id_hex()),
+        ("arch".to_owned(), c.arch.clone()),
+        ("host_type".to_owned(), c.host_type.clone()),
+        ("build".to_owned(), c.build.clone()),
+        ("system_name".to_owned(), c.system_name.clone()),
+        ("kernel_version".to_owned(), c.kernel_version.clone()),
+        ("board_name".to_owned(), c.board_name.clone()),
+        ("cpu_model".to_owned(), c.cpu_model.clone()),
+        ("bios_version".to_owned(), c.bios_version.clone()),
+        (
+            "record_format_version".to_owned(),
+            c.record_format_version.to_string(),
+        ),
+    ];
+    f.extend(c.extra.iter().cloned());
+    f
+}
+
+/// Maps a segment-log damage report to a gap reason.
+pub fn gap_reason(r: &DamageReason) -> GapReason {
+    match r {
+        DamageReason::Frame(_) => GapReason::CorruptFrame,
+        DamageReason::AbandonedReservation => GapReason::AbandonedReservation,
+        DamageReason::BadHeader(_) => GapReason::BadSegmentHeader,
+        DamageReason::Truncated => GapReason::TruncatedSegment,
+        DamageReason::MissingSegments { .. } => GapReason::Trimmed,
+        _ => GapReason::Unreadable,
+    }
+}
+
+pub(super) const MISSING_CONTEXT: &str =
+    "no context frame of the record's writer precedes it in its segment";
+pub(super) const BAD_CLASS: &str = "class index outside the context's table";
+
+pub(super) enum Step {
+    Bad(Position, String),
+    Damage(segment_log::Damage),
+}
+
+/// A record about to be placed, borrowing from the reader.
+pub(super) struct Candidate<'a> {
+    pub(super) position: Position,
+    pub(super) context: &'a Arc<Context>,
+    pub(super) class: &'a recorder::Classification,
+    pub(super) severity: u8,
+    pub(super) wall_ms: i64,
+    pub(super) boot_ms: u64,
+    pub(super) event_id: Option<[u8; 16]>,
+    pub(super) hold_until_ms: Option<i64>,
+    pub(super) payload: &'a [u8],
+    pub(super) frame_len: u64,
+}
+
+impl Candidate<'_> {
+    pub(super) fn to_owned(&self) -> Carried {
+        Carried {
+            position: self.position,
+            context: self.context.clone(),
+            class: self.class.clone(),
+            severity: self.severity,
+            wall_ms: self.wall_ms,
+            boot_ms: self.boot_ms,
+            event_id: self.event_id,
+            hold_until_ms: self.hold_until_ms,
+            payload: self.payload.to_vec(),
+            frame_len: self.frame_len,
+        }
+    }
+}
+
+impl Carried {
+    pub(super) fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            position: self.position,
+            context: &self.context,
+            class: &self.class,
+            severity: self.severity,
+            wall_ms: self.wall_ms,
+            boot_ms: self.boot_ms,
+            event_id: self.event_id,
+            hold_until_ms: self.hold_until_ms,
+            payload: &self.payload,
+            frame_len: self.frame_len,
+        }
+    }
+}
+
+pub(super) fn undecodable(position: Position, end: Position, detail: String) -> Gap {
+    Gap {
+        reason: GapReason::UndecodableRecord,
+        start: position,
+        end: end.max(position),
+        segments: 0,
+        records: 1,
+        bytes: 0,
+        detail,
+    }
+}
