@@ -355,6 +355,7 @@ fn child_probe_process() {
     let class = RecordBuilder::parse("org.torture/probe/line", 2).unwrap();
     let pause = Duration::from_micros(8_000_000 / rate.max(1));
     let mut mode = String::new();
+    let mut crashing = false;
     let mut seq = 0u64;
     loop {
         if seq % 8 == 0 {
@@ -363,11 +364,27 @@ fn child_probe_process() {
                 match m.trim() {
                     "full" => set_fsize_limit(Some(4096)),
                     "stop" => break,
+                    "crash" => {
+                        // Append flat out, then SIGKILL ourselves from another thread: the
+                        // kill lands at an arbitrary instruction, most likely inside an
+                        // append (a reserved frame that is never committed).
+                        let micros = seq.wrapping_mul(2_654_435_761) % 20_000;
+                        std::thread::spawn(move || {
+                            sleep(Duration::from_micros(micros));
+                            // SAFETY: kill(2) on our own pid; no memory is involved.
+                            unsafe {
+                                libc::kill(libc::getpid(), libc::SIGKILL);
+                            }
+                        });
+                        crashing = true;
+                    }
                     _ => set_fsize_limit(None),
                 }
                 mode = m;
             }
-            sleep(pause);
+            if !crashing {
+                sleep(pause);
+            }
         }
         let pad = (seq.wrapping_mul(7919) ^ writer) % 240;
         let payload = format!(
@@ -726,6 +743,24 @@ impl Harness {
         self.start_probe(slot);
     }
 
+    /// Has a probe append flat out and SIGKILL itself at a random instant.
+    fn crash_probe_mid_append(&mut self) {
+        let slot = self.rng.below(self.probes.len() as u64) as usize;
+        if let Some(mut p) = self.probes[slot].take() {
+            std::fs::write(&p.ctl, "crash").unwrap();
+            let st = wait_or_kill(&mut p.child, Duration::from_secs(30));
+            use std::os::unix::process::ExitStatusExt;
+            if st.signal() != Some(libc::SIGKILL) {
+                self.ledger.unexpected_exits.push(format!(
+                    "probe writer {} asked to crash ended with {st}",
+                    p.writer
+                ));
+            }
+            self.ledger.count("kill probe mid-append");
+        }
+        self.start_probe(slot);
+    }
+
     fn kill_uploader(&mut self) {
         if let Some(mut c) = self.uploader.take() {
             let _ = c.kill();
@@ -909,7 +944,8 @@ fn run(plan: Plan) {
             pending.iter().any(|(_, p)| f(p))
         };
         match h.rng.below(100) {
-            0..=19 => h.kill_probe(),
+            0..=12 => h.kill_probe(),
+            13..=19 => h.crash_probe_mid_append(),
             20..=31 => h.kill_uploader(),
             32..=39 => h.kill_collector(),
             40..=64 => {
@@ -953,6 +989,12 @@ fn run(plan: Plan) {
         }
     }
     let fault_time = t0.elapsed();
+    let mut phases: Vec<(&str, Duration)> = vec![("faults", fault_time)];
+    let mut mark = Instant::now();
+    let mut phase = |name: &'static str, phases: &mut Vec<(&str, Duration)>| {
+        phases.push((name, mark.elapsed()));
+        mark = Instant::now();
+    };
 
     // Drain: restore everything, stop the probes, flush through the daemon.
     h.proxy.set(Fault::Pass);
@@ -975,6 +1017,7 @@ fn run(plan: Plan) {
     for t in std::mem::take(&mut h.ledger.copiers) {
         t.join().unwrap();
     }
+    phase("stop probes", &mut phases);
     let flush = h
         .paths
         .seglog(&["upload", "flush", "--timeout", "300s"])
@@ -1000,7 +1043,9 @@ fn run(plan: Plan) {
     sampler.join().unwrap();
 
     let collector_url = h.collector.as_ref().unwrap().1.clone();
+    phase("flush and stop uploader", &mut phases);
     let report = check(&h, &collector_url, &samples);
+    phase("check", &mut phases);
     let verify = h
         .paths
         .seglog(&["journal", "verify", "--json", "--hole-timeout", "0"])
@@ -1009,6 +1054,7 @@ fn run(plan: Plan) {
     let (mut c, _) = h.collector.take().unwrap();
     signal(pid_of(&c), libc::SIGTERM);
     let collector_status = wait_or_kill(&mut c, Duration::from_secs(60));
+    phase("verify and stop collector", &mut phases);
 
     // Verify: exit 0 (clean) or 1 with only the damage we injected.
     let mut failures = report.failures.clone();
@@ -1092,6 +1138,11 @@ fn run(plan: Plan) {
     let _ = writeln!(s, "  lost by gap reason: {:?}", report.lost_by_reason);
     let _ = writeln!(
         s,
+        "  delivered although a trimmed gap covers them (acked, cursor not yet persisted): {}",
+        report.delivered_in_trimmed_gap
+    );
+    let _ = writeln!(
+        s,
         "  collector: {} gap entries {:?}, {} duplicate batches and {} duplicate records absorbed by dedupe",
         report.gap_entries, report.gaps_by_reason, report.dup_batches, report.dup_records
     );
@@ -1116,6 +1167,15 @@ fn run(plan: Plan) {
         verify_problems.0,
         h.ledger.corruptions.len(),
         verify_problems.1
+    );
+    let _ = writeln!(
+        s,
+        "  phases: {}",
+        phases
+            .iter()
+            .map(|(n, d)| format!("{n} {:.1} s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         s,
@@ -1204,6 +1264,11 @@ struct Report {
     dup_batches: u64,
     dup_records: u64,
     trimmed_known: u64,
+    /// Records the collector has although a `trimmed` gap covers them: the uploader was
+    /// killed after the server acknowledged their batch but before it persisted the cursor,
+    /// then retention (probe-side, by disk budget) removed the segments, so the rebuilt
+    /// in-flight range became a gap. The gap over-reports; nothing is lost or doubled.
+    delivered_in_trimmed_gap: u64,
     failures: Vec<String>,
 }
 
@@ -1339,10 +1404,16 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
             );
         }
         if let Some(g) = gaps.iter().find(|g| g.start <= *pos && *pos < g.end) {
-            fail(
-                &mut r,
-                format!("record w={writer} seq={seq} at {pos} was delivered but lies in gap {g:?}"),
-            );
+            if g.reason == "trimmed" {
+                r.delivered_in_trimmed_gap += 1;
+            } else {
+                fail(
+                    &mut r,
+                    format!(
+                        "record w={writer} seq={seq} at {pos} was delivered but lies in gap {g:?}"
+                    ),
+                );
+            }
         }
         if by_writer
             .entry(*writer)
