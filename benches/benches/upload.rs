@@ -282,6 +282,14 @@ fn report(files: &[(String, Vec<Vec<u8>>)], sets: &[(&str, Corpus)], url: &str) 
     }
     if let Some((_, all)) = sets.iter().find(|(n, _)| *n == "loghub") {
         let all_lines: Vec<Vec<u8>> = files.iter().flat_map(|(_, l)| l.iter().cloned()).collect();
+        let text: Vec<u8> = all_lines
+            .iter()
+            .flat_map(|l| l.iter().copied().chain(std::iter::once(b'\n')))
+            .collect();
+        let plain = per_core(text.len() as u64, || {
+            black_box(zstd::bulk::compress(&text, 3).expect("zstd"));
+        });
+        out.push_str(&format!("  plain zstd -3 of the loghub lines as text, same run: {plain:8.1} MB/s per core (the reference for the rows above)\n"));
         let (wire, _, batches) = build_all(all, 3);
         let plain = zstd3_plain(&all_lines);
         out.push_str(&format!(

@@ -149,8 +149,16 @@ pub fn decode_batch_raw(raw: &[u8], limits: &Limits) -> Result<Batch, ProtocolEr
 
     let n = i.count("classification count", limits.max_classifications)?;
     let mut classes = Vec::with_capacity(fit(&i, n, 1, "classifications")?);
+    let mut distinct = std::collections::HashSet::with_capacity(classes.capacity());
     for _ in 0..n {
-        classes.push(i.str("classification", MAX_NAME_BYTES)?);
+        let c = i.str("classification", MAX_NAME_BYTES)?;
+        if !distinct.insert(c) {
+            return Err(invalid(
+                "classification table",
+                format!("{c:?} is listed twice"),
+            ));
+        }
+        classes.push(c);
     }
 
     let n = i.count("record count", limits.max_records)?;
@@ -202,8 +210,17 @@ pub fn decode_batch_raw(raw: &[u8], limits: &Limits) -> Result<Batch, ProtocolEr
         }
         r.context = c as u32;
     }
+    // Canonical table: entries appear in the order records first use them, and all are used.
+    let mut next_new = 0u64;
     for r in recs.iter_mut() {
         let c = i.uvarint("record classification")?;
+        if c > next_new {
+            return Err(invalid(
+                "record classification",
+                format!("index {c} is used before index {next_new}"),
+            ));
+        }
+        next_new += u64::from(c == next_new);
         let s = usize::try_from(c).ok().and_then(|c| classes.get(c));
         let s = s.ok_or_else(|| {
             invalid(
@@ -212,6 +229,12 @@ pub fn decode_batch_raw(raw: &[u8], limits: &Limits) -> Result<Batch, ProtocolEr
             )
         })?;
         r.classification = (*s).to_owned();
+    }
+    if next_new != classes.len() as u64 {
+        return Err(invalid(
+            "classification table",
+            format!("{} entries but records use {next_new}", classes.len()),
+        ));
     }
     for r in recs.iter_mut() {
         r.severity = i.u8("record severity")?;

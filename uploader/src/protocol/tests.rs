@@ -263,6 +263,54 @@ fn windows_beyond_the_cap_are_refused() {
     ));
 }
 
+/// Found by cargo-fuzz (batch_decode): a table of unused, empty classifications decoded
+/// fine but did not re-encode to the same bytes. The table must be canonical.
+#[test]
+fn classification_table_must_list_each_used_class_once_in_order_of_first_use() {
+    let mut raw = encode_batch_raw(&Batch::default()).unwrap();
+    raw.truncate(raw.len() - 2); // classes 0, records 0
+    raw.extend_from_slice(&[1, 0, 0]); // one unused (empty) class, no records
+    assert!(matches!(
+        decode_batch_raw(&raw, &Limits::default()),
+        Err(ProtocolError::Invalid {
+            what: "classification table",
+            ..
+        })
+    ));
+    let mut b = vector_batch();
+    b.records[1].classification = "org.example/other/x".into();
+    let good = encode_batch_raw(&b).unwrap();
+    assert_eq!(decode_batch_raw(&good, &Limits::default()).unwrap(), b);
+    // Swap the two class indexes (column 3, after the positions and the context indexes):
+    // 0, 1 -> 1, 0 is out of order of first use.
+    let cols = [0x00, 0x20, 0x01, 0x80, 0x02, 0x00, 0x00, 0x00, 0x01];
+    let at = good.windows(cols.len()).position(|w| w == cols).unwrap() + 7;
+    let mut swapped = good.clone();
+    swapped[at] = 1;
+    swapped[at + 1] = 0;
+    let err = decode_batch_raw(&swapped, &Limits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProtocolError::Invalid {
+                what: "record classification",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    for name in ["regression_unused_classes_a", "regression_unused_classes_b"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus/batch_decode")
+            .join(name);
+        let data = std::fs::read(path).unwrap();
+        assert!(
+            decode_batch_raw(&data, &Limits::default()).is_err(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn bad_magic_version_and_flags_are_named() {
     let raw = encode_batch_raw(&vector_batch()).unwrap();
