@@ -354,18 +354,18 @@ impl BatchBuilder {
                                 Ok(Decoded::Record { header, payload }) => {
                                     let ctx = s.contexts.get(header.slot);
                                     match ctx.ok_or(MISSING_CONTEXT).and_then(|c| {
-                                        header.resolve(c).map(|m| (c, m)).map_err(|_| BAD_CLASS)
+                                        parts::resolve(&header, c).map(|m| (c, m)).ok_or(BAD_CLASS)
                                     }) {
                                         Ok((context, m)) => {
                                             let cand = Candidate {
                                                 position: f.position,
                                                 context,
-                                                class: &m.classification,
-                                                severity: m.severity.get(),
+                                                class: m.class,
+                                                severity: header.severity.get(),
                                                 wall_ms: m.wall_ms,
                                                 boot_ms: m.boot_ms,
-                                                event_id: m.event_id.map(|e| *e.as_bytes()),
-                                                hold_until_ms: m.hold_until_wall_ms,
+                                                event_id: header.event_id.map(|e| *e.as_bytes()),
+                                                hold_until_ms: m.hold_until_ms,
                                                 payload,
                                                 frame_len: f.payload.len() as u64,
                                             };

@@ -3,7 +3,8 @@
 //! wire.
 use std::sync::Arc;
 
-use recorder::record::Context;
+use recorder::record::{ClassRef, Context, RecordHeader, RecordTime};
+use recorder::Classification;
 use segment_log::{DamageReason, Position, Reader};
 
 use crate::protocol::{Gap, GapReason};
@@ -194,5 +195,99 @@ pub(super) fn undecodable(position: Position, end: Position, detail: String) -> 
         records: 1,
         bytes: 0,
         detail,
+    }
+}
+
+/// A record header combined with its context, borrowing instead of cloning (the recorder's
+/// `RecordHeader::resolve` clones the classification, an atomic increment and decrement per
+/// record on the upload hot path). `resolve_matches_the_recorder` checks both agree.
+pub(super) struct Meta<'a> {
+    pub(super) class: &'a Classification,
+    pub(super) wall_ms: i64,
+    pub(super) boot_ms: u64,
+    pub(super) hold_until_ms: Option<i64>,
+}
+
+/// `None` when the class index is outside the context's table.
+pub(super) fn resolve<'a>(h: &'a RecordHeader, ctx: &'a Context) -> Option<Meta<'a>> {
+    let class = match &h.class {
+        ClassRef::Index(i) => ctx.classifications.get(usize::try_from(*i).ok()?)?,
+        ClassRef::Inline(c) => c,
+    };
+    let (wall_ms, boot_ms) = match h.time {
+        RecordTime::Absolute { wall_ms, boot_ms } => (wall_ms, boot_ms),
+        RecordTime::Relative {
+            boot_delta_ms,
+            wall_skew_ms,
+        } => {
+            let delta = i64::try_from(boot_delta_ms).unwrap_or(i64::MAX);
+            (
+                ctx.base_wall_ms
+                    .saturating_add(delta)
+                    .saturating_add(wall_skew_ms),
+                ctx.base_boot_ms.saturating_add(boot_delta_ms),
+            )
+        }
+    };
+    let hold_until_ms = h
+        .hold_ms
+        .map(|x| wall_ms.saturating_add(i64::try_from(x).unwrap_or(i64::MAX)));
+    Some(Meta {
+        class,
+        wall_ms,
+        boot_ms,
+        hold_until_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use recorder::record::{EventId, Severity};
+
+    fn context() -> Context {
+        let d = tempfile::tempdir().unwrap();
+        let r = recorder::Recorder::open(&crate::testutil::config(d.path(), 1 << 20)).unwrap();
+        let mut c = r.context();
+        c.classifications = vec![
+            Classification::new("a/b/c").unwrap(),
+            Classification::new("d/e/f").unwrap(),
+        ];
+        c
+    }
+
+    proptest! {
+        #[test]
+        fn resolve_matches_the_recorder(
+            index in 0u32..4,
+            inline in any::<bool>(),
+            relative in any::<bool>(),
+            a in any::<i64>(),
+            b in any::<u64>(),
+            hold in proptest::option::of(any::<u64>()),
+            base_wall in any::<i64>(),
+            base_boot in any::<u64>(),
+        ) {
+            let mut ctx = context();
+            ctx.base_wall_ms = base_wall;
+            ctx.base_boot_ms = base_boot;
+            let h = RecordHeader {
+                slot: 0,
+                class: if inline { ClassRef::Inline(Classification::new("x/y/z").unwrap()) } else { ClassRef::Index(index) },
+                severity: Severity::new(2).unwrap(),
+                time: if relative { RecordTime::Relative { boot_delta_ms: b, wall_skew_ms: a } } else { RecordTime::Absolute { wall_ms: a, boot_ms: b } },
+                event_id: Some(EventId::from_bytes([1; 16])),
+                hold_ms: hold,
+            };
+            match (h.resolve(&ctx), resolve(&h, &ctx)) {
+                (Ok(r), Some(m)) => {
+                    prop_assert_eq!(&r.classification, m.class);
+                    prop_assert_eq!((r.wall_ms, r.boot_ms, r.hold_until_wall_ms), (m.wall_ms, m.boot_ms, m.hold_until_ms));
+                }
+                (Err(_), None) => {}
+                (r, m) => prop_assert!(false, "recorder {:?} vs ours {:?}", r.is_ok(), m.is_some()),
+            }
+        }
     }
 }
