@@ -419,10 +419,22 @@ impl BatchBuilder {
                 s.carry = Some(Pending::Gap(gap));
                 break End::Full;
             }
+            // Rebuilding an in-flight range over data that disappeared since (retention removed
+            // segments): the batch still ends at `until`, so it keeps its id and a collector
+            // that stored the first send drops it; the rest of the gap opens the next batch.
+            if let Some(u) = until.filter(|&u| gap.end > u) {
+                let (head, tail) = parts::split_gap(gap, u);
+                self.enc.add_gap(&head);
+                gaps.push(head);
+                s.carry = Some(Pending::Gap(tail));
+                break End::Target;
+            }
             self.enc.add_gap(&gap);
             gaps.push(gap);
         };
+        // A rebuilt range never ends past `until`, even when what lay before it is gone.
         let last = s.position().max(from);
+        let last = until.map_or(last, |u| last.min(u).max(from));
         let id = self.enc.finish(last, &mut self.raw)?;
         let body = if self.enc.records() == 0 && gaps.is_empty() {
             Vec::new()

@@ -78,6 +78,28 @@ pub(super) struct Stream {
     pub(super) carry: Option<Pending>,
 }
 
+/// Splits `g` at `at` (`g.start < at < g.end`). Whole missing segments before `at`'s segment
+/// go to the head, the rest (and the records count, which notes give per removal, not per
+/// segment) to the tail; a byte count within one segment is split at `at`.
+pub(super) fn split_gap(g: Gap, at: Position) -> (Gap, Gap) {
+    let mut head = Gap {
+        end: at,
+        detail: g.detail.clone(),
+        ..g
+    };
+    let mut tail = Gap { start: at, ..g };
+    head.segments = at.segment.saturating_sub(g.start.segment).min(g.segments);
+    tail.segments = g.segments - head.segments;
+    head.records = 0;
+    if g.start.segment == at.segment {
+        head.bytes = g.bytes.min(at.offset.saturating_sub(g.start.offset));
+    } else {
+        head.bytes = 0;
+    }
+    tail.bytes = g.bytes - head.bytes;
+    (head, tail)
+}
+
 impl Stream {
     /// Where the logical stream continues.
     pub(super) fn position(&self) -> Position {

@@ -296,3 +296,77 @@ fn records_the_rate_limiter_spooled_are_held_back_until_their_hold_expires() {
         (5..10).collect::<Vec<_>>()
     );
 }
+
+/// Found by the torture harness (tests/torture.rs): an in-flight batch is rebuilt after the
+/// uploader died, but retention removed segments under it meanwhile. The rebuilt batch must
+/// cover exactly the in-flight range, so it keeps its id (a collector that stored the first
+/// send drops it as a duplicate, instead of storing a gap over records it has, or two
+/// overlapping gaps); the rest of the gap follows in the next batch.
+#[test]
+fn rebuilding_an_inflight_range_over_trimmed_segments_keeps_its_range_and_id() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 6000);
+    let segs = segment_log::fs::live_segments(&d.path().join("segments")).unwrap();
+    assert!(segs.len() > 4);
+    let l = limits(800, 16 << 20);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let delivered = b
+        .build(Position::default(), &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    // The batch in flight when the uploader died.
+    let first = b
+        .build(delivered.last, &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    assert_eq!(first.end, End::Full);
+    assert_eq!(first.first.segment, segs[0]);
+    assert!(first.last.segment < segs[3], "{:?}", first.last);
+    for s in &segs[..3] {
+        std::fs::remove_file(
+            d.path()
+                .join("segments")
+                .join(segment_log::fs::segment_file_name(*s, "seg")),
+        )
+        .unwrap();
+    }
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let exact = BatchLimits {
+        max_bytes: u64::MAX,
+        max_records: Limits::default().max_records,
+        max_gaps: u64::MAX,
+    };
+    let again = b
+        .build(
+            first.first,
+            &exact,
+            Some(first.last),
+            i64::MAX,
+            &mut NoNotes,
+        )
+        .unwrap();
+    assert_eq!((again.first, again.last), (first.first, first.last));
+    assert_eq!(again.id, first.id, "same range, same batch id");
+    let dec = decode_body(&again.body, &Limits::default()).unwrap();
+    assert_eq!(dec.records.len(), 0);
+    assert_eq!(dec.gaps.len(), 1, "{:?}", dec.gaps);
+    assert_eq!(
+        (dec.gaps[0].start, dec.gaps[0].end),
+        (first.first, first.last)
+    );
+    // The next batch goes on from there: the rest of the gap, then the records.
+    let next = b
+        .build(again.last, &l, None, i64::MAX, &mut NoNotes)
+        .unwrap();
+    let dec = decode_body(&next.body, &Limits::default()).unwrap();
+    assert_eq!(dec.gaps.len(), 1, "{:?}", dec.gaps);
+    let g = &dec.gaps[0];
+    assert_eq!(g.reason, GapReason::Trimmed);
+    assert_eq!(g.start, first.last);
+    assert_eq!(
+        g.end,
+        Position {
+            segment: segs[3],
+            offset: HEADER_LEN
+        }
+    );
+    assert!(!dec.records.is_empty());
+}
