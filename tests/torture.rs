@@ -521,6 +521,8 @@ struct Watched {
 #[derive(Default)]
 struct Samples {
     max_disk: AtomicU64,
+    /// The directory listing when `max_disk` was seen.
+    max_disk_listing: Mutex<String>,
     max_uploader_rss_kib: AtomicU64,
     max_probe_rss_kib: AtomicU64,
     samples: AtomicU64,
@@ -532,14 +534,27 @@ fn vm_rss_kib(pid: i32) -> Option<u64> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn disk_use(seg_dir: &Path) -> u64 {
+/// Allocated bytes of the files in `seg_dir`, each inode once (a segment becomes live by
+/// link + unlink, so for a moment two names share one inode), and the listing.
+fn disk_use(seg_dir: &Path) -> (u64, String) {
     let Ok(rd) = std::fs::read_dir(seg_dir) else {
-        return 0;
+        return (0, String::new());
     };
-    rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| m.blocks() * 512)
-        .sum()
+    let mut seen = BTreeSet::new();
+    let (mut total, mut listing) = (0, String::new());
+    for e in rd.filter_map(|e| e.ok()) {
+        let Ok(m) = e.metadata() else { continue };
+        listing.push_str(&format!(
+            "{} {} KiB (inode {}); ",
+            e.file_name().to_string_lossy(),
+            m.blocks() / 2,
+            m.ino()
+        ));
+        if seen.insert((m.dev(), m.ino())) {
+            total += m.blocks() * 512;
+        }
+    }
+    (total, listing)
 }
 
 struct Harness {
@@ -883,9 +898,10 @@ fn run(plan: Plan) {
         let seg_dir = h.paths.log.join(segment_log::fs::SEGMENTS_DIR);
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                samples
-                    .max_disk
-                    .fetch_max(disk_use(&seg_dir), Ordering::Relaxed);
+                let (disk, listing) = disk_use(&seg_dir);
+                if disk > samples.max_disk.fetch_max(disk, Ordering::Relaxed) {
+                    *samples.max_disk_listing.lock().unwrap() = listing;
+                }
                 let (up, probes) = {
                     let w = watched.lock().unwrap();
                     (w.uploader, w.probes.clone())
@@ -1060,6 +1076,11 @@ fn run(plan: Plan) {
     // Verify: exit 0 (clean) or 1 with only the damage we injected.
     let mut failures = report.failures.clone();
     let verify_problems = check_verify(&h, &verify, &mut failures);
+    let _ = std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("torture-verify-{}.jsonl", plan.label)),
+        &verify.stdout,
+    );
     if flush.status.code() != Some(0) {
         failures.push(format!(
             "final flush failed ({}): {flush_text}",
@@ -1633,7 +1654,10 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
     if disk > bound {
         fail(
             &mut r,
-            format!("disk use reached {disk} bytes, over max_bytes + one segment = {bound}"),
+            format!(
+                "disk use reached {disk} bytes, over max_bytes + one segment = {bound}: {}",
+                samples.max_disk_listing.lock().unwrap()
+            ),
         );
     }
     let up_rss = samples.max_uploader_rss_kib.load(Ordering::Relaxed);
