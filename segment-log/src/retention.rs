@@ -58,14 +58,28 @@ fn age_of(next: &SegmentHeader, clock: &dyn Clock) -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// Counts records of a sealed segment (all, and those at or after `cursor`).
-fn count_records(seg: &SegmentFile, cursor: Option<Position>) -> (u64, u64) {
+/// How long counting waits for a live writer to commit a frame in a segment being removed.
+/// A writer that reserved space just before a rotation may still be copying its payload into
+/// a segment that is no longer the newest; counting its reservation as a hole would
+/// under-report what retention removed (found by tests/torture.rs).
+const COUNT_HOLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Counts records of a removed segment (all, and those at or after `cursor`), read through
+/// a descriptor opened before the file was unlinked: a writer still committing into its
+/// mapping lands in the same inode. Runs without the rotate lock, since it may wait for
+/// such a writer (`writers_lock` is probed, as readers do).
+fn count_records(
+    file: std::fs::File,
+    seg: &SegmentFile,
+    cursor: Option<Position>,
+    writers_lock: Option<&Path>,
+) -> (u64, u64) {
     let holes = HolePolicy {
-        quiescent: true,
-        probe: None,
-        timeout: Duration::ZERO,
+        quiescent: writers_lock.is_none(),
+        probe: writers_lock.map(Path::to_path_buf),
+        timeout: COUNT_HOLE_TIMEOUT,
     };
-    let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
+    let Ok(mut sc) = SegmentScanner::from_file(file, &seg.path, seg.number, 1 << 20, holes) else {
         return (0, 0);
     };
     let (mut all, mut unconsumed) = (0, 0);
@@ -87,6 +101,8 @@ fn count_records(seg: &SegmentFile, cursor: Option<Position>) -> (u64, u64) {
                 }
             }
             Step::Frame { .. } | Step::Damage(_) => {}
+            // Nothing committed past here: a removed segment was never the newest, so it
+            // is sealed (or was left by a crash) and gets no new reservations.
             Step::Pending | Step::End => break,
         }
     }
@@ -105,21 +121,52 @@ pub fn enforce(
     let lock = lfs::open_lock_file(&path)?;
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &path, e))?;
-    let r = enforce_locked(&dir.join(lfs::SEGMENTS_DIR), policy, cursor, clock);
+    let r = remove_locked(&dir.join(lfs::SEGMENTS_DIR), policy, clock);
     let _ = FileExt::unlock(&lock);
-    r
+    Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK))))
 }
 
-pub(crate) fn enforce_locked(
+/// Segments removed under the rotate lock whose records are not counted yet.
+pub(crate) struct Removed {
+    files: Vec<(std::fs::File, SegmentFile)>,
+    report: RetentionReport,
+}
+
+impl Removed {
+    /// Number of segments removed.
+    pub(crate) fn segments_removed(&self) -> u64 {
+        self.report.segments_removed
+    }
+
+    /// Counts the records of the removed segments (call after releasing the rotate lock)
+    /// and completes the report.
+    pub(crate) fn count(
+        self,
+        cursor: Option<Position>,
+        writers_lock: Option<&Path>,
+    ) -> RetentionReport {
+        let mut report = self.report;
+        for (file, seg) in self.files {
+            let (records, unconsumed) = count_records(file, &seg, cursor, writers_lock);
+            report.records_removed += records;
+            report.unconsumed_records += unconsumed;
+        }
+        report
+    }
+}
+
+/// Removes what `policy` says must go; the caller holds the rotate lock. Record counts come
+/// from [`Removed::count`].
+pub(crate) fn remove_locked(
     seg_dir: &Path,
     policy: &RetentionPolicy,
-    cursor: Option<Position>,
     clock: &dyn Clock,
-) -> Result<RetentionReport> {
+) -> Result<Removed> {
     let files = lfs::list_segments(seg_dir)?;
     let mut total: u64 = files.iter().map(|f| f.disk_bytes).sum();
     let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();
     let mut report = RetentionReport::default();
+    let mut removed = Vec::new();
     // Candidates: every live segment but the newest, oldest first.
     for (i, seg) in live.iter().enumerate().take(live.len().saturating_sub(1)) {
         let over_size = policy.max_bytes.is_some_and(|max| total > max);
@@ -131,7 +178,11 @@ pub(crate) fn enforce_locked(
         if !over_size && !too_old {
             break;
         }
-        let (records, unconsumed) = count_records(seg, cursor);
+        let file = match std::fs::File::open(&seg.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("open segment", &seg.path, e)),
+        };
         match std::fs::remove_file(&seg.path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -140,12 +191,14 @@ pub(crate) fn enforce_locked(
         total = total.saturating_sub(seg.disk_bytes);
         report.removed.push(seg.number);
         report.segments_removed += 1;
-        report.records_removed += records;
-        report.unconsumed_records += unconsumed;
         report.bytes_removed += seg.disk_bytes;
+        removed.push((file, (*seg).clone()));
     }
     report.bytes_after = total;
-    Ok(report)
+    Ok(Removed {
+        files: removed,
+        report,
+    })
 }
 
 /// A summary of a log directory.

@@ -159,6 +159,23 @@ impl SegmentScanner {
             reason,
         };
         let file = File::open(path).map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;
+        Self::from_file(file, path, number, chunk, holes)
+    }
+
+    /// Like [`open`](Self::open), on a descriptor already open (the file may be unlinked).
+    pub fn from_file(
+        file: File,
+        path: &Path,
+        number: u64,
+        chunk: usize,
+        holes: HolePolicy,
+    ) -> Result<Self, Damage> {
+        let whole = |reason| Damage {
+            segment: number,
+            offset: 0,
+            len: 0,
+            reason,
+        };
         let mut head = [0u8; HEADER_LEN as usize];
         let n = read_full(&file, &mut head, 0)
             .map_err(|e| whole(DamageReason::Unreadable(e.to_string())))?;

@@ -457,8 +457,11 @@ impl Log {
         cursor: Option<Position>,
     ) -> Result<RetentionReport> {
         let s = &*self.shared;
-        let _g = s.lock_rotate()?;
-        retention::enforce_locked(&s.seg_dir, policy, cursor, &*s.opts.clock)
+        let removed = {
+            let _g = s.lock_rotate()?;
+            retention::remove_locked(&s.seg_dir, policy, &*s.opts.clock)?
+        };
+        Ok(removed.count(cursor, Some(&s.dir.join(lfs::WRITERS_LOCK))))
     }
 
     /// The report of the last retention pass run by the background thread, if any.
@@ -667,14 +670,15 @@ impl Shared {
             }
             if rotated {
                 if let Some(policy) = &self.opts.retention {
-                    if let Ok(_g) = self.lock_rotate() {
-                        let clock = &*self.opts.clock;
-                        if let Ok(r) = retention::enforce_locked(&self.seg_dir, policy, None, clock)
-                        {
-                            if r.segments_removed > 0 {
-                                *lock(&self.last_retention) = Some(r);
-                            }
+                    let removed = match self.lock_rotate() {
+                        Ok(_g) => {
+                            retention::remove_locked(&self.seg_dir, policy, &*self.opts.clock).ok()
                         }
+                        Err(_) => None,
+                    };
+                    if let Some(removed) = removed.filter(|r| r.segments_removed() > 0) {
+                        let probe = self.dir.join(lfs::WRITERS_LOCK);
+                        *lock(&self.last_retention) = Some(removed.count(None, Some(&probe)));
                     }
                 }
             }
