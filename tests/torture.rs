@@ -1602,6 +1602,31 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
                 );
             }
         }
+        // A hole is a reservation whose writer never committed it: it can only hide that
+        // writer's own record, which was never acknowledged. An acknowledged record inside
+        // one means the reader (or a writer) skipped committed frames.
+        if g.reason == "abandoned_reservation" && g.attributed > 0 {
+            let corrupted = h.ledger.corruptions.iter().any(|&(s, off, len)| {
+                let a = Position {
+                    segment: s,
+                    offset: off,
+                };
+                let b = Position {
+                    segment: s,
+                    offset: off + len,
+                };
+                g.start < b && a < g.end
+            });
+            if !corrupted {
+                fail(
+                    &mut r,
+                    format!(
+                        "gap {g:?}: {} acknowledged records lie in an abandoned reservation",
+                        g.attributed
+                    ),
+                );
+            }
+        }
         if g.reason == "undecodable_record"
             && !h
                 .ledger

@@ -107,6 +107,11 @@ pub(crate) enum Step {
     End,
 }
 
+/// How long a reader lets other writers' in-flight frames commit after it decided a hole is
+/// abandoned (writers alive), before it looks for the next frame: a frame reserved just
+/// after the hole and still being copied would otherwise be skipped as part of it.
+const SETTLE: Duration = Duration::from_millis(20);
+
 /// How to treat reservations that are not committed yet.
 #[derive(Debug, Clone)]
 pub(crate) struct HolePolicy {
@@ -143,6 +148,8 @@ pub(crate) struct SegmentScanner {
     chunk: usize,
     reserved: u64,
     hole_seen: Option<(u64, Instant)>,
+    /// The hole at this offset was re-read after the counter and the liveness check.
+    hole_fresh: Option<u64>,
     retried_at: Option<u64>,
     holes: HolePolicy,
     /// `(offset, counter)` for which the bytes past the counter were found to be zero.
@@ -199,6 +206,7 @@ impl SegmentScanner {
             chunk: chunk.max(4096),
             reserved,
             hole_seen: None,
+            hole_fresh: None,
             retried_at: None,
             holes,
             tail_checked: None,
@@ -220,10 +228,13 @@ impl SegmentScanner {
         self.header.capacity
     }
 
+    /// Re-reads the reservation counter. It only grows (a counter found damaged was raised
+    /// to the capacity by [`distrust_counter_if_data_follows`](Self::distrust_counter_if_data_follows)
+    /// and stays there).
     fn refresh_reserved(&mut self) {
         let mut w = [0u8; 8];
         if let Ok(8) = read_full(&self.file, &mut w, format::OFF_RESERVED_END as u64) {
-            self.reserved = u64::from_le_bytes(w);
+            self.reserved = self.reserved.max(u64::from_le_bytes(w));
         }
     }
 
@@ -288,6 +299,7 @@ impl SegmentScanner {
                 } => {
                     self.pos = o + total;
                     self.hole_seen = None;
+                    self.hole_fresh = None;
                     self.retried_at = None;
                     if kind == FrameKind::Seal {
                         return Ok(Step::End);
@@ -308,7 +320,15 @@ impl SegmentScanner {
                 FrameCheck::Empty => {
                     // Space reserved but not committed. A live writer commits within
                     // microseconds; wait (bounded) before calling it abandoned.
-                    if !self.holes.no_writer_alive() {
+                    //
+                    // The decision must rest on bytes read *after* the counter and the
+                    // liveness check: the window may be older than both (read while this was
+                    // the live end, before the frame here and those after it were written),
+                    // and a stale window would hide committed frames. So: counter, then
+                    // liveness, then (after letting in-flight frames settle) a fresh read.
+                    self.refresh_reserved();
+                    let none_alive = self.holes.no_writer_alive();
+                    if !none_alive {
                         let since = match self.hole_seen {
                             Some((at, t)) if at == o => t,
                             _ => {
@@ -324,7 +344,17 @@ impl SegmentScanner {
                             self.window(o, FRAME_HEADER_LEN, true)?;
                             continue;
                         }
+                        // Abandoned. Other writers' frames reserved before the counter was
+                        // read may be mid-commit right now; give them time, so resync does
+                        // not skip them as part of the hole.
+                        std::thread::sleep(SETTLE);
                     }
+                    if self.hole_fresh != Some(o) {
+                        self.hole_fresh = Some(o);
+                        self.window(o, FRAME_HEADER_LEN, true)?;
+                        continue;
+                    }
+                    self.hole_fresh = None;
                     self.hole_seen = None;
                     return self.skip_damage(o, DamageReason::AbandonedReservation);
                 }

@@ -736,3 +736,41 @@ fn retention_counts_a_record_committed_after_rotation_into_a_segment_it_removes(
     assert_eq!(r.records_removed, 4, "{r:?}");
     assert_eq!(r.unconsumed_records, 4, "{r:?}");
 }
+
+#[test]
+fn a_reader_that_waited_at_the_live_end_reads_what_was_written_after_all_writers_left() {
+    // The reader's window holds the zeros past the live end. Writers then fill the segment,
+    // rotate, and exit; the reader, resuming, must read the frames, not its stale zeros as an
+    // abandoned reservation running to the end of the segment (found by tests/torture.rs:
+    // the uploader's reader, resumed for the final drain, skipped 66 acknowledged records).
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(d.path(), small()).unwrap();
+    for i in 0..5u32 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    let mut r = Reader::open(d.path(), Position::default(), quiet()).unwrap();
+    let mut seen = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        match e {
+            Entry::Frame(f) if f.kind == FrameKind::Record => seen.push(f.payload.to_vec()),
+            Entry::Frame(_) => {}
+            Entry::Damage(dm) => panic!("unexpected damage {dm}"),
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    for i in 5..40u32 {
+        log.append(&i.to_le_bytes()).unwrap();
+    }
+    log.rotate().unwrap();
+    log.append(&40u32.to_le_bytes()).unwrap();
+    drop(log); // no writer alive from here on: holes are reported at once
+    while let Some(e) = r.next_entry().unwrap() {
+        match e {
+            Entry::Frame(f) if f.kind == FrameKind::Record => seen.push(f.payload.to_vec()),
+            Entry::Frame(_) => {}
+            Entry::Damage(dm) => panic!("committed frames reported as damage: {dm}"),
+        }
+    }
+    let want: Vec<Vec<u8>> = (0..41u32).map(|i| i.to_le_bytes().to_vec()).collect();
+    assert_eq!(seen, want);
+}
