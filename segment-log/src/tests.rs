@@ -774,3 +774,73 @@ fn a_reader_that_waited_at_the_live_end_reads_what_was_written_after_all_writers
     let want: Vec<Vec<u8>> = (0..41u32).map(|i| i.to_le_bytes().to_vec()).collect();
     assert_eq!(seen, want);
 }
+
+#[test]
+fn a_writer_trims_before_it_adds_a_segment_so_disk_stays_within_max_bytes_plus_one() {
+    // Writers that died between a rotation and their retention pass (or run without a
+    // policy) can leave the log over budget. The next segment file any writer creates must
+    // come after a trim, so disk use never passes max_bytes + one segment (found by
+    // tests/torture.rs: max_bytes + 2 segments at a peak).
+    let d = tempfile::tempdir().unwrap();
+    let seg = 64u64 << 10;
+    let over = Log::open(
+        d.path(),
+        Options {
+            prepare_ahead: false,
+            ..small()
+        },
+    )
+    .unwrap();
+    while over.active_segment() < 8 {
+        over.append(&[1u8; 1000]).unwrap();
+    }
+    let disk = |d: &Path| -> u64 {
+        fs::list_segments(&d.join("segments"))
+            .unwrap()
+            .iter()
+            .map(|f| f.disk_bytes)
+            .sum()
+    };
+    assert!(disk(d.path()) >= 8 * seg);
+    let policy = RetentionPolicy {
+        max_bytes: Some(4 * seg),
+        max_age: None,
+    };
+    let log = Log::open(
+        d.path(),
+        Options {
+            retention: Some(policy),
+            ..small()
+        },
+    )
+    .unwrap();
+    drop(over);
+    // Fill the active segment past an eighth: the preparer prepares the next one.
+    let t0 = std::time::Instant::now();
+    while !seg_file(d.path(), 9).with_extension("prep").exists() {
+        log.append(&[2u8; 1000]).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(20), "nothing prepared");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let used = disk(d.path());
+    assert!(used <= 5 * seg, "disk use {used} > max_bytes + one segment");
+    // And the records trimmed were counted by the background thread.
+    let t0 = std::time::Instant::now();
+    let report = loop {
+        if let Some(r) = log.last_background_retention() {
+            break r;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no retention report"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Full segments of 1000-byte records hold 64 each.
+    assert!(report.segments_removed >= 1, "{report:?}");
+    assert_eq!(
+        report.records_removed,
+        64 * report.segments_removed,
+        "{report:?}"
+    );
+}

@@ -64,6 +64,10 @@ struct Shared {
     /// Whether a background thread exists to drop `retired`.
     background: bool,
     last_retention: Mutex<Option<RetentionReport>>,
+    /// Segments removed under the rotate lock whose records the preparer has yet to count
+    /// (counting may wait for a late writer, so it never runs under the lock or on the
+    /// appending thread).
+    uncounted: Mutex<Vec<retention::Removed>>,
 }
 
 /// An open log: the writer handle of one process.
@@ -229,6 +233,7 @@ impl Log {
             retired: Mutex::new(Vec::new()),
             background: opts.prepare_ahead || opts.retention.is_some(),
             last_retention: Mutex::new(None),
+            uncounted: Mutex::new(Vec::new()),
             opts,
         });
         let mut threads = Vec::new();
@@ -642,6 +647,7 @@ impl Shared {
             let file = segment::open_rw(&live)?;
             return MappedSegment::map(file, live);
         }
+        self.trim_locked();
         create_live(&self.seg_dir, &self.opts, &self.log_id, n)
     }
 
@@ -668,21 +674,48 @@ impl Shared {
             if self.opts.prepare_ahead && (rotated_once || self.active_fill() >= 0.125) {
                 let _ = self.prepare_next();
             }
-            if rotated {
-                if let Some(policy) = &self.opts.retention {
-                    let removed = match self.lock_rotate() {
-                        Ok(_g) => {
-                            retention::remove_locked(&self.seg_dir, policy, &*self.opts.clock).ok()
-                        }
-                        Err(_) => None,
-                    };
-                    if let Some(removed) = removed.filter(|r| r.segments_removed() > 0) {
-                        let probe = self.dir.join(lfs::WRITERS_LOCK);
-                        *lock(&self.last_retention) = Some(removed.count(None, Some(&probe)));
-                    }
+            if rotated && self.opts.retention.is_some() {
+                if let Ok(_g) = self.lock_rotate() {
+                    self.trim_locked();
                 }
             }
+            self.count_trimmed();
         }
+    }
+
+    /// Applies the retention policy, if any; the caller holds the rotate lock. Runs before
+    /// every new segment file is created (and after rotations), so disk use never passes
+    /// `max_bytes` plus the one segment being added, even when a writer died between its
+    /// rotation and its retention pass. Records are counted later by the preparer.
+    fn trim_locked(&self) {
+        let Some(policy) = &self.opts.retention else {
+            return;
+        };
+        if let Ok(removed) = retention::remove_locked(&self.seg_dir, policy, &*self.opts.clock) {
+            if removed.segments_removed() > 0 {
+                lock(&self.uncounted).push(removed);
+            }
+        }
+    }
+
+    /// Counts the records of segments trimmed so far (preparer thread, no lock held).
+    fn count_trimmed(&self) {
+        let pending: Vec<_> = std::mem::take(&mut *lock(&self.uncounted));
+        if pending.is_empty() {
+            return;
+        }
+        let probe = self.dir.join(lfs::WRITERS_LOCK);
+        let mut total = RetentionReport::default();
+        for r in pending {
+            let r = r.count(None, Some(&probe));
+            total.removed.extend(r.removed);
+            total.segments_removed += r.segments_removed;
+            total.records_removed += r.records_removed;
+            total.bytes_removed += r.bytes_removed;
+            total.unconsumed_records += r.unconsumed_records;
+            total.bytes_after = r.bytes_after;
+        }
+        *lock(&self.last_retention) = Some(total);
     }
 
     /// Fraction of the active segment reserved so far.
@@ -709,6 +742,7 @@ impl Shared {
             if prep.exists() {
                 segment::open_rw(&prep)?
             } else {
+                self.trim_locked();
                 segment::create_file(
                     &tmp_path(&self.seg_dir, want),
                     &prep,
