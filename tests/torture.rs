@@ -407,7 +407,84 @@ fn child_probe_process() {
 // ------------------------------------------------------------------------------------------
 // The parent: processes and their bookkeeping.
 
+/// A size-limited tmpfs mounted on the log directory.
+struct TmpfsMount {
+    at: PathBuf,
+    size: u64,
+}
+
+impl TmpfsMount {
+    fn mount(at: &Path, size: u64) -> Option<TmpfsMount> {
+        use std::os::unix::ffi::OsStrExt;
+        let target = std::ffi::CString::new(at.as_os_str().as_bytes()).ok()?;
+        let opts = std::ffi::CString::new(format!("size={size},mode=0700")).ok()?;
+        // SAFETY: every pointer is a NUL-terminated C string that outlives the call;
+        // mount(2) reads them and keeps none.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        (rc == 0).then(|| TmpfsMount {
+            at: at.to_path_buf(),
+            size,
+        })
+    }
+
+    /// Fills the file system: a ballast file takes every free block (real ENOSPC for every
+    /// process writing there: probes, the uploader's cursor and state, retention).
+    fn fill(&self) -> PathBuf {
+        let ballast = self.at.join("ballast");
+        let mut f = File::create(&ballast).unwrap();
+        let chunk = vec![0xB5u8; 64 << 10];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    // Partial blocks: keep going in smaller writes until nothing fits.
+                    let mut small = 4096;
+                    while small > 0 {
+                        match f.write(&chunk[..small]) {
+                            Ok(n) if n > 0 => {}
+                            _ => small /= 2,
+                        }
+                    }
+                    break;
+                }
+                Err(e) => panic!("filling {}: {e}", ballast.display()),
+            }
+        }
+        ballast
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        if std::env::var_os("SEGLOG_TORTURE_KEEP").is_some() && std::thread::panicking() {
+            eprintln!(
+                "tmpfs left mounted at {} (umount it when done)",
+                self.at.display()
+            );
+            return;
+        }
+        if let Ok(target) = std::ffi::CString::new(self.at.as_os_str().as_bytes()) {
+            // SAFETY: a NUL-terminated path that outlives the call.
+            unsafe {
+                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
 struct Paths {
+    /// The log directory's own tmpfs, when one could be mounted (unmounted on drop).
+    tmpfs: Option<TmpfsMount>,
     _tmp: tempfile::TempDir,
     root: PathBuf,
     log: PathBuf,
@@ -422,8 +499,20 @@ impl Paths {
     fn new(plan: &Plan, proxy_url: &str) -> Paths {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
+        let log = root.join("log");
+        std::fs::create_dir_all(&log).unwrap();
+        // A real full disk: the log directory gets its own small tmpfs (root and
+        // CAP_SYS_ADMIN needed; `SEGLOG_TORTURE_NO_TMPFS=1` or no privilege: RLIMIT_FSIZE
+        // alone). Room for max_bytes + one segment of log, a prepared segment, and the
+        // uploader's and recorder's small state files.
+        let tmpfs = if std::env::var_os("SEGLOG_TORTURE_NO_TMPFS").is_some() {
+            None
+        } else {
+            TmpfsMount::mount(&log, plan.max_bytes + 4 * plan.segment_size + MIB)
+        };
         let p = Paths {
-            log: root.join("log"),
+            tmpfs,
+            log,
             home: root.join("home"),
             config: root.join("seglog.toml"),
             clock: root.join("clock"),
@@ -866,6 +955,8 @@ impl Harness {
 enum Pending {
     Network,
     Disk(PathBuf),
+    /// The ballast file filling the log's tmpfs.
+    Ballast(PathBuf),
     Clock,
 }
 
@@ -953,6 +1044,9 @@ fn run(plan: Plan) {
                 Pending::Disk(ctl) => {
                     let _ = std::fs::write(ctl, "free");
                 }
+                Pending::Ballast(file) => {
+                    let _ = std::fs::remove_file(file);
+                }
                 Pending::Clock => write_clock(&h.paths.clock, 0, false),
             }
         }
@@ -973,13 +1067,25 @@ fn run(plan: Plan) {
                 }
             }
             65..=72 => {
-                // The disk fills up for every probe (a probe started meanwhile is spared).
-                if !busy(&pending, |p| matches!(p, Pending::Disk(_))) {
-                    h.ledger.count("disk full (RLIMIT_FSIZE)");
+                if !busy(&pending, |p| {
+                    matches!(p, Pending::Disk(_) | Pending::Ballast(_))
+                }) {
                     let until = Instant::now() + h.rng.ms(300, 2500);
-                    for p in h.probes.iter().flatten() {
-                        std::fs::write(&p.ctl, "full").unwrap();
-                        pending.push((until, Pending::Disk(p.ctl.clone())));
+                    match &h.paths.tmpfs {
+                        // The file system fills up for everyone: probes, uploader, retention.
+                        Some(fs) if h.rng.below(2) == 0 => {
+                            h.ledger.count("disk full (tmpfs ENOSPC)");
+                            pending.push((until, Pending::Ballast(fs.fill())));
+                        }
+                        // Every probe's writes fail with EFBIG (a probe started meanwhile
+                        // is spared).
+                        _ => {
+                            h.ledger.count("disk full (RLIMIT_FSIZE)");
+                            for p in h.probes.iter().flatten() {
+                                std::fs::write(&p.ctl, "full").unwrap();
+                                pending.push((until, Pending::Disk(p.ctl.clone())));
+                            }
+                        }
                     }
                 }
             }
@@ -1015,6 +1121,17 @@ fn run(plan: Plan) {
 
     // Drain: restore everything, stop the probes, flush through the daemon.
     h.proxy.set(Fault::Pass);
+    for (_, p) in pending {
+        match p {
+            Pending::Disk(ctl) => {
+                let _ = std::fs::write(ctl, "free");
+            }
+            Pending::Ballast(file) => {
+                let _ = std::fs::remove_file(file);
+            }
+            Pending::Network | Pending::Clock => {}
+        }
+    }
     write_clock(&h.paths.clock, 0, false);
     for p in h.probes.iter().flatten() {
         std::fs::write(&p.ctl, "stop").unwrap();
@@ -1130,6 +1247,17 @@ fn run(plan: Plan) {
     );
     let _ = writeln!(
         s,
+        "  disk: {}",
+        match &h.paths.tmpfs {
+            Some(fs) => format!(
+                "log on its own {} KiB tmpfs (disk full = a ballast file, real ENOSPC; or RLIMIT_FSIZE)",
+                fs.size >> 10
+            ),
+            None => "no tmpfs (not root, or SEGLOG_TORTURE_NO_TMPFS): disk full = RLIMIT_FSIZE".to_owned(),
+        }
+    );
+    let _ = writeln!(
+        s,
         "  plan: {} s of faults ({:.1} s actual), {} probes at {} records/s each, segment {} KiB, max_bytes {} KiB",
         plan.fault_secs,
         fault_time.as_secs_f64(),
@@ -1170,8 +1298,12 @@ fn run(plan: Plan) {
     );
     let _ = writeln!(
         s,
-        "  uploader status: expired {} records, corrupt ranges {}, dead-lettered {}",
-        status["expired_records"], status["corrupt_ranges"], status["dead_lettered"]
+        "  uploader status: expired {} records, corrupt ranges {}, dead-lettered {}; trimmed gaps state {} records, {} trimmed gaps count unknown (segments removed by probe-side retention)",
+        status["expired_records"],
+        status["corrupt_ranges"],
+        status["dead_lettered"],
+        report.trimmed_known,
+        report.trimmed_unknown
     );
     let _ = writeln!(
         s,
@@ -1286,6 +1418,8 @@ struct Report {
     dup_batches: u64,
     dup_records: u64,
     trimmed_known: u64,
+    /// Trimmed gaps whose record count is unknown (segments removed by probe-side retention).
+    trimmed_unknown: u64,
     /// Records the collector has although a `trimmed` gap covers them: the uploader was
     /// killed after the server acknowledged their batch but before it persisted the cursor,
     /// then retention (probe-side, by disk budget) removed the segments, so the rebuilt
@@ -1650,7 +1784,14 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
         .map(|g| g.records)
         .sum();
     r.trimmed_known = trimmed;
-    if trimmed != expired {
+    // A trimmed gap states 0 ("unknown") when another process's retention removed some of
+    // its segments: then the known counts can only fall short of the uploader's own.
+    let unknown = gaps
+        .iter()
+        .filter(|g| g.reason == "trimmed" && g.records == 0)
+        .count() as u64;
+    r.trimmed_unknown = unknown;
+    if trimmed > expired || (unknown == 0 && trimmed != expired) {
         fail(
             &mut r,
             format!(

@@ -165,13 +165,17 @@ pub fn run(
         wake_on_flush: true,
     };
     let mut up = loop {
-        if let Some(u) = Uploader::open(cfg.clone())? {
-            break u;
+        match Uploader::open(cfg.clone()) {
+            Ok(Some(u)) => break u,
+            Ok(None) => log(&format!(
+                "no log in {} yet; waiting for one",
+                cfg.dir.display()
+            )),
+            // A full disk passes; anything else (another uploader, a damaged setup) is for
+            // the operator.
+            Err(e) if is_disk_full(&e) => log(&format!("error: {e:#}; retrying")),
+            Err(e) => return Err(e),
         }
-        log(&format!(
-            "no log in {} yet; waiting for one",
-            cfg.dir.display()
-        ));
         if waiter.wait(Duration::from_secs(10).min(cfg.policy.interval)) {
             return Ok(());
         }
@@ -203,8 +207,13 @@ pub fn run(
             log(&format!("warning: {w}"));
         }
         let idle = if !flushes.borrow().is_empty() {
-            serve_flushes(&mut up, &mut waiter, &flushes, log)?;
-            None
+            match serve_flushes(&mut up, &mut waiter, &flushes, log) {
+                Ok(()) => None,
+                Err(e) => {
+                    log(&format!("error: {e:#}; retrying in {cap:?}"));
+                    Some(cap)
+                }
+            }
         } else {
             match cfg.policy.decide(Trigger::Scheduled, &inputs(&up)) {
                 Decision::Upload => {
@@ -217,8 +226,18 @@ pub fn run(
                         deadline: None,
                     };
                     let fl = flushes.clone();
+                    // A local failure (the cursor cannot be written: disk full, I/O error)
+                    // stops the pass before anything unrecorded is sent; the daemon keeps
+                    // running and tries again, as it does after a network failure.
                     let (out, p) =
-                        up.pass(&o, &mut waiter, &mut |p| answer_reached(&fl, p, total))?;
+                        match up.pass(&o, &mut waiter, &mut |p| answer_reached(&fl, p, total)) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let msg = format!("{e:#}");
+                                up.note_error(&msg);
+                                (PassOutcome::Failed(msg), Progress::default())
+                            }
+                        };
                     if p.batches > 0 || p.gaps > 0 {
                         log(&format!(
                             "uploaded {} records in {} batches ({} bytes on the wire, ratio {:.1})",
@@ -297,7 +316,15 @@ fn serve_flushes(
             };
             let fl = flushes.clone();
             let started = Instant::now();
-            let (out, p) = up.pass(&o, waiter, &mut |p| answer_reached(&fl, p, total))?;
+            let (out, p) = match up.pass(&o, waiter, &mut |p| answer_reached(&fl, p, total)) {
+                Ok(r) => r,
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    up.note_error(&msg);
+                    reply_all(false, false, msg.clone());
+                    anyhow::bail!(msg);
+                }
+            };
             log(&format!(
                 "flush: {} records in {} batches; {}",
                 p.records,
@@ -328,4 +355,13 @@ fn serve_flushes(
         }
     }
     Ok(())
+}
+
+/// Whether `e` was caused by a full disk or an exhausted quota.
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|code| code == libc::ENOSPC || code == libc::EDQUOT)
+    })
 }

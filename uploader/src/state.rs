@@ -148,13 +148,30 @@ impl Status {
     /// Records known lost in segments `[first, first + count)` removed by our retention
     /// (the notes stay until [`prune_trim_notes`](Status::prune_trim_notes), so a batch
     /// rebuilt over the same range reports the same count).
+    ///
+    /// The count is exact or 0 ("unknown", PROTOCOL.md): when some of those segments were
+    /// removed by another process's retention (a writer enforcing the disk budget), nobody
+    /// counted their records here, and a partial sum would state fewer records than were
+    /// lost (found by tests/torture.rs).
     pub fn trimmed_records(&self, first: u64, count: u64) -> u64 {
         let end = first.saturating_add(count);
-        self.trim_notes
+        let mut notes: Vec<&TrimNote> = self
+            .trim_notes
             .iter()
             .filter(|t| t.first_segment >= first && t.last_segment < end)
-            .map(|t| t.records)
-            .sum()
+            .collect();
+        notes.sort_by_key(|t| t.first_segment);
+        let mut next = first;
+        for t in &notes {
+            if t.first_segment > next {
+                return 0; // a segment nobody noted
+            }
+            next = next.max(t.last_segment.saturating_add(1));
+        }
+        if next < end {
+            return 0;
+        }
+        notes.iter().map(|t| t.records).sum()
     }
 
     /// Forgets notes about segments before `segment` (their gap was acknowledged).
@@ -224,14 +241,29 @@ mod tests {
             9,
             "a rebuilt batch reports the same count"
         );
-        assert_eq!(s.trimmed_records(1, 10), 10);
+        assert_eq!(
+            s.trimmed_records(1, 10),
+            0,
+            "segments 1, 4-6 and 8-10 were removed by someone else: unknown, not 10"
+        );
+        assert_eq!(s.trimmed_records(7, 1), 1);
+        s.trim_notes.push(TrimNote {
+            first_segment: 4,
+            last_segment: 6,
+            records: 5,
+        });
+        assert_eq!(
+            s.trimmed_records(2, 6),
+            15,
+            "notes that cover the gap add up"
+        );
         assert_eq!(
             s.trimmed_records(3, 1),
             0,
             "a note only counts when the gap covers it whole"
         );
         s.prune_trim_notes(4);
-        assert_eq!(s.trim_notes.len(), 1);
+        assert_eq!(s.trim_notes.len(), 2);
         assert_eq!(s.trimmed_records(2, 2), 0);
     }
 }

@@ -259,7 +259,7 @@ impl Uploader {
         }
     }
 
-    fn note_error(&mut self, msg: &str) {
+    pub(crate) fn note_error(&mut self, msg: &str) {
         self.status.last_error = Some(msg.to_owned());
         self.status.last_error_ms = Some(now_ms());
         self.save_status();
