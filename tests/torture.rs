@@ -86,7 +86,6 @@ impl Plan {
 }
 
 #[test]
-#[ignore = "flaky at load (1 problem in ~1 of 4 runs, under investigation): run with `just torture` or `cargo test --test torture -- --ignored`"]
 fn torture_pipeline_bounded() {
     let secs = std::env::var("SEGLOG_TORTURE_CI_SECS")
         .ok()
