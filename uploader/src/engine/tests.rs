@@ -382,3 +382,33 @@ fn retention_under_an_open_reader_counts_exactly_the_records_that_never_arrive()
     );
     assert_eq!(u.status().expired_records, gaps[0].records);
 }
+
+#[test]
+fn a_cursor_that_cannot_be_written_fails_the_pass_before_sending_and_a_later_pass_delivers_once() {
+    // A full disk (found by tests/torture.rs on a tmpfs): the cursor write fails. The pass
+    // must fail before anything it could not record is sent, leave the uploader usable, and
+    // the next pass (same process, as the daemon retries) must deliver everything once.
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 1000);
+    let s = FlakyServer::start(vec![]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let blockers: Vec<_> = ["cursor.a", "cursor.b"]
+        .iter()
+        .map(|n| u.updir.join(format!(".{n}.tmp")))
+        .collect();
+    for b in &blockers {
+        std::fs::create_dir(b).unwrap(); // the temp file cannot be created: like ENOSPC
+    }
+    let mut w = NoSleep::default();
+    let err = u.pass(&opts(None), &mut w, &mut |_| {}).unwrap_err();
+    assert!(format!("{err:#}").contains("upload cursor"), "{err:#}");
+    assert!(s.records().0.is_empty(), "sent a batch it could not record");
+    for b in &blockers {
+        std::fs::remove_dir(b).unwrap();
+    }
+    let (out, p, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(p.records, 1000);
+    assert_all_delivered_once(&s, 1000);
+    assert_eq!(s.seen().duplicates, 0);
+}
