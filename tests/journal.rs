@@ -627,6 +627,7 @@ fn records_written_by_the_real_recorder_list_and_verify() {
         ids.push(
             rec.record(&b.payload(payload.as_bytes()))
                 .unwrap()
+                .id()
                 .to_string(),
         );
     }

@@ -106,8 +106,8 @@ pub fn run_record(args: RecordArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     if let Some(e) = args.event_id {
         b = b.event_id(e);
     }
-    let id = rec.record(&b)?;
-    println!("{id}");
+    let receipt = rec.record(&b)?;
+    println!("{}", receipt.id());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -132,8 +132,8 @@ pub fn run_probe(cmd: ProbeCommand, global: &GlobalArgs) -> anyhow::Result<ExitC
     match cmd {
         ProbeCommand::Hello => {
             let rec = open_recorder(global, false)?;
-            let id = probes::hello(&rec)?;
-            println!("{id}");
+            let receipt = probes::hello(&rec)?;
+            println!("{}", receipt.id());
             Ok(ExitCode::SUCCESS)
         }
         ProbeCommand::Netstat(a) => probes::netstat::run(a, global),

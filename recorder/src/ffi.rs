@@ -192,12 +192,13 @@ pub unsafe extern "C" fn seglog_record(
         if let Some(e) = unsafe { opt_str(event_id, "event_id") }? {
             b = b.event_id(EventId::parse(e).map_err(|e| (SEGLOG_E_EVENT_ID, e.to_string()))?);
         }
-        let id = h
+        let receipt = h
             .rec
             .record(&b)
             .map_err(|e| (record_code(&e), e.to_string()))?;
+        // The id (a sha256) is derived only for a caller that asked for it.
         if !record_id_out.is_null() {
-            let mut text = id.to_string().into_bytes();
+            let mut text = receipt.id().to_string().into_bytes();
             text.push(0);
             // SAFETY: `record_id_out` is writable for 33 bytes (caller contract) and `text`
             // is exactly 33 bytes; the regions cannot overlap (`text` is ours).

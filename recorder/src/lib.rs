@@ -14,6 +14,6 @@ pub mod record;
 pub mod system;
 mod writer;
 
-pub use record::{Classification, EventId, RecordId, Severity, ValidationError};
+pub use record::{Classification, EventId, Receipt, RecordId, Severity, ValidationError};
 pub use writer::{OpenError, RecordBuilder, RecordError, Recorder, MAX_HEADER_LEN, MAX_SLOTS};
 pub mod probes;

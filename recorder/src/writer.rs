@@ -15,8 +15,8 @@ use crate::counters::PendingCounters;
 pub use crate::errors::{OpenError, RecordError};
 use crate::ratelimit::{Admission, RateLimiter};
 use crate::record::{
-    encode_context, encode_record, ClassRef, Classification, Context, EventId, RecordHeader,
-    RecordId, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS, RECORD_VERSION,
+    encode_context, encode_record, ClassRef, Classification, Context, EventId, Receipt,
+    RecordHeader, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS, RECORD_VERSION,
 };
 use crate::system::{MachineId, SystemInfo};
 
@@ -358,43 +358,44 @@ impl Recorder {
         self.counters.flush()
     }
 
-    /// Validates, rate-limits and appends one record; returns its id.
-    pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<RecordId, RecordError> {
+    /// Validates, rate-limits and appends one record; returns its [`Receipt`]: the record's
+    /// position, from which [`Receipt::id`] derives its [`RecordId`](crate::RecordId) on demand (the same id
+    /// as always; writing a record does not compute it).
+    pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<Receipt, RecordError> {
         let now = self.now_ms();
         let hold = self.admit(rec, now.1)?;
         let mut pos = Position::default();
         self.append_admitted(&[(rec, hold)], now, |p| pos = p)?;
-        Ok(RecordId::derive(&self.public_id, pos))
+        Ok(Receipt::new(self.public_id, pos))
     }
 
     /// Appends several records in one reservation (contiguous, in order, in one segment).
-    /// Each record gets its own outcome: an id, or why it was refused (rate limit with
-    /// strategy `drop`, payload too large); the outer error is a failure of the log itself
-    /// (e.g. the batch does not fit in one segment).
+    /// Each record gets its own outcome: a [`Receipt`] (its id derived on demand, as for
+    /// [`record`](Self::record)), or why it was refused (rate limit with strategy `drop`,
+    /// payload too large); the outer error is a failure of the log itself (e.g. the batch
+    /// does not fit in one segment).
     pub fn record_batch(
         &self,
         recs: &[RecordBuilder<'_>],
-    ) -> Result<Vec<Result<RecordId, RecordError>>, RecordError> {
+    ) -> Result<Vec<Result<Receipt, RecordError>>, RecordError> {
         let now = self.now_ms();
-        let mut outcomes: Vec<Result<RecordId, RecordError>> = Vec::with_capacity(recs.len());
+        let mut outcomes: Vec<Result<Receipt, RecordError>> = Vec::with_capacity(recs.len());
         let mut admitted = Vec::with_capacity(recs.len());
         for r in recs {
             match self.admit(r, now.1) {
                 Ok(hold) => {
                     admitted.push((r, hold));
-                    outcomes.push(Ok(RecordId::from_bytes([0; 16])));
+                    outcomes.push(Ok(Receipt::new(self.public_id, Position::default())));
                 }
                 Err(e) => outcomes.push(Err(e)),
             }
         }
         let mut positions = Vec::with_capacity(admitted.len());
         self.append_admitted(&admitted, now, |p| positions.push(p))?;
-        let mut ids = positions
-            .into_iter()
-            .map(|p| RecordId::derive(&self.public_id, p));
+        let mut positions = positions.into_iter();
         for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-            if let Some(id) = ids.next() {
-                *o = Ok(id);
+            if let Some(p) = positions.next() {
+                *o = Ok(Receipt::new(self.public_id, p));
             }
         }
         Ok(outcomes)

@@ -1,6 +1,5 @@
 //! Built-in probes: `hello`, `netstat`, `events-dir` and `pipe`.
-use crate::record::RecordId;
-use crate::{RecordBuilder, RecordError, Recorder};
+use crate::{Receipt, RecordBuilder, RecordError, Recorder};
 
 pub mod events_dir;
 pub mod netstat;
@@ -10,6 +9,7 @@ pub mod pipe;
 pub const HELLO_CLASS: &str = "org.seglog/hello/world";
 
 /// The hprobe equivalent: one record `org.seglog/hello/world`, severity 1, payload "hello".
-pub fn hello(rec: &Recorder) -> Result<RecordId, RecordError> {
+/// Returns its receipt ([`Receipt::id`] derives the record id).
+pub fn hello(rec: &Recorder) -> Result<Receipt, RecordError> {
     rec.record(&RecordBuilder::parse(HELLO_CLASS, 1)?.payload(b"hello"))
 }

@@ -193,19 +193,20 @@ pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         args.poll_interval
     );
     let rec = crate::cli::open_recorder(global, true)?;
-    let (records, polls) = run_with(&args, &rec, |id| {
+    let (records, polls) = run_with(&args, &rec, |receipt| {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{id}").and_then(|()| out.flush());
+        let _ = writeln!(out, "{}", receipt.id()).and_then(|()| out.flush());
     })?;
     eprintln!("netstat: {polls} polls, {records} records");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The probe loop; calls `on_record` with each record id. Returns (records, polls).
+/// The probe loop; calls `on_record` with each record's receipt (its id is derived on
+/// demand). Returns (records, polls).
 pub fn run_with(
     args: &NetstatArgs,
     rec: &Recorder,
-    mut on_record: impl FnMut(crate::RecordId),
+    mut on_record: impl FnMut(crate::Receipt),
 ) -> anyhow::Result<(u64, u64)> {
     let builder = RecordBuilder::new(args.class.clone(), crate::Severity::LOW);
     let start = Instant::now();

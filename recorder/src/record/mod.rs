@@ -378,6 +378,65 @@ impl FromStr for RecordId {
     }
 }
 
+/// What [`Recorder::record`](crate::Recorder::record) returns for a written record: its
+/// position and the public id of its log, from which its [`RecordId`] is derived on demand.
+///
+/// Writing a record does not compute its id (a sha256, the largest single cost of a record
+/// otherwise); [`id`](Self::id) and `Display` compute it when asked, each time. The id is
+/// the same value [`RecordId::derive`] gives for this position in this log: the id format
+/// and the protocol are unchanged. `Receipt` is `Copy` (a position and 32 bytes) and owns
+/// its data, so it outlives the recorder that returned it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    position: Position,
+    public_log_id: [u8; 32],
+}
+
+impl Receipt {
+    /// The receipt of the record at `position` in the log whose public id is `public_log_id`.
+    pub fn new(public_log_id: [u8; 32], position: Position) -> Self {
+        Receipt {
+            position,
+            public_log_id,
+        }
+    }
+    /// Where the record is in the log.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+    /// The public id of the log the record is in.
+    pub fn public_log_id(&self) -> &[u8; 32] {
+        &self.public_log_id
+    }
+    /// The record's id: computes [`RecordId::derive`] (a sha256) on each call.
+    pub fn id(&self) -> RecordId {
+        RecordId::derive(&self.public_log_id, self.position)
+    }
+}
+
+impl From<Receipt> for RecordId {
+    /// Computes the id, like [`Receipt::id`].
+    fn from(r: Receipt) -> RecordId {
+        r.id()
+    }
+}
+
+/// Prints the record's id (32 lowercase hex characters, as [`RecordId`] does); computes it.
+impl fmt::Display for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.id(), f)
+    }
+}
+/// Shows the position and the id (computing it).
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receipt")
+            .field("position", &self.position)
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
 /// What stays the same for a writer: stored once per segment as its preamble frame.
 ///
 /// # Warning

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::RecorderConfig;
-use crate::record::{RecordEntry, RecordReader, Resolved};
+use crate::record::{RecordEntry, RecordId, RecordReader, Resolved};
 
 /// A clock tests move by hand.
 #[derive(Debug)]
@@ -99,7 +99,10 @@ fn records_read_back_with_their_fields_ids_and_context() {
         .record(&RecordBuilder::parse("org.example/a/one", 2).unwrap())
         .unwrap();
     let all = read_all(d.path());
-    assert_eq!(all.iter().map(|r| r.0).collect::<Vec<_>>(), vec![a, b, c]);
+    assert_eq!(
+        all.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![a.id(), b.id(), c.id()]
+    );
     assert_eq!(all[0].1.classification.as_str(), "org.example/a/one");
     assert_eq!(all[0].1.wall_ms, 1_700_000_000_000);
     assert_eq!(all[0].1.boot_ms, 10_000);
@@ -115,6 +118,55 @@ fn records_read_back_with_their_fields_ids_and_context() {
         "rotating machine id is 32 hex characters"
     );
     assert_eq!(rec.context().classifications.len(), 2);
+}
+
+#[test]
+fn a_receipt_holds_the_read_back_position_and_derives_the_same_id() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
+    let public = *rec.public_log_id();
+    let one = rec
+        .record(
+            &RecordBuilder::parse("org.example/a/one", 1)
+                .unwrap()
+                .payload(b"x"),
+        )
+        .unwrap();
+    let recs = vec![
+        RecordBuilder::parse("org.example/b/two", 2)
+            .unwrap()
+            .payload(b"y"),
+        RecordBuilder::parse("org.example/a/one", 3).unwrap(),
+    ];
+    let batch = rec.record_batch(&recs).unwrap();
+    let receipts: Vec<Receipt> = std::iter::once(one)
+        .chain(batch.into_iter().map(Result::unwrap))
+        .collect();
+
+    let mut r = RecordReader::open(
+        d.path(),
+        Position::default(),
+        ReaderOptions {
+            hole_timeout: Duration::from_millis(50),
+            ..ReaderOptions::default()
+        },
+    )
+    .unwrap();
+    let mut read = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        if let RecordEntry::Record(v) = e {
+            read.push((v.position, v.id));
+        }
+    }
+    assert_eq!(read.len(), receipts.len());
+    for (receipt, (position, id)) in receipts.iter().zip(read) {
+        assert_eq!(receipt.position(), position);
+        assert_eq!(receipt.public_log_id(), &public);
+        assert_eq!(receipt.id(), RecordId::derive(&public, position));
+        assert_eq!(receipt.id(), id);
+        assert_eq!(RecordId::from(*receipt), id);
+        assert_eq!(receipt.to_string(), id.to_string());
+    }
 }
 
 #[test]
@@ -239,8 +291,8 @@ fn batches_append_in_order_and_report_each_outcome() {
     assert_eq!(out[1].as_ref().unwrap_err().field(), Some("payload"));
     let all = read_all(d.path());
     assert_eq!(all.len(), 2);
-    assert_eq!(all[0].0, *out[0].as_ref().unwrap());
-    assert_eq!(all[1].0, *out[2].as_ref().unwrap());
+    assert_eq!(all[0].0, out[0].as_ref().unwrap().id());
+    assert_eq!(all[1].0, out[2].as_ref().unwrap().id());
     assert_eq!(all[1].1.classification.as_str(), "a/b/e");
 }
 
