@@ -392,7 +392,7 @@ fn child_probe_process() {
             "abcdefghijklmnopqrstuvwxyz".repeat(10)[..pad as usize].to_owned()
         );
         let line = match rec.record(&class.clone().payload(payload.as_bytes())) {
-            Ok(id) => format!("{seq} {id}\n"),
+            Ok(receipt) => format!("{seq} {}\n", receipt.id()),
             Err(e) => format!("E {seq} {}\n", e.code()),
         };
         // One write(2) per line, under PIPE_BUF: atomic, and it survives a SIGKILL.
