@@ -586,12 +586,26 @@ impl Recorder {
                 Ok(())
             });
         }
-        let mut frames = Vec::with_capacity(admitted.len());
+        // All frames in one buffer (one allocation per batch, not one per record), sliced.
+        let total: usize = admitted
+            .iter()
+            .map(|a| a.0.payload.len() + MAX_HEADER_LEN)
+            .sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut ends = Vec::with_capacity(admitted.len());
         for a in admitted {
-            let mut out = Vec::with_capacity(a.0.payload.len() + 16);
-            encode(a, &mut out)?;
-            frames.push(out);
+            encode(a, &mut buf)?;
+            ends.push(buf.len());
         }
+        let mut start = 0;
+        let frames: Vec<&[u8]> = ends
+            .iter()
+            .map(|&end| {
+                let frame = buf.get(start..end).unwrap_or_default();
+                start = end;
+                frame
+            })
+            .collect();
         self.log.append_batch(&frames)?.into_iter().for_each(on_pos);
         Ok(())
     }
