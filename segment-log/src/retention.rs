@@ -162,6 +162,7 @@ pub(crate) fn remove_locked(
     policy: &RetentionPolicy,
     clock: &dyn Clock,
 ) -> Result<Removed> {
+    lfs::remove_orphan_temp_files(seg_dir);
     let files = lfs::list_segments(seg_dir)?;
     let mut total: u64 = files.iter().map(|f| f.disk_bytes).sum();
     let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();

@@ -844,3 +844,41 @@ fn a_writer_trims_before_it_adds_a_segment_so_disk_stays_within_max_bytes_plus_o
         "{report:?}"
     );
 }
+
+#[test]
+fn retention_removes_temp_segment_files_left_by_dead_writers_and_keeps_live_ones() {
+    // A writer killed while allocating a segment leaves `.tmp-<n>-<pid>-<seq>` behind;
+    // nothing else removes it, so crashes leaked disk past max_bytes (found by
+    // tests/torture.rs: max_bytes + 2 segments after a 900 s soak).
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(d.path(), small()).unwrap();
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    };
+    let segs = d.path().join("segments");
+    let orphan = segs.join(format!(".tmp-7-{dead}-0"));
+    let ours = segs.join(format!(".tmp-7-{}-99", std::process::id()));
+    let odd = segs.join(".tmp-not-a-pid");
+    for p in [&orphan, &ours, &odd] {
+        std::fs::write(p, vec![1u8; 64 << 10]).unwrap();
+    }
+    let r = log
+        .enforce_retention(
+            &RetentionPolicy {
+                max_bytes: Some(1 << 30),
+                max_age: None,
+            },
+            None,
+        )
+        .unwrap();
+    assert!(r.removed.is_empty());
+    assert!(!orphan.exists(), "a dead writer's temp file is garbage");
+    assert!(
+        ours.exists(),
+        "a live process may still be creating its segment"
+    );
+    assert!(odd.exists(), "names that do not parse are left alone");
+}
