@@ -14,9 +14,10 @@
 //!
 //! For a configurable time a fault loop SIGKILLs a random probe, the uploader or the collector
 //! and restarts it; cuts the network (black hole, reset, truncated request or answer, delay),
-//! floods 429/500/503; fills the disk of one probe (`RLIMIT_FSIZE` with SIGXFSZ ignored) and
-//! frees it; jumps the clock retention sees (years forward and back, same boot or another
-//! boot: the probes through `Recorder::open_with`'s clock, the uploader through
+//! floods 429/500/503; fills the disk (the log's own tmpfs filled by a ballast file when it
+//! can be mounted, else `RLIMIT_FSIZE` on the probes with SIGXFSZ ignored) and frees it;
+//! jumps the clock retention sees (years forward and back, same boot or another boot: the
+//! probes through `Recorder::open_with`'s clock, the uploader through
 //! `SEGLOG_TEST_CLOCK_FILE`); and overwrites bytes in sealed segments.
 //!
 //! Then it stops the probes, restores everything, runs `seglog upload flush`, and checks:
