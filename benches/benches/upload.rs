@@ -3,7 +3,7 @@
 //!
 //! Groups (throughput in payload bytes, the lines as the probes gave them):
 //! - `upload_build`: `BatchBuilder::build` over the whole log until caught up, zstd levels 1
-//!   and 3 (the default), on the loghub samples and on 100-byte synthetic records.
+//!   (the default) and 3, on the loghub samples and on 100-byte synthetic records.
 //! - `upload_loopback`: `Uploader::pass` (cursor writes with fsync, HTTP POST, acknowledgement)
 //!   to a sink on 127.0.0.1 that reads each body and answers 200 without decoding it, so the
 //!   numbers are the uploader's.
@@ -243,7 +243,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10));
     for (name, cor) in &sets {
         g.throughput(Throughput::Bytes(cor.payload_bytes));
-        g.bench_with_input(BenchmarkId::new("zstd3", name), cor, |b, cor| {
+        g.bench_with_input(BenchmarkId::new("default_level", name), cor, |b, cor| {
             b.iter(|| assert_eq!(upload_all(cor, &url), cor.records))
         });
     }
@@ -299,31 +299,33 @@ fn report(files: &[(String, Vec<Vec<u8>>)], sets: &[(&str, Corpus)], url: &str) 
             black_box(zstd::bulk::compress(&text, 3).expect("zstd"));
         });
         out.push_str(&format!("  plain zstd -3 of the loghub lines as text, same run: {plain:8.1} MB/s per core (the reference for the rows above)\n"));
-        let (wire, _, batches) = build_all(&mut builder(all, 3));
-        let plain = zstd3_plain(&all_lines);
-        out.push_str(&format!(
-            "  loghub, all files in one log: {} payload bytes -> {wire} on the wire in {batches} batches ({:.2}x smaller); zstd -3 of the same lines as text: {plain} ({:.2}x); wire / zstd -3 = {:.3}\n",
-            all.payload_bytes,
-            all.payload_bytes as f64 / wire as f64,
-            all.payload_bytes as f64 / plain as f64,
-            wire as f64 / plain as f64
-        ));
-        let (mut tw, mut tp) = (0u64, 0u64);
-        for (name, lines) in files {
-            let one = corpus(std::slice::from_ref(&(name.clone(), lines.clone())));
-            let (wire, _, _) = build_all(&mut builder(&one, 3));
-            let plain = zstd3_plain(lines);
-            tw += wire;
-            tp += plain;
+        for level in [1, 3] {
+            let (wire, _, batches) = build_all(&mut builder(all, level));
+            let plain = zstd3_plain(&all_lines);
             out.push_str(&format!(
-                "    {name:16} wire {wire:7} zstd-3 {plain:7} ratio {:.3}\n",
+                "  zstd {level}: loghub, all files in one log: {} payload bytes -> {wire} on the wire in {batches} batches ({:.2}x smaller); zstd -3 of the same lines as text: {plain} ({:.2}x); wire / zstd -3 = {:.3}\n",
+                all.payload_bytes,
+                all.payload_bytes as f64 / wire as f64,
+                all.payload_bytes as f64 / plain as f64,
                 wire as f64 / plain as f64
             ));
+            let (mut tw, mut tp) = (0u64, 0u64);
+            for (name, lines) in files.iter() {
+                let one = corpus(std::slice::from_ref(&(name.clone(), lines.clone())));
+                let (wire, _, _) = build_all(&mut builder(&one, level));
+                let plain = zstd3_plain(lines);
+                tw += wire;
+                tp += plain;
+                out.push_str(&format!(
+                    "    {name:16} wire {wire:7} zstd-3 {plain:7} ratio {:.3}\n",
+                    wire as f64 / plain as f64
+                ));
+            }
+            out.push_str(&format!(
+                "  zstd {level}: per-file total: wire {tw} / zstd -3 {tp} = {:.3}\n",
+                tw as f64 / tp as f64
+            ));
         }
-        out.push_str(&format!(
-            "  per-file total: wire {tw} / zstd -3 {tp} = {:.3}\n",
-            tw as f64 / tp as f64
-        ));
     }
     eprint!("{out}");
     let _ = std::fs::write(report_dir().join("upload.txt"), out);

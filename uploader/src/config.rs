@@ -120,7 +120,7 @@ impl UploadConfig {
             url: None,
             token: None,
             policy: Policy::default(),
-            zstd_level: 3,
+            zstd_level: 1,
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             batch_max_records: DEFAULT_BATCH_MAX_RECORDS,
             connect_timeout: Duration::from_secs(10),
@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = parse("").unwrap();
-        assert_eq!(c.zstd_level, 3);
+        assert_eq!(c.zstd_level, 1);
         assert_eq!(c.batch_max_bytes, 4 << 20);
         assert_eq!(c.policy, Policy::default());
         assert_eq!(c.opt_in_file, PathBuf::from("/tmp/x/upload/opt-in"));
