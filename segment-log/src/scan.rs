@@ -345,9 +345,11 @@ impl SegmentScanner {
                             continue;
                         }
                         // Abandoned. Other writers' frames reserved before the counter was
-                        // read may be mid-commit right now; give them time, so resync does
-                        // not skip them as part of the hole.
-                        std::thread::sleep(SETTLE);
+                        // read may be mid-commit right now; give them time (once), so resync
+                        // does not skip them as part of the hole.
+                        if self.hole_fresh != Some(o) {
+                            std::thread::sleep(SETTLE);
+                        }
                     }
                     if self.hole_fresh != Some(o) {
                         self.hole_fresh = Some(o);
