@@ -419,3 +419,41 @@ fn probe_netstat_writes_interval_records_of_the_deltas() {
     }
     assert_eq!((rx, tx), (5000, 500), "every byte counted once");
 }
+
+#[test]
+fn probe_netstat_records_the_interval_in_progress_when_it_is_stopped() {
+    // `systemctl stop` sends SIGTERM: the traffic counted since the last record must still
+    // be written (it used to be lost with the process).
+    let d = tempfile::tempdir().unwrap();
+    let dev = d.path().join("net_dev");
+    write_atomic(&dev, &net_dev(0, 1000, 500));
+    let child = seglog(d.path())
+        .args([
+            "probe",
+            "netstat",
+            "--poll-interval",
+            "20ms",
+            "--log-interval",
+            "1h",
+            "--net-dev",
+        ])
+        .arg(&dev)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    write_atomic(&dev, &net_dev(3, 1000 + 4096, 500 + 64));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is passed.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let out = child.wait_with_output().unwrap();
+    let ids: Vec<String> = ok(&out).lines().map(str::to_string).collect();
+    let recs = records(d.path());
+    assert_eq!(recs.len(), 1, "one record for the interval in progress");
+    assert_eq!(recs[0].id, ids[0]);
+    let v: Value = serde_json::from_slice(&recs[0].payload).unwrap();
+    assert_eq!(v["total"]["eth0"]["rx"].as_u64(), Some(4096));
+    assert_eq!(v["total"]["eth0"]["tx"].as_u64(), Some(64));
+}

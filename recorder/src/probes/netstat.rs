@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -180,7 +182,12 @@ impl Collector {
     }
 }
 
-/// Runs the probe until `--duration` passes (or forever).
+/// How often the sleeping probe checks for a stop request.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// Runs the probe until `--duration` passes, or until SIGTERM or SIGINT: then it takes a last
+/// poll and records the interval in progress before it exits 0, so stopping the probe (e.g.
+/// `systemctl stop`) loses no traffic that was counted.
 pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
         !args.poll_interval.is_zero(),
@@ -193,7 +200,12 @@ pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         args.poll_interval
     );
     let rec = crate::cli::open_recorder(global, true)?;
-    let (records, polls) = run_with(&args, &rec, |receipt| {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| anyhow::anyhow!("cannot install a handler for signal {sig}: {e}"))?;
+    }
+    let (records, polls) = run_with(&args, &rec, &stop, |receipt| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", receipt.id()).and_then(|()| out.flush());
     })?;
@@ -202,10 +214,12 @@ pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The probe loop; calls `on_record` with each record's receipt (its id is derived on
-/// demand). Returns (records, polls).
+/// demand). Ends when `--duration` passes or `stop` is set, after a last poll whose interval
+/// is recorded. Returns (records, polls).
 pub fn run_with(
     args: &NetstatArgs,
     rec: &Recorder,
+    stop: &AtomicBool,
     mut on_record: impl FnMut(crate::Receipt),
 ) -> anyhow::Result<(u64, u64)> {
     let builder = RecordBuilder::new(args.class.clone(), crate::Severity::LOW);
@@ -223,11 +237,22 @@ pub fn run_with(
     let mut next_log = start + args.log_interval;
     loop {
         let mut deadline = start + args.poll_interval.saturating_mul(k);
-        let finishing = end.is_some_and(|e| deadline >= e);
+        let mut finishing = end.is_some_and(|e| deadline >= e);
         if let Some(e) = end.filter(|_| finishing) {
             deadline = e;
         }
-        std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+        // Sleep in short steps so a stop request is seen within STOP_CHECK.
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                finishing = true;
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(STOP_CHECK));
+        }
         let now = Instant::now();
         let cur = read(&args.net_dev)?;
         polls += 1;
