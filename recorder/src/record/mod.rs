@@ -603,20 +603,9 @@ pub struct Resolved {
 }
 
 impl RecordHeader {
-    /// Combines the header with its context. Fails when the class index is outside the
-    /// context's table.
-    pub fn resolve(&self, ctx: &Context) -> Result<Resolved, ResolveError> {
-        let classification =
-            match &self.class {
-                ClassRef::Inline(c) => c.clone(),
-                ClassRef::Index(i) => ctx.classifications.get(*i as usize).cloned().ok_or(
-                    ResolveError::ClassIndex {
-                        index: *i,
-                        len: ctx.classifications.len(),
-                    },
-                )?,
-            };
-        let (wall_ms, boot_ms) = match self.time {
+    /// The record's (wall ms, boot ms), its relative time resolved against the context's base.
+    pub fn times(&self, ctx: &Context) -> (i64, u64) {
+        match self.time {
             RecordTime::Absolute { wall_ms, boot_ms } => (wall_ms, boot_ms),
             RecordTime::Relative {
                 boot_delta_ms,
@@ -630,10 +619,31 @@ impl RecordHeader {
                     ctx.base_boot_ms.saturating_add(boot_delta_ms),
                 )
             }
-        };
-        let hold_until_wall_ms = self
-            .hold_ms
-            .map(|h| wall_ms.saturating_add(i64::try_from(h).unwrap_or(i64::MAX)));
+        }
+    }
+
+    /// For a spooled record written at `wall_ms`: the wall time before which it must not be
+    /// sent.
+    pub fn hold_until_wall_ms(&self, wall_ms: i64) -> Option<i64> {
+        self.hold_ms
+            .map(|h| wall_ms.saturating_add(i64::try_from(h).unwrap_or(i64::MAX)))
+    }
+
+    /// Combines the header with its context. Fails when the class index is outside the
+    /// context's table.
+    pub fn resolve(&self, ctx: &Context) -> Result<Resolved, ResolveError> {
+        let classification =
+            match &self.class {
+                ClassRef::Inline(c) => c.clone(),
+                ClassRef::Index(i) => ctx.classifications.get(*i as usize).cloned().ok_or(
+                    ResolveError::ClassIndex {
+                        index: *i,
+                        len: ctx.classifications.len(),
+                    },
+                )?,
+            };
+        let (wall_ms, boot_ms) = self.times(ctx);
+        let hold_until_wall_ms = self.hold_until_wall_ms(wall_ms);
         Ok(Resolved {
             classification,
             severity: self.severity,

@@ -3,7 +3,7 @@
 //! wire.
 use std::sync::Arc;
 
-use recorder::record::{ClassRef, Context, RecordHeader, RecordTime};
+use recorder::record::{ClassRef, Context, RecordHeader};
 use recorder::Classification;
 use segment_log::{DamageReason, Position, Reader};
 
@@ -236,24 +236,8 @@ pub(super) fn resolve<'a>(h: &'a RecordHeader, ctx: &'a Context) -> Option<Meta<
         ClassRef::Index(i) => ctx.classifications.get(usize::try_from(*i).ok()?)?,
         ClassRef::Inline(c) => c,
     };
-    let (wall_ms, boot_ms) = match h.time {
-        RecordTime::Absolute { wall_ms, boot_ms } => (wall_ms, boot_ms),
-        RecordTime::Relative {
-            boot_delta_ms,
-            wall_skew_ms,
-        } => {
-            let delta = i64::try_from(boot_delta_ms).unwrap_or(i64::MAX);
-            (
-                ctx.base_wall_ms
-                    .saturating_add(delta)
-                    .saturating_add(wall_skew_ms),
-                ctx.base_boot_ms.saturating_add(boot_delta_ms),
-            )
-        }
-    };
-    let hold_until_ms = h
-        .hold_ms
-        .map(|x| wall_ms.saturating_add(i64::try_from(x).unwrap_or(i64::MAX)));
+    let (wall_ms, boot_ms) = h.times(ctx);
+    let hold_until_ms = h.hold_until_wall_ms(wall_ms);
     Some(Meta {
         class,
         wall_ms,
@@ -266,7 +250,7 @@ pub(super) fn resolve<'a>(h: &'a RecordHeader, ctx: &'a Context) -> Option<Meta<
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use recorder::record::{EventId, Severity};
+    use recorder::record::{EventId, RecordTime, Severity};
 
     fn context() -> Context {
         let d = tempfile::tempdir().unwrap();
