@@ -598,6 +598,18 @@ impl Ledger {
     fn count(&mut self, what: &'static str) {
         *self.counts.entry(what).or_default() += 1;
     }
+
+    /// Whether bytes the harness overwrote lie in `[start, end)`.
+    fn corrupted_between(&self, start: Position, end: Position) -> bool {
+        self.corruptions.iter().any(|&(segment, offset, len)| {
+            let first = Position { segment, offset };
+            let past = Position {
+                segment,
+                offset: offset + len,
+            };
+            start < past && first < end
+        })
+    }
 }
 
 /// Pids the sampler watches, by kind.
@@ -1713,23 +1725,12 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
             g.reason.as_str(),
             "corrupt_frame" | "bad_segment_header" | "truncated_segment"
         ) {
-            let hit = h.ledger.corruptions.iter().any(|&(s, off, len)| {
-                let a = Position {
-                    segment: s,
-                    offset: off,
-                };
-                let b = Position {
-                    segment: s,
-                    offset: off + len,
-                };
-                // The damaged range starts at the frame holding the first bad byte.
-                g.start < b
-                    && a < g.end.max(Position {
-                        segment: g.start.segment,
-                        offset: g.start.offset + 4096 + 1,
-                    })
+            // The damaged range starts at the frame holding the first bad byte.
+            let reach = g.end.max(Position {
+                segment: g.start.segment,
+                offset: g.start.offset + 4096 + 1,
             });
-            if !hit {
+            if !h.ledger.corrupted_between(g.start, reach) {
                 fail(
                     &mut r,
                     format!("gap {g:?} reports damage where no bytes were overwritten"),
@@ -1739,27 +1740,17 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
         // A hole is a reservation whose writer never committed it: it can only hide that
         // writer's own record, which was never acknowledged. An acknowledged record inside
         // one means the reader (or a writer) skipped committed frames.
-        if g.reason == "abandoned_reservation" && g.attributed > 0 {
-            let corrupted = h.ledger.corruptions.iter().any(|&(s, off, len)| {
-                let a = Position {
-                    segment: s,
-                    offset: off,
-                };
-                let b = Position {
-                    segment: s,
-                    offset: off + len,
-                };
-                g.start < b && a < g.end
-            });
-            if !corrupted {
-                fail(
-                    &mut r,
-                    format!(
-                        "gap {g:?}: {} acknowledged records lie in an abandoned reservation",
-                        g.attributed
-                    ),
-                );
-            }
+        if g.reason == "abandoned_reservation"
+            && g.attributed > 0
+            && !h.ledger.corrupted_between(g.start, g.end)
+        {
+            fail(
+                &mut r,
+                format!(
+                    "gap {g:?}: {} acknowledged records lie in an abandoned reservation",
+                    g.attributed
+                ),
+            );
         }
         if g.reason == "undecodable_record"
             && !h
