@@ -902,7 +902,7 @@ impl Harness {
     }
 
     fn network_fault(&mut self) -> Fault {
-        let (name, f) = match self.rng.below(9) {
+        let (name, f) = match self.rng.below(10) {
             0 => ("net blackhole", Fault::Blackhole),
             1 => ("net reset", Fault::Reset),
             2 => (
@@ -917,6 +917,12 @@ impl Harness {
             5 => ("http 500", Fault::Status(500)),
             6 => ("http 503", Fault::Status(503)),
             7 => ("net delay", Fault::Delay(self.rng.ms(50, 800))),
+            // Headers and part of the body, then a half-close: the collector reads an early
+            // EOF and may still answer. Never a dead-lettered batch (issue 11 item 1).
+            8 => (
+                "net cut body",
+                Fault::CutBody(self.rng.range(0, 4000) as usize),
+            ),
             _ => (
                 "net truncate answer",
                 Fault::TruncateResponse(self.rng.range(0, 40) as usize),
@@ -1224,6 +1230,16 @@ fn run(plan: Plan) {
     if collector_status.code() != Some(0) {
         failures.push(format!(
             "collector did not stop cleanly on SIGTERM: {collector_status}"
+        ));
+    }
+    // Every batch the harness produces is valid: a dead-lettered one means a transport fault
+    // (a body cut mid-way, a refused gap batch) was taken for a permanent refusal.
+    if status["dead_lettered"].as_u64().unwrap_or(0) > 0
+        || report.gaps_by_reason.contains_key("dead_lettered")
+    {
+        failures.push(format!(
+            "valid batches were dead-lettered (uploader status {}, collector gaps {:?})",
+            status["dead_lettered"], report.gaps_by_reason
         ));
     }
     for p in &h.ledger.stderr {

@@ -25,6 +25,10 @@ pub enum Fault {
     /// Forward the whole request, but only this many bytes of the answer, then close both
     /// sides: the server may have stored the batch while the client hears nothing.
     TruncateResponse(usize),
+    /// Forward the request headers and only this many bytes of the body (always fewer than
+    /// its Content-Length), then half-close towards the server and relay its answer: a
+    /// network cut mid-body, which the server sees as an early EOF and may still answer.
+    CutBody(usize),
     /// Accept and read, never answer (the client must time out).
     Blackhole,
     /// Answer every request with this HTTP status (429 carries `Retry-After: 1`).
@@ -129,9 +133,11 @@ fn handle(conn: TcpStream, target: SocketAddr, fault: Fault) {
             }
         }
         Fault::Status(code) => answer_status(conn, code),
-        Fault::Pass | Fault::Delay(_) | Fault::Truncate(_) | Fault::TruncateResponse(_) => {
-            forward(conn, target, fault)
-        }
+        Fault::Pass
+        | Fault::Delay(_)
+        | Fault::Truncate(_)
+        | Fault::TruncateResponse(_)
+        | Fault::CutBody(_) => forward(conn, target, fault),
     }
 }
 
@@ -206,7 +212,10 @@ fn forward(client: TcpStream, target: SocketAddr, fault: Fault) {
         (Ok(c), Ok(s)) => (c, s),
         _ => return,
     };
-    let up = std::thread::spawn(move || pump(c2, s2, limit));
+    let up = match fault {
+        Fault::CutBody(n) => std::thread::spawn(move || cut_body(c2, s2, n)),
+        _ => std::thread::spawn(move || pump(c2, s2, limit)),
+    };
     pump(server, client, answer_limit);
     let _ = up.join();
 }
@@ -234,5 +243,41 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<usize>) {
         }
         sent += n;
     }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Forwards one request's headers and `n` bytes of its body (fewer than its Content-Length),
+/// then half-closes towards the server (it reads EOF mid-body) and stops reading the client.
+fn cut_body(mut from: TcpStream, mut to: TcpStream, n: usize) {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let head_end = loop {
+        if let Some(i) = find(&got, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = to.write_all(&got);
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let keep = n.min(len.saturating_sub(1));
+    while got.len() < head_end + keep {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    let end = got.len().min(head_end + keep);
+    let _ = to.write_all(&got[..end]);
     let _ = to.shutdown(Shutdown::Write);
 }
