@@ -592,6 +592,9 @@ struct Ledger {
     counts: BTreeMap<&'static str, u64>,
     /// Processes that exited without being asked to.
     unexpected_exits: Vec<String>,
+    /// (segment, lowered counter, true counter) of the reservation counter rolled back in
+    /// the newest segment once every writer had stopped.
+    rollback: Option<(u64, u64, u64)>,
 }
 
 impl Ledger {
@@ -933,6 +936,42 @@ impl Harness {
         f
     }
 
+    /// Lowers the reservation counter of the newest segment by one bit flip (kept 8-aligned
+    /// and past the header) while no writer is alive: readers must still find every whole
+    /// frame past it, and `journal verify` must name it (issue 11 item 4).
+    fn roll_back_counter(&mut self) {
+        use segment_log::format::{HEADER_LEN, OFF_RESERVED_END};
+        let seg_dir = self.paths.log.join(segment_log::fs::SEGMENTS_DIR);
+        let Ok(files) = segment_log::fs::list_segments(&seg_dir) else {
+            return;
+        };
+        let Some(seg) = files.iter().filter(|f| !f.prepared).last() else {
+            return;
+        };
+        let Ok(f) = OpenOptions::new().read(true).write(true).open(&seg.path) else {
+            return;
+        };
+        let mut word = [0u8; 8];
+        if f.read_exact_at(&mut word, OFF_RESERVED_END as u64).is_err() {
+            return;
+        }
+        let old = u64::from_le_bytes(word);
+        let bits: Vec<u32> = (3..40)
+            .filter(|&b| old & (1 << b) != 0 && old & !(1u64 << b) >= HEADER_LEN + 64)
+            .collect();
+        if bits.is_empty() {
+            return;
+        }
+        let b = bits[self.rng.below(bits.len() as u64) as usize];
+        let new = old & !(1u64 << b);
+        if f.write_all_at(&new.to_le_bytes(), OFF_RESERVED_END as u64)
+            .is_ok()
+        {
+            self.ledger.rollback = Some((seg.number, new, old));
+            self.ledger.count("counter rollback");
+        }
+    }
+
     fn corrupt_sealed_segment(&mut self) {
         let seg_dir = self.paths.log.join(segment_log::fs::SEGMENTS_DIR);
         let Ok(files) = segment_log::fs::list_segments(&seg_dir) else {
@@ -1169,6 +1208,7 @@ fn run(plan: Plan) {
     for t in std::mem::take(&mut h.ledger.copiers) {
         t.join().unwrap();
     }
+    h.roll_back_counter();
     phase("stop probes", &mut phases);
     let flush = h
         .paths
@@ -1877,6 +1917,7 @@ fn check_verify(h: &Harness, o: &std::process::Output, failures: &mut Vec<String
         .filter(|(s, _, _)| live.contains(s))
         .count();
     let mut problems = 0;
+    let mut rollback_named = false;
     for line in out.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             failures.push(format!("journal verify printed a non-JSON line: {line}"));
@@ -1896,12 +1937,22 @@ fn check_verify(h: &Harness, o: &std::process::Output, failures: &mut Vec<String
             .iter()
             .any(|&(s, o2, l2)| s == seg && off < o2 + l2 && o2 < off + len.max(1) + 4096);
         let same_segment = h.ledger.corruptions.iter().any(|&(s, _, _)| s == seg);
+        let rolled_back = matches!(h.ledger.rollback, Some((s, _, _)) if s == seg);
+        rollback_named |= rolled_back;
         let ok = injected
+            || rolled_back
             || (v["kind"] == "unreadable_record" && same_segment)
             || code.contains("abandoned");
         if !ok {
             failures.push(format!(
                 "journal verify reports damage nobody injected: {line}"
+            ));
+        }
+    }
+    if let Some((seg, new, old)) = h.ledger.rollback {
+        if live.contains(&seg) && !rollback_named {
+            failures.push(format!(
+                "journal verify did not name the reservation counter of segment {seg} rolled back from {old} to {new}"
             ));
         }
     }
