@@ -25,6 +25,10 @@ pub enum Fault {
     /// Forward the whole request, but only this many bytes of the answer, then close both
     /// sides: the server may have stored the batch while the client hears nothing.
     TruncateResponse(usize),
+    /// Forward the request head and only this many bytes of its body (fewer than its
+    /// `Content-Length`), then half-close towards the server, read the rest of the body from
+    /// the client, and relay the server's answer: a network cut in the middle of a body.
+    CutBody(usize),
     /// Accept and read, never answer (the client must time out).
     Blackhole,
     /// Answer every request with this HTTP status (429 carries `Retry-After: 1`).
@@ -129,6 +133,7 @@ fn handle(conn: TcpStream, target: SocketAddr, fault: Fault) {
             }
         }
         Fault::Status(code) => answer_status(conn, code),
+        Fault::CutBody(n) => cut_body(conn, target, n),
         Fault::Pass | Fault::Delay(_) | Fault::Truncate(_) | Fault::TruncateResponse(_) => {
             forward(conn, target, fault)
         }
@@ -183,6 +188,47 @@ fn answer_status(mut conn: TcpStream, code: u16) {
         body.len()
     );
     let _ = conn.shutdown(Shutdown::Both);
+}
+
+/// See [`Fault::CutBody`].
+fn cut_body(mut client: TcpStream, target: SocketAddr, keep: usize) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 8192];
+    let (end, len) = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = find(&req, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0usize);
+            break (end + 4, len);
+        }
+    };
+    while req.len() < end + len {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let Ok(mut server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+        return;
+    };
+    let cut = end + keep.min(len.saturating_sub(1));
+    let _ = server.write_all(&req[..cut.min(req.len())]);
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = server.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut answer = Vec::new();
+    let _ = server.read_to_end(&mut answer);
+    let _ = client.write_all(&answer);
+    let _ = client.shutdown(Shutdown::Both);
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -396,6 +396,34 @@ fn statuses_map_to_the_documented_verdicts() {
     }
 }
 
+#[test]
+fn only_a_refusal_confirming_the_intact_body_is_a_rejection() {
+    let sent = content_digest(b"the body");
+    let other = content_digest(b"the bo");
+    // Confirmed: the server read exactly what was sent.
+    assert_eq!(
+        classify(400, Some(&sent), Some("1"), &sent),
+        Verdict::Rejected
+    );
+    assert_eq!(classify(422, Some(&sent), None, &sent), Verdict::Rejected);
+    // Not confirmed (no header, or the server read other bytes): resend, never dead-letter.
+    assert_eq!(classify(400, None, Some("1"), &sent), Verdict::Unconfirmed);
+    assert_eq!(
+        classify(400, Some(&other), None, &sent),
+        Verdict::Unconfirmed
+    );
+    assert_eq!(classify(415, None, None, &sent), Verdict::Unconfirmed);
+    // A 4xx from a server of another protocol version: configuration, never dead-letter.
+    assert_eq!(
+        classify(400, Some(&sent), Some("2"), &sent),
+        Verdict::Configuration
+    );
+    // The rest is as the status alone says.
+    for s in [200, 401, 404, 408, 413, 429, 500, 503] {
+        assert_eq!(classify(s, None, Some("1"), &sent), verdict(s), "{s}");
+    }
+}
+
 fn arb_batch() -> impl Strategy<Value = Batch> {
     let rec = (
         0u64..3,
