@@ -45,6 +45,9 @@ pub const MAX_TEXT_BYTES: u64 = 4096;
 /// Smallest number of bytes one record occupies across the columns; bounds the record count
 /// by the input size before anything is allocated.
 pub(crate) const MIN_RECORD_BYTES: u64 = 9;
+/// Smallest gap entry: reason (1), start and end (2 each), segments, records, bytes (1 each)
+/// and an empty detail (1). PROTOCOL.md section 4.
+pub(crate) const MIN_GAP_BYTES: u64 = 9;
 
 /// The path of the upload endpoint below the server's base URL.
 pub fn upload_path(private_id: &[u8; 32]) -> String {
