@@ -27,10 +27,20 @@ pub fn limits() -> protocol::Limits {
 /// The log id used when the input has no head (the PROTOCOL.md test vector's).
 pub const DEFAULT_ID: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-/// Splits a fuzz input into (URL log id, headers, body).
+/// Splits a fuzz input into (URL log id, headers, body). An input without a head gets the
+/// required `Content-Type` and `Content-Encoding`, so raw bodies reach the decoder.
 pub fn split(data: &[u8]) -> (String, HeaderMap, &[u8]) {
     let Some(at) = data.windows(2).position(|w| w == b"\n\n") else {
-        return (DEFAULT_ID.to_owned(), HeaderMap::new(), data);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static(protocol::CONTENT_TYPE),
+        );
+        headers.insert(
+            axum::http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("zstd"),
+        );
+        return (DEFAULT_ID.to_owned(), headers, data);
     };
     let (head, body) = data.split_at(at);
     let body = body.get(2..).unwrap_or_default();
@@ -136,35 +146,47 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         protocol::CONTENT_TYPE,
         b.id()
     );
+    // The headers every request must carry (PROTOCOL.md section 2); the optional ones vary.
+    let base = format!(
+        "{id}\nContent-Type: {}\nContent-Encoding: zstd",
+        protocol::CONTENT_TYPE
+    );
     let bomb = protocol::compress(&vec![0u8; 1 << 20], 1).unwrap_or_default();
     let raw = protocol::encode_batch_raw(&b).unwrap_or_default();
     let other = hex::encode(fixtures::private_id(2));
     vec![
         ("valid_request", req(&good_head, &body)),
-        ("valid_no_headers", req(&id, &body)),
+        ("valid_no_headers", req(&base, &body)),
         (
             "wrong_batch_id",
             req(
-                &format!("{id}\nSeglog-Batch-Id: {}", "00".repeat(32)),
+                &format!("{base}\nSeglog-Batch-Id: {}", "00".repeat(32)),
                 &body,
             ),
         ),
-        ("other_logs_url", req(&other, &body)),
-        ("bad_url_id", req("XYZ", &body)),
+        ("other_logs_url", req(&base.replacen(&id, &other, 1), &body)),
+        ("bad_url_id", req(&base.replacen(&id, "XYZ", 1), &body)),
         (
             "protocol_2",
-            req(&format!("{id}\nSeglog-Protocol: 2"), &body),
+            req(&format!("{base}\nSeglog-Protocol: 2"), &body),
         ),
         (
             "gzip_encoding",
-            req(&format!("{id}\nContent-Encoding: gzip"), &body),
+            req(&base.replace("Encoding: zstd", "Encoding: gzip"), &body),
         ),
-        ("zip_bomb", req(&id, &bomb)),
+        (
+            "no_content_encoding",
+            req(
+                &format!("{id}\nContent-Type: {}", protocol::CONTENT_TYPE),
+                &body,
+            ),
+        ),
+        ("zip_bomb", req(&base, &bomb)),
         (
             "truncated_body",
-            req(&id, body.get(..body.len() / 2).unwrap_or_default()),
+            req(&base, body.get(..body.len() / 2).unwrap_or_default()),
         ),
-        ("raw_not_compressed", req(&id, &raw)),
+        ("raw_not_compressed", req(&base, &raw)),
         ("garbage", b"\x28\xb5\x2f\xfd\x00\x00garbage".to_vec()),
     ]
 }
@@ -213,6 +235,10 @@ mod tests {
         assert_eq!(status("bad_url_id"), StatusCode::BAD_REQUEST);
         assert_eq!(status("protocol_2"), StatusCode::BAD_REQUEST);
         assert_eq!(status("gzip_encoding"), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            status("no_content_encoding"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
         assert_eq!(status("zip_bomb"), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(status("truncated_body"), StatusCode::BAD_REQUEST);
         assert_eq!(status("raw_not_compressed"), StatusCode::BAD_REQUEST);

@@ -110,27 +110,26 @@ pub fn check_headers(h: &HeaderMap) -> Result<Option<[u8; 32]>, Refusal> {
             ));
         }
     }
-    if let Some(v) = text(header::CONTENT_ENCODING.as_str()) {
-        if !v.eq_ignore_ascii_case("zstd") {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "bad_request",
-                format!("Content-Encoding {v:?} is not supported; send zstd"),
-            ));
-        }
+    // PROTOCOL.md section 2: both are required; missing or other is 415.
+    let encoding = text(header::CONTENT_ENCODING.as_str()).unwrap_or_default();
+    if !encoding.eq_ignore_ascii_case("zstd") {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_media_type",
+            format!("Content-Encoding {encoding:?} is not supported; send zstd"),
+        ));
     }
-    if let Some(v) = text(header::CONTENT_TYPE.as_str()) {
-        let mime = v.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case(protocol::CONTENT_TYPE) {
-            return Err(Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "bad_request",
-                format!(
-                    "Content-Type {mime:?} is not supported; send {}",
-                    protocol::CONTENT_TYPE
-                ),
-            ));
-        }
+    let ctype = text(header::CONTENT_TYPE.as_str()).unwrap_or_default();
+    let mime = ctype.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case(protocol::CONTENT_TYPE) {
+        return Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_media_type",
+            format!(
+                "Content-Type {mime:?} is not supported; send {}",
+                protocol::CONTENT_TYPE
+            ),
+        ));
     }
     match text(protocol::HEADER_BATCH_ID) {
         None => Ok(None),
@@ -152,6 +151,13 @@ pub fn check_headers(h: &HeaderMap) -> Result<Option<[u8; 32]>, Refusal> {
             Ok(Some(id))
         }
     }
+}
+
+/// The body did not arrive complete and intact (cut short, a read error, too slow, or not
+/// matching its `Content-Digest`): a transport failure, 408 so that every client resends,
+/// never a verdict on the batch (PROTOCOL.md section 5).
+fn not_intact(reason: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::REQUEST_TIMEOUT, reason, message)
 }
 
 /// Decodes a body within `limits` and checks it against the URL's public id and the batch id
@@ -191,11 +197,34 @@ pub fn decode_upload(
 fn refuse(st: &AppState, r: Refusal) -> Response {
     st.reject(r.reason);
     let mut resp = (r.status, Json(json!({ "error": r.message }))).into_response();
+    resp.headers_mut().insert(
+        protocol::HEADER_PROTOCOL,
+        header::HeaderValue::from(u16::from(protocol::PROTOCOL_VERSION)),
+    );
+    if r.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of a cut body may still be on its way: do not read it as a new request.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
     if r.status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut().insert(
             header::RETRY_AFTER,
             header::HeaderValue::from(BUSY_RETRY_AFTER_SECS),
         );
+    }
+    resp
+}
+
+/// A refusal of a body that arrived complete and intact: carries the
+/// `Seglog-Received-Digest` of the bytes read, the device's proof that the refusal is about the
+/// batch and not about bytes lost on the way (PROTOCOL.md section 5).
+fn refuse_intact(st: &AppState, r: Refusal, received_digest: &str) -> Response {
+    let mut resp = refuse(st, r);
+    if let Ok(v) = header::HeaderValue::from_str(received_digest) {
+        resp.headers_mut()
+            .insert(protocol::HEADER_RECEIVED_DIGEST, v);
     }
     resp
 }
@@ -278,31 +307,43 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
         Ok(Err(e)) => {
             return refuse(
                 st,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("reading the body: {e}"),
+                not_intact(
+                    "incomplete_body",
+                    format!("the body did not arrive complete ({e}); resend it"),
                 ),
             );
         }
         Err(_) => {
             return refuse(
                 st,
-                Refusal::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "bad_request",
-                    "the body did not arrive in time",
+                not_intact(
+                    "incomplete_body",
+                    "the body did not arrive in time; resend it",
                 ),
             );
         }
     };
+    let sent_digest = headers
+        .get(protocol::HEADER_CONTENT_DIGEST)
+        .map(|v| v.to_str().unwrap_or("").to_owned());
     let body_len = bytes.len() as u64;
     let result = st
         .blocking(move |s| {
+            // Hashing up to 16 MiB belongs off the async threads too.
+            let received = protocol::content_digest(&bytes);
+            if let Some(sent) = sent_digest {
+                if protocol::verify_content_digest(&sent, &bytes) == Some(false) {
+                    let why = format!(
+                        "the body does not match its {} (received {received}); resend it",
+                        protocol::HEADER_CONTENT_DIGEST
+                    );
+                    return Ok(Err((not_intact("damaged_body", why), None)));
+                }
+            }
             let (batch, raw_len) =
                 match decode_upload(&bytes, &public_id, header_id.as_ref(), &limits) {
                     Ok(v) => v,
-                    Err(r) => return Ok(Err(r)),
+                    Err(r) => return Ok(Err((r, Some(received)))),
                 };
             drop(bytes);
             let meta = IngestMeta {
@@ -353,7 +394,8 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
             };
             (StatusCode::OK, Json(body)).into_response()
         }
-        Ok(Err(r)) => refuse(st, r),
+        Ok(Err((r, Some(received)))) => refuse_intact(st, r, &received),
+        Ok(Err((r, None))) => refuse(st, r),
         Err(e) => {
             st.reject("internal");
             e.into_response()

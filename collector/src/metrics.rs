@@ -13,12 +13,15 @@ use std::time::Duration;
 const UPLOAD_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// Reasons an upload is refused; each is a label value of `seglog_collector_rejected_total`.
-pub const REJECT_REASONS: [&str; 12] = [
+pub const REJECT_REASONS: [&str; 15] = [
     "unauthorized",
     "body_too_large",
     "decompressed_too_large",
     "limit_exceeded",
     "bad_request",
+    "bad_media_type",
+    "incomplete_body",
+    "damaged_body",
     "bad_zstd",
     "bad_batch",
     "unsupported_version",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use collector::fixtures;
 use common::{raw_exchange, request_head, status_of, Harness};
-use uploader::protocol::GapReason;
+use uploader::protocol::{self, GapReason};
 
 #[test]
 fn uploaded_batches_can_be_queried_back_field_by_field() {
@@ -213,6 +213,8 @@ fn a_body_over_the_limit_is_refused_from_its_content_length_without_reading_it()
     let big = vec![7u8; (1 << 20) + 10];
     let (st, v) = common::json_response(
         ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
+            .set("Content-Type", protocol::CONTENT_TYPE)
+            .set("Content-Encoding", "zstd")
             .set("Transfer-Encoding", "chunked")
             .send(&big[..]),
     );
@@ -227,10 +229,14 @@ fn truncated_bodies_are_refused_and_store_nothing() {
     // 1. The connection ends before Content-Length bytes arrived.
     let mut req = request_head(&p, body.len() as u64).into_bytes();
     req.extend_from_slice(&body[..body.len() / 2]);
+    // That is a transport failure (408, resend), never a verdict on the batch.
     let resp = raw_exchange(h.addr, &req);
-    assert_eq!(status_of(&resp), Some(400), "{resp}");
-    assert!(resp.contains("reading the body"), "{resp}");
-    // 2. A complete request whose zstd frame is cut short.
+    assert_eq!(status_of(&resp), Some(408), "{resp}");
+    assert!(resp.contains("did not arrive complete"), "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(!lower.contains("seglog-received-digest"), "{resp}");
+    // 2. A complete request whose zstd frame is cut short: the server read every byte that
+    // was sent and says so with the digest of what it read.
     let cut = &body[..body.len() - 9];
     let (s, v) = h.upload_body(&p, cut, None, None);
     assert_eq!(s, 400, "{v}");
@@ -240,6 +246,66 @@ fn truncated_bodies_are_refused_and_store_nothing() {
     assert_eq!(s, 400);
     assert!(h.records("").is_empty());
     assert_eq!(h.upload(&p, &fixtures::batch(&p, 0, 30, "1")).0, 200);
+}
+
+#[test]
+fn content_digest_tells_a_damaged_body_from_an_invalid_batch() {
+    let h = Harness::start(|_| {});
+    let p = fixtures::private_id(11);
+    let b = fixtures::batch(&p, 0, 20, "1");
+    let body = fixtures::body(&b);
+    let post = |body: &[u8], digest: &str| -> Result<ureq::Response, Box<ureq::Error>> {
+        ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
+            .set("Content-Type", protocol::CONTENT_TYPE)
+            .set("Content-Encoding", "zstd")
+            .set(protocol::HEADER_CONTENT_DIGEST, digest)
+            .send_bytes(body)
+            .map_err(Box::new)
+    };
+    // A body that is not what the device sent: damaged on the way, 408, no confirmation.
+    let mut damaged = body.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    match post(&damaged, &protocol::content_digest(&body)).map_err(|e| *e) {
+        Err(ureq::Error::Status(408, r)) => {
+            assert_eq!(r.header(protocol::HEADER_RECEIVED_DIGEST), None);
+            assert_eq!(r.header("connection"), Some("close"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // An intact body that is not a valid batch: 400 confirmed by the digest it read.
+    match post(&damaged, &protocol::content_digest(&damaged)).map_err(|e| *e) {
+        Err(ureq::Error::Status(400, r)) => {
+            let got = r.header(protocol::HEADER_RECEIVED_DIGEST).unwrap_or("");
+            assert!(
+                protocol::digest_matches(got, &protocol::content_digest(&damaged)),
+                "{got}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(h.records("").is_empty());
+    // The intact valid body with its digest is stored.
+    let r = post(&body, &protocol::content_digest(&body)).unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.records("").len(), 20);
+}
+
+#[test]
+fn content_type_and_encoding_are_required() {
+    let h = Harness::start(|_| {});
+    let p = fixtures::private_id(12);
+    let body = fixtures::body(&fixtures::batch(&p, 0, 3, "1"));
+    let url = format!("{}{}", h.url, fixtures::path(&p));
+    let r = ureq::post(&url)
+        .set("Content-Type", protocol::CONTENT_TYPE)
+        .send_bytes(&body);
+    assert!(matches!(r, Err(ureq::Error::Status(415, _))), "{r:?}");
+    let r = ureq::post(&url)
+        .set("Content-Encoding", "zstd")
+        .send_bytes(&body);
+    assert!(matches!(r, Err(ureq::Error::Status(415, _))), "{r:?}");
+    assert!(h.records("").is_empty());
 }
 
 #[test]
@@ -274,7 +340,10 @@ fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() {
         .unwrap();
     slow.write_all(&body[..body.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let r = ureq::post(&format!("{}{}", h.url, fixtures::path(&p))).send_bytes(&body);
+    let r = ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
+        .set("Content-Type", protocol::CONTENT_TYPE)
+        .set("Content-Encoding", "zstd")
+        .send_bytes(&body);
     match r {
         Err(ureq::Error::Status(503, resp)) => assert!(resp.header("retry-after").is_some()),
         other => panic!("expected 503, got {other:?}"),

@@ -134,6 +134,7 @@ fn uploads_and_queries_work_over_https_and_plain_http_is_refused() {
     let (s, ack) = common::json_response(
         agent
             .post(&format!("{}{}", server.url(), fixtures::path(&p)))
+            .set("Content-Type", protocol::CONTENT_TYPE)
             .set("Content-Encoding", "zstd")
             .set(protocol::HEADER_BATCH_ID, &b.id().to_hex())
             .set("Authorization", "Bearer t0ken")

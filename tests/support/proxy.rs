@@ -25,9 +25,9 @@ pub enum Fault {
     /// Forward the whole request, but only this many bytes of the answer, then close both
     /// sides: the server may have stored the batch while the client hears nothing.
     TruncateResponse(usize),
-    /// Forward the request headers and only this many bytes of the body (always fewer than
-    /// its Content-Length), then half-close towards the server and relay its answer: a
-    /// network cut mid-body, which the server sees as an early EOF and may still answer.
+    /// Forward the request head and only this many bytes of its body (fewer than its
+    /// `Content-Length`), then half-close towards the server, read the rest of the body from
+    /// the client, and relay the server's answer: a network cut in the middle of a body.
     CutBody(usize),
     /// Accept and read, never answer (the client must time out).
     Blackhole,
@@ -133,11 +133,10 @@ fn handle(conn: TcpStream, target: SocketAddr, fault: Fault) {
             }
         }
         Fault::Status(code) => answer_status(conn, code),
-        Fault::Pass
-        | Fault::Delay(_)
-        | Fault::Truncate(_)
-        | Fault::TruncateResponse(_)
-        | Fault::CutBody(_) => forward(conn, target, fault),
+        Fault::CutBody(n) => cut_body(conn, target, n),
+        Fault::Pass | Fault::Delay(_) | Fault::Truncate(_) | Fault::TruncateResponse(_) => {
+            forward(conn, target, fault)
+        }
     }
 }
 
@@ -191,6 +190,47 @@ fn answer_status(mut conn: TcpStream, code: u16) {
     let _ = conn.shutdown(Shutdown::Both);
 }
 
+/// See [`Fault::CutBody`].
+fn cut_body(mut client: TcpStream, target: SocketAddr, keep: usize) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 8192];
+    let (end, len) = loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+        if let Some(end) = find(&req, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0usize);
+            break (end + 4, len);
+        }
+    };
+    while req.len() < end + len {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let Ok(mut server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+        return;
+    };
+    let cut = end + keep.min(len.saturating_sub(1));
+    let _ = server.write_all(&req[..cut.min(req.len())]);
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = server.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut answer = Vec::new();
+    let _ = server.read_to_end(&mut answer);
+    let _ = client.write_all(&answer);
+    let _ = client.shutdown(Shutdown::Both);
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -212,10 +252,7 @@ fn forward(client: TcpStream, target: SocketAddr, fault: Fault) {
         (Ok(c), Ok(s)) => (c, s),
         _ => return,
     };
-    let up = match fault {
-        Fault::CutBody(n) => std::thread::spawn(move || cut_body(c2, s2, n)),
-        _ => std::thread::spawn(move || pump(c2, s2, limit)),
-    };
+    let up = std::thread::spawn(move || pump(c2, s2, limit));
     pump(server, client, answer_limit);
     let _ = up.join();
 }
@@ -243,41 +280,5 @@ fn pump(mut from: TcpStream, mut to: TcpStream, limit: Option<usize>) {
         }
         sent += n;
     }
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// Forwards one request's headers and `n` bytes of its body (fewer than its Content-Length),
-/// then half-closes towards the server (it reads EOF mid-body) and stops reading the client.
-fn cut_body(mut from: TcpStream, mut to: TcpStream, n: usize) {
-    let mut got = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let head_end = loop {
-        if let Some(i) = find(&got, b"\r\n\r\n") {
-            break i + 4;
-        }
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                let _ = to.write_all(&got);
-                let _ = to.shutdown(Shutdown::Write);
-                return;
-            }
-            Ok(k) => got.extend_from_slice(&buf[..k]),
-        }
-    };
-    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-    let len = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    let keep = n.min(len.saturating_sub(1));
-    while got.len() < head_end + keep {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => got.extend_from_slice(&buf[..k]),
-        }
-    }
-    let end = got.len().min(head_end + keep);
-    let _ = to.write_all(&got[..end]);
     let _ = to.shutdown(Shutdown::Write);
 }

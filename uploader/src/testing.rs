@@ -19,8 +19,11 @@ use crate::protocol::{self, Batch, BatchId, Limits, Record};
 pub enum Behavior {
     /// Store and answer 200.
     Ok,
-    /// Answer this status (not stored).
+    /// Answer this status (not stored); a 4xx confirms, with `Seglog-Received-Digest`, that
+    /// the whole body arrived (a real refusal of an intact batch).
     Status(u16),
+    /// Answer this status without that confirmation (a refusal the device must not trust).
+    StatusUnconfirmed(u16),
     /// Answer this status with `Retry-After: secs`.
     RetryAfter(u16, u64),
     /// Read half of the body, then drop the connection.
@@ -191,6 +194,15 @@ fn respond(w: &mut TcpStream, code: u16, extra: &str, body: &str) -> bool {
     w.write_all(msg.as_bytes()).is_ok()
 }
 
+/// The header confirming that the whole body arrived (PROTOCOL.md section 5).
+fn received(req: &Request) -> String {
+    format!(
+        "{}: {}\r\n",
+        protocol::HEADER_RECEIVED_DIGEST,
+        protocol::content_digest(&req.body)
+    )
+}
+
 fn store(s: &Shared, req: &Request) -> Result<String, String> {
     let mut seen = lock(&s.seen);
     let batch = match protocol::decode_body(&req.body, &Limits::default()) {
@@ -261,7 +273,12 @@ fn serve(conn: TcpStream, s: &Shared) {
                 let _ = w.shutdown(Shutdown::Both);
                 return;
             }
-            Behavior::Status(code) => respond(&mut w, code, "", "{\"error\":\"scripted\"}"),
+            Behavior::Status(code) => {
+                respond(&mut w, code, &received(&req), "{\"error\":\"scripted\"}")
+            }
+            Behavior::StatusUnconfirmed(code) => {
+                respond(&mut w, code, "", "{\"error\":\"scripted\"}")
+            }
             Behavior::RetryAfter(code, secs) => respond(
                 &mut w,
                 code,
@@ -277,7 +294,12 @@ fn serve(conn: TcpStream, s: &Shared) {
                     std::thread::sleep(delay);
                     respond(&mut w, 200, "", &body)
                 }
-                Err(e) => respond(&mut w, 400, "", &format!("{{\"error\":{e:?}}}")),
+                Err(e) => respond(
+                    &mut w,
+                    400,
+                    &received(&req),
+                    &format!("{{\"error\":{e:?}}}"),
+                ),
             },
         };
         if !ok {

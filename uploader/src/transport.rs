@@ -71,6 +71,7 @@ impl Transport {
 
     /// Posts one compressed batch.
     pub fn send(&self, id: &BatchId, body: &[u8]) -> Outcome {
+        let digest = protocol::content_digest(body);
         let mut req = self
             .agent
             .post(&self.url)
@@ -80,7 +81,8 @@ impl Transport {
                 protocol::HEADER_PROTOCOL,
                 &protocol::PROTOCOL_VERSION.to_string(),
             )
-            .set(protocol::HEADER_BATCH_ID, &id.to_hex());
+            .set(protocol::HEADER_BATCH_ID, &id.to_hex())
+            .set(protocol::HEADER_CONTENT_DIGEST, &digest);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
@@ -93,12 +95,18 @@ impl Transport {
         let retry_after = resp
             .header("Retry-After")
             .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        let verdict = protocol::classify(
+            code,
+            resp.header(protocol::HEADER_RECEIVED_DIGEST),
+            resp.header(protocol::HEADER_PROTOCOL),
+            &digest,
+        );
         let mut buf = Vec::new();
         // Read (a bounded amount of) the body so the connection can be reused.
         let _ = resp.into_reader().take(512).read_to_end(&mut buf);
         Outcome::Status {
             code,
-            verdict: protocol::verdict(code),
+            verdict,
             retry_after,
             body: String::from_utf8_lossy(&buf).into_owned(),
         }

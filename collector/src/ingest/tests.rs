@@ -39,7 +39,16 @@ fn malformed_url_ids_are_400() {
 #[test]
 fn header_checks_follow_the_protocol() {
     let id = "ab".repeat(32);
-    assert_eq!(check_headers(&HeaderMap::new()).unwrap(), None);
+    // Content-Type and Content-Encoding are required (PROTOCOL.md section 2).
+    assert_eq!(
+        check_headers(&HeaderMap::new()).unwrap_err().status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let minimal = headers(&[
+        ("content-encoding", "zstd"),
+        ("content-type", "application/vnd.seglog.batch; x=1"),
+    ]);
+    assert_eq!(check_headers(&minimal).unwrap(), None);
     let ok = headers(&[
         ("seglog-protocol", "1"),
         ("content-encoding", "zstd"),
@@ -62,11 +71,12 @@ fn header_checks_follow_the_protocol() {
         ("seglog-batch-id", "xyz", StatusCode::BAD_REQUEST),
     ];
     for (k, v, status) in cases {
-        assert_eq!(
-            check_headers(&headers(&[(k, v)])).unwrap_err().status,
-            status,
-            "{k}: {v}"
+        let mut h = minimal.clone();
+        h.insert(
+            axum::http::HeaderName::from_static(k),
+            axum::http::HeaderValue::from_str(v).unwrap(),
         );
+        assert_eq!(check_headers(&h).unwrap_err().status, status, "{k}: {v}");
     }
 }
 

@@ -75,10 +75,10 @@ impl Uploader {
                     ..
                 } => {
                     let url = self.cfg.url.as_deref().map(redact).unwrap_or_default();
-                    let hint = if code == 404 {
-                        "check [upload] url"
-                    } else {
-                        "check [upload] token"
+                    let hint = match code {
+                        404 => "check [upload] url",
+                        401 | 403 => "check [upload] token",
+                        _ => "the server speaks another protocol version: upgrade one side",
                     };
                     return Ok(Err(PassOutcome::Configuration(format!(
                         "server {url} answered HTTP {code} ({hint}): {}",
@@ -119,6 +119,19 @@ impl Uploader {
                         format!("HTTP {code}, retry after {}", humantime::format_duration(w)),
                     )
                 }
+                Outcome::Status {
+                    verdict: Verdict::Unconfirmed,
+                    code,
+                    body,
+                    ..
+                } => (
+                    self.backoff.next_delay(),
+                    format!(
+                        "HTTP {code} without confirmation that the whole body arrived \
+                         (PROTOCOL.md section 5), resending: {}",
+                        body.trim()
+                    ),
+                ),
                 Outcome::Status { code, body, .. } => (
                     self.backoff.next_delay(),
                     format!("HTTP {code}: {}", body.trim()),

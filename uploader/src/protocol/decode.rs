@@ -8,7 +8,8 @@ use segment_log::Position;
 
 use super::{
     invalid, Batch, Context, Gap, GapReason, Limits, ProtocolError, Record, BATCH_MAGIC,
-    MAX_NAME_BYTES, MAX_TEXT_BYTES, MAX_WINDOW_LOG, MIN_RECORD_BYTES, PROTOCOL_VERSION,
+    MAX_NAME_BYTES, MAX_TEXT_BYTES, MAX_WINDOW_LOG, MIN_GAP_BYTES, MIN_RECORD_BYTES,
+    PROTOCOL_VERSION,
 };
 use crate::wire::{unzigzag, Input};
 
@@ -112,7 +113,7 @@ pub fn decode_batch_raw(raw: &[u8], limits: &Limits) -> Result<Batch, ProtocolEr
     }
 
     let n = i.count("gap count", limits.max_gaps)?;
-    b.gaps.reserve_exact(fit(&i, n, 13, "gaps")?);
+    b.gaps.reserve_exact(fit(&i, n, MIN_GAP_BYTES, "gaps")?);
     for _ in 0..n {
         let reason = GapReason::from_code(i.u8("gap reason")?);
         let start = position(&mut i, "gap start")?;

@@ -13,9 +13,11 @@ use segment_log::Position;
 use sha2::{Digest, Sha256};
 
 mod decode;
+mod digest;
 mod encode;
 
 pub use decode::{decode_batch, decode_batch_raw, decode_body, decompress_body};
+pub use digest::{content_digest, digest_matches, verify_content_digest};
 pub use encode::{compress, encode_batch, encode_batch_raw, BatchEncoder};
 
 /// Protocol version carried in the URL, the `Seglog-Protocol` header and the body.
@@ -28,6 +30,12 @@ pub const HEADER_PROTOCOL: &str = "Seglog-Protocol";
 pub const HEADER_BATCH_ID: &str = "Seglog-Batch-Id";
 /// Content type of a batch body.
 pub const CONTENT_TYPE: &str = "application/vnd.seglog.batch";
+/// Request header with the RFC 9530 digest of the body as sent (`sha-256=:<base64>:`).
+pub const HEADER_CONTENT_DIGEST: &str = "Content-Digest";
+/// Response header by which a server confirms that it received the complete body intact
+/// before judging it: the RFC 9530 digest of the bytes it read (PROTOCOL.md section 5). The
+/// device dead-letters a refused batch only when this equals the digest it sent.
+pub const HEADER_RECEIVED_DIGEST: &str = "Seglog-Received-Digest";
 /// Largest zstd window a decoder accepts (2^24 = 16 MiB; level 19 needs 2^23).
 pub const MAX_WINDOW_LOG: u32 = 24;
 /// Longest classification, context key or counter name (the recorder allows 140).
@@ -37,6 +45,9 @@ pub const MAX_TEXT_BYTES: u64 = 4096;
 /// Smallest number of bytes one record occupies across the columns; bounds the record count
 /// by the input size before anything is allocated.
 pub(crate) const MIN_RECORD_BYTES: u64 = 9;
+/// Smallest gap entry: reason (1), start and end (2 each), segments, records, bytes (1 each)
+/// and an empty detail (1). PROTOCOL.md section 4.
+pub(crate) const MIN_GAP_BYTES: u64 = 9;
 
 /// The path of the upload endpoint below the server's base URL.
 pub fn upload_path(private_id: &[u8; 32]) -> String {
@@ -419,11 +430,45 @@ pub enum Verdict {
     Retry,
     /// 401, 403, 404: not the batch's fault (token, URL): stop and report; never dead-letter.
     Configuration,
-    /// Other 4xx: the server refuses this batch; after repeated refusals, dead-letter it.
+    /// Other 4xx with [`HEADER_RECEIVED_DIGEST`] equal to the digest sent: the server read the
+    /// whole body intact and refuses this batch; after repeated refusals, dead-letter it.
     Rejected,
+    /// Other 4xx without that confirmation: the server may have judged a body cut or damaged
+    /// on the way, so the batch is not at fault; back off and resend it (never dead-letter).
+    Unconfirmed,
 }
 
-/// Classifies a status code.
+/// Classifies a whole answer (PROTOCOL.md section 5): the status, the server's
+/// [`HEADER_RECEIVED_DIGEST`] and [`HEADER_PROTOCOL`] response headers, and the
+/// `Content-Digest` the device sent. Only a refusal that confirms the body arrived intact is
+/// [`Verdict::Rejected`]; a 4xx naming another protocol version is a configuration problem.
+pub fn classify(
+    status: u16,
+    received_digest: Option<&str>,
+    server_protocol: Option<&str>,
+    sent_digest: &str,
+) -> Verdict {
+    let v = verdict(status);
+    if !(400..=499).contains(&status) {
+        return v;
+    }
+    if let Some(p) = server_protocol {
+        let mine = PROTOCOL_VERSION.to_string();
+        if !p.split(',').any(|x| x.trim() == mine) {
+            return Verdict::Configuration;
+        }
+    }
+    match v {
+        Verdict::Rejected if received_digest.is_some_and(|d| digest_matches(d, sent_digest)) => {
+            Verdict::Rejected
+        }
+        Verdict::Rejected => Verdict::Unconfirmed,
+        other => other,
+    }
+}
+
+/// Classifies a status code alone (a 4xx refusal is [`Verdict::Rejected`] here; see
+/// [`classify`] for the confirmation that the device requires before dead-lettering).
 pub fn verdict(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Acknowledged,

@@ -396,6 +396,69 @@ fn statuses_map_to_the_documented_verdicts() {
     }
 }
 
+#[test]
+fn a_compact_gap_only_batch_decodes() {
+    // Gaps of 9 bytes each (the minimum, PROTOCOL.md section 4): the count check before
+    // allocating must not ask for more.
+    let gap = |s: u64| Gap {
+        reason: GapReason::Trimmed,
+        start: Position {
+            segment: 0,
+            offset: s,
+        },
+        end: Position {
+            segment: 0,
+            offset: s,
+        },
+        segments: 0,
+        records: 0,
+        bytes: 0,
+        detail: String::new(),
+    };
+    for n in [1u64, 2, 5] {
+        let b = Batch {
+            last: Position {
+                segment: 0,
+                offset: 100,
+            },
+            gaps: (0..n).map(|i| gap(i * 10)).collect(),
+            ..Batch::default()
+        };
+        let raw = encode_batch_raw(&b).unwrap();
+        // header 42 + contexts 1 + gap count 1 + 9 per gap + counters, classes, records 1 each.
+        assert_eq!(raw.len() as u64, 42 + 1 + 1 + 9 * n + 3, "{n} gaps");
+        assert_eq!(decode_batch_raw(&raw, &Limits::default()).unwrap(), b);
+    }
+}
+
+#[test]
+fn only_a_refusal_confirming_the_intact_body_is_a_rejection() {
+    let sent = content_digest(b"the body");
+    let other = content_digest(b"the bo");
+    // Confirmed: the server read exactly what was sent.
+    assert_eq!(
+        classify(400, Some(&sent), Some("1"), &sent),
+        Verdict::Rejected
+    );
+    assert_eq!(classify(422, Some(&sent), None, &sent), Verdict::Rejected);
+    // Not confirmed (no header, or the server read other bytes): resend, never dead-letter.
+    assert_eq!(classify(400, None, Some("1"), &sent), Verdict::Unconfirmed);
+    assert_eq!(
+        classify(400, Some(&other), None, &sent),
+        Verdict::Unconfirmed
+    );
+    assert_eq!(classify(415, None, None, &sent), Verdict::Unconfirmed);
+    // A 4xx from a server of another protocol version: configuration, never dead-letter.
+    assert_eq!(
+        classify(400, Some(&sent), Some("2"), &sent),
+        Verdict::Configuration
+    );
+    // The rest is as the status alone says.
+    for s in [200, 401, 404, 408, 413, 429, 500, 503] {
+        assert_eq!(classify(s, None, Some("1"), &sent), verdict(s), "{s}");
+    }
+}
+
 fn arb_batch() -> impl Strategy<Value = Batch> {
     let rec = (
         0u64..3,

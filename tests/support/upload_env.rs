@@ -1,0 +1,122 @@
+//! A log directory with a config file for running the real `seglog upload` binary, and an
+//! in-process collector on 127.0.0.1 (shared by the network tests of the uploader).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use recorder::config::{Config, RecorderConfig};
+use recorder::RecordBuilder;
+
+/// A log directory, its config file and a home for the child processes.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub home: PathBuf,
+}
+
+impl Env {
+    /// Uploads to `url` (the collector's base URL), with `extra` lines in `[upload]`.
+    pub fn new(url: &str, extra: &str) -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("log");
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let config = tmp.path().join("seglog.toml");
+        let text = format!(
+            "[log]\nsegment_size = \"64KiB\"\nmax_record_size = \"16KiB\"\nmax_bytes = 0\nmax_age = 0\n\n[upload]\nurl = \"{url}\"\nrequire_opt_in = false\nbatch_max_records = 300\nbackoff_base = \"10ms\"\nbackoff_cap = \"100ms\"\ntimeout = \"2s\"\n{extra}\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        Env {
+            tmp,
+            dir,
+            config,
+            home,
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_seglog"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Writes records `from..to` (payload `line N`).
+    pub fn write(&self, from: u64, to: u64) {
+        let mut c = Config::for_dir(&self.dir);
+        c.log.segment_size = 64 << 10;
+        c.log.max_record_size = 16 << 10;
+        c.log.max_bytes = None;
+        c.log.max_age = None;
+        c.recorder = RecorderConfig::unlimited();
+        c.recorder.static_machine_id_file = self.home.join("static-id");
+        c.recorder.machine_id_secret_file = self.home.join("secret");
+        let r = recorder::Recorder::open(&c).unwrap();
+        for i in from..to {
+            r.record(
+                &RecordBuilder::parse("org.test/net/line", 2)
+                    .unwrap()
+                    .payload(format!("line {i:09} over a cut network").as_bytes()),
+            )
+            .unwrap();
+        }
+    }
+
+    /// `upload status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let o = self.run(&["upload", "status", "--json"]);
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {}", text(&o)))
+    }
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A collector on a free loopback port with its data in `dir`.
+pub fn collector(dir: &std::path::Path) -> collector::RunningServer {
+    let mut c = collector::ServerConfig::new(dir.join("data"));
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c.shutdown_grace = std::time::Duration::from_secs(2);
+    collector::Server::start(c).unwrap()
+}
+
+/// Records the collector stored (its `/api/stats`).
+pub fn stored_records(base: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&get(&format!("{base}/api/stats")).1).unwrap();
+    v["records"].as_u64().unwrap_or(0)
+}
+
+/// A plain HTTP GET on 127.0.0.1: (status, body). The body must not be chunked.
+pub fn get(url: &str) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(10))
+        .build();
+    match agent.get(url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
