@@ -57,7 +57,7 @@ pub use format::FrameKind;
 pub use fs::{Clock, LogId, SystemClock};
 pub use reader::{Entry, FrameRef, OwnedEntry, OwnedFrame, Reader, ReaderOptions};
 pub use retention::{stats, RetentionPolicy, RetentionReport, Stats};
-pub use scan::{Damage, DamageReason};
+pub use scan::{written_end, Damage, DamageReason};
 pub use writer::Log;
 
 /// Where a frame is: segment number, then byte offset in the segment file. Positions order

@@ -8,11 +8,21 @@
 //!    reservation *starts* inside the segment writes a seal frame there (if 16 bytes remain),
 //!    then every such writer rotates. Later reservations start at or past the capacity.
 //! 3. The writer fills bytes 8.. of its frame (checksum, kind, payload, zero padding), then
-//!    stores the first word (marker + length) with release ordering. A reader that loads the
-//!    first word with acquire ordering and sees it non-zero sees the whole frame.
+//!    stores the first word (marker + length) with release ordering. A reader of the mapping
+//!    that loaded the first word with acquire ordering would see the whole frame; the real
+//!    readers use `pread`, which gives no such ordering, so they rely on the checksum instead
+//!    and treat a frame that fails it near the live end as not settled yet (see
+//!    [`crate::scan`]).
 //! 4. A writer that dies between 1 and 3 leaves a zeroed hole; readers resynchronise past it.
+//!
+//! The counter lives in a file any process of the log's owner can write, so its value is
+//! outside data: [`reserve`] checks, in O(1), that a reservation it hands out is 8-aligned,
+//! starts past the header, ends inside the segment and covers unwritten (zero) first and last
+//! words. A counter that fails is damaged: the segment is forced full and the writer rotates,
+//! so no write ever lands outside the segment, unaligned, or over a committed frame's first
+//! or last word.
 
-use crate::format::{self, FrameKind, FRAME_HEADER_LEN};
+use crate::format::{self, FrameKind, FRAME_ALIGN, FRAME_HEADER_LEN, HEADER_LEN};
 
 /// Memory holding one segment's frames, shared by all writers.
 pub(crate) trait FrameMem {
@@ -22,6 +32,11 @@ pub(crate) trait FrameMem {
     fn fetch_add_reserved(&self, n: u64) -> u64;
     /// Current value of the reservation counter.
     fn load_reserved(&self) -> u64;
+    /// Raises the counter to at least the capacity: nobody reserves here again.
+    fn force_full(&self);
+    /// The 8-byte word at `offset` (8-aligned, `HEADER_LEN <= offset`, `offset + 8 <=
+    /// capacity`; callers check), loaded relaxed: zero means unwritten.
+    fn load_word(&self, offset: u64) -> u64;
     /// Writes bytes `8..` of the frame at `offset`: `word1`, then `payload` and zero padding.
     /// The caller owns `offset..offset + frame_len(payload.len())` exclusively.
     fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]);
@@ -39,22 +54,51 @@ pub(crate) enum Reservation {
     Full { seal_at: Option<u64> },
 }
 
-/// Reserves `len` bytes (a multiple of the frame alignment).
+/// Reserves `len` bytes (a multiple of the frame alignment, at least one frame header).
 #[inline]
 pub(crate) fn reserve<M: FrameMem + ?Sized>(mem: &M, len: u64) -> Reservation {
     let cap = mem.capacity();
-    // Cheap pre-check so a full segment's counter does not keep growing.
+    // Cheap pre-check so a full segment's counter does not keep growing (and a counter
+    // damaged to a huge value is never incremented past u64::MAX).
     if mem.load_reserved() >= cap {
         return Reservation::Full { seal_at: None };
     }
     let old = mem.fetch_add_reserved(len);
-    if old.saturating_add(len) <= cap {
-        Reservation::At(old)
-    } else if old < cap {
-        Reservation::Full { seal_at: Some(old) }
-    } else {
-        Reservation::Full { seal_at: None }
+    if old >= cap {
+        return Reservation::Full { seal_at: None };
     }
+    let end = old.saturating_add(len);
+    // What we may write: the whole reservation, or a seal frame's 16 bytes at `old`.
+    let writes_to = if end <= cap {
+        end
+    } else {
+        old.saturating_add(FRAME_HEADER_LEN).min(cap)
+    };
+    if !counter_is_plausible(mem, old, writes_to) {
+        mem.force_full();
+        return Reservation::Full { seal_at: None };
+    }
+    if end <= cap {
+        Reservation::At(old)
+    } else {
+        Reservation::Full { seal_at: Some(old) }
+    }
+}
+
+/// Whether `old..writes_to`, handed out by the counter, can be a true reservation: aligned,
+/// past the header, and its first and last words unwritten. O(1): two loads of words this
+/// writer is about to write anyway. A failing counter is damaged (a bit flip, a stray
+/// write), and trusting it would write out of bounds, misaligned, or over committed frames.
+#[inline]
+fn counter_is_plausible<M: FrameMem + ?Sized>(mem: &M, old: u64, writes_to: u64) -> bool {
+    if old < HEADER_LEN || old % FRAME_ALIGN != 0 {
+        return false;
+    }
+    if writes_to < old + FRAME_ALIGN {
+        return true; // less than a word left before the end: nothing will be written
+    }
+    let last = (writes_to - FRAME_ALIGN) & !(FRAME_ALIGN - 1);
+    mem.load_word(old) == 0 && mem.load_word(last) == 0
 }
 
 /// Fills and publishes one frame at `offset`. Returns the offset after it.

@@ -125,6 +125,13 @@ pub(crate) struct HolePolicy {
 }
 
 impl HolePolicy {
+    /// Whether a writer is known to be alive right now (the probe says so). Without a probe
+    /// (liveness unknown) this is false: callers must then rely on proofs that hold whatever
+    /// writers do (a counter re-read after the data it should cover).
+    fn writer_known_alive(&self) -> bool {
+        !self.quiescent && self.probe.as_deref().is_some_and(crate::fs::writers_alive)
+    }
+
     /// Whether no writer can be alive right now.
     fn no_writer_alive(&self) -> bool {
         self.quiescent
@@ -133,6 +140,16 @@ impl HolePolicy {
                 .as_deref()
                 .is_some_and(|p| !crate::fs::writers_alive(p))
     }
+}
+
+/// What follows a segment's reservation counter.
+enum DataEnd {
+    /// Only zeroes up to the capacity.
+    Zero,
+    /// The file ends before its capacity.
+    Truncated,
+    /// Non-zero bytes end here (8-aligned).
+    At(u64),
 }
 
 /// Scanner over one segment file.
@@ -272,7 +289,9 @@ impl SegmentScanner {
                 if o >= self.reserved.min(cap) {
                     // With no writer alive nobody can extend the segment, so data past the
                     // counter means the counter itself is damaged.
-                    if self.holes.no_writer_alive() && self.distrust_counter_if_data_follows(o)? {
+                    if !self.holes.writer_known_alive()
+                        && self.distrust_counter_if_data_follows(o)?
+                    {
                         continue;
                     }
                     return Ok(if self.reserved >= cap {
@@ -375,40 +394,53 @@ impl SegmentScanner {
     }
 
     /// Called at the apparent end (`from` at or past the counter) of a segment that no writer
-    /// can extend any more (none alive, or a newer segment exists). If bytes past the counter
-    /// are not all zero or the file is short, the counter was damaged (lowered: it is not
-    /// checksummed) or hides a truncation: stop trusting it and scan up to the capacity, so
-    /// the frames after it are read and the rest is reported, instead of silently ending the
-    /// segment early. A counter that grew meanwhile (a live writer's reservation) is not
-    /// damage. Returns whether there is more to scan from `from`.
+    /// may be extending (none alive, liveness unknown, or a newer segment exists). If bytes
+    /// past the counter are not all zero, the counter was damaged (lowered: it is not
+    /// checksummed): it is re-read *after* the data, and a counter that still lies below
+    /// bytes already written cannot be a live writer's (a writer reserves before it writes),
+    /// so the scanner reads on up to the end of the written data, where the frames after the
+    /// counter are found and anything else is reported. A file shorter than its capacity
+    /// (truncated) is read up to its capacity, so the truncation is reported. Returns whether
+    /// there is more to scan from `from`.
     pub(crate) fn distrust_counter_if_data_follows(&mut self, from: u64) -> std::io::Result<bool> {
         let cap = self.capacity();
         if self.reserved >= cap || self.tail_checked == Some((from, self.reserved)) {
             return Ok(from < self.reserved.min(cap));
         }
+        let found = self.data_end_after(from)?;
+        self.refresh_reserved();
+        match found {
+            DataEnd::Zero => {}
+            DataEnd::Truncated => self.reserved = cap,
+            DataEnd::At(end) if self.reserved < end => self.reserved = end,
+            DataEnd::At(_) => {}
+        }
+        self.tail_checked = Some((from, self.reserved));
+        Ok(from < self.reserved.min(cap))
+    }
+
+    /// What lies in `from..capacity`: only zeroes, a short file, or data ending at an offset
+    /// (the byte after the last non-zero byte, rounded up to the frame alignment).
+    fn data_end_after(&mut self, from: u64) -> std::io::Result<DataEnd> {
+        let cap = self.capacity();
         let mut p = from;
-        let mut data_at = None;
-        while p < cap && data_at.is_none() {
+        let mut end = None;
+        while p < cap {
             let (i, avail) = self.window(p, self.chunk as u64, true)?;
             if avail == 0 {
-                // The file ends before its capacity: it was truncated (a segment is allocated
-                // in full before it goes live), so the counter cannot be trusted either.
-                data_at = Some(p);
-                break;
+                // Segments are allocated in full before they go live: a short file was
+                // truncated, and its counter cannot be trusted either.
+                return Ok(DataEnd::Truncated);
             }
             let w = self.buf.get(i..i + avail).unwrap_or_default();
-            data_at = w.iter().position(|&b| b != 0).map(|k| p + k as u64);
+            if let Some(k) = w.iter().rposition(|&b| b != 0) {
+                end = Some(p + k as u64 + 1);
+            }
             p += avail as u64;
         }
-        let Some(at) = data_at else {
-            self.tail_checked = Some((from, self.reserved));
-            return Ok(false);
-        };
-        self.refresh_reserved();
-        if self.reserved <= at {
-            self.reserved = cap;
-        }
-        Ok(from < self.reserved.min(cap))
+        Ok(end.map_or(DataEnd::Zero, |e| {
+            DataEnd::At(e.next_multiple_of(FRAME_ALIGN).min(cap))
+        }))
     }
 
     fn truncated(&mut self, o: u64) -> Step {
@@ -474,6 +506,35 @@ impl SegmentScanner {
         }
         Ok(limit.max(from.min(cap)))
     }
+}
+
+/// Where the written part of the segment file at `path` ends now, for a reader that stops at
+/// the end a log has at one moment (`seglog journal`): its reservation counter, capped at the
+/// capacity, or, when non-zero bytes follow a counter that lies (lowered by damage or rolled
+/// back), the end of those bytes (8-aligned). A short (truncated) file ends at its capacity,
+/// so the reader reaches and reports the truncation. `None` when the header cannot be read
+/// or decoded. Reads the tail of the segment once.
+pub fn written_end(path: &Path) -> Option<u64> {
+    let file = File::open(path).ok()?;
+    let mut head = [0u8; HEADER_LEN as usize];
+    let n = read_full(&file, &mut head, 0).ok()?;
+    let number = SegmentHeader::decode(head.get(..n)?).ok()?.segment;
+    let holes = HolePolicy {
+        quiescent: false,
+        probe: None,
+        timeout: Duration::ZERO,
+    };
+    let mut sc = SegmentScanner::from_file(file, path, number, 1 << 20, holes).ok()?;
+    let cap = sc.capacity();
+    let counter = sc.reserved.min(cap);
+    if counter >= cap {
+        return Some(cap);
+    }
+    Some(match sc.data_end_after(counter.max(HEADER_LEN)).ok()? {
+        DataEnd::Zero => counter,
+        DataEnd::Truncated => cap,
+        DataEnd::At(end) => end.max(counter),
+    })
 }
 
 /// pread until `buf` is full or EOF; returns bytes read.

@@ -259,6 +259,27 @@ impl FrameMem for MappedSegment {
     }
 
     #[inline]
+    fn force_full(&self) {
+        self.seal_counter();
+    }
+
+    #[inline]
+    fn load_word(&self, offset: u64) -> u64 {
+        assert!(
+            offset >= HEADER_LEN
+                && offset % FRAME_ALIGN == 0
+                && offset + FRAME_ALIGN <= self.capacity,
+            "word outside the frame area"
+        );
+        // SAFETY: `offset` is 8-aligned and inside the mapping (asserted above); shared
+        // words are only accessed atomically.
+        #[expect(unsafe_code, reason = "atomic load of a word of the shared mapping")]
+        unsafe {
+            (*self.base.add(offset as usize).cast::<AtomicU64>()).load(Ordering::Relaxed)
+        }
+    }
+
+    #[inline]
     fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
         let total = format::frame_len(payload.len() as u64);
         assert!(

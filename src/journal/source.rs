@@ -46,6 +46,8 @@ pub struct Source {
     public_id: Option<[u8; 32]>,
     /// Where reading stops (see [`Source::stop_at_current_end`]); `None`: tail forever.
     limit: Option<Position>,
+    /// Segments of a newer format version are damage items, not errors (`verify`).
+    newer_as_damage: bool,
 }
 
 impl Source {
@@ -82,6 +84,7 @@ impl Source {
             contexts: Contexts::default(),
             public_id,
             limit: None,
+            newer_as_damage: false,
         })
     }
 
@@ -98,7 +101,10 @@ impl Source {
             // An empty log: everything that appears later is past the end.
             None => Position::default(),
             Some(n) => {
-                let end = read_reserved_end(&self.seg_dir.join(segment_file_name(n, SEG_EXT)));
+                // Not the bare counter: one that lies (rolled back) must not hide the frames
+                // written past it.
+                let end =
+                    segment_log::written_end(&self.seg_dir.join(segment_file_name(n, SEG_EXT)));
                 Position {
                     segment: n,
                     offset: end.unwrap_or(u64::MAX),
@@ -106,6 +112,13 @@ impl Source {
             }
         });
         Ok(())
+    }
+
+    /// Makes a segment written by a newer seglog a damage item (`bad_header`, "upgrade
+    /// seglog"; see [`is_newer_version`]) instead of an error, so `verify` can report it by
+    /// file and go on checking the other segments.
+    pub fn report_newer_versions(&mut self) {
+        self.newer_as_damage = true;
     }
 
     /// The id of the record at `position` (derived from the log's public id).
@@ -147,6 +160,9 @@ impl Source {
         match entry {
             Entry::Damage(d) => {
                 let path = self.seg_dir.join(segment_file_name(d.segment, SEG_EXT));
+                if self.newer_as_damage && is_newer_version(&d) {
+                    return Ok(Some(Item::Damage(d)));
+                }
                 Ok(Some(Item::Damage(check_damage(d, &path)?)))
             }
             Entry::Frame(f) => {
@@ -205,11 +221,17 @@ fn read_error(e: segment_log::Error, dir: &Path) -> anyhow::Error {
     anyhow::Error::new(e).context(format!("{hint} ({})", dir.display()))
 }
 
+/// Whether `d` is a segment written by a newer seglog (its header is valid, its version is
+/// newer than this build reads).
+pub fn is_newer_version(d: &Damage) -> bool {
+    matches!(&d.reason, DamageReason::BadHeader(why) if why.contains("upgrade seglog"))
+}
+
 /// Damage that means the log cannot be read as a whole becomes an error; a segment that
 /// vanished (retention removed it after it was listed) becomes a missing segment.
 fn check_damage(d: Damage, path: &Path) -> anyhow::Result<Damage> {
     match &d.reason {
-        DamageReason::BadHeader(why) if why.contains("upgrade seglog") => {
+        DamageReason::BadHeader(why) if is_newer_version(&d) => {
             bail!(
                 "segment {} ({}) was written by a newer seglog: {why}",
                 d.segment,

@@ -6,15 +6,19 @@
 //! `--hole-timeout` for a reserved frame to be committed before calling it abandoned, and the
 //! space after the newest reservation is the live end, not a hole.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use segment_log::format::{FRAME_ALIGN, HEADER_LEN, OFF_RESERVED_END};
 use segment_log::fs::{list_segments, SEGMENTS_DIR};
 use segment_log::{Damage, DamageReason, LogId};
 use serde::Serialize;
 
-use super::source::{advance, read_header, Item, Source};
+use super::source::{advance, is_newer_version, read_header, Item, Source};
 use super::ReadArgs;
 
 /// Verify a log.
@@ -33,7 +37,7 @@ pub struct VerifyArgs {
 /// One problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// `damage`, `unreadable_record`, `foreign_segment` or `log_id`.
+    /// `damage`, `unreadable_record`, `counter`, `foreign_segment` or `log_id`.
     pub kind: &'static str,
     /// Segment number (first missing one for missing segments).
     pub segment: u64,
@@ -82,6 +86,9 @@ pub struct Summary {
     pub missing_segments: u64,
     /// Checksum-valid frames whose record could not be decoded.
     pub unreadable_records: u64,
+    /// Segment files written by a newer seglog (reported, then exit 2: upgrade seglog).
+    #[serde(skip)]
+    pub newer_segments: Vec<PathBuf>,
 }
 
 /// Runs `seglog journal verify`.
@@ -120,6 +127,15 @@ pub fn run(args: VerifyArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         write_summary(&mut out, dir, &summary)?;
     }
     out.flush()?;
+    if let Some(first) = summary.newer_segments.first() {
+        // README exit codes: a segment written by a newer seglog is an error (2), not damage.
+        anyhow::bail!(
+            "segment file {} was written by a newer seglog ({} such file(s), each reported \
+             above as unsupported_version); upgrade seglog to read them",
+            first.display(),
+            summary.newer_segments.len()
+        );
+    }
     Ok(if summary.problems == 0 {
         ExitCode::SUCCESS
     } else {
@@ -168,6 +184,7 @@ pub fn verify(
     mut report: impl FnMut(&Problem) -> io::Result<()>,
 ) -> anyhow::Result<Summary> {
     let mut src = Source::open(dir, read)?;
+    src.report_newer_versions();
     // A live log may grow faster than it can be checked: verify what existed at the start.
     src.stop_at_current_end()?;
     let mut s = Summary::default();
@@ -180,8 +197,11 @@ pub fn verify(
         emit(&mut s, p)?;
     }
     let mut last = src.position();
+    // Where the last whole frame of each segment ends, to check its reservation counter.
+    let mut frames_end = BTreeMap::new();
     loop {
         let Some(item) = src.next_item()? else { break };
+        let whole_frame = !matches!(item, Item::Damage(_));
         let problem = match item {
             Item::Record(_) => {
                 s.records += 1;
@@ -207,17 +227,73 @@ pub fn verify(
                 if let DamageReason::MissingSegments { count } = d.reason {
                     s.missing_segments += count;
                 }
-                Some(damage_problem(&d, &src.segment_path(d.segment)))
+                let mut p = damage_problem(&d, &src.segment_path(d.segment));
+                if is_newer_version(&d) {
+                    s.newer_segments.push(p.file.clone());
+                    p.code = "unsupported_version";
+                }
+                Some(p)
             }
         };
         let now = src.position();
+        if whole_frame {
+            frames_end.insert(now.segment, now.offset);
+        }
         s.bytes_checked += advance(last, now);
         last = now;
         if let Some(p) = problem {
             emit(&mut s, p)?;
         }
     }
+    for (&segment, &end) in &frames_end {
+        if let Some(p) = counter_problem(&src.segment_path(segment), segment, end) {
+            emit(&mut s, p)?;
+        }
+    }
     Ok(s)
+}
+
+/// The reservation counter of a segment checked against its frames: a counter that lies
+/// below the end of the last whole frame (rolled back or damaged; readers scan past it), is
+/// not 8-aligned or points inside the header. Read after the frames, so a live writer's
+/// counter (which only grows, and is raised before a frame is written) never reads as lying.
+/// A counter at or past the capacity is a full or sealed segment.
+fn counter_problem(path: &Path, segment: u64, frames_end: u64) -> Option<Problem> {
+    let head = read_header(path).ok()?;
+    let mut word = [0u8; 8];
+    File::open(path)
+        .and_then(|f| f.read_exact_at(&mut word, OFF_RESERVED_END as u64))
+        .ok()?;
+    let counter = u64::from_le_bytes(word);
+    if counter >= head.capacity {
+        return None;
+    }
+    let (code, why) = if counter < HEADER_LEN || counter % FRAME_ALIGN != 0 {
+        (
+            "bad_counter",
+            "is not an 8-aligned offset past the 256-byte header",
+        )
+    } else if counter < frames_end {
+        (
+            "counter_below_frames",
+            "is below the end of the last whole frame",
+        )
+    } else {
+        return None;
+    };
+    Some(Problem {
+        kind: "counter",
+        segment,
+        file: path.to_path_buf(),
+        offset: OFF_RESERVED_END as u64,
+        length: 0,
+        code,
+        reason: format!(
+            "reservation counter (header offset 128) is {counter} but whole frames end at \
+             {frames_end}: the counter {why} (damaged or rolled back); readers scan past it, \
+             and the next writer to open the log alone seals this segment"
+        ),
+    })
 }
 
 fn damage_problem(d: &Damage, path: &Path) -> Problem {

@@ -65,6 +65,14 @@ impl FrameMem for LoomMem {
         self.reserved.load(Ordering::Acquire)
     }
 
+    fn force_full(&self) {
+        self.reserved.fetch_max(self.capacity, Ordering::AcqRel);
+    }
+
+    fn load_word(&self, offset: u64) -> u64 {
+        self.word(offset).load(Ordering::Relaxed)
+    }
+
     fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
         let total = format::frame_len(payload.len() as u64);
         assert!(
