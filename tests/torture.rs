@@ -1274,7 +1274,7 @@ fn run(plan: Plan) {
     }
     // Every batch the harness produces is valid: a dead-lettered one means a transport fault
     // (a body cut mid-way, a refused gap batch) was taken for a permanent refusal.
-    if status["dead_lettered"].as_u64().unwrap_or(0) > 0
+    if status["dead_lettered"]["batches"].as_u64().unwrap_or(0) > 0
         || report.gaps_by_reason.contains_key("dead_lettered")
     {
         failures.push(format!(
