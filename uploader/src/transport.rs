@@ -1,7 +1,8 @@
 //! HTTP transport (ureq, rustls for https), response classification, `Retry-After`, and
 //! exponential backoff with full jitter.
 use std::io::Read;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -25,11 +26,16 @@ pub enum Outcome {
     Transport(String),
 }
 
+/// How often [`Transport::send_until`] looks at its stop condition while a request runs.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
 /// Sends batches to one endpoint.
+#[derive(Clone)]
 pub struct Transport {
     agent: ureq::Agent,
     url: String,
     token: Option<String>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Transport {
@@ -66,15 +72,75 @@ impl Transport {
             .redirects(0)
             .user_agent(concat!("seglog-uploader/", env!("CARGO_PKG_VERSION")))
             .build();
-        Transport { agent, url, token }
+        Transport {
+            agent,
+            url,
+            token,
+            timeout,
+        }
     }
 
-    /// Posts one compressed batch.
+    /// Posts one compressed batch, but gives up at `deadline` and as soon as `stop` says so
+    /// (polled every 50 ms): the request runs on a helper thread, which is abandoned then (its
+    /// own timeout, at most the remaining time, ends it). A hung server can therefore neither
+    /// hold `upload flush --timeout` past its deadline nor delay a SIGTERM'd daemon.
+    pub fn send_until(
+        &self,
+        id: &BatchId,
+        body: &[u8],
+        deadline: Option<Instant>,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Outcome {
+        let limit = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Outcome::Transport("deadline reached before sending".into());
+                }
+                left.min(self.timeout)
+            }
+            None => self.timeout,
+        };
+        let (tx, rx) = mpsc::channel();
+        let me = self.clone();
+        let (id, body): (BatchId, Arc<[u8]>) = (*id, Arc::from(body));
+        let spawned = std::thread::Builder::new()
+            .name("seglog-upload-request".into())
+            .spawn(move || {
+                let _ = tx.send(me.send_within(&id, &body, limit));
+            });
+        if let Err(e) = spawned {
+            return Outcome::Transport(format!("cannot start the request thread: {e}"));
+        }
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(outcome) => return outcome,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Outcome::Transport("the request thread ended without an answer".into())
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if stop() {
+                return Outcome::Transport("request abandoned: stop requested".into());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Outcome::Transport("no answer before the deadline".into());
+            }
+        }
+    }
+
+    /// Posts one compressed batch (blocking, up to the configured timeout).
     pub fn send(&self, id: &BatchId, body: &[u8]) -> Outcome {
+        self.send_within(id, body, self.timeout)
+    }
+
+    /// Posts one compressed batch; the whole request takes at most `limit`.
+    fn send_within(&self, id: &BatchId, body: &[u8], limit: Duration) -> Outcome {
         let digest = protocol::content_digest(body);
         let mut req = self
             .agent
             .post(&self.url)
+            .timeout(limit)
             .set("Content-Type", protocol::CONTENT_TYPE)
             .set("Content-Encoding", "zstd")
             .set(
