@@ -387,11 +387,16 @@ fn insert_batch(
         ])?;
     }
     // Device counters only grow during a log's life (PROTOCOL.md 3.5), so the largest value
-    // seen is the latest, also when the halves of a split batch arrive out of order.
+    // seen is the latest, also when the halves of a split batch arrive out of order. The
+    // values are u64 stored bit for bit as i64, so "largest" is compared unsigned: with
+    // different signs the negative one (top bit set) is the larger u64.
     for (name, value) in &batch.counters {
         tx.prepare_cached(
             "INSERT INTO device_counters(log_ref, name, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(log_ref, name) DO UPDATE SET value = max(value, excluded.value),
+             ON CONFLICT(log_ref, name) DO UPDATE SET value = CASE
+                 WHEN (value < 0) = (excluded.value < 0) THEN max(value, excluded.value)
+                 WHEN value < 0 THEN value
+                 ELSE excluded.value END,
                  updated_ms = excluded.updated_ms",
         )?
         .execute(params![log_ref, name, to_sql_u64(*value), meta.received_ms])?;
