@@ -29,33 +29,81 @@ pub enum Outcome {
 /// How often [`Transport::send_until`] looks at its stop condition while a request runs.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
+/// The upload URL, which holds the private log id (the capability to write the log's
+/// stream). Nothing prints it: `Display` and `Debug` show `<private id>` in its place, and
+/// [`Endpoint::scrub`] removes it from any text that may quote it (HTTP library errors, a
+/// server's answer) before that text reaches a message, `status` or `state.json`.
+#[derive(Clone)]
+pub struct Endpoint {
+    url: String,
+    /// The path segment after `/logs/`, when there is one.
+    secret: Option<String>,
+}
+
+impl Endpoint {
+    /// Wraps the full upload URL.
+    pub fn new(url: String) -> Endpoint {
+        let secret = url.find("/logs/").and_then(|i| {
+            let rest = url.get(i + 6..)?;
+            let id = rest.split(['/', '?', '#']).next()?;
+            (!id.is_empty()).then(|| id.to_owned())
+        });
+        Endpoint { url, secret }
+    }
+
+    /// The URL itself, for the HTTP request only.
+    fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// `text` with every copy of the private id (any letter case) replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let Some(secret) = self.secret.as_deref() else {
+            return text.to_owned();
+        };
+        let (lower, needle) = (text.to_ascii_lowercase(), secret.to_ascii_lowercase());
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        while let Some(i) = lower.get(at..).and_then(|l| l.find(&needle)) {
+            out.push_str(text.get(at..at + i).unwrap_or(""));
+            out.push_str("<private id>");
+            at += i + needle.len();
+        }
+        out.push_str(text.get(at..).unwrap_or(""));
+        out
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.scrub(&self.url))
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({self})")
+    }
+}
+
 /// Sends batches to one endpoint.
 #[derive(Clone)]
 pub struct Transport {
     agent: ureq::Agent,
-    url: String,
+    url: Endpoint,
     token: Option<String>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport")
-            .field("url", &redact(&self.url))
-            .finish()
+        f.debug_struct("Transport").field("url", &self.url).finish()
     }
 }
 
-/// The URL with the private log id hidden (for messages).
+/// The URL with the private log id hidden (for messages); see [`Endpoint`].
 pub fn redact(url: &str) -> String {
-    match url.find("/logs/") {
-        Some(i) => {
-            let rest = url.get(i + 6..).unwrap_or("");
-            let tail = rest.find('/').and_then(|j| rest.get(j..)).unwrap_or("");
-            format!("{}/logs/<private id>{tail}", url.get(..i).unwrap_or(""))
-        }
-        None => url.to_owned(),
-    }
+    Endpoint::new(url.to_owned()).to_string()
 }
 
 impl Transport {
@@ -74,7 +122,7 @@ impl Transport {
             .build();
         Transport {
             agent,
-            url,
+            url: Endpoint::new(url),
             token,
             timeout,
         }
@@ -139,7 +187,7 @@ impl Transport {
         let digest = protocol::content_digest(body);
         let mut req = self
             .agent
-            .post(&self.url)
+            .post(self.url.expose())
             .timeout(limit)
             .set("Content-Type", protocol::CONTENT_TYPE)
             .set("Content-Encoding", "zstd")
@@ -155,7 +203,9 @@ impl Transport {
         let resp = match req.send_bytes(body) {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => return Outcome::Transport(t.to_string()),
+            Err(ureq::Error::Transport(t)) => {
+                return Outcome::Transport(self.url.scrub(&t.to_string()))
+            }
         };
         let code = resp.status();
         let retry_after = resp
@@ -174,7 +224,7 @@ impl Transport {
             code,
             verdict,
             retry_after,
-            body: String::from_utf8_lossy(&buf).into_owned(),
+            body: self.url.scrub(&String::from_utf8_lossy(&buf)),
         }
     }
 }
@@ -350,5 +400,31 @@ mod tests {
             "http://h:1/v1/logs/<private id>/batches"
         );
         assert_eq!(redact("http://h:1/x"), "http://h:1/x");
+    }
+
+    #[test]
+    fn an_endpoint_never_shows_its_private_id() {
+        let id = "ab".repeat(32);
+        let e = Endpoint::new(format!("https://h:1/base/v1/logs/{id}/batches"));
+        assert_eq!(
+            e.to_string(),
+            "https://h:1/base/v1/logs/<private id>/batches"
+        );
+        assert!(!format!("{e:?}").contains(&id));
+        let quoted = format!(
+            "https://h:1/base/v1/logs/{id}/batches: Connection refused ({})",
+            id.to_uppercase()
+        );
+        assert_eq!(
+            e.scrub(&quoted),
+            "https://h:1/base/v1/logs/<private id>/batches: Connection refused (<private id>)"
+        );
+        let t = Transport::new(
+            e.expose().to_owned(),
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(!format!("{t:?}").contains(&id));
     }
 }
