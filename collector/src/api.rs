@@ -391,7 +391,7 @@ pub fn stats_json(s: &Stats) -> Value {
         "batches": {
             "received": s.batches,
             "duplicates": s.batches_duplicate,
-            "rejected": s.rejected.values().sum::<u64>(),
+            "rejected": s.rejected.values().fold(0u64, |a, n| a.saturating_add(*n)),
             "rejected_by_reason": s.rejected,
         },
         "records_duplicate": s.records_duplicate,

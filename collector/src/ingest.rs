@@ -352,7 +352,11 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
                 received_ms: crate::api::now_ms(),
             };
             let outcome = s.store.ingest(&batch, meta)?;
-            let gap_records = batch.gaps.iter().map(|g| g.records).sum::<u64>();
+            // Device values: any u64, so the total saturates instead of overflowing.
+            let gap_records = batch
+                .gaps
+                .iter()
+                .fold(0u64, |n, g| n.saturating_add(g.records));
             Ok(Ok((
                 batch.id(),
                 batch.records.len() as u64,

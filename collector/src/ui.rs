@@ -324,7 +324,7 @@ fn count_table(title: &str, id: &str, param: Option<&str>, rows: &[(String, u64)
             }
             _ => esc(&shown),
         };
-        let pct = n.saturating_mul(100) / max;
+        let pct = u128::from(*n) * 100 / u128::from(max);
         let _ = write!(t, "<tr><td>{cell}</td><td>{n}</td><td style=\"width:30%\"><div class=\"bar\" style=\"width:{pct}%\"></div></td></tr>");
     }
     t.push_str("</tbody></table></section>");
@@ -332,7 +332,7 @@ fn count_table(title: &str, id: &str, param: Option<&str>, rows: &[(String, u64)
 }
 
 fn stats_body(s: &Stats) -> String {
-    let rejected: u64 = s.rejected.values().sum();
+    let rejected = s.rejected.values().fold(0u64, |a, n| a.saturating_add(*n));
     let mut b = String::from("<h1>Stats</h1><table id=\"totals\"><tbody>");
     let totals: [(&str, u64); 10] = [
         ("records stored", s.records),

@@ -2,8 +2,13 @@
 //! in-process collector on 127.0.0.1 (shared by the network tests of the uploader).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use recorder::config::{Config, RecorderConfig};
 use recorder::RecordBuilder;
@@ -17,7 +22,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// Uploads to `url` (the collector's base URL), with `extra` lines in `[upload]`.
+    /// Uploads to `url` (the collector's base URL), with `extra` lines in `[upload]` (the
+    /// request `timeout` among them, if not the default).
     pub fn new(url: &str, extra: &str) -> Env {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("log");
@@ -25,7 +31,7 @@ impl Env {
         std::fs::create_dir_all(&home).unwrap();
         let config = tmp.path().join("seglog.toml");
         let text = format!(
-            "[log]\nsegment_size = \"64KiB\"\nmax_record_size = \"16KiB\"\nmax_bytes = 0\nmax_age = 0\n\n[upload]\nurl = \"{url}\"\nrequire_opt_in = false\nbatch_max_records = 300\nbackoff_base = \"10ms\"\nbackoff_cap = \"100ms\"\ntimeout = \"2s\"\n{extra}\n"
+            "[log]\nsegment_size = \"64KiB\"\nmax_record_size = \"16KiB\"\nmax_bytes = 0\nmax_age = 0\n\n[upload]\nurl = \"{url}\"\nrequire_opt_in = false\nbatch_max_records = 300\nbackoff_base = \"10ms\"\nbackoff_cap = \"100ms\"\n{extra}\n"
         );
         std::fs::write(&config, text).unwrap();
         Env {
@@ -118,5 +124,119 @@ pub fn get(url: &str) -> (u16, String) {
         Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
         Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// A 127.0.0.1 listener that accepts connections, reads what they send and never answers.
+/// Stops (and drops its connections) when dropped.
+pub struct Silent {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            let mut buf = [0u8; 64 << 10];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok((c, _)) = l.accept() {
+                    let _ = c.set_nonblocking(true);
+                    a.fetch_add(1, Ordering::Relaxed);
+                    held.push(c);
+                }
+                for c in &mut held {
+                    let _ = c.read(&mut buf);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A running `seglog upload run`, its stderr collected.
+pub struct Daemon {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    pub fn start(e: &Env) -> Daemon {
+        let mut child = e
+            .cmd(&["upload", "run", "--no-startup-delay"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut r = BufReader::new(child.stderr.take().unwrap());
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 {
+            stderr.lock().unwrap().push_str(&line);
+            if line.contains("daemon started") {
+                break;
+            }
+            line.clear();
+        }
+        assert!(
+            line.contains("daemon started"),
+            "daemon did not start: {line}"
+        );
+        let out = stderr.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                out.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Daemon { child, stderr }
+    }
+
+    /// Sends SIGTERM; returns the exit status and how long the daemon took to exit (it is
+    /// killed after 60 s).
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-s", "TERM", &pid]).status();
+        assert!(st.is_ok_and(|s| s.success()));
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

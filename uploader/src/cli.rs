@@ -49,7 +49,7 @@ pub struct RunArgs {
 /// `seglog upload flush`.
 #[derive(Debug, clap::Args)]
 pub struct FlushArgs {
-    /// Give up after this long (e.g. 30s, 5m).
+    /// Give up after this long (e.g. 30s, 5m), a request in progress included.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 }

@@ -1,7 +1,8 @@
 //! HTTP transport (ureq, rustls for https), response classification, `Retry-After`, and
 //! exponential backoff with full jitter.
 use std::io::Read;
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -25,31 +26,84 @@ pub enum Outcome {
     Transport(String),
 }
 
+/// How often [`Transport::send_until`] looks at its stop condition while a request runs.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// The upload URL, which holds the private log id (the capability to write the log's
+/// stream). Nothing prints it: `Display` and `Debug` show `<private id>` in its place, and
+/// [`Endpoint::scrub`] removes it from any text that may quote it (HTTP library errors, a
+/// server's answer) before that text reaches a message, `status` or `state.json`.
+#[derive(Clone)]
+pub struct Endpoint {
+    url: String,
+    /// The path segment after `/logs/`, when there is one.
+    secret: Option<String>,
+}
+
+impl Endpoint {
+    /// Wraps the full upload URL.
+    pub fn new(url: String) -> Endpoint {
+        let secret = url.find("/logs/").and_then(|i| {
+            let rest = url.get(i + 6..)?;
+            let id = rest.split(['/', '?', '#']).next()?;
+            (!id.is_empty()).then(|| id.to_owned())
+        });
+        Endpoint { url, secret }
+    }
+
+    /// The URL itself, for the HTTP request only.
+    fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// `text` with every copy of the private id (any letter case) replaced.
+    pub fn scrub(&self, text: &str) -> String {
+        let Some(secret) = self.secret.as_deref() else {
+            return text.to_owned();
+        };
+        let (lower, needle) = (text.to_ascii_lowercase(), secret.to_ascii_lowercase());
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        while let Some(i) = lower.get(at..).and_then(|l| l.find(&needle)) {
+            out.push_str(text.get(at..at + i).unwrap_or(""));
+            out.push_str("<private id>");
+            at += i + needle.len();
+        }
+        out.push_str(text.get(at..).unwrap_or(""));
+        out
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.scrub(&self.url))
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({self})")
+    }
+}
+
 /// Sends batches to one endpoint.
+#[derive(Clone)]
 pub struct Transport {
     agent: ureq::Agent,
-    url: String,
+    url: Endpoint,
     token: Option<String>,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport")
-            .field("url", &redact(&self.url))
-            .finish()
+        f.debug_struct("Transport").field("url", &self.url).finish()
     }
 }
 
-/// The URL with the private log id hidden (for messages).
+/// The URL with the private log id hidden (for messages); see [`Endpoint`].
 pub fn redact(url: &str) -> String {
-    match url.find("/logs/") {
-        Some(i) => {
-            let rest = url.get(i + 6..).unwrap_or("");
-            let tail = rest.find('/').and_then(|j| rest.get(j..)).unwrap_or("");
-            format!("{}/logs/<private id>{tail}", url.get(..i).unwrap_or(""))
-        }
-        None => url.to_owned(),
-    }
+    Endpoint::new(url.to_owned()).to_string()
 }
 
 impl Transport {
@@ -66,15 +120,75 @@ impl Transport {
             .redirects(0)
             .user_agent(concat!("seglog-uploader/", env!("CARGO_PKG_VERSION")))
             .build();
-        Transport { agent, url, token }
+        Transport {
+            agent,
+            url: Endpoint::new(url),
+            token,
+            timeout,
+        }
     }
 
-    /// Posts one compressed batch.
+    /// Posts one compressed batch, but gives up at `deadline` and as soon as `stop` says so
+    /// (polled every 50 ms): the request runs on a helper thread, which is abandoned then (its
+    /// own timeout, at most the remaining time, ends it). A hung server can therefore neither
+    /// hold `upload flush --timeout` past its deadline nor delay a SIGTERM'd daemon.
+    pub fn send_until(
+        &self,
+        id: &BatchId,
+        body: &[u8],
+        deadline: Option<Instant>,
+        stop: &mut dyn FnMut() -> bool,
+    ) -> Outcome {
+        let limit = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Outcome::Transport("deadline reached before sending".into());
+                }
+                left.min(self.timeout)
+            }
+            None => self.timeout,
+        };
+        let (tx, rx) = mpsc::channel();
+        let me = self.clone();
+        let (id, body): (BatchId, Arc<[u8]>) = (*id, Arc::from(body));
+        let spawned = std::thread::Builder::new()
+            .name("seglog-upload-request".into())
+            .spawn(move || {
+                let _ = tx.send(me.send_within(&id, &body, limit));
+            });
+        if let Err(e) = spawned {
+            return Outcome::Transport(format!("cannot start the request thread: {e}"));
+        }
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(outcome) => return outcome,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Outcome::Transport("the request thread ended without an answer".into())
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if stop() {
+                return Outcome::Transport("request abandoned: stop requested".into());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Outcome::Transport("no answer before the deadline".into());
+            }
+        }
+    }
+
+    /// Posts one compressed batch (blocking, up to the configured timeout).
     pub fn send(&self, id: &BatchId, body: &[u8]) -> Outcome {
+        self.send_within(id, body, self.timeout)
+    }
+
+    /// Posts one compressed batch; the whole request takes at most `limit`.
+    fn send_within(&self, id: &BatchId, body: &[u8], limit: Duration) -> Outcome {
         let digest = protocol::content_digest(body);
         let mut req = self
             .agent
-            .post(&self.url)
+            .post(self.url.expose())
+            .timeout(limit)
             .set("Content-Type", protocol::CONTENT_TYPE)
             .set("Content-Encoding", "zstd")
             .set(
@@ -89,7 +203,9 @@ impl Transport {
         let resp = match req.send_bytes(body) {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => return Outcome::Transport(t.to_string()),
+            Err(ureq::Error::Transport(t)) => {
+                return Outcome::Transport(self.url.scrub(&t.to_string()))
+            }
         };
         let code = resp.status();
         let retry_after = resp
@@ -108,7 +224,7 @@ impl Transport {
             code,
             verdict,
             retry_after,
-            body: String::from_utf8_lossy(&buf).into_owned(),
+            body: self.url.scrub(&String::from_utf8_lossy(&buf)),
         }
     }
 }
@@ -284,5 +400,31 @@ mod tests {
             "http://h:1/v1/logs/<private id>/batches"
         );
         assert_eq!(redact("http://h:1/x"), "http://h:1/x");
+    }
+
+    #[test]
+    fn an_endpoint_never_shows_its_private_id() {
+        let id = "ab".repeat(32);
+        let e = Endpoint::new(format!("https://h:1/base/v1/logs/{id}/batches"));
+        assert_eq!(
+            e.to_string(),
+            "https://h:1/base/v1/logs/<private id>/batches"
+        );
+        assert!(!format!("{e:?}").contains(&id));
+        let quoted = format!(
+            "https://h:1/base/v1/logs/{id}/batches: Connection refused ({})",
+            id.to_uppercase()
+        );
+        assert_eq!(
+            e.scrub(&quoted),
+            "https://h:1/base/v1/logs/<private id>/batches: Connection refused (<private id>)"
+        );
+        let t = Transport::new(
+            e.expose().to_owned(),
+            None,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(!format!("{t:?}").contains(&id));
     }
 }

@@ -42,6 +42,14 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database file could not be created or made private (mode 0600).
+    #[error("creating {path} with mode 0600: {source}; check the owner and permissions of the data directory")]
+    DbFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The data directory could not be created.
     #[error("creating data directory {path}: {source}")]
     DataDir {
@@ -144,6 +152,7 @@ impl Store {
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        private_files(&path)?;
         let mut writer = Connection::open(&path)?;
         writer.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -387,11 +396,16 @@ fn insert_batch(
         ])?;
     }
     // Device counters only grow during a log's life (PROTOCOL.md 3.5), so the largest value
-    // seen is the latest, also when the halves of a split batch arrive out of order.
+    // seen is the latest, also when the halves of a split batch arrive out of order. The
+    // values are u64 stored bit for bit as i64, so "largest" is compared unsigned: with
+    // different signs the negative one (top bit set) is the larger u64.
     for (name, value) in &batch.counters {
         tx.prepare_cached(
             "INSERT INTO device_counters(log_ref, name, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(log_ref, name) DO UPDATE SET value = max(value, excluded.value),
+             ON CONFLICT(log_ref, name) DO UPDATE SET value = CASE
+                 WHEN (value < 0) = (excluded.value < 0) THEN max(value, excluded.value)
+                 WHEN value < 0 THEN value
+                 ELSE excluded.value END,
                  updated_ms = excluded.updated_ms",
         )?
         .execute(params![log_ref, name, to_sql_u64(*value), meta.received_ms])?;
@@ -422,6 +436,42 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
     b.create(dir).map_err(err)
+}
+
+/// Makes the database file 0600 whatever the umask: creates it so before SQLite does (SQLite
+/// would create it 0644 less the umask, and gives the `-wal` and `-shm` files the mode of
+/// the database file), and tightens the files an older version left readable by others.
+fn private_files(db: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let err = |path: &Path, source| StoreError::DbFile {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(db)
+            .map_err(|e| err(db, e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            let p = std::path::PathBuf::from(name);
+            match std::fs::metadata(&p) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| err(&p, e))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = db;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -414,6 +414,38 @@ fn grouped(conn: &Connection, sql: &str) -> Result<Vec<(String, u64)>, StoreErro
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The u64 total of one column of u64 values stored bit for bit as i64 (device values can be
+/// anything): summed in Rust, saturating, because SQLite's `sum()` fails on overflow and adds
+/// values above `i64::MAX` as negative numbers.
+fn u64_total(conn: &Connection, sql: &str) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut total = 0u64;
+    while let Some(r) = rows.next()? {
+        total = total.saturating_add(r.get::<_, Option<i64>>(0)?.unwrap_or(0) as u64);
+    }
+    Ok(total)
+}
+
+/// Device counters summed over all logs by name (the first [`STATS_TOP`] names), as u64
+/// saturating totals (see [`u64_total`]).
+fn device_counter_totals(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut stmt = conn.prepare("SELECT name, value FROM device_counters ORDER BY name")?;
+    let mut rows = stmt.query([])?;
+    let mut out: Vec<(String, u64)> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (name, value) = (r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64);
+        if let Some((_, total)) = out.last_mut().filter(|(n, _)| *n == name) {
+            *total = total.saturating_add(value);
+        } else if out.len() as i64 >= STATS_TOP {
+            break;
+        } else {
+            out.push((name, value));
+        }
+    }
+    Ok(out)
+}
+
 fn stats(conn: &Connection) -> Result<Stats, StoreError> {
     let one = |sql: &str| -> Result<u64, StoreError> {
         Ok(conn
@@ -425,7 +457,7 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
         logs: one("SELECT count(*) FROM logs")?,
         batches: one("SELECT count(*) FROM batches")?,
         gaps: one("SELECT count(*) FROM gaps")?,
-        gap_records: one("SELECT sum(records) FROM gaps")?,
+        gap_records: u64_total(conn, "SELECT records FROM gaps")?,
         body_bytes: one("SELECT sum(body_bytes) FROM batches")?,
         raw_bytes: one("SELECT sum(raw_bytes) FROM batches")?,
         ..Stats::default()
@@ -473,9 +505,6 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
         conn,
         "SELECT reason, count(*) AS n FROM gaps GROUP BY reason ORDER BY n DESC, reason LIMIT ?1",
     )?;
-    s.device_counters = grouped(
-        conn,
-        "SELECT name, sum(value) AS n FROM device_counters GROUP BY name ORDER BY name LIMIT ?1",
-    )?;
+    s.device_counters = device_counter_totals(conn)?;
     Ok(s)
 }

@@ -32,7 +32,9 @@ impl Uploader {
             let Some(t) = self.transport.as_ref() else {
                 return Ok(Err(PassOutcome::Configuration("no URL".into())));
             };
-            let outcome = t.send(&b.id, &b.body);
+            let outcome = t.send_until(&b.id, &b.body, opts.deadline, &mut || {
+                waiter.stop_requested()
+            });
             attempts += 1;
             let (wait, msg) = match outcome {
                 Outcome::Status {
