@@ -8,6 +8,7 @@
 //!   control.sock               the daemon's Unix socket (flush, status)
 //!   opt-in                     marker: uploads are allowed (`seglog upload opt-in`)
 //!   dead-letter/<id>.batch     bodies the server refused for good, and <id>.json the reason
+//!   gap-report                 the gap report of a dead-lettered batch until acknowledged
 //! ```
 //!
 //! `state.json` is informational except for the budget and the retention notes; it is

@@ -4,16 +4,56 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::{crash_point_for_test, Notes, PassOptions, PassOutcome, Progress, Uploader, Waiter};
+use super::{
+    crash_point_for_test, report, Notes, PassOptions, PassOutcome, Progress, Uploader, Waiter,
+};
 use crate::batch::{BatchLimits, Built, End};
 use crate::protocol::{self, Gap, GapReason, Verdict};
 use crate::state::now_ms;
 use crate::transport::{redact, Outcome};
 
 impl Uploader {
-    /// Sends one batch until it is acknowledged, split, or dead-lettered. The inner `Err`
-    /// ends the pass.
+    /// Sends one batch until it is acknowledged, split, or dead-lettered, and then the gap
+    /// report of a dead-lettered batch until that is acknowledged: the cursor passes the
+    /// range only once the server knows what is in it. The inner `Err` ends the pass (a
+    /// pending report stays on disk and is sent first by the next pass).
     pub(super) fn deliver(
+        &mut self,
+        b: Built,
+        opts: &PassOptions,
+        waiter: &mut dyn Waiter,
+        p: &mut Progress,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> anyhow::Result<Result<(), PassOutcome>> {
+        let mut next = Some(b);
+        while let Some(b) = next.take() {
+            let was_report = self.is_report(&b);
+            if let Err(stop) = self.deliver_one(b, opts, waiter, p, progress)? {
+                return Ok(Err(stop));
+            }
+            if was_report && self.report.is_none() {
+                // The cursor is past the range (persisted): the report is done with.
+                report::remove(&self.updir).with_context(|| {
+                    format!(
+                        "cannot remove {}",
+                        self.updir.join(report::GAP_REPORT_FILE).display()
+                    )
+                })?;
+            }
+            next = self
+                .report
+                .clone()
+                .filter(|r| self.cursor.inflight == Some((r.first, r.last)));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Whether `b` is the pending gap report (it has the id of the batch it reports).
+    fn is_report(&self, b: &Built) -> bool {
+        b.records == 0 && self.report.as_ref().is_some_and(|r| r.id == b.id)
+    }
+
+    fn deliver_one(
         &mut self,
         b: Built,
         opts: &PassOptions,
@@ -150,6 +190,9 @@ impl Uploader {
     }
 
     fn acknowledged(&mut self, b: &Built, p: &mut Progress) {
+        if self.is_report(b) {
+            self.report = None;
+        }
         self.cursor.position = b.last;
         self.cursor.inflight = None;
         self.backoff.reset();
@@ -219,8 +262,11 @@ impl Uploader {
         Ok(Ok(()))
     }
 
-    /// Moves a refused batch to the dead-letter folder, reports its range as a gap (a
-    /// gap-only batch over the same range, so under the same id), and moves on.
+    /// Moves a refused batch to the dead-letter folder and makes its range a pending gap
+    /// report (a gap-only batch over the same range, so under the same id, which the server
+    /// never stored), persisted before it is sent: [`Uploader::deliver`] sends it next, and
+    /// the cursor moves once it is acknowledged. A report refused in turn is given up on (the
+    /// dead-letter entry remains) so the queue moves on.
     fn dead_letter(
         &mut self,
         b: &Built,
@@ -230,6 +276,20 @@ impl Uploader {
         reason: GapReason,
         p: &mut Progress,
     ) -> anyhow::Result<()> {
+        if self.is_report(b) {
+            self.warnings.push(format!(
+                "the gap report of batch {} ({}..{}) was refused: {why}; the batch stays in \
+                 the dead-letter folder",
+                b.id, b.first, b.last
+            ));
+            self.report = None;
+            self.cursor.position = b.last;
+            self.cursor.inflight = None;
+            p.position = b.last;
+            self.persist()?;
+            self.note_error(why);
+            return Ok(());
+        }
         let path = crate::deadletter::store(
             &self.updir,
             b,
@@ -259,32 +319,37 @@ impl Uploader {
             bytes: b.payload_bytes,
             detail: why.to_owned(),
         };
-        let report = protocol::Batch {
+        // Counters are taken now, so the report carries the dead-letter counts it adds.
+        let batch = protocol::Batch {
             public_log_id: self.public,
             first: b.first,
             last: b.last,
-            gaps: vec![gap],
+            gaps: vec![gap.clone()],
             counters: self.counters(),
             ..protocol::Batch::default()
         };
-        if let (Some(t), Ok(body)) = (
-            self.transport.as_ref(),
-            protocol::encode_batch(&report, self.cfg.zstd_level),
-        ) {
-            // One try: if even the gap report is refused, the dead-letter entry remains.
-            if let Outcome::Status {
-                verdict: Verdict::Acknowledged,
-                ..
-            } = t.send(&b.id, &body)
-            {
-                self.status.gaps_reported += 1;
-                p.gaps += 1;
-            }
-        }
-        self.cursor.position = b.last;
-        self.cursor.inflight = None;
-        p.position = b.last;
-        self.persist()?;
+        let report = Built {
+            id: b.id,
+            first: b.first,
+            last: b.last,
+            body: protocol::encode_batch(&batch, self.cfg.zstd_level)
+                .context("cannot encode the gap report")?,
+            raw_len: 0,
+            records: 0,
+            payload_bytes: 0,
+            frame_bytes: 0,
+            gaps: vec![gap],
+            end: b.end,
+            oldest_wall_ms: None,
+        };
+        report::save(&self.updir, &report).with_context(|| {
+            format!(
+                "cannot write {}",
+                self.updir.join(report::GAP_REPORT_FILE).display()
+            )
+        })?;
+        crash_point_for_test("report_saved");
+        self.report = Some(report);
         self.note_error(why);
         Ok(())
     }

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context as _};
 use fs2::FileExt;
 use segment_log::{LogId, Position, ReaderOptions, SystemClock};
 
-use crate::batch::{BatchBuilder, BatchLimits, End, Observer};
+use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
 use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::Trigger;
@@ -123,6 +123,8 @@ pub struct Uploader {
     builder: BatchBuilder,
     transport: Option<Transport>,
     backoff: Backoff,
+    /// The gap report of a dead-lettered batch, sent until acknowledged (see `report`).
+    report: Option<Built>,
     /// Warnings from opening (damaged cursor...), for the caller to print.
     pub warnings: Vec<String>,
 }
@@ -186,6 +188,26 @@ impl Uploader {
             .endpoint(&id.private())
             .map(|url| Transport::new(url, cfg.token.clone(), cfg.connect_timeout, cfg.timeout));
         let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
+        // A gap report is pending only while its range is the one in flight.
+        let report = match report::load(&updir, &public) {
+            Ok(Some(r)) if loaded.state.inflight == Some((r.first, r.last)) => Some(r),
+            Ok(stale) => {
+                if stale.is_some() {
+                    report::remove(&updir).with_context(|| {
+                        format!(
+                            "cannot remove {}",
+                            updir.join(report::GAP_REPORT_FILE).display()
+                        )
+                    })?;
+                }
+                None
+            }
+            Err(why) => {
+                // The in-flight range is rebuilt from the log, refused again and reported.
+                warnings.push(format!("{why}; ignoring it"));
+                None
+            }
+        };
         let mut u = Uploader {
             cfg,
             public,
@@ -197,6 +219,7 @@ impl Uploader {
             builder,
             transport,
             backoff,
+            report,
             warnings,
         };
         if u.cursor.position == Position::default() {
@@ -329,9 +352,15 @@ impl Uploader {
                 }
             }
             let from = self.cursor.position;
-            let built = match self.cursor.inflight {
+            // The gap report of a dead-lettered batch is resent until acknowledged.
+            let pending = self
+                .report
+                .clone()
+                .filter(|r| r.first == from && self.cursor.inflight == Some((r.first, r.last)));
+            let built = match (pending, self.cursor.inflight) {
+                (Some(r), _) => r,
                 // Resend exactly the range that was in flight when the last run stopped.
-                Some((f, l)) if f == from => {
+                (None, Some((f, l))) if f == from => {
                     let exact = BatchLimits {
                         max_bytes: u64::MAX,
                         max_records: protocol::Limits::default().max_records,
@@ -345,7 +374,7 @@ impl Uploader {
                         &mut Notes(&mut self.status),
                     )?
                 }
-                _ => {
+                (None, _) => {
                     let limits = self.limits();
                     self.builder.build(
                         from,
@@ -462,6 +491,8 @@ fn retention_clock() -> Box<dyn segment_log::Clock> {
 }
 
 mod deliver;
+mod report;
+pub use report::GAP_REPORT_FILE;
 
 #[cfg(test)]
 mod crash_tests;
