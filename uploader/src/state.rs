@@ -15,7 +15,6 @@
 //! replaced atomically (temp + rename) and a damaged one is reset with a warning.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -40,8 +39,7 @@ pub fn upload_dir(log_dir: &Path) -> PathBuf {
 
 /// Creates `dir` if needed with mode 0700 whatever the umask.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    segment_log::fs::create_private_dir(dir, segment_log::fs::PRIVATE_DIR_MODE)
 }
 
 /// Records the uploader's own retention pass removed before they were uploaded, so the

@@ -141,7 +141,7 @@ pub fn lock(updir: &std::path::Path) -> anyhow::Result<File> {
     state::ensure_private_dir(updir)
         .with_context(|| format!("cannot create {}", updir.display()))?;
     let path = updir.join(state::LOCK_FILE);
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = segment_log::fs::private_file_options()
         .read(true)
         .write(true)
         .create(true)
