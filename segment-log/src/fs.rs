@@ -265,11 +265,10 @@ impl LogId {
         let private: [u8; 32] = random_bytes()?;
         let tmp = dir.join(format!(".log-id.{}.tmp", std::process::id()));
         {
-            let mut f = OpenOptions::new()
+            let mut f = private_file_options()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| Error::io("create", &tmp, e))?;
             std::io::Write::write_all(&mut f, format!("{}\n", hex::encode(private)).as_bytes())

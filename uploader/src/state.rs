@@ -122,12 +122,10 @@ impl Status {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         {
             use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = fs::OpenOptions::new()
+            let mut f = segment_log::fs::private_file_options()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&bytes)?;
         }
