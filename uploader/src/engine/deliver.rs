@@ -208,11 +208,11 @@ impl Uploader {
         s.budget_used_bytes += b.body.len() as u64;
         s.gaps_reported += b.gaps.len() as u64;
         for g in &b.gaps {
-            match g.reason {
+            match &g.reason {
                 GapReason::Trimmed => s.missing_segments += g.segments,
                 GapReason::UndecodableRecord => s.undecodable_records += 1,
-                GapReason::DeadLettered | GapReason::OversizedRecord => {}
-                _ => s.corrupt_ranges += 1,
+                r if super::is_corrupt_range(r) => s.corrupt_ranges += 1,
+                _ => {}
             }
         }
         p.position = b.last;
@@ -244,7 +244,7 @@ impl Uploader {
                 &half,
                 Some(b.last),
                 i64::MAX,
-                &mut Notes(&mut self.status),
+                &mut Notes(&mut self.status, &self.cfg.dir),
             )?;
             if part.is_empty() {
                 self.cursor.position = part.last.max(self.cursor.position);

@@ -13,7 +13,7 @@ use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
 use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::Trigger;
-use crate::protocol;
+use crate::protocol::{self, Gap, GapReason};
 use crate::state::{self, now_ms, Status, TrimNote};
 use crate::transport::{Backoff, Transport};
 
@@ -129,11 +129,60 @@ pub struct Uploader {
     pub warnings: Vec<String>,
 }
 
-struct Notes<'a>(&'a mut Status);
+/// The builder's view of the uploader: retention notes and the counters to carry.
+struct Notes<'a>(&'a mut Status, &'a std::path::Path);
 impl Observer for Notes<'_> {
     fn trimmed_records(&mut self, first: u64, count: u64) -> u64 {
         self.0.trimmed_records(first, count)
     }
+    fn counters(&mut self, gaps: &[Gap]) -> Vec<(String, u64)> {
+        counters(self.1, self.0, gaps)
+    }
+}
+
+/// Whether a gap of this reason counts in `uploader.corrupt_ranges`.
+fn is_corrupt_range(reason: &GapReason) -> bool {
+    !matches!(
+        reason,
+        GapReason::Trimmed
+            | GapReason::UndecodableRecord
+            | GapReason::DeadLettered
+            | GapReason::OversizedRecord
+    )
+}
+
+/// The device counters of a batch: the recorder's, and the uploader's totals including what
+/// the batch's own `gaps` add (the totals in `status` count acknowledged batches only, so a
+/// rebuilt batch carries the same values).
+fn counters(dir: &std::path::Path, s: &Status, gaps: &[Gap]) -> Vec<(String, u64)> {
+    let mut v = Vec::new();
+    if let Ok(c) = recorder::counters::read(dir) {
+        v.extend(
+            c.dropped
+                .iter()
+                .map(|(k, n)| (format!("recorder.dropped.{k}"), *n)),
+        );
+        v.extend(
+            c.spooled
+                .iter()
+                .map(|(k, n)| (format!("recorder.spooled.{k}"), *n)),
+        );
+    }
+    let corrupt = gaps.iter().filter(|g| is_corrupt_range(&g.reason)).count() as u64;
+    v.push((
+        "uploader.dead_lettered_batches".into(),
+        s.dead_lettered_batches,
+    ));
+    v.push((
+        "uploader.dead_lettered_records".into(),
+        s.dead_lettered_records,
+    ));
+    v.push(("uploader.expired_records".into(), s.expired_records));
+    v.push((
+        "uploader.corrupt_ranges".into(),
+        s.corrupt_ranges.saturating_add(corrupt),
+    ));
+    v
 }
 
 /// Takes the one-uploader lock of `updir` (fails at once if held).
@@ -288,32 +337,9 @@ impl Uploader {
         self.save_status();
     }
 
+    /// The counters a batch built now carries (none of its own gaps).
     fn counters(&self) -> Vec<(String, u64)> {
-        let mut v = Vec::new();
-        if let Ok(c) = recorder::counters::read(&self.cfg.dir) {
-            v.extend(
-                c.dropped
-                    .iter()
-                    .map(|(k, n)| (format!("recorder.dropped.{k}"), *n)),
-            );
-            v.extend(
-                c.spooled
-                    .iter()
-                    .map(|(k, n)| (format!("recorder.spooled.{k}"), *n)),
-            );
-        }
-        let s = &self.status;
-        v.push((
-            "uploader.dead_lettered_batches".into(),
-            s.dead_lettered_batches,
-        ));
-        v.push((
-            "uploader.dead_lettered_records".into(),
-            s.dead_lettered_records,
-        ));
-        v.push(("uploader.expired_records".into(), s.expired_records));
-        v.push(("uploader.corrupt_ranges".into(), s.corrupt_ranges));
-        v
+        counters(&self.cfg.dir, &self.status, &[])
     }
 
     /// Uploads until the live end (or `opts.target`), calling `progress` after every
@@ -331,7 +357,6 @@ impl Uploader {
             return Ok((PassOutcome::Configuration(msg), p));
         }
         self.status.last_attempt_ms = Some(now_ms());
-        self.builder.set_counters(self.counters());
         let outcome = loop {
             if waiter.stop_requested() {
                 break PassOutcome::Stopped;
@@ -371,7 +396,7 @@ impl Uploader {
                         &exact,
                         Some(l),
                         i64::MAX,
-                        &mut Notes(&mut self.status),
+                        &mut Notes(&mut self.status, &self.cfg.dir),
                     )?
                 }
                 (None, _) => {
@@ -381,7 +406,7 @@ impl Uploader {
                         &limits,
                         None,
                         now_ms(),
-                        &mut Notes(&mut self.status),
+                        &mut Notes(&mut self.status, &self.cfg.dir),
                     )?
                 }
             };

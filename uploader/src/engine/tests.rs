@@ -326,6 +326,44 @@ fn a_gap_report_refused_in_turn_is_given_up_and_the_queue_moves_on() {
 }
 
 #[test]
+fn the_batch_that_reports_a_corrupt_range_carries_the_counter_that_includes_it() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 2000);
+    let segs = d.path().join("segments");
+    let first = segment_log::fs::live_segments(&segs).unwrap()[0];
+    let seg = segs.join(segment_log::fs::segment_file_name(first, "seg"));
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[4000] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    let s = FlakyServer::start(vec![]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, _, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    let seen = s.seen();
+    let mut batches: Vec<_> = seen.batches.values().collect();
+    batches.sort_by_key(|b| b.first);
+    let corrupt = |b: &crate::protocol::Batch| {
+        b.counters
+            .iter()
+            .find(|(k, _)| k == "uploader.corrupt_ranges")
+            .map(|(_, v)| *v)
+    };
+    let at = batches
+        .iter()
+        .position(|b| b.gaps.iter().any(|g| g.reason == GapReason::CorruptFrame))
+        .expect("a corrupt_frame gap was reported");
+    for (i, b) in batches.iter().enumerate() {
+        let want = u64::from(i >= at);
+        assert_eq!(
+            corrupt(b),
+            Some(want),
+            "batch {i} (the gap is in batch {at})"
+        );
+    }
+    assert_eq!(u.status().corrupt_ranges, 1);
+}
+
+#[test]
 fn unauthorized_stops_without_dead_lettering_or_moving_the_cursor() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), SEG, 0, 100);
