@@ -142,6 +142,14 @@ fn a_crash_after_dead_lettering_resends_the_gap_report_under_the_same_id() {
         p.dead_lettered, 0,
         "the batch was not refused a second time"
     );
+    assert_eq!(
+        (
+            u.status().dead_lettered_batches,
+            u.status().dead_lettered_records
+        ),
+        (1, 400),
+        "counted once, although the crash came before the status was saved"
+    );
     let dead = crate::deadletter::list(&u.config().upload_dir());
     assert_eq!(dead.len(), 1);
     let seen = s.seen();

@@ -48,6 +48,23 @@ impl Uploader {
         Ok(Ok(()))
     }
 
+    /// The pending report `r` was acknowledged or given up: the dead-lettered batch it
+    /// reports is counted now, persisted with the cursor that passes its range (so a crash
+    /// before that resends the report and counts the batch once).
+    fn report_done(&mut self, r: &Built) {
+        self.report = None;
+        let s = &mut self.status;
+        for g in &r.gaps {
+            if matches!(
+                g.reason,
+                GapReason::DeadLettered | GapReason::OversizedRecord
+            ) {
+                s.dead_lettered_batches += 1;
+                s.dead_lettered_records += g.records;
+            }
+        }
+    }
+
     /// Whether `b` is the pending gap report (it has the id of the batch it reports).
     fn is_report(&self, b: &Built) -> bool {
         b.records == 0 && self.report.as_ref().is_some_and(|r| r.id == b.id)
@@ -191,7 +208,7 @@ impl Uploader {
 
     fn acknowledged(&mut self, b: &Built, p: &mut Progress) {
         if self.is_report(b) {
-            self.report = None;
+            self.report_done(b);
         }
         self.cursor.position = b.last;
         self.cursor.inflight = None;
@@ -282,7 +299,7 @@ impl Uploader {
                  the dead-letter folder",
                 b.id, b.first, b.last
             ));
-            self.report = None;
+            self.report_done(b);
             self.cursor.position = b.last;
             self.cursor.inflight = None;
             p.position = b.last;
@@ -307,8 +324,6 @@ impl Uploader {
             b.last,
             path.display()
         ));
-        self.status.dead_lettered_batches += 1;
-        self.status.dead_lettered_records += b.records;
         p.dead_lettered += 1;
         let gap = Gap {
             reason,
@@ -319,13 +334,22 @@ impl Uploader {
             bytes: b.payload_bytes,
             detail: why.to_owned(),
         };
-        // Counters are taken now, so the report carries the dead-letter counts it adds.
+        // The status counts the batch once its report is done with (`report_done`), with the
+        // cursor; the report's counters already include it.
+        let mut counters = self.counters();
+        for (k, v) in &mut counters {
+            match k.as_str() {
+                "uploader.dead_lettered_batches" => *v = v.saturating_add(1),
+                "uploader.dead_lettered_records" => *v = v.saturating_add(b.records),
+                _ => {}
+            }
+        }
         let batch = protocol::Batch {
             public_log_id: self.public,
             first: b.first,
             last: b.last,
             gaps: vec![gap.clone()],
-            counters: self.counters(),
+            counters,
             ..protocol::Batch::default()
         };
         let report = Built {

@@ -294,6 +294,7 @@ fn a_pending_gap_report_survives_a_failed_flush_and_goes_first_next_pass() {
     let (out, p, _) = run_pass(&mut u, &opts(Some(3)));
     assert_eq!(out, PassOutcome::Complete);
     assert_eq!(p.dead_lettered, 0);
+    assert_eq!(u.status().dead_lettered_batches, 1);
     let dead = crate::deadletter::list(&u.config().upload_dir());
     assert_eq!(dead.len(), 1);
     let seen = s.seen();
