@@ -76,7 +76,8 @@ fn demo(args: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let log_dir = root.join("log");
     let config_path = root.join("seglog.toml");
-    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    segment_log::fs::create_private_dir(root, segment_log::fs::PRIVATE_DIR_MODE)
+        .with_context(|| format!("cannot create {}", root.display()))?;
     println!("seglog demo: working in {}", root.display());
 
     step(1, "collector");
@@ -220,7 +221,8 @@ fn write_config(path: &Path, log_dir: &Path, url: &str) -> anyhow::Result<()> {
         dir = toml_str(&log_dir.to_string_lossy()),
         url = toml_str(url),
     );
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    segment_log::fs::write_private_file(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn toml_str(s: &str) -> String {

@@ -38,24 +38,64 @@ pub fn parse_segment_file_name(name: &str) -> Option<(u64, &str)> {
     Some((num.parse().ok()?, ext))
 }
 
-/// Creates `dir` if needed and forces mode 0700 whatever the umask.
-pub(crate) fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
-    match fs::create_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) => return Err(Error::io("create directory", dir, e)),
+/// Mode of every file seglog creates.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of every directory seglog creates (the log directory may be given a group mode,
+/// [`crate::Options::dir_mode`]).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and each missing parent with exactly `mode` whatever the umask (each is
+/// chmod-ed after `mkdir`), and forces `mode` on `dir` itself when it existed. Parents that
+/// existed are left alone. Every directory seglog creates goes through here.
+pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| fs::symlink_metadata(p).is_err())
+        .collect();
+    for p in missing.iter().rev() {
+        match fs::DirBuilder::new().mode(mode).create(p) {
+            Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(mode))?,
+            // Another process made it first; the leaf is forced below, parents are theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("set permissions on", dir, e))
+}
+
+/// Open options that create a file with mode 0600 (the umask can only take bits away).
+/// Every file seglog creates is opened with these.
+pub fn private_file_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(PRIVATE_FILE_MODE);
+    o
+}
+
+/// Creates or replaces `path` with `bytes`, mode 0600 whatever the umask.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    std::io::Write::write_all(&mut f, bytes)
+}
+
+/// Creates `dir` if needed and forces `mode` (0700 unless configured) whatever the umask.
+pub(crate) fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
+    create_private_dir(dir, mode).map_err(|e| Error::io("create directory", dir, e))
 }
 
 /// Opens (creating 0600) a lock file.
 pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
+    private_file_options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o600)
         .open(path)
         .map_err(|e| Error::io("open lock file", path, e))
 }
@@ -225,11 +265,10 @@ impl LogId {
         let private: [u8; 32] = random_bytes()?;
         let tmp = dir.join(format!(".log-id.{}.tmp", std::process::id()));
         {
-            let mut f = OpenOptions::new()
+            let mut f = private_file_options()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| Error::io("create", &tmp, e))?;
             std::io::Write::write_all(&mut f, format!("{}\n", hex::encode(private)).as_bytes())

@@ -5,9 +5,8 @@
 //! interrupted export never leaves a truncated file under the name asked for. It is created
 //! 0600: it holds the payloads.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -172,11 +171,10 @@ fn create_beside(path: &Path) -> anyhow::Result<(PathBuf, File)> {
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let file = OpenOptions::new()
+    let file = segment_log::fs::private_file_options()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     Ok((tmp, file))

@@ -15,6 +15,7 @@ use super::output::{self, Json, JsonShape, Text};
 use super::record::Rec;
 use super::source::{Item, Source};
 use super::timefmt::system_time_ms;
+pub use super::warnings::Warnings;
 use super::ReadArgs;
 
 /// List records.
@@ -31,7 +32,8 @@ pub struct ListArgs {
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Keep running and print records as they are written (like `journalctl -f`).
+    /// Keep running and print records as they are written (like `journalctl -f`). Past the
+    /// first 10 warnings, skipped data is summarised on stderr every 10 s or 1000 skips.
     #[arg(short = 'f', long)]
     pub follow: bool,
     /// Print a line of column headings first (text output).
@@ -43,9 +45,6 @@ pub struct ListArgs {
     #[command(flatten)]
     pub read: ReadArgs,
 }
-
-/// Damaged ranges and unreadable records are reported on stderr; past this many, only counted.
-const MAX_WARNINGS: u64 = 10;
 
 /// Output buffer: large enough that a write syscall carries hundreds of lines.
 const OUT_BUF: usize = 256 << 10;
@@ -91,6 +90,8 @@ pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
             out.flush()?;
             std::thread::sleep(args.poll_interval);
             lister.stream(&mut src, &mut out)?;
+            out.flush()?;
+            lister.warnings.tick();
         }
     }
     out.flush()?;
@@ -168,9 +169,6 @@ impl Lister<'_> {
     }
 }
 
-/// What to run for the whole damage report.
-const VERIFY_HINT: &str = "run `seglog journal verify` for the full list";
-
 /// The last `cap` rendered records, oldest first; buffers are reused, never freed.
 struct Ring {
     slots: Vec<Vec<u8>>,
@@ -212,47 +210,6 @@ impl Ring {
             out.write_all(s)?;
         }
         Ok(())
-    }
-}
-
-/// Damage and unreadable records seen while listing, reported on stderr.
-#[derive(Default)]
-pub struct Warnings {
-    shown: u64,
-    hidden: u64,
-    pending_flush: bool,
-}
-
-impl Warnings {
-    /// Reports a non-record item (contexts are silent).
-    pub fn note(&mut self, item: &Item<'_>) {
-        let msg = match item {
-            Item::Record(_) | Item::Context => return,
-            Item::Damage(d) => format!("skipped damaged range: {d}"),
-            Item::Skipped { position, error } => {
-                format!("skipped unreadable record at {position}: {error}")
-            }
-        };
-        if self.shown < MAX_WARNINGS {
-            self.shown += 1;
-            eprintln!("seglog: warning: {msg}");
-            if self.shown == MAX_WARNINGS {
-                eprintln!("seglog: warning: further damage is only counted; {VERIFY_HINT}");
-            }
-        } else {
-            self.hidden += 1;
-        }
-        self.pending_flush = true;
-    }
-
-    /// Prints the count of warnings that were not shown.
-    pub fn finish(&self) {
-        if self.hidden > 0 {
-            eprintln!(
-                "seglog: warning: {} more damaged ranges or unreadable records skipped; {}",
-                self.hidden, VERIFY_HINT
-            );
-        }
     }
 }
 

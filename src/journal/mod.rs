@@ -25,6 +25,7 @@ mod stats;
 mod timefmt;
 mod upload_state;
 mod verify;
+mod warnings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

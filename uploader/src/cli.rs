@@ -92,17 +92,18 @@ pub fn run(cmd: UploadCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
             if let Some(parent) = p.parent() {
                 if parent == cfg.upload_dir() {
                     crate::state::ensure_private_dir(parent)?;
-                } else {
-                    std::fs::create_dir_all(parent)
+                } else if !parent.is_dir() {
+                    crate::state::ensure_private_dir(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
             }
-            std::fs::write(
+            segment_log::fs::write_private_file(
                 p,
                 format!(
                     "opted in at {}\n",
                     humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                ),
+                )
+                .as_bytes(),
             )
             .with_context(|| format!("cannot create {}", p.display()))?;
             println!("opted in: uploads are allowed ({} created)", p.display());

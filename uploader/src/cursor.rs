@@ -32,9 +32,8 @@
 //! the same batch id and the server drops the duplicate.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use segment_log::Position;
@@ -324,11 +323,10 @@ impl CursorStore {
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = OpenOptions::new()
+        let mut f = segment_log::fs::private_file_options()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;

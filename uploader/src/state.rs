@@ -8,13 +8,13 @@
 //!   control.sock               the daemon's Unix socket (flush, status)
 //!   opt-in                     marker: uploads are allowed (`seglog upload opt-in`)
 //!   dead-letter/<id>.batch     bodies the server refused for good, and <id>.json the reason
+//!   gap-report                 the gap report of a dead-lettered batch until acknowledged
 //! ```
 //!
 //! `state.json` is informational except for the budget and the retention notes; it is
 //! replaced atomically (temp + rename) and a damaged one is reset with a warning.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,7 @@ pub fn upload_dir(log_dir: &Path) -> PathBuf {
 
 /// Creates `dir` if needed with mode 0700 whatever the umask.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    segment_log::fs::create_private_dir(dir, segment_log::fs::PRIVATE_DIR_MODE)
 }
 
 /// Records the uploader's own retention pass removed before they were uploaded, so the
@@ -123,12 +122,10 @@ impl Status {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         {
             use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = fs::OpenOptions::new()
+            let mut f = segment_log::fs::private_file_options()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&bytes)?;
         }

@@ -101,7 +101,6 @@ pub struct BatchBuilder {
     ctx_keep: Vec<Arc<Context>>,
     frame_bytes: u64,
     oldest: Option<i64>,
-    counters: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -119,6 +118,13 @@ pub trait Observer {
     fn trimmed_records(&mut self, first_segment: u64, count: u64) -> u64 {
         let _ = (first_segment, count);
         0
+    }
+
+    /// The device counters the batch carries, taken once its content is known, so they
+    /// count what `gaps` (the batch's own gaps) add.
+    fn counters(&mut self, gaps: &[Gap]) -> Vec<(String, u64)> {
+        let _ = gaps;
+        Vec::new()
     }
 }
 
@@ -154,7 +160,6 @@ impl BatchBuilder {
             ctx_keep: Vec::new(),
             frame_bytes: 0,
             oldest: None,
-            counters: Vec::new(),
         })
     }
 
@@ -192,11 +197,6 @@ impl BatchBuilder {
             s.segment = Some(from.segment);
         }
         Ok(s)
-    }
-
-    /// Device counters put into every batch from now on.
-    pub fn set_counters(&mut self, counters: Vec<(String, u64)>) {
-        self.counters = counters;
     }
 
     /// Forgets the open reader (the next build reopens at its `from`).
@@ -300,9 +300,6 @@ impl BatchBuilder {
         notes: &mut dyn Observer,
     ) -> Result<Built, BuildError> {
         self.enc.reset(self.public, from);
-        for (k, v) in &self.counters {
-            self.enc.add_counter(k, *v);
-        }
         self.ctx_by_ptr.clear();
         self.ctx_by_fields.clear();
         self.ctx_keep.clear();
@@ -432,6 +429,9 @@ impl BatchBuilder {
             self.enc.add_gap(&gap);
             gaps.push(gap);
         };
+        for (k, v) in notes.counters(&gaps) {
+            self.enc.add_counter(&k, v);
+        }
         // A rebuilt range never ends past `until`, even when what lay before it is gone.
         let last = s.position().max(from);
         let last = until.map_or(last, |u| last.min(u).max(from));

@@ -120,3 +120,47 @@ fn crash_at_every_point_loses_nothing_and_resends_with_the_same_id() {
     // already had, with the same records (the server checks and would report a mismatch).
     assert_eq!(s.seen().duplicates, after_ack_crashes);
 }
+
+#[test]
+fn a_crash_after_dead_lettering_resends_the_gap_report_under_the_same_id() {
+    use crate::protocol::GapReason;
+    use crate::testing::Behavior;
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 1000);
+    let s = FlakyServer::start(vec![
+        Behavior::Status(422),
+        Behavior::Status(422),
+        Behavior::Status(422),
+    ]);
+    let status = crash_child_at(d.path(), &s.url(), "report_saved", 1);
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}");
+    assert!(s.seen().batches.is_empty(), "the report was not sent yet");
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, p, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(
+        p.dead_lettered, 0,
+        "the batch was not refused a second time"
+    );
+    assert_eq!(
+        (
+            u.status().dead_lettered_batches,
+            u.status().dead_lettered_records
+        ),
+        (1, 400),
+        "counted once, although the crash came before the status was saved"
+    );
+    let dead = crate::deadletter::list(&u.config().upload_dir());
+    assert_eq!(dead.len(), 1);
+    let seen = s.seen();
+    let report = seen
+        .batches
+        .values()
+        .find(|b| b.gaps.iter().any(|g| g.reason == GapReason::DeadLettered))
+        .expect("the gap report was resent after the crash");
+    assert_eq!(report.id().to_hex(), dead[0].batch_id);
+    assert_eq!(report.gaps[0].records, 400);
+    drop(seen);
+    super::tests::assert_chain_unbroken(&s);
+    assert_eq!(s.records().0.len(), 600);
+}

@@ -4,16 +4,73 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use super::{crash_point_for_test, Notes, PassOptions, PassOutcome, Progress, Uploader, Waiter};
+use super::{
+    crash_point_for_test, report, Notes, PassOptions, PassOutcome, Progress, Uploader, Waiter,
+};
 use crate::batch::{BatchLimits, Built, End};
 use crate::protocol::{self, Gap, GapReason, Verdict};
 use crate::state::now_ms;
 use crate::transport::{redact, Outcome};
 
 impl Uploader {
-    /// Sends one batch until it is acknowledged, split, or dead-lettered. The inner `Err`
-    /// ends the pass.
+    /// Sends one batch until it is acknowledged, split, or dead-lettered, and then the gap
+    /// report of a dead-lettered batch until that is acknowledged: the cursor passes the
+    /// range only once the server knows what is in it. The inner `Err` ends the pass (a
+    /// pending report stays on disk and is sent first by the next pass).
     pub(super) fn deliver(
+        &mut self,
+        b: Built,
+        opts: &PassOptions,
+        waiter: &mut dyn Waiter,
+        p: &mut Progress,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> anyhow::Result<Result<(), PassOutcome>> {
+        let mut next = Some(b);
+        while let Some(b) = next.take() {
+            let was_report = self.is_report(&b);
+            if let Err(stop) = self.deliver_one(b, opts, waiter, p, progress)? {
+                return Ok(Err(stop));
+            }
+            if was_report && self.report.is_none() {
+                // The cursor is past the range (persisted): the report is done with.
+                report::remove(&self.updir).with_context(|| {
+                    format!(
+                        "cannot remove {}",
+                        self.updir.join(report::GAP_REPORT_FILE).display()
+                    )
+                })?;
+            }
+            next = self
+                .report
+                .clone()
+                .filter(|r| self.cursor.inflight == Some((r.first, r.last)));
+        }
+        Ok(Ok(()))
+    }
+
+    /// The pending report `r` was acknowledged or given up: the dead-lettered batch it
+    /// reports is counted now, persisted with the cursor that passes its range (so a crash
+    /// before that resends the report and counts the batch once).
+    fn report_done(&mut self, r: &Built) {
+        self.report = None;
+        let s = &mut self.status;
+        for g in &r.gaps {
+            if matches!(
+                g.reason,
+                GapReason::DeadLettered | GapReason::OversizedRecord
+            ) {
+                s.dead_lettered_batches += 1;
+                s.dead_lettered_records += g.records;
+            }
+        }
+    }
+
+    /// Whether `b` is the pending gap report (it has the id of the batch it reports).
+    fn is_report(&self, b: &Built) -> bool {
+        b.records == 0 && self.report.as_ref().is_some_and(|r| r.id == b.id)
+    }
+
+    fn deliver_one(
         &mut self,
         b: Built,
         opts: &PassOptions,
@@ -165,6 +222,9 @@ impl Uploader {
     }
 
     fn acknowledged(&mut self, b: &Built, p: &mut Progress) {
+        if self.is_report(b) {
+            self.report_done(b);
+        }
         self.cursor.position = b.last;
         self.cursor.inflight = None;
         self.backoff.reset();
@@ -180,11 +240,11 @@ impl Uploader {
         s.budget_used_bytes += b.body.len() as u64;
         s.gaps_reported += b.gaps.len() as u64;
         for g in &b.gaps {
-            match g.reason {
+            match &g.reason {
                 GapReason::Trimmed => s.missing_segments += g.segments,
                 GapReason::UndecodableRecord => s.undecodable_records += 1,
-                GapReason::DeadLettered | GapReason::OversizedRecord => {}
-                _ => s.corrupt_ranges += 1,
+                r if super::is_corrupt_range(r) => s.corrupt_ranges += 1,
+                _ => {}
             }
         }
         p.position = b.last;
@@ -216,7 +276,7 @@ impl Uploader {
                 &half,
                 Some(b.last),
                 i64::MAX,
-                &mut Notes(&mut self.status),
+                &mut Notes(&mut self.status, &self.cfg.dir),
             )?;
             if part.is_empty() {
                 self.cursor.position = part.last.max(self.cursor.position);
@@ -234,8 +294,11 @@ impl Uploader {
         Ok(Ok(()))
     }
 
-    /// Moves a refused batch to the dead-letter folder, reports its range as a gap (a
-    /// gap-only batch over the same range, so under the same id), and moves on.
+    /// Moves a refused batch to the dead-letter folder and makes its range a pending gap
+    /// report (a gap-only batch over the same range, so under the same id, which the server
+    /// never stored), persisted before it is sent: [`Uploader::deliver`] sends it next, and
+    /// the cursor moves once it is acknowledged. A report refused in turn is given up on (the
+    /// dead-letter entry remains) so the queue moves on.
     fn dead_letter(
         &mut self,
         b: &Built,
@@ -245,6 +308,20 @@ impl Uploader {
         reason: GapReason,
         p: &mut Progress,
     ) -> anyhow::Result<()> {
+        if self.is_report(b) {
+            self.warnings.push(format!(
+                "the gap report of batch {} ({}..{}) was refused: {why}; the batch stays in \
+                 the dead-letter folder",
+                b.id, b.first, b.last
+            ));
+            self.report_done(b);
+            self.cursor.position = b.last;
+            self.cursor.inflight = None;
+            p.position = b.last;
+            self.persist()?;
+            self.note_error(why);
+            return Ok(());
+        }
         let path = crate::deadletter::store(
             &self.updir,
             b,
@@ -262,8 +339,6 @@ impl Uploader {
             b.last,
             path.display()
         ));
-        self.status.dead_lettered_batches += 1;
-        self.status.dead_lettered_records += b.records;
         p.dead_lettered += 1;
         let gap = Gap {
             reason,
@@ -274,32 +349,46 @@ impl Uploader {
             bytes: b.payload_bytes,
             detail: why.to_owned(),
         };
-        let report = protocol::Batch {
+        // The status counts the batch once its report is done with (`report_done`), with the
+        // cursor; the report's counters already include it.
+        let mut counters = self.counters();
+        for (k, v) in &mut counters {
+            match k.as_str() {
+                "uploader.dead_lettered_batches" => *v = v.saturating_add(1),
+                "uploader.dead_lettered_records" => *v = v.saturating_add(b.records),
+                _ => {}
+            }
+        }
+        let batch = protocol::Batch {
             public_log_id: self.public,
             first: b.first,
             last: b.last,
-            gaps: vec![gap],
-            counters: self.counters(),
+            gaps: vec![gap.clone()],
+            counters,
             ..protocol::Batch::default()
         };
-        if let (Some(t), Ok(body)) = (
-            self.transport.as_ref(),
-            protocol::encode_batch(&report, self.cfg.zstd_level),
-        ) {
-            // One try: if even the gap report is refused, the dead-letter entry remains.
-            if let Outcome::Status {
-                verdict: Verdict::Acknowledged,
-                ..
-            } = t.send(&b.id, &body)
-            {
-                self.status.gaps_reported += 1;
-                p.gaps += 1;
-            }
-        }
-        self.cursor.position = b.last;
-        self.cursor.inflight = None;
-        p.position = b.last;
-        self.persist()?;
+        let report = Built {
+            id: b.id,
+            first: b.first,
+            last: b.last,
+            body: protocol::encode_batch(&batch, self.cfg.zstd_level)
+                .context("cannot encode the gap report")?,
+            raw_len: 0,
+            records: 0,
+            payload_bytes: 0,
+            frame_bytes: 0,
+            gaps: vec![gap],
+            end: b.end,
+            oldest_wall_ms: None,
+        };
+        report::save(&self.updir, &report).with_context(|| {
+            format!(
+                "cannot write {}",
+                self.updir.join(report::GAP_REPORT_FILE).display()
+            )
+        })?;
+        crash_point_for_test("report_saved");
+        self.report = Some(report);
         self.note_error(why);
         Ok(())
     }

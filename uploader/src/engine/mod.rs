@@ -9,11 +9,11 @@ use anyhow::{anyhow, Context as _};
 use fs2::FileExt;
 use segment_log::{LogId, Position, ReaderOptions, SystemClock};
 
-use crate::batch::{BatchBuilder, BatchLimits, End, Observer};
+use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
 use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::Trigger;
-use crate::protocol;
+use crate::protocol::{self, Gap, GapReason};
 use crate::state::{self, now_ms, Status, TrimNote};
 use crate::transport::{Backoff, Transport};
 
@@ -123,15 +123,66 @@ pub struct Uploader {
     builder: BatchBuilder,
     transport: Option<Transport>,
     backoff: Backoff,
+    /// The gap report of a dead-lettered batch, sent until acknowledged (see `report`).
+    report: Option<Built>,
     /// Warnings from opening (damaged cursor...), for the caller to print.
     pub warnings: Vec<String>,
 }
 
-struct Notes<'a>(&'a mut Status);
+/// The builder's view of the uploader: retention notes and the counters to carry.
+struct Notes<'a>(&'a mut Status, &'a std::path::Path);
 impl Observer for Notes<'_> {
     fn trimmed_records(&mut self, first: u64, count: u64) -> u64 {
         self.0.trimmed_records(first, count)
     }
+    fn counters(&mut self, gaps: &[Gap]) -> Vec<(String, u64)> {
+        counters(self.1, self.0, gaps)
+    }
+}
+
+/// Whether a gap of this reason counts in `uploader.corrupt_ranges`.
+fn is_corrupt_range(reason: &GapReason) -> bool {
+    !matches!(
+        reason,
+        GapReason::Trimmed
+            | GapReason::UndecodableRecord
+            | GapReason::DeadLettered
+            | GapReason::OversizedRecord
+    )
+}
+
+/// The device counters of a batch: the recorder's, and the uploader's totals including what
+/// the batch's own `gaps` add (the totals in `status` count acknowledged batches only, so a
+/// rebuilt batch carries the same values).
+fn counters(dir: &std::path::Path, s: &Status, gaps: &[Gap]) -> Vec<(String, u64)> {
+    let mut v = Vec::new();
+    if let Ok(c) = recorder::counters::read(dir) {
+        v.extend(
+            c.dropped
+                .iter()
+                .map(|(k, n)| (format!("recorder.dropped.{k}"), *n)),
+        );
+        v.extend(
+            c.spooled
+                .iter()
+                .map(|(k, n)| (format!("recorder.spooled.{k}"), *n)),
+        );
+    }
+    let corrupt = gaps.iter().filter(|g| is_corrupt_range(&g.reason)).count() as u64;
+    v.push((
+        "uploader.dead_lettered_batches".into(),
+        s.dead_lettered_batches,
+    ));
+    v.push((
+        "uploader.dead_lettered_records".into(),
+        s.dead_lettered_records,
+    ));
+    v.push(("uploader.expired_records".into(), s.expired_records));
+    v.push((
+        "uploader.corrupt_ranges".into(),
+        s.corrupt_ranges.saturating_add(corrupt),
+    ));
+    v
 }
 
 /// Takes the one-uploader lock of `updir` (fails at once if held).
@@ -139,7 +190,7 @@ pub fn lock(updir: &std::path::Path) -> anyhow::Result<File> {
     state::ensure_private_dir(updir)
         .with_context(|| format!("cannot create {}", updir.display()))?;
     let path = updir.join(state::LOCK_FILE);
-    let mut f = std::fs::OpenOptions::new()
+    let mut f = segment_log::fs::private_file_options()
         .read(true)
         .write(true)
         .create(true)
@@ -186,6 +237,26 @@ impl Uploader {
             .endpoint(&id.private())
             .map(|url| Transport::new(url, cfg.token.clone(), cfg.connect_timeout, cfg.timeout));
         let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
+        // A gap report is pending only while its range is the one in flight.
+        let report = match report::load(&updir, &public) {
+            Ok(Some(r)) if loaded.state.inflight == Some((r.first, r.last)) => Some(r),
+            Ok(stale) => {
+                if stale.is_some() {
+                    report::remove(&updir).with_context(|| {
+                        format!(
+                            "cannot remove {}",
+                            updir.join(report::GAP_REPORT_FILE).display()
+                        )
+                    })?;
+                }
+                None
+            }
+            Err(why) => {
+                // The in-flight range is rebuilt from the log, refused again and reported.
+                warnings.push(format!("{why}; ignoring it"));
+                None
+            }
+        };
         let mut u = Uploader {
             cfg,
             public,
@@ -197,6 +268,7 @@ impl Uploader {
             builder,
             transport,
             backoff,
+            report,
             warnings,
         };
         if u.cursor.position == Position::default() {
@@ -265,32 +337,9 @@ impl Uploader {
         self.save_status();
     }
 
+    /// The counters a batch built now carries (none of its own gaps).
     fn counters(&self) -> Vec<(String, u64)> {
-        let mut v = Vec::new();
-        if let Ok(c) = recorder::counters::read(&self.cfg.dir) {
-            v.extend(
-                c.dropped
-                    .iter()
-                    .map(|(k, n)| (format!("recorder.dropped.{k}"), *n)),
-            );
-            v.extend(
-                c.spooled
-                    .iter()
-                    .map(|(k, n)| (format!("recorder.spooled.{k}"), *n)),
-            );
-        }
-        let s = &self.status;
-        v.push((
-            "uploader.dead_lettered_batches".into(),
-            s.dead_lettered_batches,
-        ));
-        v.push((
-            "uploader.dead_lettered_records".into(),
-            s.dead_lettered_records,
-        ));
-        v.push(("uploader.expired_records".into(), s.expired_records));
-        v.push(("uploader.corrupt_ranges".into(), s.corrupt_ranges));
-        v
+        counters(&self.cfg.dir, &self.status, &[])
     }
 
     /// Uploads until the live end (or `opts.target`), calling `progress` after every
@@ -308,7 +357,6 @@ impl Uploader {
             return Ok((PassOutcome::Configuration(msg), p));
         }
         self.status.last_attempt_ms = Some(now_ms());
-        self.builder.set_counters(self.counters());
         let outcome = loop {
             if waiter.stop_requested() {
                 break PassOutcome::Stopped;
@@ -329,9 +377,15 @@ impl Uploader {
                 }
             }
             let from = self.cursor.position;
-            let built = match self.cursor.inflight {
+            // The gap report of a dead-lettered batch is resent until acknowledged.
+            let pending = self
+                .report
+                .clone()
+                .filter(|r| r.first == from && self.cursor.inflight == Some((r.first, r.last)));
+            let built = match (pending, self.cursor.inflight) {
+                (Some(r), _) => r,
                 // Resend exactly the range that was in flight when the last run stopped.
-                Some((f, l)) if f == from => {
+                (None, Some((f, l))) if f == from => {
                     let exact = BatchLimits {
                         max_bytes: u64::MAX,
                         max_records: protocol::Limits::default().max_records,
@@ -342,17 +396,17 @@ impl Uploader {
                         &exact,
                         Some(l),
                         i64::MAX,
-                        &mut Notes(&mut self.status),
+                        &mut Notes(&mut self.status, &self.cfg.dir),
                     )?
                 }
-                _ => {
+                (None, _) => {
                     let limits = self.limits();
                     self.builder.build(
                         from,
                         &limits,
                         None,
                         now_ms(),
-                        &mut Notes(&mut self.status),
+                        &mut Notes(&mut self.status, &self.cfg.dir),
                     )?
                 }
             };
@@ -462,6 +516,8 @@ fn retention_clock() -> Box<dyn segment_log::Clock> {
 }
 
 mod deliver;
+mod report;
+pub use report::GAP_REPORT_FILE;
 
 #[cfg(test)]
 mod crash_tests;
