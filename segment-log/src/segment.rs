@@ -212,6 +212,11 @@ impl MappedSegment {
         self.word(OFF_RESERVED_END as u64)
     }
 
+    /// Raises the reservation counter to at least `to` (recovery, no other writer alive).
+    pub(crate) fn raise_counter(&self, to: u64) {
+        self.counter().fetch_max(to, Ordering::AcqRel);
+    }
+
     /// Forces the reservation counter to at least `capacity`, so no writer reserves here
     /// again (used when recovery distrusts the counter).
     pub(crate) fn seal_counter(&self) {
