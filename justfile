@@ -18,7 +18,7 @@ ci:
 
 # Loom model of the reservation protocol.
 loom:
-    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p segment-log --release --lib loom
+    RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test -p segment-log --lib loom
 
 bench:
     cargo bench -p seglog-benches

@@ -17,7 +17,9 @@ pub struct ReaderOptions {
     pub chunk_size: usize,
     /// How long to wait for a reserved-but-uncommitted frame before reporting it as
     /// abandoned, while writers may be alive (default 2 s). A crashed writer's hole costs
-    /// one such wait; a live writer commits within microseconds.
+    /// one such wait; a live writer commits within microseconds. The same bound applies to a
+    /// frame near the live end that fails its checksum while writers may be alive: `pread`
+    /// has no acquire ordering, so its bytes may not all be visible yet (FORMAT.md).
     pub hole_timeout: Duration,
     /// Whether to check (with a non-blocking fs2 lock probe on `writers.lock`) if any writer
     /// is alive; when none is, holes are reported at once. Default true. Set false for a

@@ -1,33 +1,56 @@
 //! Recovery decisions for the writer. Scanning (finding frames and damage) lives in
 //! [`crate::scan`] and never writes; this module decides what the writer must do about it.
 //!
-//! The only repair a writer ever makes is to *seal* a segment whose reservation counter
-//! cannot be trusted, so new frames never overwrite old ones. Damaged frames are never
+//! The only repair a writer ever makes is to *raise* a reservation counter that cannot be
+//! trusted (past the written data, or to the capacity: sealed), so new frames never
+//! overwrite old ones. Damaged frames are never
 //! rewritten or truncated: readers skip them by resynchronising, and `verify` reports them.
 
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::format::{FRAME_ALIGN, HEADER_LEN};
+use crate::format::{FRAME_ALIGN, FRAME_HEADER_LEN, HEADER_LEN};
 use crate::reserve::FrameMem;
+use crate::scan::{HolePolicy, SegmentScanner, Step};
 use crate::segment::MappedSegment;
 
-/// Whether the segment's reservation counter is consistent with its contents: aligned, past
-/// the header, and with nothing but zeroes after it. Only meaningful when no other writer is
-/// alive (the caller holds proof of that). A bit flip that lowered the counter would
-/// otherwise let new appends overwrite committed frames.
-pub(crate) fn counter_is_trustworthy(seg: &MappedSegment) -> Result<bool> {
+/// Makes the newest segment's reservation counter safe to append after. Only called when no
+/// other writer is alive (the caller holds proof of that). A counter that is not 8-aligned,
+/// lies inside the header, or has non-zero bytes after it (damaged or rolled back: it is not
+/// checksummed) would let new appends overwrite committed frames. It is raised, never
+/// lowered. When everything past it is whole, checksummed frames (a rolled-back counter), it
+/// is raised to the end of the written data (8-aligned), so new frames follow the old ones
+/// and the unwritten tail is not left below the counter as a false "abandoned reservation".
+/// Otherwise (garbage past the counter, or no room for a frame after the data) the segment
+/// is sealed (counter = capacity), so new frames never interleave with garbage.
+pub(crate) fn repair_counter(seg: &MappedSegment) -> Result<()> {
     let reserved = seg.load_reserved();
     if reserved >= seg.capacity {
-        return Ok(true); // sealed: nobody will write here again
+        return Ok(()); // sealed: nobody will write here again
     }
-    if reserved < HEADER_LEN || reserved % FRAME_ALIGN != 0 {
-        return Ok(false);
+    let mut safe = reserved.max(HEADER_LEN).next_multiple_of(FRAME_ALIGN);
+    if let Some(end) = last_data_end(seg, reserved.max(HEADER_LEN))? {
+        safe = safe.max(end.next_multiple_of(FRAME_ALIGN));
     }
+    if safe == reserved {
+        return Ok(());
+    }
+    if safe + FRAME_HEADER_LEN > seg.capacity || !only_whole_frames_past(seg, reserved) {
+        seg.seal_counter();
+    } else {
+        seg.raise_counter(safe);
+    }
+    Ok(())
+}
+
+/// The offset after the last non-zero byte in `from..capacity`, if any.
+fn last_data_end(seg: &MappedSegment, from: u64) -> Result<Option<u64>> {
     let file =
         std::fs::File::open(&seg.path).map_err(|e| Error::io("open segment", &seg.path, e))?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut off = reserved;
+    let mut off = from;
+    let mut end = None;
     while off < seg.capacity {
         let want = (seg.capacity - off).min(buf.len() as u64) as usize;
         let chunk = buf.get_mut(..want).unwrap_or_default();
@@ -37,10 +60,36 @@ pub(crate) fn counter_is_trustworthy(seg: &MappedSegment) -> Result<bool> {
         if n == 0 {
             break;
         }
-        if chunk.get(..n).unwrap_or_default().iter().any(|&b| b != 0) {
-            return Ok(false);
+        if let Some(k) = chunk
+            .get(..n)
+            .unwrap_or_default()
+            .iter()
+            .rposition(|&b| b != 0)
+        {
+            end = Some(off + k as u64 + 1);
         }
         off += n as u64;
     }
-    Ok(true)
+    Ok(end)
+}
+
+/// Whether a scan of the segment (no writer alive) finds no damage reaching past `counter`:
+/// the bytes after a lying counter are whole frames, not garbage.
+fn only_whole_frames_past(seg: &MappedSegment, counter: u64) -> bool {
+    let holes = HolePolicy {
+        quiescent: true,
+        probe: None,
+        timeout: Duration::ZERO,
+    };
+    let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
+        return false;
+    };
+    loop {
+        match sc.next_step() {
+            Ok(Step::Frame { .. }) => {}
+            Ok(Step::Damage(d)) if d.offset + d.len <= counter => {} // older damage, below it
+            Ok(Step::Damage(_)) | Err(_) => return false,
+            Ok(Step::Pending | Step::End) => return true,
+        }
+    }
 }

@@ -112,6 +112,12 @@ pub(crate) enum Step {
 /// after the hole and still being copied would otherwise be skipped as part of it.
 const SETTLE: Duration = Duration::from_millis(20);
 
+/// How far below the reservation counter a frame that fails its checks may still be
+/// settling (written moments ago, read before its bytes were all visible to `pread`): such a
+/// frame is re-read until the hole timeout before it is reported. Farther back, frames
+/// committed long ago, and a failure is damage at once.
+const LIVE_WINDOW: u64 = 1 << 20;
+
 /// How to treat reservations that are not committed yet.
 #[derive(Debug, Clone)]
 pub(crate) struct HolePolicy {
@@ -168,6 +174,8 @@ pub(crate) struct SegmentScanner {
     /// The hole at this offset was re-read after the counter and the liveness check.
     hole_fresh: Option<u64>,
     retried_at: Option<u64>,
+    /// A frame failing its checks near the live end, and since when (see `unsettled`).
+    bad_seen: Option<(u64, Instant)>,
     holes: HolePolicy,
     /// `(offset, counter)` for which the bytes past the counter were found to be zero.
     tail_checked: Option<(u64, u64)>,
@@ -225,6 +233,7 @@ impl SegmentScanner {
             hole_seen: None,
             hole_fresh: None,
             retried_at: None,
+            bad_seen: None,
             holes,
             tail_checked: None,
             header,
@@ -320,6 +329,7 @@ impl SegmentScanner {
                     self.hole_seen = None;
                     self.hole_fresh = None;
                     self.retried_at = None;
+                    self.bad_seen = None;
                     if kind == FrameKind::Seal {
                         return Ok(Step::End);
                     }
@@ -386,11 +396,45 @@ impl SegmentScanner {
                         self.window(o, FRAME_HEADER_LEN, true)?;
                         continue;
                     }
+                    // `pread` gives no acquire ordering: on a weakly ordered CPU a reader can
+                    // see a frame's first word published and stale bytes after it, and the
+                    // checksum fails for a committed frame. Near the live end, while a writer
+                    // may be alive, that is "not settled yet": wait (bounded by the hole
+                    // timeout, as for holes) and read again before calling it damage.
+                    if self.unsettled(o) {
+                        let since = match self.bad_seen {
+                            Some((at, t)) if at == o => t,
+                            _ => {
+                                let now = Instant::now();
+                                self.bad_seen = Some((o, now));
+                                now
+                            }
+                        };
+                        let waited = since.elapsed();
+                        if waited < self.holes.timeout {
+                            let nap = (self.holes.timeout - waited).min(Duration::from_micros(200));
+                            std::thread::sleep(nap);
+                            self.window(o, FRAME_HEADER_LEN, true)?;
+                            continue;
+                        }
+                    }
                     self.retried_at = None;
+                    self.bad_seen = None;
                     return self.skip_damage(o, DamageReason::Frame(err));
                 }
             }
         }
+    }
+
+    /// Whether a frame at `o` that fails its checks may still be settling: a writer may be
+    /// alive and `o` lies within [`LIVE_WINDOW`] of the (re-read) counter, where frames were
+    /// committed moments ago.
+    fn unsettled(&mut self, o: u64) -> bool {
+        if self.holes.no_writer_alive() {
+            return false;
+        }
+        self.refresh_reserved();
+        self.reserved.min(self.capacity()).saturating_sub(o) <= LIVE_WINDOW
     }
 
     /// Called at the apparent end (`from` at or past the counter) of a segment that no writer

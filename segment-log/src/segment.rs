@@ -2,58 +2,70 @@
 //!
 //! # The mmap contract
 //!
-//! Writing through a shared mapping is sound here because:
-//! - the log directory is ours (0700) and every writer follows this protocol; files are
-//!   created 0600;
-//! - a segment file is fully allocated (`fs2::FileExt::allocate`) *before* it is mapped and is
-//!   never truncated while any process may map it, so no access within `capacity` can SIGBUS
-//!   (a full disk surfaces as an allocation error, not a signal);
-//! - the mapping is page-aligned, so the reservation counter at header offset 128 and every
-//!   frame's first word (8-aligned offsets) are naturally aligned for `AtomicU64`;
-//! - writers only write inside ranges they reserved with `fetch_add` (see [`crate::reserve`]),
-//!   so no two threads or processes write the same bytes, and readers read files with
-//!   `pread`, never through these mappings.
+//! Other processes write the same pages at the same time, so this module never makes a
+//! slice (`&[u8]`, `&mut [u8]`) over the mapping: it is a [`memmap2::MmapRaw`] (no `Deref` to
+//! a slice) and every access goes through a raw pointer, either as an atomic on one 8-aligned
+//! word (the only references made are `&AtomicU64`, which permit shared mutation) or as a
+//! plain copy into bytes this writer reserved. What makes that sound, split by who
+//! guarantees it:
 //!
-//! Someone else truncating a segment file behind our back breaks the contract; the log
-//! directory's permissions exist to prevent that.
+//! The language model (what Rust's aliasing and data-race rules need):
+//! - no reference to the mapped bytes exists, so the compiler may assume nothing about them
+//!   staying unchanged or unaliased; what other processes do is outside the abstract machine
+//!   and is seen like device memory through raw pointers;
+//! - within this process, no two threads access the same bytes concurrently unless both use
+//!   atomics: writers copy only into ranges [`crate::reserve::reserve`] handed to them alone
+//!   (one `fetch_add`, validated), and the shared words (the counter, a frame's first word)
+//!   are only accessed as `AtomicU64`;
+//! - every atomic is naturally aligned: the mapping is page-aligned, the counter is at 128,
+//!   and `reserve` hands out only 8-aligned offsets (it checks the counter, which is outside
+//!   data, before trusting it).
+//!
+//! The hardware and the kernel (what no Rust rule covers):
+//! - a segment file is fully allocated (`posix_fallocate`) *before* it is mapped and is never
+//!   truncated while any process may map it, so no access within `capacity` can SIGBUS (a
+//!   full disk surfaces as an allocation error, not a signal);
+//! - the fallback prefault ([`MappedSegment::prefault`] on kernels without
+//!   `MADV_POPULATE_WRITE`) does an atomic `fetch_add(0)` on one word per page, a page that
+//!   another *process* may already be writing with plain stores. In the language model that
+//!   would be a data race; it is sound because the hardware executes an aligned 8-byte atomic
+//!   read-modify-write indivisibly with respect to every other store to that word (x86
+//!   `lock xadd`, arm64 `ldadd`/LL-SC), and adding zero writes back exactly the value it read,
+//!   so no other writer's bytes are lost. Within this process a segment is prefaulted before
+//!   it is published to appending threads, so no thread of ours races with it;
+//! - 8-byte aligned stores are single-copy atomic, so a reader never sees half a first word;
+//! - `reserve` loads the first and last word of a reservation before using it (to catch a
+//!   damaged counter). In a correct log those words are unwritten; under a damaged counter
+//!   they may be bytes another writer is copying with plain stores, which the language model
+//!   calls a race and the hardware resolves as an ordinary aligned load (the value is only
+//!   compared with zero).
+//!
+//! Readers read files with `pread`, never through these mappings. Someone else truncating a
+//! segment file behind our back breaks the contract; the log directory's permissions exist
+//! to prevent that.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use memmap2::{Advice, MmapMut, MmapOptions};
+use memmap2::{Advice, MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
 use crate::format::{self, SegmentHeader, FRAME_ALIGN, HEADER_LEN, OFF_RESERVED_END};
 use crate::reserve::FrameMem;
 
-/// One segment file mapped read-write.
+/// One segment file mapped read-write. `Send + Sync` because [`MmapRaw`] is: all access to
+/// the mapped bytes is through raw pointers under the contract in the module docs.
 pub(crate) struct MappedSegment {
     pub(crate) number: u64,
     pub(crate) capacity: u64,
     pub(crate) path: PathBuf,
     /// Identity of the file, to recognise a prepared segment after a rename.
     pub(crate) ino: (u64, u64),
-    map: MmapMut,
-    base: *mut u8,
+    map: MmapRaw,
     _file: File,
 }
-
-// SAFETY: `base` points into `map`, which lives as long as `self` and is never remapped.
-// All writes through `base` target ranges that the reservation protocol hands to exactly one
-// writer, and shared words are accessed only as atomics, so sharing across threads is sound.
-#[expect(
-    unsafe_code,
-    reason = "raw pointer into a shared mapping; see the module docs"
-)]
-unsafe impl Send for MappedSegment {}
-// SAFETY: see the `Send` impl above: disjoint reserved writes plus atomic shared words.
-#[expect(
-    unsafe_code,
-    reason = "raw pointer into a shared mapping; see the module docs"
-)]
-unsafe impl Sync for MappedSegment {}
 
 pub(crate) fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new()
@@ -149,23 +161,19 @@ impl MappedSegment {
             path: path.clone(),
             reason: "capacity".into(),
         })?;
-        // SAFETY: the file is allocated to at least `capacity` bytes (checked just above) and
-        // is never truncated while mapped (module contract), so every access below `len`
-        // is backed by allocated file space.
-        #[expect(
-            unsafe_code,
-            reason = "memory map of an allocated segment; see module docs"
-        )]
-        let mut map = unsafe { MmapOptions::new().len(len).map_mut(&file) }
+        // Safe in memmap2 (`MmapRaw` hands out no slice). The file is allocated to at least
+        // `capacity` bytes (checked just above) and never truncated while mapped (module
+        // contract), so every access below `len` is backed by allocated file space.
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
             .map_err(|e| Error::io("mmap segment", &path, e))?;
-        let base = map.as_mut_ptr();
         Ok(MappedSegment {
             number: header.segment,
             capacity: header.capacity,
             path,
             ino: (meta.dev(), meta.ino()),
             map,
-            base,
             _file: file,
         })
     }
@@ -176,14 +184,37 @@ impl MappedSegment {
         self
     }
 
-    fn counter(&self) -> &AtomicU64 {
-        // SAFETY: OFF_RESERVED_END (128) is 8-aligned inside the page-aligned mapping, which
-        // is at least HEADER_LEN bytes long and lives as long as `self`; all processes access
-        // this word only atomically.
-        #[expect(unsafe_code, reason = "atomic view of the shared reservation counter")]
+    /// The shared word at `offset` as an atomic. Callers pass an 8-aligned offset with
+    /// `offset + 8 <= capacity` (checked here: a wrong offset is a bug, never UB).
+    #[inline]
+    fn word(&self, offset: u64) -> &AtomicU64 {
+        assert!(
+            offset % FRAME_ALIGN == 0 && offset + FRAME_ALIGN <= self.capacity,
+            "word {offset} outside the segment or unaligned"
+        );
+        // SAFETY: language model: `offset` is 8-aligned (asserted) inside the page-aligned
+        // mapping (asserted against `capacity`, its length), so the pointer is aligned and
+        // in bounds for an `AtomicU64`, valid as long as `self` (the mapping is never
+        // remapped). The reference is to an atomic, which permits concurrent mutation; every
+        // thread and process accesses these words only atomically (module contract), except
+        // the hardware-guaranteed prefault touch documented there.
+        #[expect(unsafe_code, reason = "atomic view of a word of the shared mapping")]
         unsafe {
-            &*(self.base.add(OFF_RESERVED_END).cast::<AtomicU64>())
+            &*(self
+                .map
+                .as_mut_ptr()
+                .add(offset as usize)
+                .cast::<AtomicU64>())
         }
+    }
+
+    fn counter(&self) -> &AtomicU64 {
+        self.word(OFF_RESERVED_END as u64)
+    }
+
+    /// Raises the reservation counter to at least `to` (recovery, no other writer alive).
+    pub(crate) fn raise_counter(&self, to: u64) {
+        self.counter().fetch_max(to, Ordering::AcqRel);
     }
 
     /// Forces the reservation counter to at least `capacity`, so no writer reserves here
@@ -214,17 +245,14 @@ impl MappedSegment {
         }
     }
 
-    /// Fallback for kernels without `MADV_POPULATE_WRITE` (before 5.14).
+    /// Fallback for kernels without `MADV_POPULATE_WRITE` (before 5.14): an atomic no-op
+    /// (`fetch_add(0)`) on one word per page. Sound only by the hardware guarantee in the
+    /// module docs: another process may be writing that page with plain stores.
     fn prefault_by_touch(&self, from: u64) {
         let page = 4096u64;
         let mut off = from.max(HEADER_LEN).next_multiple_of(page);
         while off + FRAME_ALIGN <= self.capacity {
-            // SAFETY: `off` is page-aligned (so 8-aligned) and below capacity, inside the
-            // mapping; the word is accessed atomically, so concurrent writers are unaffected.
-            #[expect(unsafe_code, reason = "atomic no-op write to fault a page in")]
-            unsafe {
-                (*self.base.add(off as usize).cast::<AtomicU64>()).fetch_add(0, Ordering::Relaxed);
-            }
+            self.word(off).fetch_add(0, Ordering::Relaxed);
             off += page;
         }
     }
@@ -265,33 +293,26 @@ impl FrameMem for MappedSegment {
 
     #[inline]
     fn load_word(&self, offset: u64) -> u64 {
-        assert!(
-            offset >= HEADER_LEN
-                && offset % FRAME_ALIGN == 0
-                && offset + FRAME_ALIGN <= self.capacity,
-            "word outside the frame area"
-        );
-        // SAFETY: `offset` is 8-aligned and inside the mapping (asserted above); shared
-        // words are only accessed atomically.
-        #[expect(unsafe_code, reason = "atomic load of a word of the shared mapping")]
-        unsafe {
-            (*self.base.add(offset as usize).cast::<AtomicU64>()).load(Ordering::Relaxed)
-        }
+        self.word(offset).load(Ordering::Relaxed)
     }
 
     #[inline]
     fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
         let total = format::frame_len(payload.len() as u64);
+        // Guaranteed by `reserve` (which validates the counter); checked again because a
+        // violation would be a write outside the mapping.
         assert!(
-            offset >= HEADER_LEN && offset + total <= self.capacity,
+            offset >= HEADER_LEN && offset % FRAME_ALIGN == 0 && offset + total <= self.capacity,
             "frame outside segment"
         );
-        // SAFETY: the range offset..offset+total lies inside the mapping (asserted above) and
-        // was reserved by this writer alone (reservation protocol), so no one else writes it;
-        // the source slices do not overlap the mapping's reserved range.
+        // SAFETY: language model: the range offset..offset+total lies inside the mapping
+        // (asserted above) and was reserved by this writer alone (reservation protocol), so
+        // no other thread of this process touches these bytes until the release store in
+        // `publish` (no data race); no reference to the mapping is made (raw pointers only),
+        // and the source slices are process memory that cannot overlap the mapping.
         #[expect(unsafe_code, reason = "copy into a reserved range of the mapping")]
         unsafe {
-            let dst = self.base.add(offset as usize);
+            let dst = self.map.as_mut_ptr().add(offset as usize);
             std::ptr::copy_nonoverlapping(word1.as_ptr(), dst.add(8), 8);
             std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(16), payload.len());
             let pad = (total - 16) as usize - payload.len();
@@ -301,12 +322,30 @@ impl FrameMem for MappedSegment {
 
     #[inline]
     fn publish(&self, offset: u64, word0: u64) {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= self.capacity);
-        // SAFETY: `offset` is 8-aligned (frames are aligned) and inside the mapping; the
-        // word belongs to this writer's reservation and readers load it atomically.
-        #[expect(unsafe_code, reason = "release store of a frame's first word")]
-        unsafe {
-            (*self.base.add(offset as usize).cast::<AtomicU64>()).store(word0, Ordering::Release);
+        // `word` checks alignment and bounds (it used to be only a debug assertion).
+        self.word(offset).store(word0, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MappedSegment;
+
+    /// Issue 11 item 14: `MmapMut` derefs to a `&mut [u8]` over bytes other processes write.
+    /// The segment holds an `MmapRaw` and needs no `unsafe impl Send/Sync` of its own.
+    #[test]
+    fn the_mapping_is_raw_and_no_slice_is_made_over_it() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<MappedSegment>();
+        let src = include_str!("segment.rs");
+        let code = src.split("#[cfg(test)]").next().unwrap_or_default();
+        for banned in [
+            "MmapMut",
+            "from_raw_parts",
+            "unsafe impl Send",
+            "unsafe impl Sync",
+        ] {
+            assert!(!code.contains(banned), "segment.rs uses {banned}");
         }
     }
 }

@@ -178,8 +178,8 @@ fn preamble_mark(segment: u64, version: u64) -> u64 {
 impl Log {
     /// Opens the log in `dir`, creating it (mode 0700, files 0600) when missing, and
     /// recovering after a crash: the newest segment's reservation counter is checked against
-    /// its contents when no other writer is alive, and a segment whose counter cannot be
-    /// trusted is sealed so nothing is ever overwritten.
+    /// its contents when no other writer is alive, and a counter that cannot be trusted is
+    /// raised past the written data (or the segment sealed) so nothing is ever overwritten.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
@@ -565,8 +565,8 @@ fn open_active(
             return Ok(seg);
         }
     };
-    if sole && !crate::recovery::counter_is_trustworthy(&seg)? {
-        seg.seal_counter();
+    if sole {
+        crate::recovery::repair_counter(&seg)?;
     }
     Ok(seg)
 }

@@ -501,3 +501,36 @@ fn bug_a_truncated_segment_with_a_lowered_counter_was_read_as_clean() {
     );
     check_against(&frames, &got, &damage).unwrap();
 }
+
+/// Issue 11 item 4, after a writer reopens the log: recovery used to seal a segment whose
+/// counter was rolled back (counter = capacity, no seal frame), so readers reported the whole
+/// unwritten tail as an abandoned reservation (the uploader sent it as a gap). It now raises
+/// the counter past the written data: new records follow the old ones, nothing is reported.
+#[test]
+fn a_writer_reopening_after_a_counter_rollback_appends_after_the_data_and_nothing_is_reported() {
+    for k in 0..4 {
+        let (d, frames) = small_log();
+        let bad = [HEADER_LEN, 16, 0, (frames[3].position.offset + 8) | 3][k];
+        let seg = seg_file(d.path(), 1);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .write_all_at(&u64::to_le_bytes(bad), OFF_RESERVED_END as u64)
+            .unwrap();
+        let log = Log::open(d.path(), tiny()).unwrap();
+        let pos = log.append(&payload(2, 0, 30)).unwrap();
+        drop(log);
+        let last = frames.last().unwrap();
+        let end = last.position.offset + format::frame_len(last.payload.len() as u64);
+        assert_eq!(pos.segment, 1, "counter {bad}");
+        assert!(
+            pos.offset >= end,
+            "counter {bad}: new frame at {pos} overwrote data"
+        );
+        let (got, damage) = read_all(d.path());
+        assert!(damage.is_empty(), "counter {bad}: {damage:?}");
+        assert_eq!(got[..frames.len()], frames[..], "counter {bad}");
+        assert_eq!(got.len(), frames.len() + 1, "counter {bad}");
+    }
+}

@@ -90,8 +90,9 @@ enum JournalCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadArgs {
     /// How long to wait for a reserved but uncommitted record before reporting it as
-    /// abandoned (a writer that crashed mid-append). Use 0 on a copied directory that no
-    /// writer can be appending to.
+    /// abandoned (a writer that crashed mid-append), and for a record near the live end whose
+    /// checksum does not verify yet (its bytes may still be becoming visible). Use 0 on a
+    /// copied directory that no writer can be appending to.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
     pub hole_timeout: Duration,
 }

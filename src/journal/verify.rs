@@ -291,7 +291,7 @@ fn counter_problem(path: &Path, segment: u64, frames_end: u64) -> Option<Problem
         reason: format!(
             "reservation counter (header offset 128) is {counter} but whole frames end at \
              {frames_end}: the counter {why} (damaged or rolled back); readers scan past it, \
-             and the next writer to open the log alone seals this segment"
+             and the next writer to open the log alone raises it past the frames"
         ),
     })
 }

@@ -2,16 +2,20 @@
 //!
 //! Loom cannot see an mmap, so [`LoomMem`] implements [`FrameMem`] over a vector of loom
 //! atomics standing in for the mapped segment: payload words are stored `Relaxed` by
-//! `write_body`, the frame's first word is stored `Release` by `publish`, and readers load
-//! the first word `Acquire` before the rest `Relaxed`. A missing release/acquire edge would
-//! let loom hand a reader stale payload words, which the checksum check below turns into a
-//! failure (see `a_relaxed_publish_is_caught_by_the_model`).
+//! `write_body`, the frame's first word is stored `Release` by `publish`. The `scan` below is
+//! an idealised reader of the mapping that loads the first word `Acquire` before the rest
+//! `Relaxed`; it checks the writers' side of the protocol: a missing release edge would let
+//! loom hand it stale payload words, which the checksum check turns into a failure (see
+//! `a_relaxed_publish_is_caught_by_the_model`). The real readers use `pread`, which has no
+//! acquire at all; [`reader`] models them (words read in any order, crc, re-read).
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p segment-log --release --lib loom`
+//! Run (as `.ci/run` does): `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom cargo test -p segment-log --lib loom`
 #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
 
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
+
+mod reader;
 
 use super::{reserve, seal, write_frame, FrameMem, Reservation};
 use crate::format::{self, FrameCheck, FrameKind, FRAME_HEADER_LEN, HEADER_LEN};
@@ -119,8 +123,8 @@ struct Scan {
     seal: Option<u64>,
 }
 
-/// Scans published frames like the real reader: loads the counter, then each frame's first
-/// word with acquire; stops at the first unpublished frame (a live writer will commit it).
+/// Scans published frames like an ideal reader of the mapping (the real one is modelled in
+/// [`reader`]): loads the counter, then each frame's first word with acquire; stops at the first unpublished frame (a live writer will commit it).
 /// Panics if a published frame fails its checks or carries a payload nobody wrote.
 fn scan(mem: &LoomMem) -> Scan {
     let mut out = Scan::default();
