@@ -37,6 +37,7 @@
 mod error;
 pub mod format;
 pub mod fs;
+pub mod ledger;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

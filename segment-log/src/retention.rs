@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{FrameKind, SegmentHeader, HEADER_LEN};
 use crate::fs::{self as lfs, Clock, SegmentFile};
+use crate::ledger::{self, TrimEntry, TrimReason};
 use crate::scan::{HolePolicy, SegmentScanner, Step};
 use crate::Position;
 
@@ -40,6 +41,8 @@ pub struct RetentionReport {
     pub unconsumed_records: u64,
     /// Disk bytes in use after the pass.
     pub bytes_after: u64,
+    /// Why the pass could not append to the trim ledger, if it could not.
+    pub ledger_error: Option<String>,
 }
 
 fn read_header(path: &Path) -> Option<SegmentHeader> {
@@ -73,16 +76,16 @@ fn count_records(
     seg: &SegmentFile,
     cursor: Option<Position>,
     writers_lock: Option<&Path>,
-) -> (u64, u64) {
+) -> Counted {
     let holes = HolePolicy {
         quiescent: writers_lock.is_none(),
         probe: writers_lock.map(Path::to_path_buf),
         timeout: COUNT_HOLE_TIMEOUT,
     };
+    let mut c = Counted::default();
     let Ok(mut sc) = SegmentScanner::from_file(file, &seg.path, seg.number, 1 << 20, holes) else {
-        return (0, 0);
+        return c;
     };
-    let (mut all, mut unconsumed) = (0, 0);
     while let Ok(step) = sc.next_step() {
         match step {
             Step::Frame {
@@ -90,14 +93,18 @@ fn count_records(
                 kind: FrameKind::Record,
                 ..
             } => {
-                all += 1;
+                c.all += 1;
+                if c.first_offset == 0 {
+                    c.first_offset = offset;
+                }
+                c.last_offset = offset;
                 if cursor.is_some_and(|c| {
                     Position {
                         segment: seg.number,
                         offset,
                     } >= c
                 }) {
-                    unconsumed += 1;
+                    c.unconsumed += 1;
                 }
             }
             Step::Frame { .. } | Step::Damage(_) => {}
@@ -106,7 +113,16 @@ fn count_records(
             Step::Pending | Step::End => break,
         }
     }
-    (all, unconsumed)
+    c
+}
+
+/// What [`count_records`] found in one segment.
+#[derive(Debug, Default)]
+struct Counted {
+    all: u64,
+    unconsumed: u64,
+    first_offset: u64,
+    last_offset: u64,
 }
 
 /// Applies `policy`. Takes the rotate lock, so it is safe to run while writers append.
@@ -121,14 +137,15 @@ pub fn enforce(
     let lock = lfs::open_lock_file(&path)?;
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &path, e))?;
-    let r = remove_locked(&dir.join(lfs::SEGMENTS_DIR), policy, clock);
+    let r = remove_locked(dir, policy, clock);
     let _ = FileExt::unlock(&lock);
-    Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK))))
+    Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK)), clock))
 }
 
 /// Segments removed under the rotate lock whose records are not counted yet.
 pub(crate) struct Removed {
-    files: Vec<(std::fs::File, SegmentFile)>,
+    log_dir: std::path::PathBuf,
+    files: Vec<(std::fs::File, SegmentFile, TrimReason)>,
     report: RetentionReport,
 }
 
@@ -138,18 +155,37 @@ impl Removed {
         self.report.segments_removed
     }
 
-    /// Counts the records of the removed segments (call after releasing the rotate lock)
-    /// and completes the report.
+    /// Counts the records of the removed segments (call after releasing the rotate lock),
+    /// appends one entry per segment to the trim ledger (so whoever finds the segment
+    /// missing later can state how many records it held) and completes the report.
     pub(crate) fn count(
         self,
         cursor: Option<Position>,
         writers_lock: Option<&Path>,
+        clock: &dyn Clock,
     ) -> RetentionReport {
         let mut report = self.report;
-        for (file, seg) in self.files {
-            let (records, unconsumed) = count_records(file, &seg, cursor, writers_lock);
-            report.records_removed += records;
-            report.unconsumed_records += unconsumed;
+        let mut entries = Vec::with_capacity(self.files.len());
+        for (file, seg, reason) in self.files {
+            let c = count_records(file, &seg, cursor, writers_lock);
+            report.records_removed += c.all;
+            report.unconsumed_records += c.unconsumed;
+            let inside = cursor.filter(|p| p.segment == seg.number && p.offset > HEADER_LEN);
+            entries.push(TrimEntry {
+                segment: seg.number,
+                records: c.all,
+                bytes: seg.disk_bytes,
+                first_offset: c.first_offset,
+                last_offset: c.last_offset,
+                from_offset: inside.map_or(0, |p| p.offset),
+                records_from: if inside.is_some() { c.unconsumed } else { 0 },
+                wall_ns: clock.wall_ns(),
+                reason,
+            });
+        }
+        if let Err(e) = ledger::append(&self.log_dir, &entries) {
+            // The segments are gone either way; a gap over them will say "count unknown".
+            report.ledger_error = Some(e.to_string());
         }
         report
     }
@@ -158,10 +194,11 @@ impl Removed {
 /// Removes what `policy` says must go; the caller holds the rotate lock. Record counts come
 /// from [`Removed::count`].
 pub(crate) fn remove_locked(
-    seg_dir: &Path,
+    log_dir: &Path,
     policy: &RetentionPolicy,
     clock: &dyn Clock,
 ) -> Result<Removed> {
+    let seg_dir = &log_dir.join(lfs::SEGMENTS_DIR);
     lfs::remove_orphan_temp_files(seg_dir);
     let files = lfs::list_segments(seg_dir)?;
     let mut total: u64 = files.iter().map(|f| f.disk_bytes).sum();
@@ -179,6 +216,11 @@ pub(crate) fn remove_locked(
         if !over_size && !too_old {
             break;
         }
+        let reason = if over_size {
+            TrimReason::Size
+        } else {
+            TrimReason::Age
+        };
         let file = match std::fs::File::open(&seg.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -193,10 +235,11 @@ pub(crate) fn remove_locked(
         report.removed.push(seg.number);
         report.segments_removed += 1;
         report.bytes_removed += seg.disk_bytes;
-        removed.push((file, (*seg).clone()));
+        removed.push((file, (*seg).clone(), reason));
     }
     report.bytes_after = total;
     Ok(Removed {
+        log_dir: log_dir.to_path_buf(),
         files: removed,
         report,
     })

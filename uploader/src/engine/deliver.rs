@@ -153,8 +153,9 @@ impl Uploader {
         self.cursor.position = b.last;
         self.cursor.inflight = None;
         self.backoff.reset();
+        // Trim-ledger entries of segments before the cursor are never needed again.
+        let _ = segment_log::ledger::compact_if_large(&self.cfg.dir, b.last.segment);
         let s = &mut self.status;
-        s.prune_trim_notes(b.last.segment);
         let now = now_ms();
         s.last_success_ms = Some(now);
         s.delivered_records += b.records;
@@ -201,7 +202,7 @@ impl Uploader {
                 &half,
                 Some(b.last),
                 i64::MAX,
-                &mut Notes(&mut self.status),
+                &mut Notes(&self.cfg.dir),
             )?;
             if part.is_empty() {
                 self.cursor.position = part.last.max(self.cursor.position);

@@ -14,7 +14,7 @@ use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::Trigger;
 use crate::protocol;
-use crate::state::{self, now_ms, Status, TrimNote};
+use crate::state::{self, now_ms, Status};
 use crate::transport::{Backoff, Transport};
 
 /// Interruptible waiting: backoff sleeps end early when the process is asked to stop.
@@ -127,10 +127,24 @@ pub struct Uploader {
     pub warnings: Vec<String>,
 }
 
-struct Notes<'a>(&'a mut Status);
+/// Answers trimmed gaps' record counts from the log's trim ledger, which every trimmer
+/// (the probes' retention, ours) appends to before or right after it removes a segment.
+struct Notes<'a>(&'a std::path::Path);
 impl Observer for Notes<'_> {
-    fn trimmed_records(&mut self, first: u64, count: u64) -> u64 {
-        self.0.trimmed_records(first, count)
+    fn trimmed_records(
+        &mut self,
+        start: segment_log::Position,
+        first: u64,
+        count: u64,
+        before: Option<u64>,
+    ) -> u64 {
+        let Ok(ledger) = segment_log::ledger::read(self.0) else {
+            return 0; // unknown
+        };
+        let offset = if start.segment == first { start.offset } else { 0 };
+        ledger
+            .records_lost(offset, first, count, before)
+            .unwrap_or(0)
     }
 }
 
@@ -342,7 +356,7 @@ impl Uploader {
                         &exact,
                         Some(l),
                         i64::MAX,
-                        &mut Notes(&mut self.status),
+                        &mut Notes(&self.cfg.dir),
                     )?
                 }
                 _ => {
@@ -352,7 +366,7 @@ impl Uploader {
                         &limits,
                         None,
                         now_ms(),
-                        &mut Notes(&mut self.status),
+                        &mut Notes(&self.cfg.dir),
                     )?
                 }
             };
@@ -395,20 +409,8 @@ impl Uploader {
             // The reader may hold a removed segment open and would go on reading the deleted
             // file: start again at the cursor, so the reader reports exactly what is gone.
             self.builder.reset();
-            // Segments before the cursor's held nothing unconsumed; the note starts where the
-            // reader's gap will, so the gap carries its count.
-            let cursor_segment = self.cursor.position.segment;
-            let unconsumed = r.removed.iter().find(|&&n| n >= cursor_segment);
-            if let (Some(&first), Some(&last)) = (unconsumed, r.removed.last()) {
-                self.status.trim_notes.push(TrimNote {
-                    first_segment: first,
-                    last_segment: last,
-                    records: r.unconsumed_records,
-                });
-                if self.status.trim_notes.len() > 1000 {
-                    self.status.trim_notes.remove(0);
-                }
-            }
+            // The counts are in the trim ledger (retention appended them), where the gap the
+            // reader reports over these segments finds them.
             self.status.expired_records += r.unconsumed_records;
             self.warnings.push(format!(
                 "retention removed {} records that were not uploaded yet (segments {:?})",
