@@ -201,7 +201,9 @@ pub enum LedgerError {
 
 /// Decodes ledger bytes. Reads at most [`MAX_LEDGER_BYTES`]; never panics.
 pub fn decode(bytes: &[u8]) -> std::result::Result<Ledger, LedgerError> {
-    let bytes = bytes.get(..bytes.len().min(MAX_LEDGER_BYTES)).unwrap_or_default();
+    let bytes = bytes
+        .get(..bytes.len().min(MAX_LEDGER_BYTES))
+        .unwrap_or_default();
     if bytes.len() < LEDGER_HEADER_LEN || bytes.get(..8) != Some(&LEDGER_MAGIC[..]) {
         return Err(LedgerError::BadMagic);
     }
@@ -314,7 +316,9 @@ fn open_locked(p: &Path) -> Result<File> {
         f.lock_exclusive()
             .map_err(|e| Error::io("lock trim ledger", p, e))?;
         // A compaction may have renamed a new file over the one we opened.
-        let ours = f.metadata().map_err(|e| Error::io("stat trim ledger", p, e))?;
+        let ours = f
+            .metadata()
+            .map_err(|e| Error::io("stat trim ledger", p, e))?;
         match std::fs::metadata(p) {
             Ok(cur) if cur.ino() == ours.ino() && cur.dev() == ours.dev() => return Ok(f),
             _ => continue,
@@ -419,7 +423,7 @@ pub fn compact_if_large(dir: &Path, keep_from: u64) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
     fn entry(segment: u64, records: u64) -> TrimEntry {
@@ -428,7 +432,11 @@ mod tests {
             records,
             bytes: 65536,
             first_offset: if records > 0 { 280 } else { 0 },
-            last_offset: if records > 0 { 280 + 32 * (records - 1) } else { 0 },
+            last_offset: if records > 0 {
+                280 + 32 * (records - 1)
+            } else {
+                0
+            },
             from_offset: 0,
             records_from: 0,
             wall_ns: 1_700_000_000_000_000_000,
@@ -462,7 +470,11 @@ mod tests {
         let l = read(d.path()).unwrap();
         assert_eq!((l.entries.len(), l.torn_tail, l.damaged), (3, 0, 0));
         assert_eq!(l.records_lost(0, 1, 3, None), Some(12));
-        assert_eq!(l.records_lost(0, 1, 4, None), None, "segment 4 has no entry");
+        assert_eq!(
+            l.records_lost(0, 1, 4, None),
+            None,
+            "segment 4 has no entry"
+        );
         // From inside segment 2, after its first two records: 2 of 4 lost, plus segment 3.
         assert_eq!(l.records_lost(280 + 64, 2, 2, Some(2)), Some(7));
         assert_eq!(l.records_lost(280 + 64, 2, 2, None), None);
@@ -470,7 +482,10 @@ mod tests {
         let l = read(d.path()).unwrap();
         assert_eq!(l.entries.keys().copied().collect::<Vec<_>>(), vec![3]);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 
     #[test]

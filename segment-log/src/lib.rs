@@ -37,10 +37,10 @@
 mod error;
 pub mod format;
 pub mod fs;
-pub mod ledger;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ledger;
 mod reader;
 mod recovery;
 mod reserve;

@@ -466,11 +466,7 @@ impl Log {
             let _g = s.lock_rotate()?;
             retention::remove_locked(&s.dir, policy, &*s.opts.clock)?
         };
-        Ok(removed.count(
-            cursor,
-            Some(&s.dir.join(lfs::WRITERS_LOCK)),
-            &*s.opts.clock,
-        ))
+        Ok(removed.count(cursor, Some(&s.dir.join(lfs::WRITERS_LOCK)), &*s.opts.clock))
     }
 
     /// The report of the last retention pass run by the background thread, if any.

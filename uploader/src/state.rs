@@ -81,6 +81,20 @@ pub struct Status {
     pub budget_day: i64,
     /// Wire bytes sent on `budget_day`.
     pub budget_used_bytes: u64,
+    /// Record frames before the acknowledged cursor in its segment, when known: a trimmed
+    /// gap that starts at the cursor subtracts them from the segment's trim-ledger count.
+    pub cursor_records_before: Option<RecordsBefore>,
+}
+
+/// Record frames of a segment before a position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordsBefore {
+    /// The position's segment.
+    pub segment: u64,
+    /// The position's offset.
+    pub offset: u64,
+    /// Record frames of the segment before the offset.
+    pub records: u64,
 }
 
 impl Status {

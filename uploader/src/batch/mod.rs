@@ -75,6 +75,9 @@ pub struct Built {
     pub end: End,
     /// Wall time of its first record.
     pub oldest_wall_ms: Option<i64>,
+    /// Record frames of `last`'s segment before `last`, if the builder knows them (kept
+    /// with the cursor, so a trimmed gap that starts there can state its exact count).
+    pub last_records_before: Option<u64>,
 }
 
 impl Built {
@@ -186,12 +189,8 @@ impl BatchBuilder {
 
     /// Record frames of `p`'s segment before `p`, if known.
     fn records_before(&self, s: &Stream, p: Position) -> Option<u64> {
-        s.records_before(p).or_else(|| {
-            self.memo
-                .iter()
-                .find(|&&(q, _)| q == p)
-                .map(|&(_, n)| n)
-        })
+        s.records_before(p)
+            .or_else(|| self.memo.iter().find(|&&(q, _)| q == p).map(|&(_, n)| n))
     }
 
     /// The records count of a trimmed gap over the missing segments `[first, end.segment)`
@@ -254,7 +253,9 @@ impl BatchBuilder {
                             last = f.position;
                         }
                     }
-                    Entry::Damage(d) if matches!(d.reason, DamageReason::MissingSegments { .. }) => {
+                    Entry::Damage(d)
+                        if matches!(d.reason, DamageReason::MissingSegments { .. }) =>
+                    {
                         gone = true;
                         break;
                     }
@@ -507,8 +508,10 @@ impl BatchBuilder {
             if let Some(u) = until.filter(|&u| gap.end > u) {
                 let (mut head, mut tail) = parts::split_gap(gap, u);
                 if head.reason == crate::protocol::GapReason::Trimmed {
-                    head.records = self.trimmed_count(s, notes, head.start, head.end, head.segments);
-                    tail.records = self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
+                    head.records =
+                        self.trimmed_count(s, notes, head.start, head.end, head.segments);
+                    tail.records =
+                        self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
                 }
                 self.enc.add_gap(&head);
                 gaps.push(head);
@@ -521,7 +524,8 @@ impl BatchBuilder {
         // A rebuilt range never ends past `until`, even when what lay before it is gone.
         let last = s.position().max(from);
         let last = until.map_or(last, |u| last.min(u).max(from));
-        if let Some(n) = self.records_before(s, last) {
+        let last_records_before = self.records_before(s, last);
+        if let Some(n) = last_records_before {
             self.remember(last, n);
         }
         let id = self.enc.finish(last, &mut self.raw)?;
@@ -549,6 +553,7 @@ impl BatchBuilder {
             gaps,
             end,
             oldest_wall_ms: self.oldest,
+            last_records_before,
         })
     }
 }

@@ -111,7 +111,7 @@ pub(super) fn count_frame(
     p: Position,
     kind: segment_log::FrameKind,
 ) {
-    if seg_records.is_none_or(|(seg, _, _)| seg != p.segment) {
+    if !seg_records.is_some_and(|(seg, _, _)| seg == p.segment) {
         *seg_records = Some((p.segment, 0, Position::default()));
     }
     if let (Some((_, n, last)), segment_log::FrameKind::Record) = (seg_records, kind) {

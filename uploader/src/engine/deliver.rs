@@ -156,6 +156,13 @@ impl Uploader {
         // Trim-ledger entries of segments before the cursor are never needed again.
         let _ = segment_log::ledger::compact_if_large(&self.cfg.dir, b.last.segment);
         let s = &mut self.status;
+        s.cursor_records_before =
+            b.last_records_before
+                .map(|records| crate::state::RecordsBefore {
+                    segment: b.last.segment,
+                    offset: b.last.offset,
+                    records,
+                });
         let now = now_ms();
         s.last_success_ms = Some(now);
         s.delivered_records += b.records;
@@ -202,7 +209,7 @@ impl Uploader {
                 &half,
                 Some(b.last),
                 i64::MAX,
-                &mut Notes(&self.cfg.dir),
+                &mut Notes(&self.cfg.dir, self.status.cursor_records_before),
             )?;
             if part.is_empty() {
                 self.cursor.position = part.last.max(self.cursor.position);

@@ -129,7 +129,8 @@ pub struct Uploader {
 
 /// Answers trimmed gaps' record counts from the log's trim ledger, which every trimmer
 /// (the probes' retention, ours) appends to before or right after it removes a segment.
-struct Notes<'a>(&'a std::path::Path);
+/// The second field: what the status knows about the records before the cursor.
+struct Notes<'a>(&'a std::path::Path, Option<state::RecordsBefore>);
 impl Observer for Notes<'_> {
     fn trimmed_records(
         &mut self,
@@ -141,7 +142,16 @@ impl Observer for Notes<'_> {
         let Ok(ledger) = segment_log::ledger::read(self.0) else {
             return 0; // unknown
         };
-        let offset = if start.segment == first { start.offset } else { 0 };
+        let offset = if start.segment == first {
+            start.offset
+        } else {
+            0
+        };
+        let before = before.or_else(|| {
+            self.1
+                .filter(|k| (k.segment, k.offset) == (start.segment, start.offset))
+                .map(|k| k.records)
+        });
         ledger
             .records_lost(offset, first, count, before)
             .unwrap_or(0)
@@ -220,8 +230,15 @@ impl Uploader {
                 segment_log::fs::live_segments(&u.cfg.dir.join(segment_log::fs::SEGMENTS_DIR))
                     .unwrap_or_default();
             if let Some(&oldest) = segs.first() {
+                // Segments the probes trimmed before any upload are reported too, from the
+                // oldest one whose count the trim ledger holds without a hole up to `oldest`.
+                let ledger = segment_log::ledger::read(&u.cfg.dir).unwrap_or_default();
+                let mut first = oldest;
+                while first > 1 && ledger.entries.contains_key(&(first - 1)) {
+                    first -= 1;
+                }
                 u.cursor.position = Position {
-                    segment: oldest,
+                    segment: first,
                     offset: 0,
                 };
                 u.persist()?;
@@ -356,7 +373,7 @@ impl Uploader {
                         &exact,
                         Some(l),
                         i64::MAX,
-                        &mut Notes(&self.cfg.dir),
+                        &mut Notes(&self.cfg.dir, self.status.cursor_records_before),
                     )?
                 }
                 _ => {
@@ -366,7 +383,7 @@ impl Uploader {
                         &limits,
                         None,
                         now_ms(),
-                        &mut Notes(&self.cfg.dir),
+                        &mut Notes(&self.cfg.dir, self.status.cursor_records_before),
                     )?
                 }
             };
