@@ -46,6 +46,7 @@ mod recovery;
 mod reserve;
 pub mod retention;
 mod scan;
+pub mod seal_count;
 mod segment;
 mod writer;
 
@@ -198,3 +199,5 @@ impl Options {
 mod format_vector_test;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trim_tests;

@@ -15,6 +15,7 @@ use crate::format::{FrameKind, SegmentHeader, HEADER_LEN};
 use crate::fs::{self as lfs, Clock, SegmentFile};
 use crate::ledger::{self, TrimEntry, TrimReason};
 use crate::scan::{HolePolicy, SegmentScanner, Step};
+use crate::seal_count;
 use crate::Position;
 
 /// Limits on what the log keeps.
@@ -137,7 +138,7 @@ pub fn enforce(
     let lock = lfs::open_lock_file(&path)?;
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &path, e))?;
-    let r = remove_locked(dir, policy, clock);
+    let r = remove_locked(dir, policy, cursor, clock);
     let _ = FileExt::unlock(&lock);
     Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK)), clock))
 }
@@ -145,8 +146,16 @@ pub fn enforce(
 /// Segments removed under the rotate lock whose records are not counted yet.
 pub(crate) struct Removed {
     log_dir: std::path::PathBuf,
-    files: Vec<(std::fs::File, SegmentFile, TrimReason)>,
+    files: Vec<RemovedFile>,
     report: RetentionReport,
+}
+
+struct RemovedFile {
+    file: std::fs::File,
+    seg: SegmentFile,
+    reason: TrimReason,
+    /// The sealed record count, when the ledger entry was written from it before unlinking.
+    sealed: Option<u64>,
 }
 
 impl Removed {
@@ -156,8 +165,9 @@ impl Removed {
     }
 
     /// Counts the records of the removed segments (call after releasing the rotate lock),
-    /// appends one entry per segment to the trim ledger (so whoever finds the segment
+    /// appends a trim-ledger entry for each segment that had none yet (so whoever finds it
     /// missing later can state how many records it held) and completes the report.
+    /// `cursor` must be the one given to [`remove_locked`].
     pub(crate) fn count(
         self,
         cursor: Option<Position>,
@@ -166,11 +176,25 @@ impl Removed {
     ) -> RetentionReport {
         let mut report = self.report;
         let mut entries = Vec::with_capacity(self.files.len());
-        for (file, seg, reason) in self.files {
+        for RemovedFile {
+            file,
+            seg,
+            reason,
+            sealed,
+        } in self.files
+        {
+            if let Some(n) = sealed {
+                // Not the cursor's segment (see remove_locked): all or nothing is unconsumed.
+                report.records_removed += n;
+                if cursor.is_some_and(|c| c.segment <= seg.number) {
+                    report.unconsumed_records += n;
+                }
+                continue;
+            }
             let c = count_records(file, &seg, cursor, writers_lock);
             report.records_removed += c.all;
             report.unconsumed_records += c.unconsumed;
-            let inside = cursor.filter(|p| p.segment == seg.number && p.offset > HEADER_LEN);
+            let inside = cursor.filter(|p| inside(*p, seg.number));
             entries.push(TrimEntry {
                 segment: seg.number,
                 records: c.all,
@@ -191,11 +215,18 @@ impl Removed {
     }
 }
 
-/// Removes what `policy` says must go; the caller holds the rotate lock. Record counts come
-/// from [`Removed::count`].
+/// Whether `cursor` lies inside segment `n`, past its first frame.
+fn inside(cursor: Position, n: u64) -> bool {
+    cursor.segment == n && cursor.offset > HEADER_LEN
+}
+
+/// Removes what `policy` says must go; the caller holds the rotate lock. Segments with a
+/// sealed record count (and not holding `cursor`) get their trim-ledger entry before they
+/// are unlinked; the others are counted by [`Removed::count`].
 pub(crate) fn remove_locked(
     log_dir: &Path,
     policy: &RetentionPolicy,
+    cursor: Option<Position>,
     clock: &dyn Clock,
 ) -> Result<Removed> {
     let seg_dir = &log_dir.join(lfs::SEGMENTS_DIR);
@@ -204,7 +235,7 @@ pub(crate) fn remove_locked(
     let mut total: u64 = files.iter().map(|f| f.disk_bytes).sum();
     let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();
     let mut report = RetentionReport::default();
-    let mut removed = Vec::new();
+    let mut chosen = Vec::new();
     // Candidates: every live segment but the newest, oldest first.
     for (i, seg) in live.iter().enumerate().take(live.len().saturating_sub(1)) {
         let over_size = policy.max_bytes.is_some_and(|max| total > max);
@@ -226,16 +257,54 @@ pub(crate) fn remove_locked(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open segment", &seg.path, e)),
         };
-        match std::fs::remove_file(&seg.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("remove segment", &seg.path, e)),
-        }
+        let sealed = seal_count::read(&file, seg.number)
+            .filter(|_| !cursor.is_some_and(|c| inside(c, seg.number)));
         total = total.saturating_sub(seg.disk_bytes);
-        report.removed.push(seg.number);
+        chosen.push(RemovedFile {
+            file,
+            seg: (*seg).clone(),
+            reason,
+            sealed,
+        });
+    }
+    let now = clock.wall_ns();
+    let known: Vec<TrimEntry> = chosen
+        .iter()
+        .filter_map(|r| {
+            r.sealed.map(|records| TrimEntry {
+                segment: r.seg.number,
+                records,
+                bytes: r.seg.disk_bytes,
+                first_offset: 0,
+                last_offset: 0,
+                from_offset: 0,
+                records_from: 0,
+                wall_ns: now,
+                reason: r.reason,
+            })
+        })
+        .collect();
+    if let Err(e) = ledger::append(log_dir, &known) {
+        // Count them after unlinking instead (the entry is then written by `count`).
+        report.ledger_error = Some(e.to_string());
+        for r in &mut chosen {
+            r.sealed = None;
+        }
+    }
+    let mut removed = Vec::with_capacity(chosen.len());
+    for r in chosen {
+        match std::fs::remove_file(&r.seg.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                total += r.seg.disk_bytes;
+                continue;
+            }
+            Err(e) => return Err(Error::io("remove segment", &r.seg.path, e)),
+        }
+        report.removed.push(r.seg.number);
         report.segments_removed += 1;
-        report.bytes_removed += seg.disk_bytes;
-        removed.push((file, (*seg).clone(), reason));
+        report.bytes_removed += r.seg.disk_bytes;
+        removed.push(r);
     }
     report.bytes_after = total;
     Ok(Removed {
@@ -243,6 +312,29 @@ pub(crate) fn remove_locked(
         files: removed,
         report,
     })
+}
+
+/// Writes the sealed record count of the newest segment but one, if it has none: called by a
+/// writer's background thread after it rotated (no lock held; the count waits for
+/// reservations still being committed, as [`Removed::count`] does).
+pub(crate) fn seal_previous(log_dir: &Path, writers_lock: &Path) {
+    let seg_dir = log_dir.join(lfs::SEGMENTS_DIR);
+    let Ok(files) = lfs::list_segments(&seg_dir) else {
+        return;
+    };
+    let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();
+    let Some(seg) = live.len().checked_sub(2).and_then(|i| live.get(i)) else {
+        return;
+    };
+    let Ok(file) = std::fs::File::open(&seg.path) else {
+        return;
+    };
+    if seal_count::read(&file, seg.number).is_some() {
+        return;
+    }
+    let c = count_records(file, seg, None, Some(writers_lock));
+    // A hint: if it is lost (crash, no fsync), retention scans the segment instead.
+    let _ = seal_count::write(&seg.path, seg.number, c.all);
 }
 
 /// A summary of a log directory.

@@ -464,7 +464,7 @@ impl Log {
         let s = &*self.shared;
         let removed = {
             let _g = s.lock_rotate()?;
-            retention::remove_locked(&s.dir, policy, &*s.opts.clock)?
+            retention::remove_locked(&s.dir, policy, cursor, &*s.opts.clock)?
         };
         Ok(removed.count(cursor, Some(&s.dir.join(lfs::WRITERS_LOCK)), &*s.opts.clock))
     }
@@ -677,6 +677,10 @@ impl Shared {
             if self.opts.prepare_ahead && (rotated_once || self.active_fill() >= 0.125) {
                 let _ = self.prepare_next();
             }
+            if rotated {
+                // The segment rotated away from gets its record count (FORMAT.md).
+                retention::seal_previous(&self.dir, &self.dir.join(lfs::WRITERS_LOCK));
+            }
             if rotated && self.opts.retention.is_some() {
                 if let Ok(_g) = self.lock_rotate() {
                     self.trim_locked();
@@ -694,7 +698,7 @@ impl Shared {
         let Some(policy) = &self.opts.retention else {
             return;
         };
-        if let Ok(removed) = retention::remove_locked(&self.dir, policy, &*self.opts.clock) {
+        if let Ok(removed) = retention::remove_locked(&self.dir, policy, None, &*self.opts.clock) {
             if removed.segments_removed() > 0 {
                 lock(&self.uncounted).push(removed);
             }
