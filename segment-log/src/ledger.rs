@@ -242,8 +242,11 @@ impl Ledger {
         count: u64,
         before: Option<u64>,
     ) -> Option<u64> {
-        let end = first.checked_add(count)?;
-        let in_range: Vec<&TrimEntry> = self.entries.range(first..end).map(|(_, e)| e).collect();
+        let Some(last) = count.checked_sub(1) else {
+            return Some(0);
+        };
+        let last = first.checked_add(last)?;
+        let in_range: Vec<&TrimEntry> = self.entries.range(first..=last).map(|(_, e)| e).collect();
         if in_range.len() as u64 != count {
             return None;
         }

@@ -201,3 +201,5 @@ mod format_vector_test;
 mod tests;
 #[cfg(test)]
 mod trim_tests;
+#[cfg(test)]
+mod trim_vector_test;
