@@ -248,4 +248,26 @@ fn every_trimmed_gap_states_the_exact_count_whoever_trimmed_and_the_collector_su
     let stats = get_json(&format!("{}/api/stats", col.addr));
     assert_eq!(stats["gaps"]["records_lost"].as_u64(), Some(sum), "{stats}");
     assert_eq!(stats["records"].as_u64(), Some(delivered.len() as u64));
+
+    // `journal stats` shows what the trim ledger holds: every segment removed (the uploaded
+    // ones too), so at least the records lost.
+    let o = Command::new(env!("CARGO_BIN_EXE_seglog"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["journal", "stats", "--json"])
+        .env_remove("SEGLOG_DIR")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let t = &v["trimmed"];
+    let oldest_live = oldest(&dir);
+    assert_eq!(t["first_segment"].as_u64(), Some(1), "{t}");
+    assert_eq!(t["last_segment"].as_u64(), Some(oldest_live - 1), "{t}");
+    assert_eq!(t["segments"].as_u64(), Some(oldest_live - 1), "{t}");
+    let kept = segment_log::stats(&dir, true).unwrap().records;
+    assert_eq!(
+        t["records"].as_u64().unwrap() + kept,
+        TOTAL,
+        "trimmed + kept = appended: {t}"
+    );
 }
