@@ -3,6 +3,9 @@
 
 use std::io::Write;
 
+mod ledger;
+pub use ledger::ledger_bytes;
+
 use crate::format::{self, SegmentHeader, HEADER_LEN};
 use crate::{Entry, Position, Reader, ReaderOptions};
 

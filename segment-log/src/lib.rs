@@ -40,11 +40,13 @@ pub mod fs;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ledger;
 mod reader;
 mod recovery;
 mod reserve;
 pub mod retention;
 mod scan;
+pub mod seal_count;
 mod segment;
 mod writer;
 
@@ -197,3 +199,7 @@ impl Options {
 mod format_vector_test;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trim_tests;
+#[cfg(test)]
+mod trim_vector_test;

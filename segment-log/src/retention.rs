@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::format::{FrameKind, SegmentHeader, HEADER_LEN};
 use crate::fs::{self as lfs, Clock, SegmentFile};
+use crate::ledger::{self, TrimEntry, TrimReason};
 use crate::scan::{HolePolicy, SegmentScanner, Step};
+use crate::seal_count;
 use crate::Position;
 
 /// Limits on what the log keeps.
@@ -40,6 +42,8 @@ pub struct RetentionReport {
     pub unconsumed_records: u64,
     /// Disk bytes in use after the pass.
     pub bytes_after: u64,
+    /// Why the pass could not append to the trim ledger, if it could not.
+    pub ledger_error: Option<String>,
 }
 
 fn read_header(path: &Path) -> Option<SegmentHeader> {
@@ -73,16 +77,16 @@ fn count_records(
     seg: &SegmentFile,
     cursor: Option<Position>,
     writers_lock: Option<&Path>,
-) -> (u64, u64) {
+) -> Counted {
     let holes = HolePolicy {
         quiescent: writers_lock.is_none(),
         probe: writers_lock.map(Path::to_path_buf),
         timeout: COUNT_HOLE_TIMEOUT,
     };
+    let mut c = Counted::default();
     let Ok(mut sc) = SegmentScanner::from_file(file, &seg.path, seg.number, 1 << 20, holes) else {
-        return (0, 0);
+        return c;
     };
-    let (mut all, mut unconsumed) = (0, 0);
     while let Ok(step) = sc.next_step() {
         match step {
             Step::Frame {
@@ -90,14 +94,18 @@ fn count_records(
                 kind: FrameKind::Record,
                 ..
             } => {
-                all += 1;
+                c.all += 1;
+                if c.first_offset == 0 {
+                    c.first_offset = offset;
+                }
+                c.last_offset = offset;
                 if cursor.is_some_and(|c| {
                     Position {
                         segment: seg.number,
                         offset,
                     } >= c
                 }) {
-                    unconsumed += 1;
+                    c.unconsumed += 1;
                 }
             }
             Step::Frame { .. } | Step::Damage(_) => {}
@@ -106,7 +114,16 @@ fn count_records(
             Step::Pending | Step::End => break,
         }
     }
-    (all, unconsumed)
+    c
+}
+
+/// What [`count_records`] found in one segment.
+#[derive(Debug, Default)]
+struct Counted {
+    all: u64,
+    unconsumed: u64,
+    first_offset: u64,
+    last_offset: u64,
 }
 
 /// Applies `policy`. Takes the rotate lock, so it is safe to run while writers append.
@@ -121,15 +138,24 @@ pub fn enforce(
     let lock = lfs::open_lock_file(&path)?;
     lock.lock_exclusive()
         .map_err(|e| Error::io("lock", &path, e))?;
-    let r = remove_locked(&dir.join(lfs::SEGMENTS_DIR), policy, clock);
+    let r = remove_locked(dir, policy, cursor, clock);
     let _ = FileExt::unlock(&lock);
-    Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK))))
+    Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK)), clock))
 }
 
 /// Segments removed under the rotate lock whose records are not counted yet.
 pub(crate) struct Removed {
-    files: Vec<(std::fs::File, SegmentFile)>,
+    log_dir: std::path::PathBuf,
+    files: Vec<RemovedFile>,
     report: RetentionReport,
+}
+
+struct RemovedFile {
+    file: std::fs::File,
+    seg: SegmentFile,
+    reason: TrimReason,
+    /// The sealed record count, when the ledger entry was written from it before unlinking.
+    sealed: Option<u64>,
 }
 
 impl Removed {
@@ -138,36 +164,78 @@ impl Removed {
         self.report.segments_removed
     }
 
-    /// Counts the records of the removed segments (call after releasing the rotate lock)
-    /// and completes the report.
+    /// Counts the records of the removed segments (call after releasing the rotate lock),
+    /// appends a trim-ledger entry for each segment that had none yet (so whoever finds it
+    /// missing later can state how many records it held) and completes the report.
+    /// `cursor` must be the one given to [`remove_locked`].
     pub(crate) fn count(
         self,
         cursor: Option<Position>,
         writers_lock: Option<&Path>,
+        clock: &dyn Clock,
     ) -> RetentionReport {
         let mut report = self.report;
-        for (file, seg) in self.files {
-            let (records, unconsumed) = count_records(file, &seg, cursor, writers_lock);
-            report.records_removed += records;
-            report.unconsumed_records += unconsumed;
+        let mut entries = Vec::with_capacity(self.files.len());
+        for RemovedFile {
+            file,
+            seg,
+            reason,
+            sealed,
+        } in self.files
+        {
+            if let Some(n) = sealed {
+                // Not the cursor's segment (see remove_locked): all or nothing is unconsumed.
+                report.records_removed += n;
+                if cursor.is_some_and(|c| c.segment <= seg.number) {
+                    report.unconsumed_records += n;
+                }
+                continue;
+            }
+            let c = count_records(file, &seg, cursor, writers_lock);
+            report.records_removed += c.all;
+            report.unconsumed_records += c.unconsumed;
+            let inside = cursor.filter(|p| inside(*p, seg.number));
+            entries.push(TrimEntry {
+                segment: seg.number,
+                records: c.all,
+                bytes: seg.disk_bytes,
+                first_offset: c.first_offset,
+                last_offset: c.last_offset,
+                from_offset: inside.map_or(0, |p| p.offset),
+                records_from: if inside.is_some() { c.unconsumed } else { 0 },
+                wall_ns: clock.wall_ns(),
+                reason,
+            });
+        }
+        if let Err(e) = ledger::append(&self.log_dir, &entries) {
+            // The segments are gone either way; a gap over them will say "count unknown".
+            report.ledger_error = Some(e.to_string());
         }
         report
     }
 }
 
-/// Removes what `policy` says must go; the caller holds the rotate lock. Record counts come
-/// from [`Removed::count`].
+/// Whether `cursor` lies inside segment `n`, past its first frame.
+fn inside(cursor: Position, n: u64) -> bool {
+    cursor.segment == n && cursor.offset > HEADER_LEN
+}
+
+/// Removes what `policy` says must go; the caller holds the rotate lock. Segments with a
+/// sealed record count (and not holding `cursor`) get their trim-ledger entry before they
+/// are unlinked; the others are counted by [`Removed::count`].
 pub(crate) fn remove_locked(
-    seg_dir: &Path,
+    log_dir: &Path,
     policy: &RetentionPolicy,
+    cursor: Option<Position>,
     clock: &dyn Clock,
 ) -> Result<Removed> {
+    let seg_dir = &log_dir.join(lfs::SEGMENTS_DIR);
     lfs::remove_orphan_temp_files(seg_dir);
     let files = lfs::list_segments(seg_dir)?;
     let mut total: u64 = files.iter().map(|f| f.disk_bytes).sum();
     let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();
     let mut report = RetentionReport::default();
-    let mut removed = Vec::new();
+    let mut chosen = Vec::new();
     // Candidates: every live segment but the newest, oldest first.
     for (i, seg) in live.iter().enumerate().take(live.len().saturating_sub(1)) {
         let over_size = policy.max_bytes.is_some_and(|max| total > max);
@@ -179,27 +247,94 @@ pub(crate) fn remove_locked(
         if !over_size && !too_old {
             break;
         }
+        let reason = if over_size {
+            TrimReason::Size
+        } else {
+            TrimReason::Age
+        };
         let file = match std::fs::File::open(&seg.path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open segment", &seg.path, e)),
         };
-        match std::fs::remove_file(&seg.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("remove segment", &seg.path, e)),
-        }
+        let sealed = seal_count::read(&file, seg.number)
+            .filter(|_| !cursor.is_some_and(|c| inside(c, seg.number)));
         total = total.saturating_sub(seg.disk_bytes);
-        report.removed.push(seg.number);
+        chosen.push(RemovedFile {
+            file,
+            seg: (*seg).clone(),
+            reason,
+            sealed,
+        });
+    }
+    let now = clock.wall_ns();
+    let known: Vec<TrimEntry> = chosen
+        .iter()
+        .filter_map(|r| {
+            r.sealed.map(|records| TrimEntry {
+                segment: r.seg.number,
+                records,
+                bytes: r.seg.disk_bytes,
+                first_offset: 0,
+                last_offset: 0,
+                from_offset: 0,
+                records_from: 0,
+                wall_ns: now,
+                reason: r.reason,
+            })
+        })
+        .collect();
+    if let Err(e) = ledger::append(log_dir, &known) {
+        // Count them after unlinking instead (the entry is then written by `count`).
+        report.ledger_error = Some(e.to_string());
+        for r in &mut chosen {
+            r.sealed = None;
+        }
+    }
+    let mut removed = Vec::with_capacity(chosen.len());
+    for r in chosen {
+        match std::fs::remove_file(&r.seg.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                total += r.seg.disk_bytes;
+                continue;
+            }
+            Err(e) => return Err(Error::io("remove segment", &r.seg.path, e)),
+        }
+        report.removed.push(r.seg.number);
         report.segments_removed += 1;
-        report.bytes_removed += seg.disk_bytes;
-        removed.push((file, (*seg).clone()));
+        report.bytes_removed += r.seg.disk_bytes;
+        removed.push(r);
     }
     report.bytes_after = total;
     Ok(Removed {
+        log_dir: log_dir.to_path_buf(),
         files: removed,
         report,
     })
+}
+
+/// Writes the sealed record count of the newest segment but one, if it has none: called by a
+/// writer's background thread after it rotated (no lock held; the count waits for
+/// reservations still being committed, as [`Removed::count`] does).
+pub(crate) fn seal_previous(log_dir: &Path, writers_lock: &Path) {
+    let seg_dir = log_dir.join(lfs::SEGMENTS_DIR);
+    let Ok(files) = lfs::list_segments(&seg_dir) else {
+        return;
+    };
+    let live: Vec<&SegmentFile> = files.iter().filter(|f| !f.prepared).collect();
+    let Some(seg) = live.len().checked_sub(2).and_then(|i| live.get(i)) else {
+        return;
+    };
+    let Ok(file) = std::fs::File::open(&seg.path) else {
+        return;
+    };
+    if seal_count::read(&file, seg.number).is_some() {
+        return;
+    }
+    let c = count_records(file, seg, None, Some(writers_lock));
+    // A hint: if it is lost (crash, no fsync), retention scans the segment instead.
+    let _ = seal_count::write(&seg.path, seg.number, c.all);
 }
 
 /// A summary of a log directory.

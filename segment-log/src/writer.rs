@@ -464,9 +464,9 @@ impl Log {
         let s = &*self.shared;
         let removed = {
             let _g = s.lock_rotate()?;
-            retention::remove_locked(&s.seg_dir, policy, &*s.opts.clock)?
+            retention::remove_locked(&s.dir, policy, cursor, &*s.opts.clock)?
         };
-        Ok(removed.count(cursor, Some(&s.dir.join(lfs::WRITERS_LOCK))))
+        Ok(removed.count(cursor, Some(&s.dir.join(lfs::WRITERS_LOCK)), &*s.opts.clock))
     }
 
     /// The report of the last retention pass run by the background thread, if any.
@@ -665,6 +665,9 @@ impl Shared {
                     .wait_timeout_while(sig, PREPARE_POLL, |s| !s.prepare && !s.stop)
                     .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
+                    drop(sig);
+                    // Segments trimmed since the last count still need their ledger entries.
+                    self.count_trimmed();
                     return;
                 }
                 std::mem::take(&mut sig.prepare)
@@ -673,6 +676,10 @@ impl Shared {
             rotated_once |= rotated && self.rotations.load(Ordering::Relaxed) > 0;
             if self.opts.prepare_ahead && (rotated_once || self.active_fill() >= 0.125) {
                 let _ = self.prepare_next();
+            }
+            if rotated {
+                // The segment rotated away from gets its record count (FORMAT.md).
+                retention::seal_previous(&self.dir, &self.dir.join(lfs::WRITERS_LOCK));
             }
             if rotated && self.opts.retention.is_some() {
                 if let Ok(_g) = self.lock_rotate() {
@@ -691,7 +698,7 @@ impl Shared {
         let Some(policy) = &self.opts.retention else {
             return;
         };
-        if let Ok(removed) = retention::remove_locked(&self.seg_dir, policy, &*self.opts.clock) {
+        if let Ok(removed) = retention::remove_locked(&self.dir, policy, None, &*self.opts.clock) {
             if removed.segments_removed() > 0 {
                 lock(&self.uncounted).push(removed);
             }
@@ -707,7 +714,7 @@ impl Shared {
         let probe = self.dir.join(lfs::WRITERS_LOCK);
         let mut total = RetentionReport::default();
         for r in pending {
-            let r = r.count(None, Some(&probe));
+            let r = r.count(None, Some(&probe), &*self.opts.clock);
             total.removed.extend(r.removed);
             total.segments_removed += r.segments_removed;
             total.records_removed += r.records_removed;
@@ -765,6 +772,9 @@ impl Shared {
                     .wait_timeout_while(sig, every, |s| !s.stop)
                     .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
+                    drop(sig);
+                    // Segments trimmed since the last count still need their ledger entries.
+                    self.count_trimmed();
                     return;
                 }
             }

@@ -124,6 +124,22 @@ pub struct Report {
     pub spooled: BTreeMap<String, u64>,
     /// Problems reading the side files (counters, cursor), reported but not fatal.
     pub warnings: Vec<String>,
+    /// Segments retention removed, from the trim ledger (FORMAT.md; the uploader drops the
+    /// entries of segments its cursor passed once there are more than 256).
+    pub trimmed: Trimmed,
+}
+
+/// What the trim ledger lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Trimmed {
+    /// Segments listed.
+    pub segments: u64,
+    /// Records they held.
+    pub records: u64,
+    /// Lowest and highest segment number listed.
+    pub first_segment: Option<u64>,
+    /// Highest segment number listed.
+    pub last_segment: Option<u64>,
 }
 
 /// Runs `seglog journal stats`.
@@ -211,6 +227,14 @@ pub fn collect(dir: &Path, read: &ReadArgs, estimate: bool) -> anyhow::Result<Re
         }
     }
     read_counters(dir, &mut r);
+    match segment_log::ledger::read(dir) {
+        Ok(l) => {
+            (r.trimmed.segments, r.trimmed.records) = l.totals();
+            r.trimmed.first_segment = l.entries.keys().next().copied();
+            r.trimmed.last_segment = l.entries.keys().next_back().copied();
+        }
+        Err(e) => r.warnings.push(format!("trimmed counts unavailable: {e}")),
+    }
     Ok(r)
 }
 
@@ -343,6 +367,13 @@ fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
             out,
             "spooled           {total_spooled} ({})",
             parts.join(", ")
+        )?;
+    }
+    if let (Some(a), Some(b)) = (r.trimmed.first_segment, r.trimmed.last_segment) {
+        writeln!(
+            out,
+            "trimmed           {} records in {} segments ({a} to {b}; trim ledger)",
+            r.trimmed.records, r.trimmed.segments
         )?;
     }
     for w in &r.warnings {

@@ -125,6 +125,7 @@ mod tests {
             gaps: Vec::new(),
             end: crate::batch::End::Full,
             oldest_wall_ms: None,
+            last_records_before: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! ```text
 //! <log dir>/upload/            mode 0700
 //!   cursor.a, cursor.b         the cursor (see `cursor`)
-//!   state.json                 status: last success/error, totals, daily budget, trim notes
+//!   state.json                 status: last success/error, totals, daily budget
 //!   uploader.lock              fs2 lock held by the one uploader of this log
 //!   control.sock               the daemon's Unix socket (flush, status)
 //!   opt-in                     marker: uploads are allowed (`seglog upload opt-in`)
@@ -40,18 +40,6 @@ pub fn upload_dir(log_dir: &Path) -> PathBuf {
 /// Creates `dir` if needed with mode 0700 whatever the umask.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     segment_log::fs::create_private_dir(dir, segment_log::fs::PRIVATE_DIR_MODE)
-}
-
-/// Records the uploader's own retention pass removed before they were uploaded, so the
-/// gap reported when the reader meets the hole carries a record count.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrimNote {
-    /// First removed segment.
-    pub first_segment: u64,
-    /// Last removed segment.
-    pub last_segment: u64,
-    /// Un-uploaded records removed.
-    pub records: u64,
 }
 
 /// Totals and last outcomes, persisted across runs.
@@ -92,8 +80,20 @@ pub struct Status {
     pub budget_day: i64,
     /// Wire bytes sent on `budget_day`.
     pub budget_used_bytes: u64,
-    /// Retention removals not yet reported.
-    pub trim_notes: Vec<TrimNote>,
+    /// Record frames before the acknowledged cursor in its segment, when known: a trimmed
+    /// gap that starts at the cursor subtracts them from the segment's trim-ledger count.
+    pub cursor_records_before: Option<RecordsBefore>,
+}
+
+/// Record frames of a segment before a position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordsBefore {
+    /// The position's segment.
+    pub segment: u64,
+    /// The position's offset.
+    pub offset: u64,
+    /// Record frames of the segment before the offset.
+    pub records: u64,
 }
 
 impl Status {
@@ -141,40 +141,6 @@ impl Status {
         }
         self.budget_used_bytes
     }
-
-    /// Records known lost in segments `[first, first + count)` removed by our retention
-    /// (the notes stay until [`prune_trim_notes`](Status::prune_trim_notes), so a batch
-    /// rebuilt over the same range reports the same count).
-    ///
-    /// The count is exact or 0 ("unknown", PROTOCOL.md): when some of those segments were
-    /// removed by another process's retention (a writer enforcing the disk budget), nobody
-    /// counted their records here, and a partial sum would state fewer records than were
-    /// lost (found by tests/torture.rs).
-    pub fn trimmed_records(&self, first: u64, count: u64) -> u64 {
-        let end = first.saturating_add(count);
-        let mut notes: Vec<&TrimNote> = self
-            .trim_notes
-            .iter()
-            .filter(|t| t.first_segment >= first && t.last_segment < end)
-            .collect();
-        notes.sort_by_key(|t| t.first_segment);
-        let mut next = first;
-        for t in &notes {
-            if t.first_segment > next {
-                return 0; // a segment nobody noted
-            }
-            next = next.max(t.last_segment.saturating_add(1));
-        }
-        if next < end {
-            return 0;
-        }
-        notes.iter().map(|t| t.records).sum()
-    }
-
-    /// Forgets notes about segments before `segment` (their gap was acknowledged).
-    pub fn prune_trim_notes(&mut self, segment: u64) {
-        self.trim_notes.retain(|t| t.last_segment >= segment);
-    }
 }
 
 /// Milliseconds since the epoch, now.
@@ -192,15 +158,10 @@ mod tests {
     #[test]
     fn status_round_trips_and_damage_resets_with_a_warning() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = Status {
+        let s = Status {
             delivered_records: 5,
             ..Status::default()
         };
-        s.trim_notes.push(TrimNote {
-            first_segment: 2,
-            last_segment: 3,
-            records: 9,
-        });
         s.save(d.path()).unwrap();
         assert_eq!(Status::load(d.path()), (s, None));
         fs::write(d.path().join(STATE_FILE), b"{not json").unwrap();
@@ -217,50 +178,5 @@ mod tests {
         s.budget_used_bytes = 100;
         assert_eq!(s.budget_used(day + 86_399_999), 100);
         assert_eq!(s.budget_used(day + 86_400_000), 0);
-    }
-
-    #[test]
-    fn trim_notes_count_the_records_of_the_gap_that_covers_them_until_pruned() {
-        let mut s = Status::default();
-        s.trim_notes.push(TrimNote {
-            first_segment: 2,
-            last_segment: 3,
-            records: 9,
-        });
-        s.trim_notes.push(TrimNote {
-            first_segment: 7,
-            last_segment: 7,
-            records: 1,
-        });
-        assert_eq!(s.trimmed_records(2, 2), 9);
-        assert_eq!(
-            s.trimmed_records(2, 2),
-            9,
-            "a rebuilt batch reports the same count"
-        );
-        assert_eq!(
-            s.trimmed_records(1, 10),
-            0,
-            "segments 1, 4-6 and 8-10 were removed by someone else: unknown, not 10"
-        );
-        assert_eq!(s.trimmed_records(7, 1), 1);
-        s.trim_notes.push(TrimNote {
-            first_segment: 4,
-            last_segment: 6,
-            records: 5,
-        });
-        assert_eq!(
-            s.trimmed_records(2, 6),
-            15,
-            "notes that cover the gap add up"
-        );
-        assert_eq!(
-            s.trimmed_records(3, 1),
-            0,
-            "a note only counts when the gap covers it whole"
-        );
-        s.prune_trim_notes(4);
-        assert_eq!(s.trim_notes.len(), 2);
-        assert_eq!(s.trimmed_records(2, 2), 0);
     }
 }

@@ -75,6 +75,9 @@ pub struct Built {
     pub end: End,
     /// Wall time of its first record.
     pub oldest_wall_ms: Option<i64>,
+    /// Record frames of `last`'s segment before `last`, if the builder knows them (kept
+    /// with the cursor, so a trimmed gap that starts there can state its exact count).
+    pub last_records_before: Option<u64>,
 }
 
 impl Built {
@@ -101,6 +104,7 @@ pub struct BatchBuilder {
     ctx_keep: Vec<Arc<Context>>,
     frame_bytes: u64,
     oldest: Option<i64>,
+    memo: std::collections::VecDeque<(Position, u64)>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -114,9 +118,18 @@ impl std::fmt::Debug for BatchBuilder {
 
 /// Callbacks for what the builder meets besides records.
 pub trait Observer {
-    /// Records known lost in segments `[first, first + count)` (retention notes).
-    fn trimmed_records(&mut self, first_segment: u64, count: u64) -> u64 {
-        let _ = (first_segment, count);
+    /// Records lost in the missing segments `[first, first + count)`, for a gap that starts
+    /// at `start` (inside `first` when the reader had reached a position in it); `before`:
+    /// the record frames of `start`'s segment before `start`, when the builder knows them.
+    /// 0 means unknown (PROTOCOL.md); the engine answers from the trim ledger.
+    fn trimmed_records(
+        &mut self,
+        start: Position,
+        first_segment: u64,
+        count: u64,
+        before: Option<u64>,
+    ) -> u64 {
+        let _ = (start, first_segment, count, before);
         0
     }
 
@@ -127,6 +140,11 @@ pub trait Observer {
         Vec::new()
     }
 }
+
+/// How many (position, records before it in its segment) pairs the builder remembers, so a
+/// stream reopened at a batch end inside a segment that was trimmed meanwhile still knows
+/// how many of the segment's records were read.
+const MEMO: usize = 32;
 
 /// An observer that knows nothing.
 pub struct NoNotes;
@@ -160,23 +178,70 @@ impl BatchBuilder {
             ctx_keep: Vec::new(),
             frame_bytes: 0,
             oldest: None,
+            memo: std::collections::VecDeque::new(),
         })
     }
 
-    fn open_stream(&self, from: Position) -> Result<Stream, segment_log::Error> {
+    fn remember(&mut self, p: Position, before: u64) {
+        if self.memo.iter().any(|&(q, _)| q == p) {
+            return;
+        }
+        if self.memo.len() >= MEMO {
+            self.memo.pop_front();
+        }
+        self.memo.push_back((p, before));
+    }
+
+    /// Record frames of `p`'s segment before `p`, if known.
+    fn records_before(&self, s: &Stream, p: Position) -> Option<u64> {
+        s.records_before(p)
+            .or_else(|| self.memo.iter().find(|&&(q, _)| q == p).map(|&(_, n)| n))
+    }
+
+    /// The records count of a trimmed gap over the missing segments `[first, end.segment)`
+    /// starting at `start`.
+    fn trimmed_count(
+        &self,
+        s: &Stream,
+        notes: &mut dyn Observer,
+        start: Position,
+        end: Position,
+        segments: u64,
+    ) -> u64 {
+        if segments == 0 {
+            return 0;
+        }
+        let first = end.segment.saturating_sub(segments);
+        let first = if start.segment > first && start.segment < end.segment {
+            start.segment
+        } else {
+            first
+        };
+        let count = end.segment.saturating_sub(first);
+        let before = (start.segment == first)
+            .then(|| self.records_before(s, start))
+            .flatten();
+        notes.trimmed_records(start, first, count, before)
+    }
+
+    fn open_stream(&mut self, from: Position) -> Result<Stream, segment_log::Error> {
         let mut s = Stream {
             reader: Reader::open(&self.dir, from, self.reader_opts.clone())?,
             segment: None,
             contexts: Contexts::default(),
             carry: None,
+            seg_records: None,
         };
-        if from.offset > HEADER_LEN {
+        if from.offset <= HEADER_LEN {
+            s.seg_records = Some((from.segment, 0, Position::default()));
+        } else {
             // Records after `from` need the contexts written earlier in its segment.
             let start = Position {
                 segment: from.segment,
                 offset: HEADER_LEN,
             };
             let mut prime = Reader::open(&self.dir, start, self.reader_opts.clone())?;
+            let (mut records, mut last, mut gone) = (0u64, Position::default(), false);
             while let Some(e) = prime.next_entry()? {
                 match e {
                     Entry::Frame(f) if f.position.segment != from.segment || f.position >= from => {
@@ -187,7 +252,18 @@ impl BatchBuilder {
                             s.observe_context(f.position.segment, *c);
                         }
                     }
-                    Entry::Frame(_) => {}
+                    Entry::Frame(f) => {
+                        if f.kind == FrameKind::Record {
+                            records += 1;
+                            last = f.position;
+                        }
+                    }
+                    Entry::Damage(d)
+                        if matches!(d.reason, DamageReason::MissingSegments { .. }) =>
+                    {
+                        gone = true;
+                        break;
+                    }
                     Entry::Damage(d) if d.segment != from.segment || d.offset >= from.offset => {
                         break
                     }
@@ -195,6 +271,12 @@ impl BatchBuilder {
                 }
             }
             s.segment = Some(from.segment);
+            if !gone {
+                s.seg_records = Some((from.segment, records, last));
+            }
+        }
+        if let Some(n) = s.records_before(from) {
+            self.remember(from, n);
         }
         Ok(s)
     }
@@ -333,6 +415,7 @@ impl BatchBuilder {
                         None => break End::CaughtUp,
                         Some(Entry::Damage(d)) => Step::Damage(d),
                         Some(Entry::Frame(f)) => {
+                            parts::count_frame(&mut s.seg_records, f.position, f.kind);
                             let seg = f.position.segment;
                             if s.segment != Some(seg) {
                                 s.segment = Some(seg);
@@ -401,7 +484,7 @@ impl BatchBuilder {
                             };
                             if let DamageReason::MissingSegments { count } = d.reason {
                                 g.segments = count;
-                                g.records = notes.trimmed_records(d.segment, count);
+                                g.records = self.trimmed_count(s, notes, start, g.end, count);
                             }
                             g
                         }
@@ -420,7 +503,13 @@ impl BatchBuilder {
             // segments): the batch still ends at `until`, so it keeps its id and a collector
             // that stored the first send drops it; the rest of the gap opens the next batch.
             if let Some(u) = until.filter(|&u| gap.end > u) {
-                let (head, tail) = parts::split_gap(gap, u);
+                let (mut head, mut tail) = parts::split_gap(gap, u);
+                if head.reason == crate::protocol::GapReason::Trimmed {
+                    head.records =
+                        self.trimmed_count(s, notes, head.start, head.end, head.segments);
+                    tail.records =
+                        self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
+                }
                 self.enc.add_gap(&head);
                 gaps.push(head);
                 s.carry = Some(Pending::Gap(tail));
@@ -435,6 +524,10 @@ impl BatchBuilder {
         // A rebuilt range never ends past `until`, even when what lay before it is gone.
         let last = s.position().max(from);
         let last = until.map_or(last, |u| last.min(u).max(from));
+        let last_records_before = self.records_before(s, last);
+        if let Some(n) = last_records_before {
+            self.remember(last, n);
+        }
         let id = self.enc.finish(last, &mut self.raw)?;
         let body = if self.enc.records() == 0 && gaps.is_empty() {
             Vec::new()
@@ -460,6 +553,7 @@ impl BatchBuilder {
             gaps,
             end,
             oldest_wall_ms: self.oldest,
+            last_records_before,
         })
     }
 }

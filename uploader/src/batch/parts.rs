@@ -76,11 +76,15 @@ pub(super) struct Stream {
     pub(super) segment: Option<u64>,
     pub(super) contexts: Contexts,
     pub(super) carry: Option<Pending>,
+    /// Record frames read so far in one segment: (segment, count, position of the last
+    /// one), so a trimmed gap starting inside that segment can subtract what was read.
+    pub(super) seg_records: Option<(u64, u64, Position)>,
 }
 
 /// Splits `g` at `at` (`g.start < at < g.end`). Whole missing segments before `at`'s segment
-/// go to the head, the rest (and the records count, which notes give per removal, not per
-/// segment) to the tail; a byte count within one segment is split at `at`.
+/// go to the head, the rest to the tail; a byte count within one segment is split at `at`.
+/// The records count goes to the tail; the caller recounts both sides of a trimmed gap
+/// from the trim ledger.
 pub(super) fn split_gap(g: Gap, at: Position) -> (Gap, Gap) {
     let mut head = Gap {
         end: at,
@@ -100,7 +104,32 @@ pub(super) fn split_gap(g: Gap, at: Position) -> (Gap, Gap) {
     (head, tail)
 }
 
+/// Notes a frame the stream read (for [`Stream::records_before`]); takes the field, as the
+/// frame borrows the stream's reader.
+pub(super) fn count_frame(
+    seg_records: &mut Option<(u64, u64, Position)>,
+    p: Position,
+    kind: segment_log::FrameKind,
+) {
+    if !seg_records.is_some_and(|(seg, _, _)| seg == p.segment) {
+        *seg_records = Some((p.segment, 0, Position::default()));
+    }
+    if let (Some((_, n, last)), segment_log::FrameKind::Record) = (seg_records, kind) {
+        *n += 1;
+        *last = p;
+    }
+}
+
 impl Stream {
+    /// Record frames of `p`'s segment before `p`, if this stream read them all.
+    pub(super) fn records_before(&self, p: Position) -> Option<u64> {
+        if p.offset <= segment_log::format::HEADER_LEN {
+            return Some(0);
+        }
+        let (seg, n, last) = self.seg_records?;
+        (seg == p.segment).then(|| n - u64::from(last >= p && n > 0))
+    }
+
     /// Where the logical stream continues.
     pub(super) fn position(&self) -> Position {
         self.carry

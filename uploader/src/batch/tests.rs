@@ -174,7 +174,7 @@ fn trimmed_segments_become_a_gap_with_counts_and_the_rest_is_delivered() {
     }
     struct Notes;
     impl Observer for Notes {
-        fn trimmed_records(&mut self, _: u64, count: u64) -> u64 {
+        fn trimmed_records(&mut self, _: Position, _: u64, count: u64, _: Option<u64>) -> u64 {
             count * 100
         }
     }

@@ -228,8 +228,16 @@ impl Uploader {
         self.cursor.position = b.last;
         self.cursor.inflight = None;
         self.backoff.reset();
+        // Trim-ledger entries of segments before the cursor are never needed again.
+        let _ = segment_log::ledger::compact_if_large(&self.cfg.dir, b.last.segment);
         let s = &mut self.status;
-        s.prune_trim_notes(b.last.segment);
+        s.cursor_records_before =
+            b.last_records_before
+                .map(|records| crate::state::RecordsBefore {
+                    segment: b.last.segment,
+                    offset: b.last.offset,
+                    records,
+                });
         let now = now_ms();
         s.last_success_ms = Some(now);
         s.delivered_records += b.records;
@@ -276,7 +284,7 @@ impl Uploader {
                 &half,
                 Some(b.last),
                 i64::MAX,
-                &mut Notes(&mut self.status, &self.cfg.dir),
+                &mut Notes(&self.status, &self.cfg.dir),
             )?;
             if part.is_empty() {
                 self.cursor.position = part.last.max(self.cursor.position);
@@ -380,6 +388,7 @@ impl Uploader {
             gaps: vec![gap],
             end: b.end,
             oldest_wall_ms: None,
+            last_records_before: b.last_records_before,
         };
         report::save(&self.updir, &report).with_context(|| {
             format!(

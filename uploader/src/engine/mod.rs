@@ -14,7 +14,7 @@ use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::Trigger;
 use crate::protocol::{self, Gap, GapReason};
-use crate::state::{self, now_ms, Status, TrimNote};
+use crate::state::{self, now_ms, Status};
 use crate::transport::{Backoff, Transport};
 
 /// Interruptible waiting: backoff sleeps end early when the process is asked to stop.
@@ -129,11 +129,36 @@ pub struct Uploader {
     pub warnings: Vec<String>,
 }
 
-/// The builder's view of the uploader: retention notes and the counters to carry.
-struct Notes<'a>(&'a mut Status, &'a std::path::Path);
+/// The builder's view of the uploader: trimmed gaps' record counts from the log's trim
+/// ledger, which every trimmer (the probes' retention, ours) appends to before or right after
+/// it removes a segment, and the counters to carry. The status also knows the records before
+/// the cursor.
+struct Notes<'a>(&'a Status, &'a std::path::Path);
 impl Observer for Notes<'_> {
-    fn trimmed_records(&mut self, first: u64, count: u64) -> u64 {
-        self.0.trimmed_records(first, count)
+    fn trimmed_records(
+        &mut self,
+        start: segment_log::Position,
+        first: u64,
+        count: u64,
+        before: Option<u64>,
+    ) -> u64 {
+        let Ok(ledger) = segment_log::ledger::read(self.1) else {
+            return 0; // unknown
+        };
+        let offset = if start.segment == first {
+            start.offset
+        } else {
+            0
+        };
+        let before = before.or_else(|| {
+            self.0
+                .cursor_records_before
+                .filter(|k| (k.segment, k.offset) == (start.segment, start.offset))
+                .map(|k| k.records)
+        });
+        ledger
+            .records_lost(offset, first, count, before)
+            .unwrap_or(0)
     }
     fn counters(&mut self, gaps: &[Gap]) -> Vec<(String, u64)> {
         counters(self.1, self.0, gaps)
@@ -278,8 +303,15 @@ impl Uploader {
                 segment_log::fs::live_segments(&u.cfg.dir.join(segment_log::fs::SEGMENTS_DIR))
                     .unwrap_or_default();
             if let Some(&oldest) = segs.first() {
+                // Segments the probes trimmed before any upload are reported too, from the
+                // oldest one whose count the trim ledger holds without a hole up to `oldest`.
+                let ledger = segment_log::ledger::read(&u.cfg.dir).unwrap_or_default();
+                let mut first = oldest;
+                while first > 1 && ledger.entries.contains_key(&(first - 1)) {
+                    first -= 1;
+                }
                 u.cursor.position = Position {
-                    segment: oldest,
+                    segment: first,
                     offset: 0,
                 };
                 u.persist()?;
@@ -396,7 +428,7 @@ impl Uploader {
                         &exact,
                         Some(l),
                         i64::MAX,
-                        &mut Notes(&mut self.status, &self.cfg.dir),
+                        &mut Notes(&self.status, &self.cfg.dir),
                     )?
                 }
                 (None, _) => {
@@ -406,7 +438,7 @@ impl Uploader {
                         &limits,
                         None,
                         now_ms(),
-                        &mut Notes(&mut self.status, &self.cfg.dir),
+                        &mut Notes(&self.status, &self.cfg.dir),
                     )?
                 }
             };
@@ -449,20 +481,8 @@ impl Uploader {
             // The reader may hold a removed segment open and would go on reading the deleted
             // file: start again at the cursor, so the reader reports exactly what is gone.
             self.builder.reset();
-            // Segments before the cursor's held nothing unconsumed; the note starts where the
-            // reader's gap will, so the gap carries its count.
-            let cursor_segment = self.cursor.position.segment;
-            let unconsumed = r.removed.iter().find(|&&n| n >= cursor_segment);
-            if let (Some(&first), Some(&last)) = (unconsumed, r.removed.last()) {
-                self.status.trim_notes.push(TrimNote {
-                    first_segment: first,
-                    last_segment: last,
-                    records: r.unconsumed_records,
-                });
-                if self.status.trim_notes.len() > 1000 {
-                    self.status.trim_notes.remove(0);
-                }
-            }
+            // The counts are in the trim ledger (retention appended them), where the gap the
+            // reader reports over these segments finds them.
             self.status.expired_records += r.unconsumed_records;
             self.warnings.push(format!(
                 "retention removed {} records that were not uploaded yet (segments {:?})",

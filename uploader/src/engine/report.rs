@@ -65,5 +65,8 @@ pub(super) fn load(updir: &Path, public: &[u8; 32]) -> Result<Option<Built>, Str
         gaps: batch.gaps,
         end: End::Full,
         oldest_wall_ms: None,
+        // Not saved with the report; after a restart the trim ledger alone answers for a
+        // trimmed gap that starts at its end.
+        last_records_before: None,
     }))
 }
