@@ -11,293 +11,15 @@
 //!
 //! `SEGLOG_FULL_DISK_MODE=tmpfs` makes a missing tmpfs a failure instead of a fallback.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use recorder::record::{Position, RecordEntry, RecordReader};
-use segment_log::ReaderOptions;
-
-const DEADLINE: Duration = Duration::from_secs(60);
-
-enum Filler {
-    Tmpfs { at: PathBuf, ballast: PathBuf },
-    Rlimit,
-}
-
-impl Filler {
-    /// Sets up the log directory `log` (mounting a tmpfs on it when possible).
-    fn new(log: &Path) -> Filler {
-        std::fs::create_dir_all(log).unwrap();
-        let want = std::env::var("SEGLOG_FULL_DISK_MODE").unwrap_or_default();
-        if want != "rlimit" {
-            let src = c"tmpfs";
-            let opts = std::ffi::CString::new("size=2m,mode=0700").unwrap();
-            let target = std::ffi::CString::new(log.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: every pointer is a valid NUL-terminated string that outlives the call;
-            // mount(2) reads them and touches no other memory.
-            let rc = unsafe {
-                libc::mount(
-                    src.as_ptr(),
-                    target.as_ptr(),
-                    src.as_ptr(),
-                    0,
-                    opts.as_ptr().cast(),
-                )
-            };
-            if rc == 0 {
-                eprintln!(
-                    "FULL-DISK MODE: tmpfs (real ENOSPC on a 2 MiB tmpfs at {})",
-                    log.display()
-                );
-                return Filler::Tmpfs {
-                    at: log.to_path_buf(),
-                    ballast: log.join("ballast"),
-                };
-            }
-            assert_ne!(
-                want,
-                "tmpfs",
-                "SEGLOG_FULL_DISK_MODE=tmpfs but mount failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        eprintln!("FULL-DISK MODE: rlimit (RLIMIT_FSIZE lowered on the probe: EFBIG)");
-        Filler::Rlimit
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Filler::Tmpfs { .. } => "tmpfs",
-            Filler::Rlimit => "rlimit",
-        }
-    }
-
-    /// Makes the disk full for `child`.
-    fn fill(&self, child: &Child) {
-        match self {
-            Filler::Tmpfs { ballast, .. } => {
-                let mut f = std::fs::File::create(ballast).unwrap();
-                let block = vec![0xbbu8; 4096];
-                loop {
-                    match f.write(&block) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                        Err(e) => panic!("ballast: {e}"),
-                    }
-                }
-            }
-            Filler::Rlimit => set_fsize(child, Some(4096)),
-        }
-    }
-
-    /// Frees the space again.
-    fn free(&self, child: &Child) {
-        match self {
-            Filler::Tmpfs { ballast, .. } => std::fs::remove_file(ballast).unwrap(),
-            Filler::Rlimit => set_fsize(child, None),
-        }
-    }
-}
-
-impl Drop for Filler {
-    fn drop(&mut self) {
-        if let Filler::Tmpfs { at, .. } = self {
-            let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: a valid NUL-terminated path; umount2 reads it only.
-            unsafe {
-                libc::umount2(target.as_ptr(), libc::MNT_DETACH);
-            }
-        }
-    }
-}
-
-fn set_fsize(child: &Child, bytes: Option<u64>) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit reads no new limit (null) and writes the old one into `old`.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old) };
-    assert_eq!(rc, 0, "prlimit get: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: bytes.map_or(old.rlim_max, |b| b.min(old.rlim_max)),
-        rlim_max: old.rlim_max,
-    };
-    // SAFETY: prlimit reads the valid `new` and writes nothing (null old).
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit set: {}", std::io::Error::last_os_error());
-}
-
-struct Probe {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn config(dir: &Path, strategy: &str) -> PathBuf {
-    let p = dir.join("seglog.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[log]\nsegment_size = 65536\nmax_record_size = 8192\nmax_bytes = 0\n[recorder]\nrate_limit_strategy = \"{strategy}\"\n"
-        ),
-    )
-    .unwrap();
-    p
-}
-
-fn spawn(dir: &Path, cfg: &Path, args: &[&str]) -> Probe {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seglog"));
-    cmd.env_remove("SEGLOG_DIR")
-        .env("XDG_STATE_HOME", dir.join("xdg"))
-        .arg("--dir")
-        .arg(dir.join("log"))
-        .arg("--config")
-        .arg(cfg)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // SAFETY: between fork and exec only signal(2), which is async-signal-safe; SIG_IGN is
-    // kept across exec, so a file growing past RLIMIT_FSIZE fails with EFBIG instead of
-    // killing the probe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stdin = child.stdin.take();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let err = child.stderr.take().unwrap();
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
-    Probe {
-        child,
-        stdin,
-        stderr,
-    }
-}
-
-impl Probe {
-    fn send(&mut self, lines: impl IntoIterator<Item = String>) {
-        let w = self.stdin.as_mut().unwrap();
-        for l in lines {
-            w.write_all(l.as_bytes()).unwrap();
-            w.write_all(b"\n").unwrap();
-        }
-        w.flush().unwrap();
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_stderr(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.stderr().contains(needle) {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no {needle:?} on stderr after {DEADLINE:?}: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Closes standard input and waits for the exit: returns whether it succeeded.
-    fn finish(mut self) -> (bool, String) {
-        drop(self.stdin.take());
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                // Let the stderr thread take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return (st.success(), self.stderr());
-            }
-            if start.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                panic!(
-                    "the probe did not exit {DEADLINE:?} after end of input (hang): {}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn payloads(dir: &Path) -> Vec<String> {
-    let opts = ReaderOptions {
-        hole_timeout: Duration::from_millis(100),
-        ..ReaderOptions::default()
-    };
-    // Not created yet: nothing written yet.
-    let Ok(mut r) = RecordReader::open(dir.join("log"), Position::default(), opts) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    while let Some(e) = r.next_entry().unwrap() {
-        if let RecordEntry::Record(v) = e {
-            out.push(String::from_utf8_lossy(v.payload).into_owned());
-        }
-    }
-    out
-}
-
-fn wait_payloads(dir: &Path, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let p = payloads(dir);
-        if pred(&p) {
-            return p;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "log never got there: {} records",
-            p.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn lines(tag: &str, n: usize) -> impl Iterator<Item = String> + '_ {
-    (0..n).map(move |i| format!("{tag}-{i:05} {}", "x".repeat(180)))
-}
-
-fn summary_number(summary: &str, after: &str) -> u64 {
-    // "... N dropped (A by the rate limit, B for lack of space)"
-    let i = summary
-        .find(after)
-        .unwrap_or_else(|| panic!("{after:?} in {summary}"));
-    summary[..i]
-        .split_whitespace()
-        .last()
-        .and_then(|w| w.trim_start_matches('(').parse().ok())
-        .unwrap_or_else(|| panic!("number before {after:?} in {summary}"))
-}
-
-fn no_space_counter(dir: &Path) -> u64 {
-    recorder::counters::read(&dir.join("log"))
-        .unwrap()
-        .dropped
-        .get("no_space")
-        .copied()
-        .unwrap_or(0)
-}
+#[path = "support/full_disk.rs"]
+mod full_disk;
+use full_disk::*;
 
 const PIPE: &[&str] = &[
     "probe",
@@ -418,4 +140,250 @@ fn pipe_exits_on_end_of_input_while_the_disk_is_full_and_counts_the_held_lines()
     if let Filler::Rlimit = filler {
         assert_eq!(no_space_counter(d.path()), dropped);
     }
+}
+
+fn wait_until(what: &str, probe: &Probe, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "never {what}: {}",
+            probe.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn netstat_holds_interval_records_on_a_full_disk_and_writes_them_when_space_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let filler = Filler::new(&d.path().join("log"));
+    let cfg = config_sized(d.path(), "spool", 8192);
+    let net_dev = d.path().join("net_dev");
+    let write_dev = |n: u64| {
+        let tmp = d.path().join("net_dev.tmp");
+        std::fs::write(
+            &tmp,
+            format!("Inter-|\n face |\n  eth0: {n} 1 0 0 0 0 0 0 {n} 1 0 0 0 0 0 0\n"),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &net_dev).unwrap();
+    };
+    write_dev(0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        let dev = net_dev.clone();
+        let dir = d.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1000;
+                let tmp = dir.join("net_dev.tmp");
+                std::fs::write(
+                    &tmp,
+                    format!("Inter-|\n face |\n  eth0: {n} 1 0 0 0 0 0 0 {n} 1 0 0 0 0 0 0\n"),
+                )
+                .unwrap();
+                std::fs::rename(&tmp, &dev).unwrap();
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        })
+    };
+    let dev_arg = net_dev.to_string_lossy().into_owned();
+    let p = spawn(
+        d.path(),
+        &cfg,
+        &[
+            "probe",
+            "netstat",
+            "--net-dev",
+            &dev_arg,
+            "--poll-interval",
+            "10ms",
+            "--log-interval",
+            "10ms",
+        ],
+    );
+    wait_payloads(d.path(), |p| p.len() >= 5);
+    filler.fill(&p.child);
+    p.wait_stderr("out of space");
+    let during = payloads(d.path()).len();
+    std::thread::sleep(Duration::from_millis(200));
+    filler.free(&p.child);
+    p.wait_stderr("space is back");
+    wait_payloads(d.path(), |p| p.len() > during + 5);
+    let (ok, err) = p.terminate();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("0 dropped for lack of space"),
+        "mode {}: {err}",
+        filler.name()
+    );
+    let summary = err.lines().last().unwrap_or_default().to_string();
+    let written = summary_number(&summary, "records,");
+    assert_eq!(payloads(d.path()).len() as u64, written, "{err}");
+}
+
+#[test]
+fn events_dir_leaves_files_on_a_full_disk_and_records_them_when_space_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let filler = Filler::new(&d.path().join("log"));
+    let cfg = config_sized(d.path(), "spool", 8192);
+    let events = d.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let put = |i: u32, msg: &str| {
+        let ev = serde_json::json!({
+            "Version": "1.0.0.23",
+            "Timestamp": "2018-01-02T22:08:12.510696Z",
+            "TaskName": "TestRun",
+            "EventLevel": "Warning",
+            "Message": msg,
+            "EventPid": 1,
+            "EventTid": "2",
+            "OperationId": "60c014cd-4693-40f1-b334-548cd932949b",
+        });
+        let tmp = events.join(format!(".{i}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(&ev).unwrap()).unwrap();
+        std::fs::rename(&tmp, events.join(format!("{i}.json"))).unwrap();
+    };
+    let left = || {
+        std::fs::read_dir(&events)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json")
+            })
+            .count()
+    };
+    let ev_arg = events.to_string_lossy().into_owned();
+    let p = spawn(
+        d.path(),
+        &cfg,
+        &[
+            "probe",
+            "events-dir",
+            &ev_arg,
+            "--watch",
+            "--scan-interval",
+            "20ms",
+            "--max-events",
+            "100000",
+        ],
+    );
+    for i in 0..5 {
+        put(i, "small");
+    }
+    wait_until("recorded the first files", &p, || left() == 0);
+    filler.fill(&p.child);
+    let big = "m".repeat(600);
+    for i in 5..45 {
+        put(i, &big);
+    }
+    p.wait_stderr("out of space");
+    assert!(left() > 0, "every file went while the disk was full");
+    filler.free(&p.child);
+    p.wait_stderr("space is back");
+    wait_until("recorded every file", &p, || left() == 0);
+    let got = payloads(d.path());
+    let (_, err) = p.terminate();
+    assert_eq!(got.len(), 45, "mode {}: {err}", filler.name());
+}
+
+/// Runs a one-shot command; in rlimit mode with `full`, under a 4 KiB RLIMIT_FSIZE.
+fn oneshot(dir: &Path, cfg: &Path, args: &[&str], limit: Option<u64>) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seglog"));
+    cmd.env_remove("SEGLOG_DIR")
+        .env("XDG_STATE_HOME", dir.join("xdg"))
+        .arg("--dir")
+        .arg(dir.join("log"))
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .stdin(Stdio::null());
+    // SAFETY: between fork and exec only signal(2) and setrlimit(2), both async-signal-safe,
+    // on a local `rlimit` value.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if let Some(b) = limit {
+                let lim = libc::rlimit {
+                    rlim_cur: b,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
+                libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn record_and_hello_fail_clearly_on_a_full_disk_and_work_again_when_space_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let filler = Filler::new(&d.path().join("log"));
+    let cfg = config_sized(d.path(), "spool", 8192);
+    let rec = ["record", "-c", "org.test/full/one", "-s", "2", "-p"];
+    let payload = "p".repeat(400);
+    let first = oneshot(
+        d.path(),
+        &cfg,
+        &[&rec[..], &[payload.as_str()]].concat(),
+        None,
+    );
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let limit = match &filler {
+        Filler::Tmpfs { ballast, .. } => {
+            fill_tmpfs(ballast);
+            None
+        }
+        Filler::Rlimit => Some(4096),
+    };
+    let mut failed = None;
+    for _ in 0..100 {
+        let out = oneshot(
+            d.path(),
+            &cfg,
+            &[&rec[..], &[payload.as_str()]].concat(),
+            limit,
+        );
+        if !out.status.success() {
+            failed = Some(out);
+            break;
+        }
+    }
+    let out = failed.unwrap_or_else(|| panic!("mode {}: record never failed", filler.name()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("free disk space"), "unclear message: {err}");
+    let hello = oneshot(d.path(), &cfg, &["probe", "hello"], limit);
+    assert!(!hello.status.success(), "hello on a full disk");
+    assert!(String::from_utf8_lossy(&hello.stderr).contains("free disk space"));
+    let before = payloads(d.path()).len();
+    if let Filler::Tmpfs { ballast, .. } = &filler {
+        std::fs::remove_file(ballast).unwrap();
+    }
+    let again = oneshot(
+        d.path(),
+        &cfg,
+        &[&rec[..], &[payload.as_str()]].concat(),
+        None,
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let hello = oneshot(d.path(), &cfg, &["probe", "hello"], None);
+    assert!(hello.status.success());
+    assert_eq!(payloads(d.path()).len(), before + 2);
 }
