@@ -97,4 +97,10 @@ impl RecordError {
     pub fn is_rate_limited(&self) -> bool {
         matches!(self, RecordError::RateLimited { .. })
     }
+
+    /// Whether the log could not allocate space (full disk, file size limit or quota):
+    /// retrying the same record later succeeds once space is freed.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, RecordError::Log(segment_log::Error::NoSpace { .. }))
+    }
 }

@@ -321,6 +321,12 @@ impl Recorder {
         self.read_state().ctx.clone()
     }
 
+    /// What happens to a record over a rate limit (`[recorder] rate_limit_strategy`); probes
+    /// apply the same choice to a full disk (spool: hold and wait, drop: drop and count).
+    pub fn strategy(&self) -> RateLimitStrategy {
+        self.strategy
+    }
+
     /// Largest payload accepted.
     pub fn max_payload(&self) -> usize {
         self.max_payload

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::full_disk::FullDisk;
 use crate::config::GlobalArgs;
 use crate::record::{Classification, EventId, Severity, MAX_CLASSIFICATION_LEN};
 use crate::{RecordBuilder, Recorder};
@@ -94,6 +95,9 @@ pub struct Report {
     pub deferred: u64,
     /// Dropped events (files, for file-level reasons) by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Whether the pass stopped because the log is out of space (the files not recorded
+    /// stay where they are, for the next pass).
+    pub out_of_space: bool,
 }
 
 impl std::fmt::Display for Report {
@@ -110,6 +114,12 @@ impl std::fmt::Display for Report {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             write!(f, ", dropped: {}", parts.join(" "))?;
+        }
+        if self.out_of_space {
+            write!(
+                f,
+                "; stopped: the log is out of space (files left in place)"
+            )?;
         }
         Ok(())
     }
@@ -267,6 +277,7 @@ pub struct EventsDir {
     args: EventsDirArgs,
     prefix_room: usize,
     period_use: HashMap<String, (Instant, u64)>,
+    full: FullDisk,
 }
 
 impl EventsDir {
@@ -280,6 +291,7 @@ impl EventsDir {
             args,
             prefix_room,
             period_use: HashMap::new(),
+            full: FullDisk::new("events-dir"),
         })
     }
 
@@ -314,6 +326,9 @@ impl EventsDir {
         let mut report = Report::default();
         for (source, dir) in self.sources() {
             self.collect_source(rec, &source, &dir, &mut report)?;
+            if report.out_of_space {
+                break;
+            }
         }
         for (reason, n) in &report.dropped {
             rec.count_dropped(&drop_reason_key(reason), *n);
@@ -376,7 +391,22 @@ impl EventsDir {
                     Err(reason) => *report.dropped.entry(reason).or_default() += 1,
                 }
             }
-            let recorded = record_events(rec, &class, &valid)?;
+            let (recorded, no_space) = record_events(rec, &class, &valid)?;
+            match no_space {
+                Some(e) => {
+                    // The file is the spool: it stays until its events fit (a file that
+                    // took more than one append may have some of them recorded twice).
+                    self.full.failed(
+                        &e,
+                        "leaving event files in place until space returns (they are the spool; nothing is dropped)",
+                    );
+                    report.out_of_space = true;
+                    report.recorded += recorded;
+                    report.deferred += (files.len() - i) as u64;
+                    return Ok(());
+                }
+                None => self.full.succeeded(),
+            }
             let refused = valid.len() as u64 - recorded;
             if refused > 0 {
                 *report.dropped.entry("rate_limited").or_default() += refused;
@@ -402,8 +432,13 @@ fn remove(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Appends `events` in batches that fit a segment; returns how many were recorded (the rest
-/// were refused by the rate limit).
-fn record_events(rec: &Recorder, class: &Classification, events: &[Event]) -> anyhow::Result<u64> {
+/// were refused by the rate limit), and the error that stopped it when the log is out of
+/// space.
+fn record_events(
+    rec: &Recorder,
+    class: &Classification,
+    events: &[Event],
+) -> anyhow::Result<(u64, Option<crate::RecordError>)> {
     let payloads: Vec<Vec<u8>> = events
         .iter()
         .map(|e| serde_json::to_vec(&e.fields))
@@ -428,7 +463,12 @@ fn record_events(rec: &Recorder, class: &Classification, events: &[Event]) -> an
                 }
             })
             .collect();
-        for outcome in rec.record_batch(&batch)? {
+        let outcomes = match rec.record_batch(&batch) {
+            Ok(o) => o,
+            Err(e) if e.is_no_space() => return Ok((recorded, Some(e))),
+            Err(e) => return Err(e.into()),
+        };
+        for outcome in outcomes {
             match outcome {
                 Ok(_) => recorded += 1,
                 Err(e) if e.is_rate_limited() => {}
@@ -437,7 +477,7 @@ fn record_events(rec: &Recorder, class: &Classification, events: &[Event]) -> an
         }
         start = end;
     }
-    Ok(recorded)
+    Ok((recorded, None))
 }
 
 /// Runs the probe.
@@ -459,7 +499,12 @@ pub fn run(args: EventsDirArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode>
             eprintln!("{report}");
         }
         if !watch {
-            return Ok(ExitCode::SUCCESS);
+            // Files left for lack of space: the run did not do its job.
+            return Ok(if report.out_of_space {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         k += 1;
         let next = start + interval.saturating_mul(k);

@@ -2,6 +2,7 @@
 use crate::{Receipt, RecordBuilder, RecordError, Recorder};
 
 pub mod events_dir;
+pub mod full_disk;
 pub mod netstat;
 pub mod pipe;
 

@@ -15,6 +15,7 @@
 //! against the start time (deadline = start + k x interval), so they do not drift; a poll
 //! that falls behind skips the ticks it missed instead of bunching up.
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,8 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use super::full_disk::FullDisk;
 use crate::cli::parse_class;
-use crate::config::GlobalArgs;
+use crate::config::{GlobalArgs, RateLimitStrategy};
 use crate::record::Classification;
 use crate::{RecordBuilder, Recorder};
 
@@ -205,23 +207,41 @@ pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| anyhow::anyhow!("cannot install a handler for signal {sig}: {e}"))?;
     }
-    let (records, polls) = run_with(&args, &rec, &stop, |receipt| {
+    let r = run_with(&args, &rec, &stop, |receipt| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", receipt.id()).and_then(|()| out.flush());
     })?;
-    eprintln!("netstat: {polls} polls, {records} records");
+    eprintln!(
+        "netstat: {} polls, {} records, {} dropped for lack of space",
+        r.polls, r.records, r.no_space_dropped
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Interval records held in memory while the log is out of space (strategy spool).
+pub const HOLD_RECORDS: usize = 360;
+
+/// What a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetstatReport {
+    /// Records written.
+    pub records: u64,
+    /// Polls of the counters file.
+    pub polls: u64,
+    /// Interval records given up because the log was out of space.
+    pub no_space_dropped: u64,
 }
 
 /// The probe loop; calls `on_record` with each record's receipt (its id is derived on
 /// demand). Ends when `--duration` passes or `stop` is set, after a last poll whose interval
-/// is recorded. Returns (records, polls).
+/// is recorded. While the log is out of space, interval records wait in memory (strategy
+/// spool, at most [`HOLD_RECORDS`]) or are dropped (strategy drop), counted as `no_space`.
 pub fn run_with(
     args: &NetstatArgs,
     rec: &Recorder,
     stop: &AtomicBool,
     mut on_record: impl FnMut(crate::Receipt),
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<NetstatReport> {
     let builder = RecordBuilder::new(args.class.clone(), crate::Severity::LOW);
     let start = Instant::now();
     let end = args.duration.map(|d| start + d);
@@ -234,6 +254,21 @@ pub fn run_with(
         samples: Vec::new(),
     };
     let (mut records, mut polls, mut k) = (0u64, 0u64, 1u32);
+    // Interval records not yet written because the log is out of space.
+    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut full = FullDisk::new("netstat");
+    let (hold, plan) = match rec.strategy() {
+        RateLimitStrategy::Spool => (
+            HOLD_RECORDS,
+            format!(
+                "holding up to {HOLD_RECORDS} interval records in memory and retrying each interval (rate_limit_strategy = spool); records past that are dropped and counted as no_space"
+            ),
+        ),
+        RateLimitStrategy::Drop => (
+            0,
+            "dropping interval records and counting them as no_space until space returns (rate_limit_strategy = drop)".to_string(),
+        ),
+    };
     let mut next_log = start + args.log_interval;
     loop {
         let mut deadline = start + args.poll_interval.saturating_mul(k);
@@ -261,15 +296,46 @@ pub fn run_with(
         prev_at = (now, wall_ms());
         if now >= next_log || finishing {
             if let Some(payload) = col.take(now, rec.max_payload()) {
-                on_record(rec.record(&builder.clone().payload(&payload))?);
-                records += 1;
+                pending.push_back(payload);
+            }
+            if finishing {
+                full.allow_try();
+            }
+            while let Some(payload) = pending.front() {
+                if !full.should_try() {
+                    break;
+                }
+                match rec.record(&builder.clone().payload(payload)) {
+                    Ok(receipt) => {
+                        full.succeeded();
+                        on_record(receipt);
+                        records += 1;
+                        pending.pop_front();
+                    }
+                    Err(e) if e.is_no_space() => {
+                        full.failed(&e, &plan);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let keep = if finishing { 0 } else { hold };
+            if full.is_full() && pending.len() > keep {
+                let shed = (pending.len() - keep) as u64;
+                pending.truncate(keep);
+                full.drop_records(rec, shed);
             }
             while next_log <= now {
                 next_log += args.log_interval;
             }
         }
         if finishing {
-            return Ok((records, polls));
+            let _ = rec.flush_counters();
+            return Ok(NetstatReport {
+                records,
+                polls,
+                no_space_dropped: full.dropped,
+            });
         }
         // Skip the ticks a slow poll missed rather than running them back to back.
         let elapsed = now.saturating_duration_since(start).as_nanos();

@@ -7,13 +7,20 @@
 //! (and `\r`) is removed; empty lines are skipped; a line longer than the largest payload is
 //! cut to it. At end of input (also when the writer upstream died: a broken pipe is just the
 //! end) the last batch is written and counts are printed on standard error.
+//!
+//! When the log is out of space (see [`super::full_disk`]) the probe keeps reading: with
+//! `rate_limit_strategy = spool` it holds up to `--hold-bytes` of lines in memory and retries,
+//! with `drop` it drops them; lines given up are counted (`no_space`), appends resume when
+//! space returns, and end of input ends the run even while the disk is still full.
+use std::collections::VecDeque;
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::full_disk::{FullDisk, RETRY_EVERY};
 use crate::cli::{parse_class, parse_event_id, parse_severity};
-use crate::config::GlobalArgs;
+use crate::config::{GlobalArgs, RateLimitStrategy};
 use crate::record::{Classification, EventId, Severity};
 use crate::{RecordBuilder, Recorder};
 
@@ -38,6 +45,10 @@ pub struct PipeArgs {
     /// Write a partial batch after this long without a new line.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub flush_after: Duration,
+    /// While the log is out of space and rate_limit_strategy is spool: most bytes of lines
+    /// held in memory until space returns (lines past that are dropped and counted).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20)]
+    pub hold_bytes: usize,
 }
 
 /// What a run did.
@@ -55,6 +66,10 @@ pub struct PipeReport {
     pub empty: u64,
     /// Lines refused (rate limit with strategy drop).
     pub dropped: u64,
+    /// Lines given up because the log was out of space (see [`super::full_disk`]).
+    pub no_space_dropped: u64,
+    /// How many times the log ran out of space.
+    pub no_space_episodes: u64,
     /// The read error that ended input early, if any.
     pub read_error: Option<String>,
 }
@@ -63,9 +78,23 @@ impl std::fmt::Display for PipeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pipe: {} lines read, {} records in {} batches, {} truncated, {} empty skipped, {} dropped",
-            self.lines, self.records, self.batches, self.truncated, self.empty, self.dropped
+            "pipe: {} lines read, {} records in {} batches, {} truncated, {} empty skipped, {} dropped ({} by the rate limit, {} for lack of space)",
+            self.lines,
+            self.records,
+            self.batches,
+            self.truncated,
+            self.empty,
+            self.dropped + self.no_space_dropped,
+            self.dropped,
+            self.no_space_dropped
         )?;
+        if self.no_space_episodes > 0 {
+            write!(
+                f,
+                "; the log ran out of space {} times",
+                self.no_space_episodes
+            )?;
+        }
         if let Some(e) = &self.read_error {
             write!(f, "; input ended by a read error: {e}")?;
         }
@@ -92,38 +121,54 @@ enum Msg {
 }
 
 /// Reads `input` line by line on a thread and appends batches from this one.
+///
+/// The reader thread is detached: when appending fails for good (an error other than a
+/// full log) this returns at once instead of waiting for input to end. While the log is out
+/// of space this thread keeps taking lines (held up to `--hold-bytes` with strategy spool,
+/// else dropped and counted), so end of input is always seen and ends the run.
 pub fn run_with(
     args: &PipeArgs,
     rec: &Recorder,
-    input: impl BufRead + Send,
+    input: impl BufRead + Send + 'static,
 ) -> anyhow::Result<PipeReport> {
     let (tx, rx) = mpsc::sync_channel::<Msg>(args.batch_lines.max(64) * 4);
-    let max = rec.max_payload();
-    // A batch is one reservation: keep it well inside a segment.
-    let batch_bytes = args
-        .batch_bytes
-        .min(usize::try_from(rec.log().options().segment_size / 4).unwrap_or(usize::MAX));
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let mut input = input;
-            let end = loop {
-                let mut line = Vec::new();
-                match input.read_until(b'\n', &mut line) {
-                    Ok(0) => break None,
-                    Ok(_) => {
-                        if tx.send(Msg::Line(line)).is_err() {
-                            return;
-                        }
+    std::thread::spawn(move || {
+        let mut input = input;
+        let end = loop {
+            let mut line = Vec::new();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => break None,
+                Ok(_) => {
+                    if tx.send(Msg::Line(line)).is_err() {
+                        return;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => break Some(e.to_string()),
                 }
-            };
-            let _ = tx.send(Msg::End(end));
-        });
-        let mut report = PipeReport::default();
-        let mut batch: Vec<Vec<u8>> = Vec::new();
-        let mut bytes = 0usize;
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        let _ = tx.send(Msg::End(end));
+    });
+    Appender::new(args, rec).run(rx)
+}
+
+/// The appending side: lines waiting to be written, and the full-disk state.
+struct Appender<'a> {
+    args: &'a PipeArgs,
+    rec: &'a Recorder,
+    builder: RecordBuilder<'static>,
+    max: usize,
+    batch_bytes: usize,
+    hold_cap: usize,
+    plan: String,
+    pending: VecDeque<Vec<u8>>,
+    pending_bytes: usize,
+    full: FullDisk,
+    report: PipeReport,
+}
+
+impl<'a> Appender<'a> {
+    fn new(args: &'a PipeArgs, rec: &'a Recorder) -> Self {
         let builder = {
             let b = RecordBuilder::new(args.class.clone(), args.severity);
             match args.event_id {
@@ -131,62 +176,155 @@ pub fn run_with(
                 None => b,
             }
         };
-        let flush = |batch: &mut Vec<Vec<u8>>, report: &mut PipeReport| -> anyhow::Result<()> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let recs: Vec<RecordBuilder<'_>> =
-                batch.iter().map(|l| builder.clone().payload(l)).collect();
-            for outcome in rec.record_batch(&recs)? {
-                match outcome {
-                    Ok(_) => report.records += 1,
-                    Err(e) if e.is_rate_limited() => report.dropped += 1,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            report.batches += 1;
-            batch.clear();
-            Ok(())
+        // A batch is one reservation: keep it well inside a segment.
+        let batch_bytes = args
+            .batch_bytes
+            .min(usize::try_from(rec.log().options().segment_size / 4).unwrap_or(usize::MAX));
+        let (hold_cap, plan) = match rec.strategy() {
+            RateLimitStrategy::Spool => (
+                args.hold_bytes,
+                format!(
+                    "holding up to {} bytes of lines in memory and retrying every {} ms (rate_limit_strategy = spool); lines past that are dropped and counted as no_space",
+                    args.hold_bytes,
+                    RETRY_EVERY.as_millis()
+                ),
+            ),
+            RateLimitStrategy::Drop => (
+                0,
+                "dropping lines and counting them as no_space until space returns (rate_limit_strategy = drop)"
+                    .to_string(),
+            ),
         };
+        Appender {
+            args,
+            rec,
+            builder,
+            max: rec.max_payload(),
+            batch_bytes,
+            hold_cap,
+            plan,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            full: FullDisk::new("pipe"),
+            report: PipeReport::default(),
+        }
+    }
+
+    /// Takes messages until end of input; `rx` is dropped on return, which ends the reader.
+    fn run(mut self, rx: mpsc::Receiver<Msg>) -> anyhow::Result<PipeReport> {
         loop {
-            let msg = match rx.recv_timeout(args.flush_after) {
+            let wait = if self.full.is_full() {
+                self.args.flush_after.min(RETRY_EVERY)
+            } else {
+                self.args.flush_after
+            };
+            let msg = match rx.recv_timeout(wait) {
                 Ok(m) => m,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    flush(&mut batch, &mut report)?;
-                    bytes = 0;
+                    self.write(true)?;
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => Msg::End(None),
             };
             match msg {
-                Msg::Line(mut line) => {
-                    report.lines += 1;
-                    while line.last().is_some_and(|&c| c == b'\n' || c == b'\r') {
-                        line.pop();
-                    }
-                    if line.is_empty() {
-                        report.empty += 1;
-                        continue;
-                    }
-                    if line.len() > max {
-                        line.truncate(max);
-                        report.truncated += 1;
-                    }
-                    bytes += line.len();
-                    batch.push(line);
-                    if batch.len() >= args.batch_lines || bytes >= batch_bytes {
-                        flush(&mut batch, &mut report)?;
-                        bytes = 0;
-                    }
+                Msg::Line(line) => {
+                    self.push(line);
+                    self.write(false)?;
                 }
                 Msg::End(err) => {
-                    flush(&mut batch, &mut report)?;
-                    report.read_error = err;
-                    return Ok(report);
+                    self.full.allow_try();
+                    self.write(true)?;
+                    let left = self.pending.len() as u64;
+                    if left > 0 {
+                        eprintln!(
+                            "pipe: input ended while the log is out of space: {left} held lines dropped (counted as no_space)"
+                        );
+                        self.full.drop_records(self.rec, left);
+                        self.pending.clear();
+                    }
+                    let _ = self.rec.flush_counters();
+                    self.report.no_space_dropped = self.full.dropped;
+                    self.report.no_space_episodes = self.full.episodes;
+                    self.report.read_error = err;
+                    return Ok(self.report);
                 }
             }
         }
-    })
+    }
+
+    fn push(&mut self, mut line: Vec<u8>) {
+        self.report.lines += 1;
+        while line.last().is_some_and(|&c| c == b'\n' || c == b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            self.report.empty += 1;
+            return;
+        }
+        if line.len() > self.max {
+            line.truncate(self.max);
+            self.report.truncated += 1;
+        }
+        self.pending_bytes += line.len();
+        self.pending.push_back(line);
+    }
+
+    /// Appends whole batches from the front of `pending` (`all`: a partial last one too).
+    /// Out of space, sheds what cannot be held (the newest lines) and counts it.
+    fn write(&mut self, all: bool) -> anyhow::Result<()> {
+        // Out of space, each retry tries what is there (a steady stream never times out).
+        let all = all || self.full.is_full();
+        while !self.pending.is_empty() && self.full.should_try() {
+            let (mut n, mut bytes) = (0usize, 0usize);
+            for l in &self.pending {
+                if n >= self.args.batch_lines || (n > 0 && bytes + l.len() > self.batch_bytes) {
+                    break;
+                }
+                n += 1;
+                bytes += l.len();
+            }
+            if !all && n < self.args.batch_lines && bytes < self.batch_bytes {
+                break;
+            }
+            let recs: Vec<RecordBuilder<'_>> = self
+                .pending
+                .iter()
+                .take(n)
+                .map(|l| self.builder.clone().payload(l))
+                .collect();
+            match self.rec.record_batch(&recs) {
+                Ok(outcomes) => {
+                    self.full.succeeded();
+                    for outcome in outcomes {
+                        match outcome {
+                            Ok(_) => self.report.records += 1,
+                            Err(e) if e.is_rate_limited() => self.report.dropped += 1,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    self.report.batches += 1;
+                    self.pending.drain(..n);
+                    self.pending_bytes -= bytes;
+                }
+                Err(e) if e.is_no_space() => self.full.failed(&e, &self.plan),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.full.is_full() {
+            let mut shed = 0u64;
+            while self.pending_bytes > self.hold_cap {
+                match self.pending.pop_back() {
+                    Some(l) => {
+                        self.pending_bytes -= l.len();
+                        shed += 1;
+                    }
+                    None => break,
+                }
+            }
+            self.full.drop_records(self.rec, shed);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +340,7 @@ mod tests {
             batch_lines: 3,
             batch_bytes: 1 << 20,
             flush_after: Duration::from_millis(50),
+            hold_bytes: 1 << 20,
         }
     }
 
@@ -210,7 +349,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
         let input = b"one\ntwo\r\n\nthree\nfour\nfive without newline";
-        let report = run_with(&args(), &rec, &input[..]).unwrap();
+        let report = run_with(&args(), &rec, std::io::Cursor::new(input.to_vec())).unwrap();
         assert_eq!(
             (report.lines, report.records, report.empty, report.batches),
             (6, 5, 1, 2)
@@ -236,7 +375,7 @@ mod tests {
         let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
         let mut input = vec![b'x'; rec.max_payload() + 100];
         input.push(b'\n');
-        let report = run_with(&args(), &rec, &input[..]).unwrap();
+        let report = run_with(&args(), &rec, std::io::Cursor::new(input.to_vec())).unwrap();
         assert_eq!(report.truncated, 1);
         assert_eq!(read_all(d.path())[0].3.len(), rec.max_payload());
     }
