@@ -522,4 +522,6 @@ pub use report::GAP_REPORT_FILE;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
+mod report_tests;
+#[cfg(test)]
 pub(crate) mod tests;
