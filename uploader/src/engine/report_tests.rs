@@ -130,3 +130,37 @@ fn a_gap_report_refused_in_turn_is_given_up_and_the_queue_moves_on() {
     assert!(u.warnings.iter().any(|w| w.contains("gap report")));
     assert!(!u.config().upload_dir().join(GAP_REPORT_FILE).exists());
 }
+
+#[test]
+fn a_dead_lettered_batch_reports_what_its_own_gaps_lost_in_its_range() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 4000);
+    // The first batch holds the trimmed gap and 400 records; it is refused for good.
+    let s = FlakyServer::start(vec![Behavior::Status(422); 3]);
+    let mut c = cfg(d.path(), &s.url());
+    c.retention = Some(segment_log::RetentionPolicy {
+        max_bytes: Some(3 * SEG),
+        max_age: None,
+    });
+    let mut u = Uploader::open(c).unwrap().unwrap();
+    let r = u.retention().unwrap().unwrap();
+    assert!(r.unconsumed_records > 0);
+    let (out, p, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(p.dead_lettered, 1);
+    let seen = s.seen();
+    let gaps: Vec<_> = seen.batches.values().flat_map(|b| b.gaps.iter()).collect();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].reason, GapReason::DeadLettered);
+    assert_eq!(gaps[0].records, 400 + r.unconsumed_records);
+    assert_eq!(gaps[0].segments, r.segments_removed);
+    let stored: usize = seen.batches.values().map(|b| b.records.len()).sum();
+    assert_eq!(
+        stored as u64 + gaps[0].records,
+        4000,
+        "every record is delivered or counted in a gap"
+    );
+    drop(seen);
+    assert_chain_unbroken(&s);
+    assert_eq!(u.status().dead_lettered_records, 400 + r.unconsumed_records);
+}
