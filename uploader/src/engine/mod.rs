@@ -253,7 +253,8 @@ impl Uploader {
             }
             Err(why) => {
                 // The in-flight range is rebuilt from the log, refused again and reported.
-                warnings.push(format!("{why}; ignoring it"));
+                let _ = report::remove(&updir);
+                warnings.push(format!("{why}; removed it"));
                 None
             }
         };

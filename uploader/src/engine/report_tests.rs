@@ -164,3 +164,40 @@ fn a_dead_lettered_batch_reports_what_its_own_gaps_lost_in_its_range() {
     assert_chain_unbroken(&s);
     assert_eq!(u.status().dead_lettered_records, 400 + r.unconsumed_records);
 }
+
+#[test]
+fn a_damaged_pending_report_is_removed_with_a_warning_and_the_range_reported_again() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 1000);
+    let s = FlakyServer::start(vec![Behavior::Status(422); 3]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    s.push(vec![Behavior::Status(503); 3]);
+    let (out, _, _) = run_pass(&mut u, &opts(Some(3)));
+    assert!(matches!(out, PassOutcome::Failed(_)), "{out:?}");
+    drop(u);
+    let path = d.path().join("upload").join(GAP_REPORT_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[5] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    // Refused again as a batch, then reported.
+    s.push(vec![Behavior::Status(422); 3]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    assert!(
+        u.warnings.iter().any(|w| w.contains("damaged")),
+        "{:?}",
+        u.warnings
+    );
+    let (out, _, _) = run_pass(&mut u, &opts(None));
+    assert_eq!(out, PassOutcome::Complete);
+    let seen = s.seen();
+    let reported = seen
+        .batches
+        .values()
+        .flat_map(|b| b.gaps.iter())
+        .filter(|g| g.reason == GapReason::DeadLettered)
+        .count();
+    assert_eq!(reported, 1);
+    drop(seen);
+    assert_chain_unbroken(&s);
+    assert!(!path.exists());
+}
