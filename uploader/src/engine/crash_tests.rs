@@ -161,6 +161,6 @@ fn a_crash_after_dead_lettering_resends_the_gap_report_under_the_same_id() {
     assert_eq!(report.id().to_hex(), dead[0].batch_id);
     assert_eq!(report.gaps[0].records, 400);
     drop(seen);
-    super::tests::assert_chain_unbroken(&s);
+    super::report_tests::assert_chain_unbroken(&s);
     assert_eq!(s.records().0.len(), 600);
 }

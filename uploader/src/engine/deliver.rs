@@ -348,14 +348,31 @@ impl Uploader {
             path.display()
         ));
         p.dead_lettered += 1;
+        // The report replaces the whole batch: what its own gaps reported lost is lost in
+        // this range too, and would otherwise never reach the server.
+        let (mut records, mut bytes, mut segments) = (b.records, b.payload_bytes, 0u64);
+        for g in &b.gaps {
+            records = records.saturating_add(g.records);
+            bytes = bytes.saturating_add(g.bytes);
+            segments = segments.saturating_add(g.segments);
+        }
+        let detail = if b.gaps.is_empty() {
+            why.to_owned()
+        } else {
+            format!(
+                "{why}; {} records and {} gap(s) in the range",
+                b.records,
+                b.gaps.len()
+            )
+        };
         let gap = Gap {
             reason,
             start: b.first,
             end: b.last,
-            segments: 0,
-            records: b.records,
-            bytes: b.payload_bytes,
-            detail: why.to_owned(),
+            segments,
+            records,
+            bytes,
+            detail,
         };
         // The status counts the batch once its report is done with (`report_done`), with the
         // cursor; the report's counters already include it.
@@ -363,7 +380,7 @@ impl Uploader {
         for (k, v) in &mut counters {
             match k.as_str() {
                 "uploader.dead_lettered_batches" => *v = v.saturating_add(1),
-                "uploader.dead_lettered_records" => *v = v.saturating_add(b.records),
+                "uploader.dead_lettered_records" => *v = v.saturating_add(gap.records),
                 _ => {}
             }
         }

@@ -278,7 +278,8 @@ impl Uploader {
             }
             Err(why) => {
                 // The in-flight range is rebuilt from the log, refused again and reported.
-                warnings.push(format!("{why}; ignoring it"));
+                let _ = report::remove(&updir);
+                warnings.push(format!("{why}; removed it"));
                 None
             }
         };
@@ -541,5 +542,7 @@ pub use report::GAP_REPORT_FILE;
 
 #[cfg(test)]
 mod crash_tests;
+#[cfg(test)]
+mod report_tests;
 #[cfg(test)]
 pub(crate) mod tests;
