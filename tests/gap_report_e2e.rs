@@ -102,7 +102,7 @@ fn a_dead_lettered_batch_reaches_the_real_collector_as_a_gap_despite_5xx_and_res
         .to_owned();
     let target = addr.strip_prefix("http://").unwrap().parse().unwrap();
     let proxy = Proxy::start(target);
-    proxy.set(Fault::Status(422));
+    proxy.set(Fault::Refuse(422));
 
     let dir = tmp.path().join("log");
     let mut rc = Config::for_dir(&dir);
@@ -132,8 +132,8 @@ fn a_dead_lettered_batch_reaches_the_real_collector_as_a_gap_despite_5xx_and_res
         // Waits 1-2: the batch's first two refusals; then the report is refused once, reset,
         // answered 503, and let through.
         faults: vec![
-            Fault::Status(422),
-            Fault::Status(422),
+            Fault::Refuse(422),
+            Fault::Refuse(422),
             Fault::Reset,
             Fault::Status(503),
             Fault::Pass,

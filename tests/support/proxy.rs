@@ -33,6 +33,10 @@ pub enum Fault {
     Blackhole,
     /// Answer every request with this HTTP status (429 carries `Retry-After: 1`).
     Status(u16),
+    /// Answer every request with this 4xx as a server that read the whole body and judged the
+    /// batch invalid: the answer confirms receipt with `Seglog-Received-Digest` (the request's
+    /// `Content-Digest`, when the whole body arrived), so the device may dead-letter it.
+    Refuse(u16),
 }
 
 /// Counters of what the proxy did.
@@ -132,7 +136,8 @@ fn handle(conn: TcpStream, target: SocketAddr, fault: Fault) {
                 }
             }
         }
-        Fault::Status(code) => answer_status(conn, code),
+        Fault::Status(code) => answer_status(conn, code, false),
+        Fault::Refuse(code) => answer_status(conn, code, true),
         Fault::CutBody(n) => cut_body(conn, target, n),
         Fault::Pass | Fault::Delay(_) | Fault::Truncate(_) | Fault::TruncateResponse(_) => {
             forward(conn, target, fault)
@@ -141,7 +146,7 @@ fn handle(conn: TcpStream, target: SocketAddr, fault: Fault) {
 }
 
 /// Reads one HTTP request (headers + Content-Length body) and answers with `code`.
-fn answer_status(mut conn: TcpStream, code: u16) {
+fn answer_status(mut conn: TcpStream, code: u16, confirm: bool) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let mut req = Vec::new();
     let mut buf = [0u8; 8192];
@@ -176,11 +181,24 @@ fn answer_status(mut conn: TcpStream, code: u16) {
         413 => "Payload Too Large",
         _ => "Internal Server Error",
     };
-    let extra = if code == 429 || code == 503 {
-        "Retry-After: 1\r\n"
+    let mut extra = if code == 429 || code == 503 {
+        "Retry-After: 1\r\n".to_string()
     } else {
-        ""
+        String::new()
     };
+    let whole = need.is_some_and(|n| req.len() >= n);
+    if confirm && whole {
+        let end = find(&req, b"\r\n\r\n").unwrap_or(0);
+        let head = String::from_utf8_lossy(&req[..end]).into_owned();
+        if let Some(d) = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-digest")
+                .then(|| v.trim().to_string())
+        }) {
+            extra.push_str(&format!("Seglog-Received-Digest: {d}\r\n"));
+        }
+    }
     let body = format!("{{\"error\":\"injected {code}\"}}");
     let _ = write!(
         conn,
