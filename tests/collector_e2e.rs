@@ -271,12 +271,15 @@ fn collector_binary_refuses_a_zip_bomb_and_a_truncated_body_with_bounded_memory(
     assert_eq!(s, 413, "{body}");
     assert!(body.contains("decompressed"), "{body}");
 
-    // A body cut off mid-stream: headers promise more bytes than arrive.
+    // A body cut off mid-stream: headers promise more bytes than arrive. That is a transport
+    // failure (408, resend), not a verdict on the batch (PROTOCOL.md section 5).
     let good = protocol::encode_batch(&fixtures::batch(&p, 200, 50, "1"), 3).unwrap();
     let mut sock = TcpStream::connect(c.addr).unwrap();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: {}\r\nContent-Encoding: zstd\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
         fixtures::path(&p),
+        protocol::CONTENT_TYPE,
         good.len()
     );
     sock.write_all(head.as_bytes()).unwrap();
@@ -288,12 +291,17 @@ fn collector_binary_refuses_a_zip_bomb_and_a_truncated_body_with_bounded_memory(
     let _ = sock.read_to_end(&mut out);
     assert_eq!(
         parse_response(&out).0,
-        400,
+        408,
         "{}",
         String::from_utf8_lossy(&out)
     );
     // A complete request whose zstd frame is cut short.
-    let (s, body) = c.request("POST", &fixtures::path(&p), &[], &good[..good.len() - 5]);
+    let (s, body) = c.request(
+        "POST",
+        &fixtures::path(&p),
+        &upload_headers(&"00".repeat(32)),
+        &good[..good.len() - 5],
+    );
     assert_eq!(s, 400, "{body}");
 
     let growth = c.peak_rss().saturating_sub(before);
