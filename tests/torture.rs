@@ -902,7 +902,7 @@ impl Harness {
     }
 
     fn network_fault(&mut self) -> Fault {
-        let (name, f) = match self.rng.below(9) {
+        let (name, f) = match self.rng.below(10) {
             0 => ("net blackhole", Fault::Blackhole),
             1 => ("net reset", Fault::Reset),
             2 => (
@@ -917,6 +917,11 @@ impl Harness {
             5 => ("http 500", Fault::Status(500)),
             6 => ("http 503", Fault::Status(503)),
             7 => ("net delay", Fault::Delay(self.rng.ms(50, 800))),
+            // Content-Length N, part of the body, a half-close: must never dead-letter.
+            8 => (
+                "net cut body",
+                Fault::CutBody(self.rng.range(0, 2000) as usize),
+            ),
             _ => (
                 "net truncate answer",
                 Fault::TruncateResponse(self.rng.range(0, 40) as usize),
