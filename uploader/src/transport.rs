@@ -403,6 +403,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_counts_only_when_it_confirms_the_body_sent() {
+        use crate::testing::{Behavior, FlakyServer};
+        let s = FlakyServer::start(vec![
+            Behavior::Status(400),
+            Behavior::StatusUnconfirmed(400),
+            Behavior::Status(415),
+        ]);
+        let t = Transport::new(
+            format!("{}/v1/logs/{}/batches", s.url(), "cd".repeat(32)),
+            None,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        );
+        let id = BatchId([7; 32]);
+        let verdict = |o: Outcome| match o {
+            Outcome::Status { verdict, .. } => verdict,
+            Outcome::Transport(e) => panic!("{e}"),
+        };
+        let never = &mut || false;
+        assert_eq!(
+            verdict(t.send_until(&id, b"body", None, never)),
+            Verdict::Rejected
+        );
+        assert_eq!(
+            verdict(t.send_until(&id, b"body", None, never)),
+            Verdict::Unconfirmed
+        );
+        // 415 is about the request's headers, never the batch, confirmed or not.
+        assert_eq!(verdict(t.send(&id, b"body")), Verdict::Unconfirmed);
+    }
+
+    #[test]
     fn an_endpoint_never_shows_its_private_id() {
         let id = "ab".repeat(32);
         let e = Endpoint::new(format!("https://h:1/base/v1/logs/{id}/batches"));
