@@ -920,11 +920,10 @@ impl Harness {
             5 => ("http 500", Fault::Status(500)),
             6 => ("http 503", Fault::Status(503)),
             7 => ("net delay", Fault::Delay(self.rng.ms(50, 800))),
-            // Headers and part of the body, then a half-close: the collector reads an early
-            // EOF and may still answer. Never a dead-lettered batch (issue 11 item 1).
+            // Content-Length N, part of the body, a half-close: must never dead-letter.
             8 => (
                 "net cut body",
-                Fault::CutBody(self.rng.range(0, 4000) as usize),
+                Fault::CutBody(self.rng.range(0, 2000) as usize),
             ),
             _ => (
                 "net truncate answer",

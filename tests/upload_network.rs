@@ -234,3 +234,23 @@ fn the_private_log_id_is_never_printed_or_stored_outside_its_file() {
         }
     }
 }
+
+#[test]
+fn a_private_id_stored_by_an_older_version_is_not_shown_and_is_dropped_on_the_next_save() {
+    let silent = Silent::start();
+    let e = Env::new(&silent.url(), "timeout = \"1s\"");
+    e.write(0, 5);
+    let hex_id = std::fs::read_to_string(e.dir.join("log-id")).unwrap();
+    let hex_id = hex_id.trim();
+    let state = e.dir.join("upload").join("state.json");
+    std::fs::create_dir_all(state.parent().unwrap()).unwrap();
+    let old = format!("{{\"last_error\": \"http://h/v1/logs/{hex_id}/batches: refused\"}}");
+    std::fs::write(&state, old).unwrap();
+    let o = e.run(&["upload", "status"]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(!shown.contains(hex_id), "{shown}");
+    assert!(shown.contains("<private id>"), "{shown}");
+    let _ = e.run(&["upload", "flush", "--timeout", "1s"]);
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(!saved.contains(hex_id), "{saved}");
+}

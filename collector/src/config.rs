@@ -50,6 +50,15 @@ pub struct CollectorSection {
     pub max_response_bytes: Option<SizeValue>,
     /// `shutdown_grace`: how long in-flight requests may finish at shutdown.
     pub shutdown_grace: Option<DurationValue>,
+    /// `max_connections`: open connections served at once; more are closed at once.
+    pub max_connections: Option<usize>,
+    /// `idle_timeout`: how long a connection may stay silent (before its first byte, between
+    /// requests, inside an upload body).
+    pub idle_timeout: Option<DurationValue>,
+    /// `body_timeout`: how long a whole upload body may take to arrive.
+    pub body_timeout: Option<DurationValue>,
+    /// `receive_buffer_bytes`: upload body bytes held in memory at once while they arrive.
+    pub receive_buffer_bytes: Option<SizeValue>,
 }
 
 impl Section for CollectorSection {
@@ -120,6 +129,18 @@ impl CollectorSection {
                 self.max_response_bytes,
                 dl.max_response_bytes,
             )?,
+            max_connections: self.max_connections.unwrap_or(dl.max_connections),
+            idle_timeout: self
+                .idle_timeout
+                .map_or(dl.idle_timeout, DurationValue::get),
+            body_timeout: self
+                .body_timeout
+                .map_or(dl.body_timeout, DurationValue::get),
+            receive_buffer_bytes: size(
+                "receive_buffer_bytes",
+                self.receive_buffer_bytes,
+                dl.receive_buffer_bytes,
+            )?,
         };
         let cfg = ServerConfig {
             listen,
@@ -160,7 +181,7 @@ pub struct TlsFiles {
 }
 
 /// Resource bounds of the server. Memory for uploads is at most roughly
-/// `max_concurrent_uploads * (max_body_bytes + 2 * max_decompressed_bytes)`.
+/// `receive_buffer_bytes + max_concurrent_uploads * 2 * max_decompressed_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest compressed body; larger is refused with 413 before it is read (16 MiB, the
@@ -178,6 +199,17 @@ pub struct Limits {
     pub upload_queue_timeout: Duration,
     /// Payload bytes per API response before it is cut short with a `next_cursor` (32 MiB).
     pub max_response_bytes: u64,
+    /// Open connections served at once; a connection beyond it is closed at once (1024).
+    pub max_connections: usize,
+    /// How long a connection may stay silent: before its first byte, between requests, and
+    /// between two pieces of an upload body (10 s). Then it is closed (408 mid-body).
+    pub idle_timeout: Duration,
+    /// How long a whole upload body may take to arrive (60 s); then 408.
+    pub body_timeout: Duration,
+    /// Bytes of upload bodies held in memory at once while they arrive, counted as they
+    /// arrive (`max_concurrent_uploads * max_body_bytes`, 64 MiB by default). A body that
+    /// cannot get room in time gets 503 with `Retry-After`.
+    pub receive_buffer_bytes: u64,
 }
 
 impl Default for Limits {
@@ -190,6 +222,10 @@ impl Default for Limits {
             max_concurrent_uploads: 4,
             upload_queue_timeout: Duration::from_secs(30),
             max_response_bytes: 32 << 20,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            receive_buffer_bytes: 4 * p.max_body_bytes,
         }
     }
 }
@@ -266,6 +302,21 @@ impl ServerConfig {
             (1..=1024).contains(&l.max_concurrent_uploads),
             "[collector] max_concurrent_uploads must be 1 to 1024, not {}",
             l.max_concurrent_uploads
+        );
+        anyhow::ensure!(
+            l.max_connections > 0,
+            "[collector] max_connections must be above 0"
+        );
+        anyhow::ensure!(
+            !l.idle_timeout.is_zero() && !l.body_timeout.is_zero(),
+            "[collector] idle_timeout and body_timeout must be above 0"
+        );
+        anyhow::ensure!(
+            l.receive_buffer_bytes >= l.max_body_bytes,
+            "[collector] receive_buffer_bytes ({}) must be at least max_body_bytes ({}), or a \
+             body of the largest size could never be received",
+            l.receive_buffer_bytes,
+            l.max_body_bytes
         );
         for t in self.tokens.iter().chain(&self.api_tokens) {
             anyhow::ensure!(

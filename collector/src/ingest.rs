@@ -6,7 +6,7 @@
 //! `max_concurrent_uploads` requests hold a body in memory at once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -21,8 +21,6 @@ use uploader::protocol::{self, Batch, ProtocolError};
 use crate::server::{unauthorized, AppState};
 use crate::store::{IngestMeta, IngestOutcome};
 
-/// Time a client gets to send the whole body once it holds an upload slot.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// `Retry-After` (seconds) sent with 503 when all upload slots stay busy.
 const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
@@ -229,6 +227,71 @@ fn refuse_intact(st: &AppState, r: Refusal, received_digest: &str) -> Response {
     resp
 }
 
+fn busy() -> Refusal {
+    Refusal::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the collector is busy; retry later",
+    )
+}
+
+/// Reads an upload body as it arrives: each piece within `idle_timeout` of the one before,
+/// the whole within `body_timeout` (else 408: the body is incomplete), at most `max` bytes
+/// (else 413), every byte counted against the receive budget while it is held (503 when no
+/// room frees up within `upload_queue_timeout`).
+async fn read_body<'a>(
+    st: &'a AppState,
+    mut body: Body,
+    max: u64,
+) -> Result<(Vec<u8>, Option<tokio::sync::SemaphorePermit<'a>>), Refusal> {
+    let l = &st.cfg.limits;
+    let deadline = tokio::time::Instant::now() + l.body_timeout;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut held: Option<tokio::sync::SemaphorePermit<'a>> = None;
+    loop {
+        let until = deadline.min(tokio::time::Instant::now() + l.idle_timeout);
+        let frame = match tokio::time::timeout_at(until, body.frame()).await {
+            Err(_) => {
+                return Err(not_intact(
+                    "incomplete_body",
+                    "the body did not arrive in time; resend it",
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(not_intact(
+                    "incomplete_body",
+                    format!("the body did not arrive complete ({e}); resend it"),
+                ))
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() as u64 + data.len() as u64 > max {
+            return Err(refusal_for(&ProtocolError::BodyTooLarge {
+                len: max + 1,
+                max,
+            }));
+        }
+        let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let permit =
+            match tokio::time::timeout(l.upload_queue_timeout, st.receive_budget.acquire_many(n))
+                .await
+            {
+                Ok(Ok(p)) => p,
+                _ => return Err(busy()),
+            };
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf, held))
+}
+
 /// The upload handler.
 pub(crate) async fn upload(
     State(st): State<Arc<AppState>>,
@@ -270,6 +333,12 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
             }),
         );
     }
+    // The body first, without an upload slot: a slow or stalled peer holds only the bytes it
+    // actually sent (from the receive budget), never a slot that fast uploads need.
+    let (bytes, _budget) = match read_body(st, body, limits.max_body_bytes).await {
+        Ok(v) => v,
+        Err(r) => return refuse(st, r),
+    };
     let _slot = match tokio::time::timeout(
         st.cfg.limits.upload_queue_timeout,
         st.upload_slots.acquire(),
@@ -277,51 +346,7 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
     .await
     {
         Ok(Ok(permit)) => permit,
-        _ => {
-            return refuse(
-                st,
-                Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "the collector is busy; retry later",
-                ),
-            )
-        }
-    };
-    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let read = tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        http_body_util::Limited::new(body, max).collect(),
-    );
-    let bytes = match read.await {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return refuse(
-                st,
-                refusal_for(&ProtocolError::BodyTooLarge {
-                    len: limits.max_body_bytes + 1,
-                    max: limits.max_body_bytes,
-                }),
-            );
-        }
-        Ok(Err(e)) => {
-            return refuse(
-                st,
-                not_intact(
-                    "incomplete_body",
-                    format!("the body did not arrive complete ({e}); resend it"),
-                ),
-            );
-        }
-        Err(_) => {
-            return refuse(
-                st,
-                not_intact(
-                    "incomplete_body",
-                    "the body did not arrive in time; resend it",
-                ),
-            );
-        }
+        _ => return refuse(st, busy()),
     };
     let sent_digest = headers
         .get(protocol::HEADER_CONTENT_DIGEST)

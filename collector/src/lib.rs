@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+mod connections;
 #[doc(hidden)]
 pub mod fixtures;
 #[doc(hidden)]

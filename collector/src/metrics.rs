@@ -92,7 +92,12 @@ impl Metrics {
         self.records_duplicate
             .fetch_add(dup_records, Ordering::Relaxed);
         self.gaps.fetch_add(gaps, Ordering::Relaxed);
-        self.gap_records.fetch_add(gap_records, Ordering::Relaxed);
+        // A device-stated count: any u64, so the total saturates instead of wrapping.
+        let _ = self
+            .gap_records
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(gap_records))
+            });
     }
 
     /// A batch was acknowledged as a duplicate.

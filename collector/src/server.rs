@@ -30,8 +30,6 @@ use crate::{ingest, ui};
 /// shutdown). Batching them keeps a flood of unauthenticated requests from costing an fsync
 /// each.
 const REJECT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
-/// Time a client gets to send its request headers (slowloris bound).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// State shared by all handlers.
 #[derive(Debug)]
@@ -40,6 +38,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     pub(crate) cfg: ServerConfig,
     pub(crate) upload_slots: Semaphore,
+    /// Bytes of upload bodies held while they arrive (`Limits::receive_buffer_bytes`).
+    pub(crate) receive_budget: Semaphore,
     upload_tokens: Vec<[u8; 32]>,
     api_tokens: Vec<[u8; 32]>,
     pending_rejects: Mutex<BTreeMap<&'static str, u64>>,
@@ -174,6 +174,11 @@ impl Server {
             store,
             metrics: Metrics::new(records),
             upload_slots: Semaphore::new(cfg.limits.max_concurrent_uploads),
+            receive_budget: Semaphore::new(
+                usize::try_from(cfg.limits.receive_buffer_bytes)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            ),
             upload_tokens: cfg.tokens.iter().map(|t| digest(t.as_bytes())).collect(),
             api_tokens: cfg
                 .api_tokens
@@ -244,21 +249,29 @@ async fn serve(
         });
     }
     let make = app.into_make_service();
+    // Bounded connections, and a silent one (before its first byte or between requests) is
+    // closed after `idle_timeout` (slowloris and idle-flood bound; see `connections`).
+    let idle = state.cfg.limits.idle_timeout;
+    let capped = crate::connections::Capped::new(state.cfg.limits.max_connections, idle);
     let result = match tls {
         None => {
-            let mut s = axum_server::from_tcp(listener).handle(handle);
+            let mut s = axum_server::from_tcp(listener)
+                .acceptor(capped)
+                .handle(handle);
             s.http_builder()
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(idle);
             s.serve(make).await
         }
         Some(c) => {
-            let mut s = axum_server::from_tcp_rustls(listener, c).handle(handle);
+            let mut s = axum_server::from_tcp_rustls(listener, c)
+                .map(|tls| tls.acceptor(capped))
+                .handle(handle);
             s.http_builder()
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(idle);
             s.serve(make).await
         }
     };

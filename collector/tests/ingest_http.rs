@@ -327,34 +327,41 @@ fn a_batch_sent_to_the_wrong_log_or_with_a_wrong_id_is_400() {
 }
 
 #[test]
-fn uploads_beyond_the_concurrency_limit_wait_then_get_503_with_retry_after() {
+fn a_stalled_body_holds_no_slot_and_a_full_receive_buffer_answers_503_with_retry_after() {
+    let p = fixtures::private_id(11);
+    let body = fixtures::body(&fixtures::batch(&p, 0, 5, "1"));
+    let len = body.len() as u64;
     let h = Harness::start(|c| {
         c.limits.max_concurrent_uploads = 1;
         c.limits.upload_queue_timeout = Duration::from_millis(300);
+        // Room for one body in flight: a stalled half body leaves too little for another.
+        c.limits.max_body_bytes = len;
+        c.limits.receive_buffer_bytes = len;
     });
-    let p = fixtures::private_id(11);
-    let body = fixtures::body(&fixtures::batch(&p, 0, 5, "1"));
-    // Hold the only slot: headers and half the body, then stall.
+    let post = |body: &[u8]| -> Result<ureq::Response, Box<ureq::Error>> {
+        ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
+            .set("Content-Type", protocol::CONTENT_TYPE)
+            .set("Content-Encoding", "zstd")
+            .send_bytes(body)
+            .map_err(Box::new)
+    };
+    // Headers and half the body, then stall: that holds half the receive buffer, no slot.
     let mut slow = TcpStream::connect(h.addr).unwrap();
-    slow.write_all(request_head(&p, body.len() as u64).as_bytes())
-        .unwrap();
+    slow.write_all(request_head(&p, len).as_bytes()).unwrap();
     slow.write_all(&body[..body.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let r = ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
-        .set("Content-Type", protocol::CONTENT_TYPE)
-        .set("Content-Encoding", "zstd")
-        .send_bytes(&body);
-    match r {
+    match post(&body).map_err(|e| *e) {
         Err(ureq::Error::Status(503, resp)) => assert!(resp.header("retry-after").is_some()),
         other => panic!("expected 503, got {other:?}"),
     }
-    // The slow upload still completes.
+    // The slow upload still completes, and then the buffer is free again.
     slow.write_all(&body[body.len() / 2..]).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut resp = String::new();
     let _ = slow.read_to_string(&mut resp);
     assert_eq!(status_of(&resp), Some(200), "{resp}");
+    assert_eq!(post(&body).map(|r| r.status()).ok(), Some(200));
 }
 
 #[test]

@@ -42,6 +42,12 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
     } else {
         (Status::default(), None)
     };
+    if let Some(id) = &log_id {
+        // A state.json written before redaction existed may quote the upload URL.
+        st.last_error = st
+            .last_error
+            .map(|e| crate::transport::scrub_private_id(&e, &id.private()));
+    }
     let mut warnings: Vec<String> = st_warn.into_iter().collect();
     let (cursor, inflight) = match (&log_id, updir.exists()) {
         (Some(id), true) => {

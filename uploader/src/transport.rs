@@ -58,20 +58,33 @@ impl Endpoint {
 
     /// `text` with every copy of the private id (any letter case) replaced.
     pub fn scrub(&self, text: &str) -> String {
-        let Some(secret) = self.secret.as_deref() else {
-            return text.to_owned();
-        };
-        let (lower, needle) = (text.to_ascii_lowercase(), secret.to_ascii_lowercase());
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
-        while let Some(i) = lower.get(at..).and_then(|l| l.find(&needle)) {
-            out.push_str(text.get(at..at + i).unwrap_or(""));
-            out.push_str("<private id>");
-            at += i + needle.len();
+        match self.secret.as_deref() {
+            Some(secret) => replace_secret(text, secret),
+            None => text.to_owned(),
         }
-        out.push_str(text.get(at..).unwrap_or(""));
-        out
     }
+}
+
+/// `text` with every copy of the hex of `private` (any letter case) replaced by
+/// `<private id>`: for text stored before this redaction existed (an old `state.json`).
+pub fn scrub_private_id(text: &str, private: &[u8; 32]) -> String {
+    replace_secret(text, &hex::encode(private))
+}
+
+fn replace_secret(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let (lower, needle) = (text.to_ascii_lowercase(), secret.to_ascii_lowercase());
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(i) = lower.get(at..).and_then(|l| l.find(&needle)) {
+        out.push_str(text.get(at..at + i).unwrap_or(""));
+        out.push_str("<private id>");
+        at += i + needle.len();
+    }
+    out.push_str(text.get(at..).unwrap_or(""));
+    out
 }
 
 impl std::fmt::Display for Endpoint {
@@ -403,6 +416,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_counts_only_when_it_confirms_the_body_sent() {
+        use crate::testing::{Behavior, FlakyServer};
+        let s = FlakyServer::start(vec![
+            Behavior::Status(400),
+            Behavior::StatusUnconfirmed(400),
+            Behavior::Status(415),
+        ]);
+        let t = Transport::new(
+            format!("{}/v1/logs/{}/batches", s.url(), "cd".repeat(32)),
+            None,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        );
+        let id = BatchId([7; 32]);
+        let verdict = |o: Outcome| match o {
+            Outcome::Status { verdict, .. } => verdict,
+            Outcome::Transport(e) => panic!("{e}"),
+        };
+        let never = &mut || false;
+        assert_eq!(
+            verdict(t.send_until(&id, b"body", None, never)),
+            Verdict::Rejected
+        );
+        assert_eq!(
+            verdict(t.send_until(&id, b"body", None, never)),
+            Verdict::Unconfirmed
+        );
+        // 415 is about the request's headers, never the batch, confirmed or not.
+        assert_eq!(verdict(t.send(&id, b"body")), Verdict::Unconfirmed);
+    }
+
+    #[test]
     fn an_endpoint_never_shows_its_private_id() {
         let id = "ab".repeat(32);
         let e = Endpoint::new(format!("https://h:1/base/v1/logs/{id}/batches"));
@@ -418,6 +463,10 @@ mod tests {
         assert_eq!(
             e.scrub(&quoted),
             "https://h:1/base/v1/logs/<private id>/batches: Connection refused (<private id>)"
+        );
+        assert_eq!(
+            scrub_private_id(&format!("x {id} y"), &[0xab; 32]),
+            "x <private id> y"
         );
         let t = Transport::new(
             e.expose().to_owned(),

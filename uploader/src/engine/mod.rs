@@ -253,7 +253,11 @@ impl Uploader {
         let loaded = store
             .load(&public)
             .context("cannot read the upload cursor")?;
-        let (status, w) = Status::load(&updir);
+        let (mut status, w) = Status::load(&updir);
+        // Older versions stored the full upload URL in errors; the next save drops it.
+        status.last_error = status
+            .last_error
+            .map(|e| crate::transport::scrub_private_id(&e, &id.private()));
         let mut warnings = loaded.warnings;
         warnings.extend(w);
         let builder =

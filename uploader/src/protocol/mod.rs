@@ -433,8 +433,9 @@ pub enum Verdict {
     /// Other 4xx with [`HEADER_RECEIVED_DIGEST`] equal to the digest sent: the server read the
     /// whole body intact and refuses this batch; after repeated refusals, dead-letter it.
     Rejected,
-    /// Other 4xx without that confirmation: the server may have judged a body cut or damaged
-    /// on the way, so the batch is not at fault; back off and resend it (never dead-letter).
+    /// Other 4xx without that confirmation, and any 415: the server may have judged a body
+    /// cut or damaged on the way, or the request's headers, so the batch is not at fault; back
+    /// off and resend it (never dead-letter).
     Unconfirmed,
 }
 
@@ -457,6 +458,10 @@ pub fn classify(
         if !p.split(',').any(|x| x.trim() == mine) {
             return Verdict::Configuration;
         }
+    }
+    if status == 415 {
+        // The device's Content-Type and Content-Encoding are fixed: never the batch's fault.
+        return Verdict::Unconfirmed;
     }
     match v {
         Verdict::Rejected if received_digest.is_some_and(|d| digest_matches(d, sent_digest)) => {

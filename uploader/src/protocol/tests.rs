@@ -448,6 +448,10 @@ fn only_a_refusal_confirming_the_intact_body_is_a_rejection() {
         Verdict::Unconfirmed
     );
     assert_eq!(classify(415, None, None, &sent), Verdict::Unconfirmed);
+    assert_eq!(
+        classify(415, Some(&sent), None, &sent),
+        Verdict::Unconfirmed
+    );
     // A 4xx from a server of another protocol version: configuration, never dead-letter.
     assert_eq!(
         classify(400, Some(&sent), Some("2"), &sent),
