@@ -506,12 +506,16 @@ impl BatchBuilder {
             // segments): the batch still ends at `until`, so it keeps its id and a collector
             // that stored the first send drops it; the rest of the gap opens the next batch.
             if let Some(u) = until.filter(|&u| gap.end > u) {
+                let total = gap.records;
                 let (mut head, mut tail) = parts::split_gap(gap, u);
-                if head.reason == crate::protocol::GapReason::Trimmed {
-                    head.records =
-                        self.trimmed_count(s, notes, head.start, head.end, head.segments);
-                    tail.records =
-                        self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
+                if head.reason == crate::protocol::GapReason::Trimmed && total > 0 {
+                    // Each side states its own records: the tail's from the ledger and the
+                    // records before `u`, the head the rest (when the tail's are unknown, the
+                    // tail keeps the whole count, which is never too low).
+                    let t = self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
+                    if t > 0 && t <= total {
+                        (head.records, tail.records) = (total - t, t);
+                    }
                 }
                 self.enc.add_gap(&head);
                 gaps.push(head);

@@ -22,6 +22,17 @@ impl Uploader {
         progress: &mut dyn FnMut(&Progress),
     ) -> anyhow::Result<Result<(), PassOutcome>> {
         self.cursor.inflight = Some((b.first, b.last));
+        let known = b
+            .last_records_before
+            .map(|records| crate::state::RecordsBefore {
+                segment: b.last.segment,
+                offset: b.last.offset,
+                records,
+            });
+        if known.is_some() && known != self.status.inflight_records_before {
+            self.status.inflight_records_before = known;
+            self.save_status();
+        }
         self.persist()?;
         crash_point_for_test("before_send");
         let (mut attempts, mut refusals) = (0u32, 0u32);
@@ -209,7 +220,7 @@ impl Uploader {
                 &half,
                 Some(b.last),
                 i64::MAX,
-                &mut Notes(&self.cfg.dir, self.status.cursor_records_before),
+                &mut Notes(&self.cfg.dir, self.status.known_records_before()),
             )?;
             if part.is_empty() {
                 self.cursor.position = part.last.max(self.cursor.position);

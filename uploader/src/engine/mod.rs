@@ -129,8 +129,9 @@ pub struct Uploader {
 
 /// Answers trimmed gaps' record counts from the log's trim ledger, which every trimmer
 /// (the probes' retention, ours) appends to before or right after it removes a segment.
-/// The second field: what the status knows about the records before the cursor.
-struct Notes<'a>(&'a std::path::Path, Option<state::RecordsBefore>);
+/// The second field: what the status knows about the records before the cursor and before
+/// the end of the batch in flight.
+struct Notes<'a>(&'a std::path::Path, [Option<state::RecordsBefore>; 2]);
 impl Observer for Notes<'_> {
     fn trimmed_records(
         &mut self,
@@ -149,7 +150,9 @@ impl Observer for Notes<'_> {
         };
         let before = before.or_else(|| {
             self.1
-                .filter(|k| (k.segment, k.offset) == (start.segment, start.offset))
+                .iter()
+                .flatten()
+                .find(|k| (k.segment, k.offset) == (start.segment, start.offset))
                 .map(|k| k.records)
         });
         ledger
@@ -373,7 +376,7 @@ impl Uploader {
                         &exact,
                         Some(l),
                         i64::MAX,
-                        &mut Notes(&self.cfg.dir, self.status.cursor_records_before),
+                        &mut Notes(&self.cfg.dir, self.status.known_records_before()),
                     )?
                 }
                 _ => {
@@ -383,7 +386,7 @@ impl Uploader {
                         &limits,
                         None,
                         now_ms(),
-                        &mut Notes(&self.cfg.dir, self.status.cursor_records_before),
+                        &mut Notes(&self.cfg.dir, self.status.known_records_before()),
                     )?
                 }
             };
@@ -422,6 +425,11 @@ impl Uploader {
             Some(self.cursor.position),
             &*retention_clock(),
         )?;
+        if let Some(e) = &r.ledger_error {
+            self.warnings.push(format!(
+                "retention could not write the trim ledger ({e}); gaps over the removed segments will say their record count is unknown"
+            ));
+        }
         if r.unconsumed_records > 0 {
             // The reader may hold a removed segment open and would go on reading the deleted
             // file: start again at the cursor, so the reader reports exactly what is gone.
