@@ -6,6 +6,12 @@
 //! segment's last record was written before the next segment was created. Within one boot the
 //! age uses CLOCK_BOOTTIME, so wall-clock jumps cannot age anything; across boots the wall
 //! clock is used, and a segment stamped in the future has age zero (kept).
+//!
+//! Every pass records what it removes in the trim ledger ([`crate::ledger`]): one entry per
+//! segment with its record count, appended before the segment is unlinked when the count is
+//! final (the segment's sealed record count, [`crate::seal_count`], or a scan under the lock
+//! that met no hole), else counted through a descriptor opened before the unlink and
+//! appended right after. Whoever finds the segment missing later states the exact count.
 
 use std::path::Path;
 use std::time::Duration;
