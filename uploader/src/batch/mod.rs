@@ -122,16 +122,16 @@ pub trait Observer {
     /// Records lost in the missing segments `[first, first + count)`, for a gap that starts
     /// at `start` (inside `first` when the reader had reached a position in it); `before`:
     /// the record frames of `start`'s segment before `start`, when the builder knows them.
-    /// 0 means unknown (PROTOCOL.md); the engine answers from the trim ledger.
+    /// `None`: unknown (sent as 0, PROTOCOL.md); the engine answers from the trim ledger.
     fn trimmed_records(
         &mut self,
         start: Position,
         first_segment: u64,
         count: u64,
         before: Option<u64>,
-    ) -> u64 {
+    ) -> Option<u64> {
         let _ = (start, first_segment, count, before);
-        0
+        None
     }
 }
 
@@ -202,9 +202,9 @@ impl BatchBuilder {
         start: Position,
         end: Position,
         segments: u64,
-    ) -> u64 {
+    ) -> Option<u64> {
         if segments == 0 {
-            return 0;
+            return Some(0);
         }
         let first = end.segment.saturating_sub(segments);
         let first = if start.segment > first && start.segment < end.segment {
@@ -487,7 +487,9 @@ impl BatchBuilder {
                             };
                             if let DamageReason::MissingSegments { count } = d.reason {
                                 g.segments = count;
-                                g.records = self.trimmed_count(s, notes, start, g.end, count);
+                                g.records = self
+                                    .trimmed_count(s, notes, start, g.end, count)
+                                    .unwrap_or(0);
                             }
                             g
                         }
@@ -513,7 +515,7 @@ impl BatchBuilder {
                     // records before `u`, the head the rest (when the tail's are unknown, the
                     // tail keeps the whole count, which is never too low).
                     let t = self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
-                    if t > 0 && t <= total {
+                    if let Some(t) = t.filter(|&t| t <= total) {
                         (head.records, tail.records) = (total - t, t);
                     }
                 }

@@ -30,8 +30,18 @@ impl Uploader {
                 records,
             });
         if known.is_some() && known != self.status.inflight_records_before {
-            self.status.inflight_records_before = known;
-            self.save_status();
+            // Needed to state the exact count of a trimmed gap if this range has to be
+            // rebuilt after a crash: like the cursor, it must be on disk before the send.
+            let before = std::mem::replace(&mut self.status.inflight_records_before, known);
+            if let Err(e) = self.status.save(&self.updir) {
+                self.status.inflight_records_before = before; // retried with the next send
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot write {}",
+                        self.updir.join(crate::state::STATE_FILE).display()
+                    )
+                });
+            }
         }
         self.persist()?;
         crash_point_for_test("before_send");

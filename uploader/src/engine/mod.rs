@@ -139,10 +139,8 @@ impl Observer for Notes<'_> {
         first: u64,
         count: u64,
         before: Option<u64>,
-    ) -> u64 {
-        let Ok(ledger) = segment_log::ledger::read(self.0) else {
-            return 0; // unknown
-        };
+    ) -> Option<u64> {
+        let ledger = segment_log::ledger::read(self.0).ok()?;
         let offset = if start.segment == first {
             start.offset
         } else {
@@ -155,9 +153,7 @@ impl Observer for Notes<'_> {
                 .find(|k| (k.segment, k.offset) == (start.segment, start.offset))
                 .map(|k| k.records)
         });
-        ledger
-            .records_lost(offset, first, count, before)
-            .unwrap_or(0)
+        ledger.records_lost(offset, first, count, before)
     }
 }
 
