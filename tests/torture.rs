@@ -1365,12 +1365,17 @@ fn run(plan: Plan) {
     );
     let _ = writeln!(
         s,
-        "  uploader status: expired {} records, corrupt ranges {}, dead-lettered {}; trimmed gaps state {} records, {} trimmed gaps count unknown (segments removed by probe-side retention)",
+        "  uploader status: expired {} records, corrupt ranges {}, dead-lettered {}; trimmed gaps state {} records ({} records beyond those acknowledged or delivered in them: commits of killed writers); {} of {} trimmed gaps state an exact count, {} over injected corruption, {} unknown; collector lost total {}",
         status["expired_records"],
         status["corrupt_ranges"],
         status["dead_lettered"],
         report.trimmed_known,
-        report.trimmed_unknown
+        report.trimmed_excess,
+        report.trimmed_exact,
+        report.gaps_by_reason.get("trimmed").copied().unwrap_or(0),
+        report.trimmed_over_corruption,
+        report.trimmed_unknown,
+        report.collector_lost
     );
     let _ = writeln!(
         s,
@@ -1424,6 +1429,10 @@ fn run(plan: Plan) {
         "lost_in_gaps": report.explained,
         "duplicated": report.duplicated,
         "gap_entries": report.gap_entries,
+        "trimmed_gaps": report.gaps_by_reason.get("trimmed").copied().unwrap_or(0),
+        "trimmed_gaps_exact": report.trimmed_exact,
+        "trimmed_records": report.trimmed_known,
+        "collector_lost": report.collector_lost,
         "dedupe_batches": report.dup_batches,
         "max_disk_bytes": samples.max_disk.load(Ordering::Relaxed),
         "max_uploader_rss_kib": samples.max_uploader_rss_kib.load(Ordering::Relaxed),
@@ -1485,8 +1494,18 @@ struct Report {
     dup_batches: u64,
     dup_records: u64,
     trimmed_known: u64,
-    /// Trimmed gaps whose record count is unknown (segments removed by probe-side retention).
+    /// Trimmed gaps whose record count is unknown although records lie in them (a failure).
     trimmed_unknown: u64,
+    /// Trimmed gaps that state an exact count (see `check`).
+    trimmed_exact: u64,
+    /// Trimmed gaps over bytes the harness overwrote, stating fewer records than were
+    /// acknowledged in them (the damaged records could not be counted).
+    trimmed_over_corruption: u64,
+    /// Records trimmed gaps state beyond the acknowledged and delivered ones in them
+    /// (records committed by writers killed before their ack; at most the kills).
+    trimmed_excess: u64,
+    /// The collector's lost total (`/api/stats` `gaps.records_lost`).
+    collector_lost: u64,
     /// Records the collector has although a `trimmed` gap covers them: the uploader was
     /// killed after the server acknowledged their batch but before it persisted the cursor,
     /// then retention (probe-side, by disk budget) removed the segments, so the rebuilt
@@ -1502,6 +1521,9 @@ struct GapInfo {
     end: Position,
     records: u64,
     attributed: u64,
+    /// Records the collector has although this gap covers them (see
+    /// `Report::delivered_in_trimmed_gap`).
+    delivered: u64,
 }
 
 fn pos_of(v: &serde_json::Value) -> Position {
@@ -1594,6 +1616,7 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
             end: pos_of(&g["end"]),
             records: g["records"].as_u64().unwrap_or(0),
             attributed: 0,
+            delivered: 0,
         })
         .collect();
     gaps.sort_by_key(|g| (g.start, g.end));
@@ -1626,9 +1649,10 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
                 format!("record {id} stored at {pos} which names another id"),
             );
         }
-        if let Some(g) = gaps.iter().find(|g| g.start <= *pos && *pos < g.end) {
+        if let Some(g) = gaps.iter_mut().find(|g| g.start <= *pos && *pos < g.end) {
             if g.reason == "trimmed" {
                 r.delivered_in_trimmed_gap += 1;
+                g.delivered += 1;
             } else {
                 fail(
                     &mut r,
@@ -1821,8 +1845,54 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
         }
     }
 
-    // The uploader's own count of records its retention removed before upload must reach
-    // the collector in the trimmed gaps.
+    // Trimmed gaps state exact counts (issue 11 item 5), whoever trimmed: the trim ledger
+    // gives each removed segment's records. A gap holds the acknowledged records lost in it,
+    // the records delivered although it covers them (acknowledged batch, cursor not yet
+    // persisted when the uploader was killed), and records committed by a writer killed
+    // before it wrote their ack: at most one per kill. So each gap states at least the first
+    // two, never "unknown" (0) when it holds any, and all gaps together exceed them by at
+    // most the number of kills.
+    let kills: u64 = h
+        .ledger
+        .counts
+        .iter()
+        .filter(|(k, _)| k.starts_with("kill"))
+        .map(|(_, v)| v)
+        .sum();
+    let mut excess = 0u64;
+    for g in gaps.iter().filter(|g| g.reason == "trimmed") {
+        let known = g.attributed + g.delivered;
+        if g.records == 0 && known > 0 {
+            r.trimmed_unknown += 1;
+            fail(
+                &mut r,
+                format!("trimmed gap {g:?} states no count but {known} records lie in it"),
+            );
+        } else if g.records < known && h.ledger.corrupted_between(g.start, g.end) {
+            // Bytes overwritten before the segment was counted: the records they held
+            // cannot be counted (the gap states the records that verified).
+            r.trimmed_over_corruption += 1;
+        } else if g.records < known {
+            fail(
+                &mut r,
+                format!("trimmed gap {g:?} states fewer records than the {known} that lie in it"),
+            );
+        } else {
+            r.trimmed_exact += 1;
+            excess += g.records - known;
+        }
+    }
+    r.trimmed_excess = excess;
+    if excess > kills {
+        fail(
+            &mut r,
+            format!(
+                "trimmed gaps state {excess} records more than were acknowledged or delivered in them, more than the {kills} kills can explain"
+            ),
+        );
+    }
+    // The uploader's own count of records its retention removed before upload reaches the
+    // collector in the trimmed gaps (which also count what the probes' retention removed).
     let expired = h.expired_records;
     let trimmed: u64 = gaps
         .iter()
@@ -1830,14 +1900,7 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
         .map(|g| g.records)
         .sum();
     r.trimmed_known = trimmed;
-    // A trimmed gap states 0 ("unknown") when another process's retention removed some of
-    // its segments: then the known counts can only fall short of the uploader's own.
-    let unknown = gaps
-        .iter()
-        .filter(|g| g.reason == "trimmed" && g.records == 0)
-        .count() as u64;
-    r.trimmed_unknown = unknown;
-    if trimmed > expired || (unknown == 0 && trimmed != expired) {
+    if trimmed < expired {
         fail(
             &mut r,
             format!(
@@ -1857,6 +1920,16 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
                     .collect::<Vec<_>>()
                     .join("\n")
             ),
+        );
+    }
+    // The collector's lost total (/api/stats) is the sum its gap entries state.
+    let stated: u64 = gaps.iter().map(|g| g.records).sum();
+    let lost = stats["gaps"]["records_lost"].as_u64().unwrap_or(0);
+    r.collector_lost = lost;
+    if lost != stated {
+        fail(
+            &mut r,
+            format!("/api/stats says {lost} records lost, its gap entries state {stated}"),
         );
     }
 

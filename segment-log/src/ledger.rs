@@ -329,6 +329,27 @@ fn open_locked(p: &Path) -> Result<File> {
     }
 }
 
+/// Creates the ledger (header only, space reserved for appends) if there is none. Writers call
+/// it when they open the log, so a retention pass on a full disk can still record counts.
+pub fn prepare(dir: &Path) -> Result<()> {
+    let p = path(dir);
+    if p.exists() {
+        return Ok(());
+    }
+    let mut f = open_locked(&p)?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("stat trim ledger", &p, e))?
+        .len();
+    if len == 0 {
+        f.write_all(&encode_header())
+            .and_then(|()| f.sync_data())
+            .map_err(|e| Error::io("create trim ledger", &p, e))?;
+    }
+    reserve_space(&f, len.max(LEDGER_HEADER_LEN as u64));
+    Ok(())
+}
+
 /// Appends `entries` (one write, then fsync). Called by every trimmer, for each segment it
 /// removes. Past [`MAX_ENTRIES`] the oldest half is dropped.
 pub fn append(dir: &Path, entries: &[TrimEntry]) -> Result<()> {
@@ -359,6 +380,7 @@ pub fn append(dir: &Path, entries: &[TrimEntry]) -> Result<()> {
     f.write_all(&buf)
         .and_then(|()| f.sync_data())
         .map_err(|e| Error::io("append to trim ledger", &p, e))?;
+    reserve_space(&f, len + buf.len() as u64);
     if len > (LEDGER_HEADER_LEN + ENTRY_LEN * MAX_ENTRIES) as u64 {
         let l = read(dir)?;
         let drop_below = l
@@ -370,6 +392,27 @@ pub fn append(dir: &Path, entries: &[TrimEntry]) -> Result<()> {
         rewrite(&p, &l, drop_below)?;
     }
     Ok(())
+}
+
+/// Space allocated past the end of the ledger for the next appends, so that a retention pass
+/// on a full disk (the usual reason it runs) can still record what it removes.
+const RESERVE: u64 = 16 << 10;
+
+/// Allocates [`RESERVE`] bytes past `len` without changing the file size (best effort).
+fn reserve_space(f: &File, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(len), libc::off_t::try_from(RESERVE)) else {
+        return;
+    };
+    // SAFETY: the descriptor is valid for the call (borrowed from `f`); no pointers are
+    // passed. The result is ignored: without the reserve an append may fail on a full disk.
+    #[expect(
+        unsafe_code,
+        reason = "fallocate(FALLOC_FL_KEEP_SIZE) has no safe wrapper"
+    )]
+    unsafe {
+        libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, n);
+    }
 }
 
 fn rewrite(p: &Path, l: &Ledger, keep_from: u64) -> Result<()> {
@@ -389,6 +432,7 @@ fn rewrite(p: &Path, l: &Ledger, keep_from: u64) -> Result<()> {
     f.write_all(&buf)
         .and_then(|()| f.sync_data())
         .map_err(|e| Error::io("write", &tmp, e))?;
+    reserve_space(&f, buf.len() as u64);
     std::fs::rename(&tmp, p).map_err(|e| Error::io("replace trim ledger", p, e))?;
     crate::fs::sync_dir(dir)
 }

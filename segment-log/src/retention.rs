@@ -6,6 +6,12 @@
 //! segment's last record was written before the next segment was created. Within one boot the
 //! age uses CLOCK_BOOTTIME, so wall-clock jumps cannot age anything; across boots the wall
 //! clock is used, and a segment stamped in the future has age zero (kept).
+//!
+//! Every pass records what it removes in the trim ledger ([`crate::ledger`]): one entry per
+//! segment with its record count, appended before the segment is unlinked when the count is
+//! final (the segment's sealed record count, [`crate::seal_count`], or a scan under the lock
+//! that met no hole), else counted through a descriptor opened before the unlink and
+//! appended right after. Whoever finds the segment missing later states the exact count.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::{FrameKind, SegmentHeader, HEADER_LEN};
 use crate::fs::{self as lfs, Clock, SegmentFile};
 use crate::ledger::{self, TrimEntry, TrimReason};
-use crate::scan::{HolePolicy, SegmentScanner, Step};
+use crate::scan::{DamageReason, HolePolicy, SegmentScanner, Step};
 use crate::seal_count;
 use crate::Position;
 
@@ -78,13 +84,29 @@ fn count_records(
     cursor: Option<Position>,
     writers_lock: Option<&Path>,
 ) -> Counted {
+    count_with(file, seg, cursor, writers_lock, COUNT_HOLE_TIMEOUT)
+}
+
+/// How long a count that must not hold anyone up (under the rotate lock, or in a writer's
+/// background thread) waits for a reservation to be committed; a segment with a hole left
+/// after it is counted later ([`count_records`]), not sealed or recorded early.
+const QUICK_HOLE_TIMEOUT: Duration = Duration::from_millis(50);
+
+fn count_with(
+    file: std::fs::File,
+    seg: &SegmentFile,
+    cursor: Option<Position>,
+    writers_lock: Option<&Path>,
+    timeout: Duration,
+) -> Counted {
     let holes = HolePolicy {
         quiescent: writers_lock.is_none(),
         probe: writers_lock.map(Path::to_path_buf),
-        timeout: COUNT_HOLE_TIMEOUT,
+        timeout,
     };
     let mut c = Counted::default();
     let Ok(mut sc) = SegmentScanner::from_file(file, &seg.path, seg.number, 1 << 20, holes) else {
+        c.unsettled = true;
         return c;
     };
     while let Ok(step) = sc.next_step() {
@@ -108,22 +130,58 @@ fn count_records(
                     c.unconsumed += 1;
                 }
             }
-            Step::Frame { .. } | Step::Damage(_) => {}
+            Step::Frame { .. } => {}
+            // A reservation not committed (yet): a writer may still fill it.
+            Step::Damage(d) if d.reason == DamageReason::AbandonedReservation => {
+                c.unsettled = true;
+            }
+            // Damaged bytes stay damaged: the count is what verifies.
+            Step::Damage(_) => {}
             // Nothing committed past here: a removed segment was never the newest, so it
             // is sealed (or was left by a crash) and gets no new reservations.
-            Step::Pending | Step::End => break,
+            Step::Pending => {
+                c.unsettled = true;
+                break;
+            }
+            Step::End => break,
         }
     }
     c
 }
 
 /// What [`count_records`] found in one segment.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Counted {
     all: u64,
     unconsumed: u64,
     first_offset: u64,
     last_offset: u64,
+    /// A hole (a reservation not committed) was skipped, or the scan could not finish: a
+    /// writer may still add a record, so the count is not final.
+    unsettled: bool,
+}
+
+impl Counted {
+    fn entry(
+        &self,
+        seg: &SegmentFile,
+        cursor: Option<Position>,
+        reason: TrimReason,
+        now: i64,
+    ) -> TrimEntry {
+        let inside = cursor.filter(|p| inside(*p, seg.number));
+        TrimEntry {
+            segment: seg.number,
+            records: self.all,
+            bytes: seg.disk_bytes,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            from_offset: inside.map_or(0, |p| p.offset),
+            records_from: if inside.is_some() { self.unconsumed } else { 0 },
+            wall_ns: now,
+            reason,
+        }
+    }
 }
 
 /// Applies `policy`. Takes the rotate lock, so it is safe to run while writers append.
@@ -154,8 +212,9 @@ struct RemovedFile {
     file: std::fs::File,
     seg: SegmentFile,
     reason: TrimReason,
-    /// The sealed record count, when the ledger entry was written from it before unlinking.
-    sealed: Option<u64>,
+    /// The count, when the ledger entry was written before unlinking (from the sealed record
+    /// count, or a scan under the lock that found no hole).
+    pre: Option<Counted>,
 }
 
 impl Removed {
@@ -180,32 +239,19 @@ impl Removed {
             file,
             seg,
             reason,
-            sealed,
+            pre,
         } in self.files
         {
-            if let Some(n) = sealed {
-                // Not the cursor's segment (see remove_locked): all or nothing is unconsumed.
-                report.records_removed += n;
-                if cursor.is_some_and(|c| c.segment <= seg.number) {
-                    report.unconsumed_records += n;
+            let c = match pre {
+                Some(c) => c,
+                None => {
+                    let c = count_records(file, &seg, cursor, writers_lock);
+                    entries.push(c.entry(&seg, cursor, reason, clock.wall_ns()));
+                    c
                 }
-                continue;
-            }
-            let c = count_records(file, &seg, cursor, writers_lock);
+            };
             report.records_removed += c.all;
             report.unconsumed_records += c.unconsumed;
-            let inside = cursor.filter(|p| inside(*p, seg.number));
-            entries.push(TrimEntry {
-                segment: seg.number,
-                records: c.all,
-                bytes: seg.disk_bytes,
-                first_offset: c.first_offset,
-                last_offset: c.last_offset,
-                from_offset: inside.map_or(0, |p| p.offset),
-                records_from: if inside.is_some() { c.unconsumed } else { 0 },
-                wall_ns: clock.wall_ns(),
-                reason,
-            });
         }
         if let Err(e) = ledger::append(&self.log_dir, &entries) {
             // The segments are gone either way; a gap over them will say "count unknown".
@@ -257,38 +303,25 @@ pub(crate) fn remove_locked(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open segment", &seg.path, e)),
         };
-        let sealed = seal_count::read(&file, seg.number)
-            .filter(|_| !cursor.is_some_and(|c| inside(c, seg.number)));
+        let pre = count_before_unlink(&file, seg, cursor, &log_dir.join(lfs::WRITERS_LOCK));
         total = total.saturating_sub(seg.disk_bytes);
         chosen.push(RemovedFile {
             file,
             seg: (*seg).clone(),
             reason,
-            sealed,
+            pre,
         });
     }
     let now = clock.wall_ns();
     let known: Vec<TrimEntry> = chosen
         .iter()
-        .filter_map(|r| {
-            r.sealed.map(|records| TrimEntry {
-                segment: r.seg.number,
-                records,
-                bytes: r.seg.disk_bytes,
-                first_offset: 0,
-                last_offset: 0,
-                from_offset: 0,
-                records_from: 0,
-                wall_ns: now,
-                reason: r.reason,
-            })
-        })
+        .filter_map(|r| Some(r.pre.as_ref()?.entry(&r.seg, cursor, r.reason, now)))
         .collect();
     if let Err(e) = ledger::append(log_dir, &known) {
         // Count them after unlinking instead (the entry is then written by `count`).
         report.ledger_error = Some(e.to_string());
         for r in &mut chosen {
-            r.sealed = None;
+            r.pre = None;
         }
     }
     let mut removed = Vec::with_capacity(chosen.len());
@@ -332,9 +365,45 @@ pub(crate) fn seal_previous(log_dir: &Path, writers_lock: &Path) {
     if seal_count::read(&file, seg.number).is_some() {
         return;
     }
-    let c = count_records(file, seg, None, Some(writers_lock));
+    let c = count_with(file, seg, None, Some(writers_lock), QUICK_HOLE_TIMEOUT);
+    if c.unsettled {
+        return; // a writer may still commit into it: retention counts it when it trims
+    }
     // A hint: if it is lost (crash, no fsync), retention scans the segment instead.
     let _ = seal_count::write(&seg.path, seg.number, c.all);
+}
+
+/// The count of a segment about to be unlinked, if it is final: its sealed record count
+/// (unless `cursor` lies inside it, which needs a scan for the records after it), else a
+/// scan under the lock that met no hole.
+fn count_before_unlink(
+    file: &std::fs::File,
+    seg: &SegmentFile,
+    cursor: Option<Position>,
+    writers_lock: &Path,
+) -> Option<Counted> {
+    if !cursor.is_some_and(|c| inside(c, seg.number)) {
+        if let Some(n) = seal_count::read(file, seg.number) {
+            let unconsumed = if cursor.is_some_and(|c| c.segment <= seg.number) {
+                n
+            } else {
+                0
+            };
+            return Some(Counted {
+                all: n,
+                unconsumed,
+                ..Counted::default()
+            });
+        }
+    }
+    let c = count_with(
+        file.try_clone().ok()?,
+        seg,
+        cursor,
+        Some(writers_lock),
+        QUICK_HOLE_TIMEOUT,
+    );
+    (!c.unsettled).then_some(c)
 }
 
 /// A summary of a log directory.

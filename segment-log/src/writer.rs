@@ -187,6 +187,8 @@ impl Log {
         lfs::ensure_private_dir(&dir, opts.dir_mode)?;
         lfs::ensure_private_dir(&seg_dir, opts.dir_mode)?;
         let log_id = LogId::load_or_create(&dir)?;
+        // Created (with space reserved) now, so retention can record counts on a full disk.
+        let _ = crate::ledger::prepare(&dir);
 
         let open_path = dir.join(lfs::OPEN_LOCK);
         let open_lock = lfs::open_lock_file(&open_path)?;

@@ -83,6 +83,9 @@ pub struct Status {
     /// Record frames before the acknowledged cursor in its segment, when known: a trimmed
     /// gap that starts at the cursor subtracts them from the segment's trim-ledger count.
     pub cursor_records_before: Option<RecordsBefore>,
+    /// The same for the end of the batch in flight (a rebuilt range that meets trimmed
+    /// segments splits its gap there).
+    pub inflight_records_before: Option<RecordsBefore>,
 }
 
 /// Record frames of a segment before a position in it.
@@ -130,6 +133,11 @@ impl Status {
             f.write_all(&bytes)?;
         }
         fs::rename(&tmp, upload_dir.join(STATE_FILE))
+    }
+
+    /// What is known about the records before the cursor and the in-flight batch's end.
+    pub fn known_records_before(&self) -> [Option<RecordsBefore>; 2] {
+        [self.cursor_records_before, self.inflight_records_before]
     }
 
     /// Bytes sent today (UTC), resetting the counter on a new day.

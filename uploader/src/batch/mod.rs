@@ -121,16 +121,16 @@ pub trait Observer {
     /// Records lost in the missing segments `[first, first + count)`, for a gap that starts
     /// at `start` (inside `first` when the reader had reached a position in it); `before`:
     /// the record frames of `start`'s segment before `start`, when the builder knows them.
-    /// 0 means unknown (PROTOCOL.md); the engine answers from the trim ledger.
+    /// `None`: unknown (sent as 0, PROTOCOL.md); the engine answers from the trim ledger.
     fn trimmed_records(
         &mut self,
         start: Position,
         first_segment: u64,
         count: u64,
         before: Option<u64>,
-    ) -> u64 {
+    ) -> Option<u64> {
         let _ = (start, first_segment, count, before);
-        0
+        None
     }
 
     /// The device counters the batch carries, taken once its content is known, so they
@@ -207,9 +207,9 @@ impl BatchBuilder {
         start: Position,
         end: Position,
         segments: u64,
-    ) -> u64 {
+    ) -> Option<u64> {
         if segments == 0 {
-            return 0;
+            return Some(0);
         }
         let first = end.segment.saturating_sub(segments);
         let first = if start.segment > first && start.segment < end.segment {
@@ -484,7 +484,9 @@ impl BatchBuilder {
                             };
                             if let DamageReason::MissingSegments { count } = d.reason {
                                 g.segments = count;
-                                g.records = self.trimmed_count(s, notes, start, g.end, count);
+                                g.records = self
+                                    .trimmed_count(s, notes, start, g.end, count)
+                                    .unwrap_or(0);
                             }
                             g
                         }
@@ -503,12 +505,16 @@ impl BatchBuilder {
             // segments): the batch still ends at `until`, so it keeps its id and a collector
             // that stored the first send drops it; the rest of the gap opens the next batch.
             if let Some(u) = until.filter(|&u| gap.end > u) {
+                let total = gap.records;
                 let (mut head, mut tail) = parts::split_gap(gap, u);
-                if head.reason == crate::protocol::GapReason::Trimmed {
-                    head.records =
-                        self.trimmed_count(s, notes, head.start, head.end, head.segments);
-                    tail.records =
-                        self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
+                if head.reason == crate::protocol::GapReason::Trimmed && total > 0 {
+                    // Each side states its own records: the tail's from the ledger and the
+                    // records before `u`, the head the rest (when the tail's are unknown, the
+                    // tail keeps the whole count, which is never too low).
+                    let t = self.trimmed_count(s, notes, tail.start, tail.end, tail.segments);
+                    if let Some(t) = t.filter(|&t| t <= total) {
+                        (head.records, tail.records) = (total - t, t);
+                    }
                 }
                 self.enc.add_gap(&head);
                 gaps.push(head);

@@ -174,8 +174,14 @@ fn trimmed_segments_become_a_gap_with_counts_and_the_rest_is_delivered() {
     }
     struct Notes;
     impl Observer for Notes {
-        fn trimmed_records(&mut self, _: Position, _: u64, count: u64, _: Option<u64>) -> u64 {
-            count * 100
+        fn trimmed_records(
+            &mut self,
+            _: Position,
+            _: u64,
+            count: u64,
+            _: Option<u64>,
+        ) -> Option<u64> {
+            Some(count * 100)
         }
     }
     let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();

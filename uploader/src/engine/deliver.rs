@@ -79,6 +79,27 @@ impl Uploader {
         progress: &mut dyn FnMut(&Progress),
     ) -> anyhow::Result<Result<(), PassOutcome>> {
         self.cursor.inflight = Some((b.first, b.last));
+        let known = b
+            .last_records_before
+            .map(|records| crate::state::RecordsBefore {
+                segment: b.last.segment,
+                offset: b.last.offset,
+                records,
+            });
+        if known.is_some() && known != self.status.inflight_records_before {
+            // Needed to state the exact count of a trimmed gap if this range has to be
+            // rebuilt after a crash: like the cursor, it must be on disk before the send.
+            let before = std::mem::replace(&mut self.status.inflight_records_before, known);
+            if let Err(e) = self.status.save(&self.updir) {
+                self.status.inflight_records_before = before; // retried with the next send
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot write {}",
+                        self.updir.join(crate::state::STATE_FILE).display()
+                    )
+                });
+            }
+        }
         self.persist()?;
         crash_point_for_test("before_send");
         let (mut attempts, mut refusals) = (0u32, 0u32);

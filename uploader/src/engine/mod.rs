@@ -132,7 +132,7 @@ pub struct Uploader {
 /// The builder's view of the uploader: trimmed gaps' record counts from the log's trim
 /// ledger, which every trimmer (the probes' retention, ours) appends to before or right after
 /// it removes a segment, and the counters to carry. The status also knows the records before
-/// the cursor.
+/// the cursor and before the end of the batch in flight.
 struct Notes<'a>(&'a Status, &'a std::path::Path);
 impl Observer for Notes<'_> {
     fn trimmed_records(
@@ -141,10 +141,8 @@ impl Observer for Notes<'_> {
         first: u64,
         count: u64,
         before: Option<u64>,
-    ) -> u64 {
-        let Ok(ledger) = segment_log::ledger::read(self.1) else {
-            return 0; // unknown
-        };
+    ) -> Option<u64> {
+        let ledger = segment_log::ledger::read(self.1).ok()?;
         let offset = if start.segment == first {
             start.offset
         } else {
@@ -152,13 +150,13 @@ impl Observer for Notes<'_> {
         };
         let before = before.or_else(|| {
             self.0
-                .cursor_records_before
-                .filter(|k| (k.segment, k.offset) == (start.segment, start.offset))
+                .known_records_before()
+                .iter()
+                .flatten()
+                .find(|k| (k.segment, k.offset) == (start.segment, start.offset))
                 .map(|k| k.records)
         });
-        ledger
-            .records_lost(offset, first, count, before)
-            .unwrap_or(0)
+        ledger.records_lost(offset, first, count, before)
     }
     fn counters(&mut self, gaps: &[Gap]) -> Vec<(String, u64)> {
         counters(self.1, self.0, gaps)
@@ -482,6 +480,11 @@ impl Uploader {
             Some(self.cursor.position),
             &*retention_clock(),
         )?;
+        if let Some(e) = &r.ledger_error {
+            self.warnings.push(format!(
+                "retention could not write the trim ledger ({e}); gaps over the removed segments will say their record count is unknown"
+            ));
+        }
         if r.unconsumed_records > 0 {
             // The reader may hold a removed segment open and would go on reading the deleted
             // file: start again at the cursor, so the reader reports exactly what is gone.
