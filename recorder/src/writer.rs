@@ -369,10 +369,10 @@ impl Recorder {
     /// as always; writing a record does not compute it).
     pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<Receipt, RecordError> {
         let now = self.now_ms();
-        let hold = self.admit(rec, now.1)?;
+        let hold = self.admit(rec, now)?;
         let mut pos = Position::default();
         self.append_admitted(&[(rec, hold)], now, |p| pos = p)?;
-        Ok(Receipt::new(self.public_id, pos))
+        Ok(Receipt::new(self.public_id, pos).held_until(held_until(now.0, hold)))
     }
 
     /// Appends several records in one reservation (contiguous, in order, in one segment).
@@ -388,10 +388,11 @@ impl Recorder {
         let mut outcomes: Vec<Result<Receipt, RecordError>> = Vec::with_capacity(recs.len());
         let mut admitted = Vec::with_capacity(recs.len());
         for r in recs {
-            match self.admit(r, now.1) {
+            match self.admit(r, now) {
                 Ok(hold) => {
                     admitted.push((r, hold));
-                    outcomes.push(Ok(Receipt::new(self.public_id, Position::default())));
+                    outcomes.push(Ok(Receipt::new(self.public_id, Position::default())
+                        .held_until(held_until(now.0, hold))));
                 }
                 Err(e) => outcomes.push(Err(e)),
             }
@@ -400,15 +401,19 @@ impl Recorder {
         self.append_admitted(&admitted, now, |p| positions.push(p))?;
         let mut positions = positions.into_iter();
         for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-            if let Some(p) = positions.next() {
-                *o = Ok(Receipt::new(self.public_id, p));
+            if let (Some(p), Ok(r)) = (positions.next(), o.as_ref()) {
+                *o = Ok(Receipt::new(self.public_id, p).held_until(r.held_back_until()));
             }
         }
         Ok(outcomes)
     }
 
     /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record.
-    fn admit(&self, rec: &RecordBuilder<'_>, boot_ms: u64) -> Result<Option<u64>, RecordError> {
+    fn admit(
+        &self,
+        rec: &RecordBuilder<'_>,
+        (wall_ms, boot_ms): (i64, u64),
+    ) -> Result<Option<u64>, RecordError> {
         if rec.payload.len() > self.max_payload {
             return Err(RecordError::PayloadTooLarge {
                 len: rec.payload.len(),
@@ -430,8 +435,10 @@ impl Recorder {
                 hold_ms,
             } => match self.strategy {
                 RateLimitStrategy::Spool => {
-                    self.counters.count(limit.reason(), 1, true);
-                    Ok(Some(hold_ms.max(1)))
+                    let hold = hold_ms.max(1);
+                    let until = held_until(wall_ms, Some(hold)).unwrap_or(i64::MAX);
+                    self.counters.count_spooled(limit.reason(), until);
+                    Ok(Some(hold))
                 }
                 RateLimitStrategy::Drop => {
                     self.counters.count(limit.reason(), 1, false);
@@ -615,6 +622,12 @@ impl Recorder {
         self.log.append_batch(&frames)?.into_iter().for_each(on_pos);
         Ok(())
     }
+}
+
+/// The release time of a record written at `wall_ms` and held `hold_ms` (the record
+/// header's rule, [`RecordHeader::hold_until_wall_ms`]).
+fn held_until(wall_ms: i64, hold_ms: Option<u64>) -> Option<i64> {
+    hold_ms.map(|h| wall_ms.saturating_add(i64::try_from(h).unwrap_or(i64::MAX)))
 }
 
 type Admitted<'r, 'p> = (&'r RecordBuilder<'p>, Option<u64>);
