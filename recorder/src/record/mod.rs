@@ -670,4 +670,6 @@ impl RecordHeader {
 }
 
 #[cfg(test)]
+mod format_vector_test;
+#[cfg(test)]
 mod tests;
