@@ -19,6 +19,7 @@ use crate::record::{
     RecordHeader, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS, RECORD_VERSION,
 };
 use crate::system::{MachineId, SystemInfo};
+use tally::Tally;
 
 /// One record to write. Cheap to build and to clone (the classification is shared).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,10 +370,41 @@ impl Recorder {
     /// as always; writing a record does not compute it).
     pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<Receipt, RecordError> {
         let now = self.now_ms();
-        let hold = self.admit(rec, now)?;
+        let mut tally = Tally::default();
+        let hold = match self.admit(rec, now, &mut tally) {
+            Ok(h) => h,
+            Err(e) => {
+                tally.commit(&self.counters);
+                return Err(e);
+            }
+        };
         let mut pos = Position::default();
-        self.append_admitted(&[(rec, hold)], now, |p| pos = p)?;
+        self.settle(
+            tally,
+            now.1,
+            self.append_admitted(&[(rec, hold)], now, |p| pos = p),
+        )?;
         Ok(Receipt::new(self.public_id, pos).held_until(held_until(now.0, hold)))
+    }
+
+    /// Applies `tally` after an append at boot time `now_ms`: counted when it worked,
+    /// refunded when not.
+    fn settle(
+        &self,
+        tally: Tally,
+        now_ms: u64,
+        appended: Result<(), RecordError>,
+    ) -> Result<(), RecordError> {
+        match appended {
+            Ok(()) => {
+                tally.commit(&self.counters);
+                Ok(())
+            }
+            Err(e) => {
+                tally.undo(self.limiter.as_ref(), now_ms);
+                Err(e)
+            }
+        }
     }
 
     /// Appends several records in one reservation (contiguous, in order, in one segment).
@@ -387,8 +419,9 @@ impl Recorder {
         let now = self.now_ms();
         let mut outcomes: Vec<Result<Receipt, RecordError>> = Vec::with_capacity(recs.len());
         let mut admitted = Vec::with_capacity(recs.len());
+        let mut tally = Tally::default();
         for r in recs {
-            match self.admit(r, now) {
+            match self.admit(r, now, &mut tally) {
                 Ok(hold) => {
                     admitted.push((r, hold));
                     outcomes.push(Ok(Receipt::new(self.public_id, Position::default())
@@ -398,7 +431,12 @@ impl Recorder {
             }
         }
         let mut positions = Vec::with_capacity(admitted.len());
-        self.append_admitted(&admitted, now, |p| positions.push(p))?;
+        // A failed append leaves no trace: the caller may retry the same records.
+        self.settle(
+            tally,
+            now.1,
+            self.append_admitted(&admitted, now, |p| positions.push(p)),
+        )?;
         let mut positions = positions.into_iter();
         for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
             if let (Some(p), Ok(r)) = (positions.next(), o.as_ref()) {
@@ -408,11 +446,13 @@ impl Recorder {
         Ok(outcomes)
     }
 
-    /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record.
+    /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record. What is to be
+    /// counted goes into `tally`.
     fn admit(
         &self,
         rec: &RecordBuilder<'_>,
         (wall_ms, boot_ms): (i64, u64),
+        tally: &mut Tally,
     ) -> Result<Option<u64>, RecordError> {
         if rec.payload.len() > self.max_payload {
             return Err(RecordError::PayloadTooLarge {
@@ -427,7 +467,10 @@ impl Recorder {
             .admit_at(rec.payload.len() as u64, boot_ms)
             .map_err(RecordError::State)?
         {
-            Admission::Allowed => Ok(None),
+            Admission::Allowed => {
+                tally.allowed(rec.payload.len() as u64);
+                Ok(None)
+            }
             Admission::Denied {
                 limit,
                 max,
@@ -437,11 +480,11 @@ impl Recorder {
                 RateLimitStrategy::Spool => {
                     let hold = hold_ms.max(1);
                     let until = held_until(wall_ms, Some(hold)).unwrap_or(i64::MAX);
-                    self.counters.count_spooled(limit.reason(), until);
+                    tally.spooled(limit.reason(), until);
                     Ok(Some(hold))
                 }
                 RateLimitStrategy::Drop => {
-                    self.counters.count(limit.reason(), 1, false);
+                    tally.dropped(limit.reason());
                     let (what, key) = match limit {
                         crate::ratelimit::Limit::Records => ("records", "record_burst_limit"),
                         crate::ratelimit::Limit::Bytes => ("bytes", "byte_burst_limit"),
@@ -637,6 +680,8 @@ impl Drop for Recorder {
         let _ = self.counters.flush();
     }
 }
+
+mod tally;
 
 #[cfg(test)]
 pub(crate) mod tests;
