@@ -1073,3 +1073,49 @@ fn verify_of_a_live_log_does_not_report_records_being_written() {
     let v = json_lines(&seglog(d.path(), &["verify", "--json"]));
     assert_eq!(v.last().unwrap()["records"], 100 + written);
 }
+
+#[test]
+fn spooled_counts_and_their_release_time_show_in_stats_and_upload_status() {
+    let d = tempfile::tempdir().unwrap();
+    let mut w = Writer::open(d.path());
+    fill(&mut w, 10);
+    let until = now_ms() + 3_600_000;
+    let mut c = recorder::counters::Counters::default();
+    c.spooled.insert("rate_limit_records".into(), 1_400_000);
+    c.spooled_until_ms = Some(until);
+    recorder::counters::add(d.path(), &c).unwrap();
+    let v: Value = serde_json::from_str(&stdout(&seglog(d.path(), &["stats", "--json"]))).unwrap();
+    assert_eq!(v["spooled"]["rate_limit_records"], 1_400_000);
+    assert_eq!(v["spooled_until_ms"], until);
+    let text = stdout(&seglog(d.path(), &["stats"]));
+    let when = rfc3339(until);
+    let when = &when[..19]; // to the second
+    assert!(
+        text.contains("spooled           1400000 held back by the rate limit")
+            && text.contains(&format!("until {when}")),
+        "{text}"
+    );
+    let status = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seglog"));
+        cmd.arg("--dir")
+            .arg(d.path())
+            .args(["upload", "status"])
+            .env_remove("SEGLOG_DIR")
+            .env("XDG_STATE_HOME", d.path().join("xdg"));
+        if json {
+            cmd.arg("--json");
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let v: Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(v["spooled"]["rate_limit_records"], 1_400_000);
+    assert_eq!(v["spooled_until_ms"], until);
+    let text = status(false);
+    assert!(
+        text.contains("spooled:          1400000 held back")
+            && text.contains(&format!("until {when}")),
+        "{text}"
+    );
+}

@@ -12,6 +12,7 @@
  *     }
  *     char id[SEGLOG_RECORD_ID_LEN + 1];
  *     int rc = seglog_record(log, "org.example/crash/segfault", 4, buf, len, NULL, id);
+ *     if (rc < 0) fprintf(stderr, "seglog: %s\n", seglog_last_error());
  *     seglog_close(log);
  */
 #ifndef SEGLOG_H
@@ -26,9 +27,12 @@ extern "C" {
 /* An open log. */
 typedef struct seglog seglog_t;
 
-/* Return codes: 0 is success, every error is negative. */
+/* Return codes: 0 and positive codes are success, every error is negative (test `rc < 0`). */
 enum seglog_status {
     SEGLOG_OK = 0,
+    SEGLOG_HELD_BACK = 1,             /* written, but over a rate limit with strategy "spool":
+                                         held back from upload; seglog_last_error() says until
+                                         when (counted as spooled) */
     SEGLOG_E_INVALID_ARGUMENT = -1,   /* NULL handle/pointer, or a string that is not UTF-8 */
     SEGLOG_E_CLASSIFICATION = -2,     /* not DOMAIN/PROBE/REST, printable, <= 140 bytes */
     SEGLOG_E_SEVERITY = -3,           /* not 1 to 4 */
@@ -55,7 +59,9 @@ int seglog_open(const char *dir, const char *config_file, seglog_t **out);
 /*
  * Appends one record. `classification` and `event_id` (may be NULL) are NUL-terminated;
  * `payload` may be NULL when `payload_len` is 0. When `record_id_out` is not NULL it
- * receives the record id: SEGLOG_RECORD_ID_LEN hex characters and a NUL.
+ * receives the record id: SEGLOG_RECORD_ID_LEN hex characters and a NUL. Returns SEGLOG_OK,
+ * or SEGLOG_HELD_BACK when the record was written but the rate limit holds it back from upload
+ * (strategy "spool"; seglog_last_error() then names the release time), or an error (< 0).
  */
 int seglog_record(seglog_t *log, const char *classification, int severity, const void *payload,
                   size_t payload_len, const char *event_id, char *record_id_out);
@@ -68,7 +74,7 @@ const char *seglog_strerror(int code);
 
 /*
  * The detailed message of the last error on this thread (naming the field and what to do),
- * or "" after a success. Valid until the next seglog call on this thread.
+ * the release time after SEGLOG_HELD_BACK, or "" after SEGLOG_OK. Valid until the next seglog call on this thread.
  */
 const char *seglog_last_error(void);
 

@@ -34,12 +34,21 @@ pub struct Counters {
     pub dropped: BTreeMap<String, u64>,
     /// Records kept but held back from upload (rate limit strategy `spool`), by reason.
     pub spooled: BTreeMap<String, u64>,
+    /// The latest release time of a spooled record (wall ms since the Unix epoch): until
+    /// then the uploader holds records back. Absent when nothing was ever spooled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spooled_until_ms: Option<i64>,
 }
 
 impl Counters {
     /// Total dropped.
     pub fn total_dropped(&self) -> u64 {
         self.dropped.values().sum()
+    }
+
+    /// Total spooled (held back).
+    pub fn total_spooled(&self) -> u64 {
+        self.spooled.values().sum()
     }
 
     fn add(&mut self, other: &Counters) {
@@ -49,11 +58,37 @@ impl Counters {
         for (k, v) in &other.spooled {
             *self.spooled.entry(k.clone()).or_default() += v;
         }
+        self.spooled_until_ms = self.spooled_until_ms.max(other.spooled_until_ms);
     }
 
     fn is_empty(&self) -> bool {
-        self.dropped.is_empty() && self.spooled.is_empty()
+        self.dropped.is_empty() && self.spooled.is_empty() && self.spooled_until_ms.is_none()
     }
+}
+
+/// Says when spooled records are released: `until <RFC 3339> (in 4m 3s)` while some are
+/// still held back at `now_ms`, `released <RFC 3339> (2m ago)` after that.
+pub fn describe_release(until_ms: i64, now_ms: i64) -> String {
+    let at = u64::try_from(until_ms)
+        .ok()
+        .and_then(|ms| std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+        .map_or_else(
+            || format!("{until_ms} ms"),
+            |t| humantime::format_rfc3339_seconds(t).to_string(),
+        );
+    let d = |ms: i64| humantime::format_duration(Duration::from_secs(ms.unsigned_abs() / 1000));
+    if until_ms > now_ms {
+        format!("until {at} (in {})", d(until_ms - now_ms))
+    } else {
+        format!("released {at} ({} ago)", d(now_ms.saturating_sub(until_ms)))
+    }
+}
+
+/// Wall time now in ms since the Unix epoch.
+pub fn now_wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The counters file of log directory `dir`.
@@ -161,6 +196,15 @@ impl PendingCounters {
         }
     }
 
+    /// Counts one record spooled under `reason`, held back until wall time `until_ms`.
+    pub(crate) fn count_spooled(&self, reason: &str, until_ms: i64) {
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            g.0.spooled_until_ms = g.0.spooled_until_ms.max(Some(until_ms));
+        }
+        self.count(reason, 1, true);
+    }
+
     /// Writes what is pending.
     pub(crate) fn flush(&self) -> std::io::Result<()> {
         let delta = {
@@ -198,11 +242,24 @@ mod tests {
             a.count("rate_limit_records", 2, false);
             b.count("rate_limit_records", 3, false);
             b.count("rate_limit_bytes", 1, true);
+            a.count_spooled("rate_limit_records", 5_000);
+            b.count_spooled("rate_limit_records", 4_000);
         }
         let c = read(d.path()).unwrap();
         assert_eq!(c.dropped.get("rate_limit_records"), Some(&5));
         assert_eq!(c.spooled.get("rate_limit_bytes"), Some(&1));
+        assert_eq!(c.spooled.get("rate_limit_records"), Some(&2));
+        assert_eq!(c.total_spooled(), 3);
+        assert_eq!(c.spooled_until_ms, Some(5_000), "the latest release time");
         assert_eq!(c.total_dropped(), 5);
+    }
+
+    #[test]
+    fn release_times_read_as_future_or_past() {
+        let s = describe_release(1_700_000_060_000, 1_700_000_000_000);
+        assert_eq!(s, "until 2023-11-14T22:14:20Z (in 1m)");
+        let s = describe_release(1_700_000_000_000, 1_700_000_120_000);
+        assert_eq!(s, "released 2023-11-14T22:13:20Z (2m ago)");
     }
 
     #[test]

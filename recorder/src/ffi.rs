@@ -15,6 +15,9 @@ use crate::{OpenError, RecordBuilder, RecordError, Recorder};
 
 /// `SEGLOG_OK`.
 pub const SEGLOG_OK: c_int = 0;
+/// `SEGLOG_HELD_BACK`: success, and the rate limiter spooled the record (held back from
+/// upload until the time `seglog_last_error` names).
+pub const SEGLOG_HELD_BACK: c_int = 1;
 /// `SEGLOG_E_INVALID_ARGUMENT`.
 pub const SEGLOG_E_INVALID_ARGUMENT: c_int = -1;
 /// `SEGLOG_E_CLASSIFICATION`.
@@ -206,6 +209,14 @@ pub unsafe extern "C" fn seglog_record(
                 std::ptr::copy_nonoverlapping(text.as_ptr(), record_id_out.cast::<u8>(), text.len())
             };
         }
+        if let Some(until) = receipt.held_back_until() {
+            // Not a failure: a positive code, with the release time as the thread's note.
+            let when = crate::counters::describe_release(until, crate::counters::now_wall_ms());
+            return Err((
+                SEGLOG_HELD_BACK,
+                format!("record written but held back from upload by the rate limit (rate_limit_strategy = spool), {when}"),
+            ));
+        }
         Ok(())
     })
 }
@@ -230,6 +241,9 @@ pub unsafe extern "C" fn seglog_close(log: *mut SeglogHandle) {
 pub extern "C" fn seglog_strerror(code: c_int) -> *const c_char {
     let s: &'static CStr = match code {
         SEGLOG_OK => c"success",
+        SEGLOG_HELD_BACK => {
+            c"success; the rate limit held the record back from upload (strategy spool)"
+        }
         SEGLOG_E_INVALID_ARGUMENT => c"invalid argument (NULL pointer or non-UTF-8 string)",
         SEGLOG_E_CLASSIFICATION => {
             c"invalid classification: use DOMAIN/PROBE/REST, printable ASCII, at most 140 bytes"

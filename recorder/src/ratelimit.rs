@@ -270,6 +270,46 @@ impl RateLimiter {
         self.admit_slow(bytes, now)
     }
 
+    /// Gives back what [`admit_at`](Self::admit_at) at boot time `now` took for an allowed
+    /// record that was then not written (the append failed): to this writer's lease when it
+    /// is still the one of that bucket, else to the shared state (under the lock). Clears a
+    /// refusal cached meanwhile.
+    pub(crate) fn refund(&self, bytes: u64, now: u64) -> std::io::Result<()> {
+        let mut shared: Vec<(Limit, u64, u64)> = Vec::new();
+        for (k, n) in [(Limit::Records, 1), (Limit::Bytes, bytes)] {
+            let Some(spec) = self.specs[k as usize] else {
+                continue;
+            };
+            let lease = &self.leases[k as usize];
+            lease.denied_until.store(0, Ordering::Release);
+            if lease.bucket.load(Ordering::Acquire) == now / spec.bucket_ms + 1 {
+                lease.remaining.fetch_add(n, Ordering::AcqRel);
+            } else {
+                shared.push((k, n, spec.bucket_ms));
+            }
+        }
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let _claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
+        self.file.lock_exclusive()?;
+        let result = (|| {
+            let mut st = self.read_state()?;
+            for (k, n, bucket_ms) in shared {
+                st.prepare(k, bucket_ms);
+                let cur = now / bucket_ms;
+                let i = (cur % BUCKETS as u64) as usize;
+                let (idx, count) = st.slot(k, i);
+                if idx == cur + 1 {
+                    st.set_slot(k, i, idx, count.saturating_sub(n));
+                }
+            }
+            self.file.write_all_at(&st.bytes, 0)
+        })();
+        let _ = FileExt::unlock(&self.file);
+        result
+    }
+
     fn give_back(&self, k: Limit, n: u64) {
         if self.specs[k as usize].is_some() {
             self.leases[k as usize]

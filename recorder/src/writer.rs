@@ -1,13 +1,10 @@
 //! [`Recorder`]: validates, rate-limits and appends records; keeps the writer's context.
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use fs2::FileExt;
 use segment_log::{Clock, Log, Position};
 
 use crate::config::{Config, RateLimitStrategy};
@@ -19,6 +16,8 @@ use crate::record::{
     RecordHeader, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS, RECORD_VERSION,
 };
 use crate::system::{MachineId, SystemInfo};
+use state::{acquire_slot, ClassIndex, WriterState};
+use tally::Tally;
 
 /// One record to write. Cheap to build and to clone (the classification is shared).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,80 +95,6 @@ pub const WALL_RECHECK_MS: u64 = 1000;
 const REBASE_SOFT_MS: u64 = 1 << 21;
 /// Boot-delta above which a writer always takes a new base time (2^28 ms, about 3 days).
 const REBASE_HARD_MS: u64 = 1 << 28;
-
-fn acquire_slot(state_dir: &Path) -> Result<(u32, File), OpenError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = state_dir.join(SLOTS_DIR);
-    let err = |path: &Path, source| OpenError::State {
-        path: path.to_path_buf(),
-        source,
-    };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(&dir)
-        .map_err(|e| err(&dir, e))?;
-    for n in 0..MAX_SLOTS {
-        let path = dir.join(format!("{n}.lock"));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| err(&path, e))?;
-        if f.try_lock_exclusive().is_ok() {
-            return Ok((n, f));
-        }
-    }
-    Err(err(
-        &dir,
-        std::io::Error::other(format!("all {MAX_SLOTS} writer slots are in use")),
-    ))
-}
-
-/// FxHash-style hasher for the classification index (keys are local, not attacker-chosen
-/// across a network boundary, and SipHash cost more than the rest of the lookup).
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type ClassIndex = HashMap<Classification, u32, std::hash::BuildHasherDefault<FxHasher>>;
-
-/// Tables up to this size are searched by pointer first (a builder cloned from the one that
-/// was interned shares its allocation), before hashing the text.
-const PTR_SCAN_MAX: usize = 16;
-
-struct WriterState {
-    ctx: Context,
-    index: ClassIndex,
-    machine_valid_until_ms: i64,
-    base_segment: u64,
-}
-
-impl WriterState {
-    fn class_index(&self, c: &Classification) -> Option<u32> {
-        if self.ctx.classifications.len() <= PTR_SCAN_MAX {
-            if let Some(i) = self.ctx.classifications.iter().position(|k| k.ptr_eq(c)) {
-                return Some(i as u32);
-            }
-        }
-        self.index.get(c).copied()
-    }
-}
 
 thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -369,10 +294,41 @@ impl Recorder {
     /// as always; writing a record does not compute it).
     pub fn record(&self, rec: &RecordBuilder<'_>) -> Result<Receipt, RecordError> {
         let now = self.now_ms();
-        let hold = self.admit(rec, now.1)?;
+        let mut tally = Tally::default();
+        let hold = match self.admit(rec, now, &mut tally) {
+            Ok(h) => h,
+            Err(e) => {
+                tally.commit(&self.counters);
+                return Err(e);
+            }
+        };
         let mut pos = Position::default();
-        self.append_admitted(&[(rec, hold)], now, |p| pos = p)?;
-        Ok(Receipt::new(self.public_id, pos))
+        self.settle(
+            tally,
+            now.1,
+            self.append_admitted(&[(rec, hold)], now, |p| pos = p),
+        )?;
+        Ok(Receipt::new(self.public_id, pos).held_until(held_until(now.0, hold)))
+    }
+
+    /// Applies `tally` after an append at boot time `now_ms`: counted when it worked,
+    /// refunded when not.
+    fn settle(
+        &self,
+        tally: Tally,
+        now_ms: u64,
+        appended: Result<(), RecordError>,
+    ) -> Result<(), RecordError> {
+        match appended {
+            Ok(()) => {
+                tally.commit(&self.counters);
+                Ok(())
+            }
+            Err(e) => {
+                tally.undo(self.limiter.as_ref(), now_ms);
+                Err(e)
+            }
+        }
     }
 
     /// Appends several records in one reservation (contiguous, in order, in one segment).
@@ -387,28 +343,41 @@ impl Recorder {
         let now = self.now_ms();
         let mut outcomes: Vec<Result<Receipt, RecordError>> = Vec::with_capacity(recs.len());
         let mut admitted = Vec::with_capacity(recs.len());
+        let mut tally = Tally::default();
         for r in recs {
-            match self.admit(r, now.1) {
+            match self.admit(r, now, &mut tally) {
                 Ok(hold) => {
                     admitted.push((r, hold));
-                    outcomes.push(Ok(Receipt::new(self.public_id, Position::default())));
+                    outcomes.push(Ok(Receipt::new(self.public_id, Position::default())
+                        .held_until(held_until(now.0, hold))));
                 }
                 Err(e) => outcomes.push(Err(e)),
             }
         }
         let mut positions = Vec::with_capacity(admitted.len());
-        self.append_admitted(&admitted, now, |p| positions.push(p))?;
+        // A failed append leaves no trace: the caller may retry the same records.
+        self.settle(
+            tally,
+            now.1,
+            self.append_admitted(&admitted, now, |p| positions.push(p)),
+        )?;
         let mut positions = positions.into_iter();
         for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-            if let Some(p) = positions.next() {
-                *o = Ok(Receipt::new(self.public_id, p));
+            if let (Some(p), Ok(r)) = (positions.next(), o.as_ref()) {
+                *o = Ok(Receipt::new(self.public_id, p).held_until(r.held_back_until()));
             }
         }
         Ok(outcomes)
     }
 
-    /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record.
-    fn admit(&self, rec: &RecordBuilder<'_>, boot_ms: u64) -> Result<Option<u64>, RecordError> {
+    /// Checks size and rate limits; `Ok(Some(hold_ms))` for a spooled record. What is to be
+    /// counted goes into `tally`.
+    fn admit(
+        &self,
+        rec: &RecordBuilder<'_>,
+        (wall_ms, boot_ms): (i64, u64),
+        tally: &mut Tally,
+    ) -> Result<Option<u64>, RecordError> {
         if rec.payload.len() > self.max_payload {
             return Err(RecordError::PayloadTooLarge {
                 len: rec.payload.len(),
@@ -422,7 +391,10 @@ impl Recorder {
             .admit_at(rec.payload.len() as u64, boot_ms)
             .map_err(RecordError::State)?
         {
-            Admission::Allowed => Ok(None),
+            Admission::Allowed => {
+                tally.allowed(rec.payload.len() as u64);
+                Ok(None)
+            }
             Admission::Denied {
                 limit,
                 max,
@@ -430,11 +402,13 @@ impl Recorder {
                 hold_ms,
             } => match self.strategy {
                 RateLimitStrategy::Spool => {
-                    self.counters.count(limit.reason(), 1, true);
-                    Ok(Some(hold_ms.max(1)))
+                    let hold = hold_ms.max(1);
+                    let until = held_until(wall_ms, Some(hold)).unwrap_or(i64::MAX);
+                    tally.spooled(limit.reason(), until);
+                    Ok(Some(hold))
                 }
                 RateLimitStrategy::Drop => {
-                    self.counters.count(limit.reason(), 1, false);
+                    tally.dropped(limit.reason());
                     let (what, key) = match limit {
                         crate::ratelimit::Limit::Records => ("records", "record_burst_limit"),
                         crate::ratelimit::Limit::Bytes => ("bytes", "byte_burst_limit"),
@@ -617,6 +591,12 @@ impl Recorder {
     }
 }
 
+/// The release time of a record written at `wall_ms` and held `hold_ms` (the record
+/// header's rule, [`RecordHeader::hold_until_wall_ms`]).
+fn held_until(wall_ms: i64, hold_ms: Option<u64>) -> Option<i64> {
+    hold_ms.map(|h| wall_ms.saturating_add(i64::try_from(h).unwrap_or(i64::MAX)))
+}
+
 type Admitted<'r, 'p> = (&'r RecordBuilder<'p>, Option<u64>);
 
 impl Drop for Recorder {
@@ -624,6 +604,9 @@ impl Drop for Recorder {
         let _ = self.counters.flush();
     }
 }
+
+mod state;
+mod tally;
 
 #[cfg(test)]
 pub(crate) mod tests;

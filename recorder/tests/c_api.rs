@@ -84,6 +84,34 @@ fn a_c_program_records_through_seglog_h() {
         "{stdout}"
     );
     assert!(stdout.contains("ERR invalid severity 7"), "{stdout}");
+    let cfg = tmp.path().join("spool.toml");
+    std::fs::write(
+        &cfg,
+        "[recorder]\nrecord_burst_limit = 1\nrate_limit_strategy = \"spool\"\n",
+    )
+    .unwrap();
+    let spool_log = tmp.path().join("spool-log");
+    let held = Command::new(&exe)
+        .arg(&spool_log)
+        .arg(&cfg)
+        .env("LD_LIBRARY_PATH", &lib)
+        .env_remove("SEGLOG_DIR")
+        .output()
+        .unwrap();
+    let held_out = String::from_utf8_lossy(&held.stdout);
+    assert!(held.status.success(), "spool probe failed:\n{held_out}");
+    let note = held_out
+        .lines()
+        .find_map(|l| l.strip_prefix("HELD "))
+        .unwrap_or_else(|| panic!("no HELD line: {held_out}"));
+    assert!(
+        note.contains("held back from upload") && note.contains("until "),
+        "the caller is told until when: {note}"
+    );
+    let c = recorder::counters::read(&spool_log).unwrap();
+    assert_eq!(c.total_spooled(), 1);
+    assert!(c.spooled_until_ms.is_some());
+
     let ids: Vec<&str> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("ID "))

@@ -122,6 +122,9 @@ pub struct Report {
     pub dropped: BTreeMap<String, u64>,
     /// Records kept but held back from upload by the rate limiter, by reason.
     pub spooled: BTreeMap<String, u64>,
+    /// The latest release time of a spooled record (wall ms since the Unix epoch): the
+    /// uploader holds spooled records back until then.
+    pub spooled_until_ms: Option<i64>,
     /// Problems reading the side files (counters, cursor), reported but not fatal.
     pub warnings: Vec<String>,
     /// Segments retention removed, from the trim ledger (FORMAT.md; the uploader drops the
@@ -292,6 +295,7 @@ fn read_counters(dir: &Path, r: &mut Report) {
         Ok(c) => {
             r.dropped = c.dropped;
             r.spooled = c.spooled;
+            r.spooled_until_ms = c.spooled_until_ms;
         }
         Err(e) => r.warnings.push(format!("dropped counts unavailable: {e}")),
     }
@@ -361,14 +365,23 @@ fn write_text(out: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     writeln!(out)?;
     let total_spooled: u64 = r.spooled.values().sum();
+    write!(
+        out,
+        "spooled           {total_spooled} held back by the rate limit"
+    )?;
     if total_spooled > 0 {
         let parts: Vec<String> = r.spooled.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-        writeln!(
+        write!(out, " ({})", parts.join(", "))?;
+    }
+    if let Some(until) = r.spooled_until_ms {
+        let now = recorder::counters::now_wall_ms();
+        write!(
             out,
-            "spooled           {total_spooled} ({})",
-            parts.join(", ")
+            "; {}",
+            recorder::counters::describe_release(until, now)
         )?;
     }
+    writeln!(out)?;
     if let (Some(a), Some(b)) = (r.trimmed.first_segment, r.trimmed.last_segment) {
         writeln!(
             out,

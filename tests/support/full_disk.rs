@@ -133,7 +133,9 @@ pub fn set_fsize(child: &Child, bytes: Option<u64>) {
 
 pub struct Probe {
     pub child: Child,
-    stdin: Option<ChildStdin>,
+    /// Lines for the probe's stdin, written by a thread: a probe that stops reading (the
+    /// bug under test) makes the test fail at its deadline instead of blocking it.
+    stdin: Option<std::sync::mpsc::Sender<Vec<u8>>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -176,7 +178,17 @@ pub fn spawn(dir: &Path, cfg: &Path, args: &[&str]) -> Probe {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let stdin = child.stdin.take();
+    let mut input: ChildStdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for chunk in rx {
+            if input.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        // The channel closed: dropping `input` is end of input for the probe.
+    });
+    let stdin = Some(tx);
     let stderr = Arc::new(Mutex::new(String::new()));
     let err = child.stderr.take().unwrap();
     let sink = stderr.clone();
@@ -196,12 +208,12 @@ pub fn spawn(dir: &Path, cfg: &Path, args: &[&str]) -> Probe {
 
 impl Probe {
     pub fn send(&mut self, lines: impl IntoIterator<Item = String>) {
-        let w = self.stdin.as_mut().unwrap();
+        let mut chunk = Vec::new();
         for l in lines {
-            w.write_all(l.as_bytes()).unwrap();
-            w.write_all(b"\n").unwrap();
+            chunk.extend_from_slice(l.as_bytes());
+            chunk.push(b'\n');
         }
-        w.flush().unwrap();
+        self.stdin.as_ref().unwrap().send(chunk).unwrap();
     }
 
     pub fn stderr(&self) -> String {
@@ -247,6 +259,16 @@ impl Probe {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Probe {
+    /// A test that failed half-way leaves no probe running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

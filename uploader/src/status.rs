@@ -86,6 +86,7 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
         "delivered": { "records": st.delivered_records, "bytes": st.delivered_bytes, "wire_bytes": st.delivered_wire_bytes, "batches": st.delivered_batches },
         "dropped": counters.dropped,
         "spooled": counters.spooled,
+        "spooled_until_ms": counters.spooled_until_ms,
         "expired_records": st.expired_records,
         "missing_segments": st.missing_segments,
         "corrupt_ranges": st.corrupt_ranges,
@@ -183,6 +184,22 @@ pub fn print(v: &serde_json::Value, out: &mut dyn Write) -> std::io::Result<()> 
         out,
         "dropped:          {dropped} (rate limits: {})",
         v["dropped"]
+    )?;
+    let spooled: u64 = v["spooled"]
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0);
+    let release = v["spooled_until_ms"]
+        .as_i64()
+        .map(|u| {
+            let now = recorder::counters::now_wall_ms();
+            format!("; {}", recorder::counters::describe_release(u, now))
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "spooled:          {spooled} held back by the rate limit ({}){release}",
+        v["spooled"]
     )?;
     writeln!(
         out,

@@ -95,6 +95,10 @@ pub struct Report {
     pub deferred: u64,
     /// Dropped events (files, for file-level reasons) by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Events the rate limiter spooled (recorded, held back from upload).
+    pub spooled: u64,
+    /// The latest release time of those (wall ms since the Unix epoch).
+    pub spooled_until_ms: Option<i64>,
     /// Whether the pass stopped because the log is out of space (the files not recorded
     /// stay where they are, for the next pass).
     pub out_of_space: bool,
@@ -114,6 +118,17 @@ impl std::fmt::Display for Report {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             write!(f, ", dropped: {}", parts.join(" "))?;
+        }
+        if self.spooled > 0 {
+            write!(
+                f,
+                ", {} held back by the rate limit (spooled)",
+                self.spooled
+            )?;
+            if let Some(u) = self.spooled_until_ms {
+                let now = crate::counters::now_wall_ms();
+                write!(f, " {}", crate::counters::describe_release(u, now))?;
+            }
         }
         if self.out_of_space {
             write!(
@@ -391,7 +406,7 @@ impl EventsDir {
                     Err(reason) => *report.dropped.entry(reason).or_default() += 1,
                 }
             }
-            let (recorded, no_space) = record_events(rec, &class, &valid)?;
+            let (recorded, no_space) = record_events(rec, &class, &valid, report)?;
             match no_space {
                 Some(e) => {
                     // The file is the spool: it stays until its events fit (a file that
@@ -438,6 +453,7 @@ fn record_events(
     rec: &Recorder,
     class: &Classification,
     events: &[Event],
+    report: &mut Report,
 ) -> anyhow::Result<(u64, Option<crate::RecordError>)> {
     let payloads: Vec<Vec<u8>> = events
         .iter()
@@ -470,7 +486,13 @@ fn record_events(
         };
         for outcome in outcomes {
             match outcome {
-                Ok(_) => recorded += 1,
+                Ok(r) => {
+                    recorded += 1;
+                    if let Some(u) = r.held_back_until() {
+                        report.spooled += 1;
+                        report.spooled_until_ms = report.spooled_until_ms.max(Some(u));
+                    }
+                }
                 Err(e) if e.is_rate_limited() => {}
                 Err(e) => return Err(e.into()),
             }

@@ -211,9 +211,15 @@ pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", receipt.id()).and_then(|()| out.flush());
     })?;
+    let release = r.spooled_until_ms.map_or(String::new(), |u| {
+        format!(
+            " {}",
+            crate::counters::describe_release(u, crate::counters::now_wall_ms())
+        )
+    });
     eprintln!(
-        "netstat: {} polls, {} records, {} dropped for lack of space",
-        r.polls, r.records, r.no_space_dropped
+        "netstat: {} polls, {} records, {} dropped for lack of space, {} held back by the rate limit (spooled){release}",
+        r.polls, r.records, r.no_space_dropped, r.spooled
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -230,6 +236,10 @@ pub struct NetstatReport {
     pub polls: u64,
     /// Interval records given up because the log was out of space.
     pub no_space_dropped: u64,
+    /// Records the rate limiter spooled (written, held back from upload).
+    pub spooled: u64,
+    /// The latest release time of those (wall ms since the Unix epoch).
+    pub spooled_until_ms: Option<i64>,
 }
 
 /// The probe loop; calls `on_record` with each record's receipt (its id is derived on
@@ -257,6 +267,7 @@ pub fn run_with(
     // Interval records not yet written because the log is out of space.
     let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
     let mut full = FullDisk::new("netstat");
+    let (mut spooled, mut spooled_until_ms) = (0u64, None::<i64>);
     let (hold, plan) = match rec.strategy() {
         RateLimitStrategy::Spool => (
             HOLD_RECORDS,
@@ -308,6 +319,10 @@ pub fn run_with(
                 match rec.record(&builder.clone().payload(payload)) {
                     Ok(receipt) => {
                         full.succeeded();
+                        if let Some(until) = receipt.held_back_until() {
+                            spooled += 1;
+                            spooled_until_ms = spooled_until_ms.max(Some(until));
+                        }
                         on_record(receipt);
                         records += 1;
                         pending.pop_front();
@@ -335,6 +350,8 @@ pub fn run_with(
                 records,
                 polls,
                 no_space_dropped: full.dropped,
+                spooled,
+                spooled_until_ms,
             });
         }
         // Skip the ticks a slow poll missed rather than running them back to back.

@@ -66,6 +66,10 @@ pub struct PipeReport {
     pub empty: u64,
     /// Lines refused (rate limit with strategy drop).
     pub dropped: u64,
+    /// Records the rate limiter spooled (written, held back from upload).
+    pub spooled: u64,
+    /// The latest release time of those (wall ms since the Unix epoch).
+    pub spooled_until_ms: Option<i64>,
     /// Lines given up because the log was out of space (see [`super::full_disk`]).
     pub no_space_dropped: u64,
     /// How many times the log ran out of space.
@@ -88,6 +92,15 @@ impl std::fmt::Display for PipeReport {
             self.dropped,
             self.no_space_dropped
         )?;
+        write!(
+            f,
+            ", {} held back by the rate limit (spooled)",
+            self.spooled
+        )?;
+        if let Some(until) = self.spooled_until_ms {
+            let now = crate::counters::now_wall_ms();
+            write!(f, " {}", crate::counters::describe_release(until, now))?;
+        }
         if self.no_space_episodes > 0 {
             write!(
                 f,
@@ -297,7 +310,14 @@ impl<'a> Appender<'a> {
                     self.full.succeeded();
                     for outcome in outcomes {
                         match outcome {
-                            Ok(_) => self.report.records += 1,
+                            Ok(r) => {
+                                self.report.records += 1;
+                                if let Some(until) = r.held_back_until() {
+                                    self.report.spooled += 1;
+                                    self.report.spooled_until_ms =
+                                        self.report.spooled_until_ms.max(Some(until));
+                                }
+                            }
                             Err(e) if e.is_rate_limited() => self.report.dropped += 1,
                             Err(e) => return Err(e.into()),
                         }
@@ -378,6 +398,33 @@ mod tests {
         let report = run_with(&args(), &rec, std::io::Cursor::new(input.to_vec())).unwrap();
         assert_eq!(report.truncated, 1);
         assert_eq!(read_all(d.path())[0].3.len(), rec.max_payload());
+    }
+
+    #[test]
+    fn spooled_lines_are_counted_with_their_release_time() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(d.path());
+        cfg.recorder.rate_limit_enabled = true;
+        cfg.recorder.record_burst_limit = Some(2);
+        cfg.recorder.strategy = RateLimitStrategy::Spool;
+        let rec = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+        let input = b"a\nb\nc\nd\ne\n";
+        let report = run_with(&args(), &rec, std::io::Cursor::new(input.to_vec())).unwrap();
+        assert_eq!((report.records, report.spooled, report.dropped), (5, 3, 0));
+        let until = report.spooled_until_ms.expect("a release time");
+        let held: Vec<Option<i64>> = read_all(d.path())
+            .iter()
+            .map(|r| r.1.hold_until_wall_ms)
+            .collect();
+        assert_eq!(held.iter().flatten().max(), Some(&until), "{held:?}");
+        let text = report.to_string();
+        assert!(
+            text.contains("3 held back by the rate limit (spooled)"),
+            "{text}"
+        );
+        drop(rec);
+        let c = crate::counters::read(d.path()).unwrap();
+        assert_eq!((c.total_spooled(), c.spooled_until_ms), (3, Some(until)));
     }
 
     struct FailingReader(&'static [u8], bool);

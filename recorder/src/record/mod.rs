@@ -390,6 +390,7 @@ impl FromStr for RecordId {
 pub struct Receipt {
     position: Position,
     public_log_id: [u8; 32],
+    held_until_wall_ms: Option<i64>,
 }
 
 impl Receipt {
@@ -398,7 +399,20 @@ impl Receipt {
         Receipt {
             position,
             public_log_id,
+            held_until_wall_ms: None,
         }
+    }
+    /// The same receipt for a record the rate limiter spooled: held back from upload until
+    /// wall time `until_ms` (ms since the Unix epoch).
+    pub fn held_until(mut self, until_ms: Option<i64>) -> Self {
+        self.held_until_wall_ms = until_ms;
+        self
+    }
+    /// For a record the rate limiter spooled (strategy `spool`): the wall time (ms since the
+    /// Unix epoch) before which the uploader does not send it; `None` for a record sent as
+    /// soon as possible.
+    pub fn held_back_until(&self) -> Option<i64> {
+        self.held_until_wall_ms
     }
     /// Where the record is in the log.
     pub fn position(&self) -> Position {
@@ -655,5 +669,7 @@ impl RecordHeader {
     }
 }
 
+#[cfg(test)]
+mod format_vector_test;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,7 @@ use segment_log::ReaderOptions;
 use std::time::Duration;
 
 use super::*;
-use crate::config::RecorderConfig;
+use crate::config::{RateLimitStrategy, RecorderConfig};
 use crate::record::{RecordEntry, RecordId, RecordReader, Resolved};
 
 /// A clock tests move by hand.
@@ -423,4 +423,32 @@ fn loghub_lines_take_at_most_1_3x_their_bytes_on_disk() {
     );
     assert!(all <= 1.3, "{all}");
     assert!(hundred <= 1.3, "{hundred}");
+}
+
+#[test]
+fn a_batch_the_log_refuses_counts_nothing_and_spends_no_allowance() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(d.path());
+    cfg.recorder.rate_limit_enabled = true;
+    cfg.recorder.record_burst_limit = Some(2);
+    cfg.recorder.byte_burst_limit = None;
+    cfg.recorder.strategy = RateLimitStrategy::Spool;
+    let rec = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    let big = vec![b'x'; 60 << 10];
+    let class = RecordBuilder::parse("org.test/tally/x", 1).unwrap();
+    let too_many: Vec<RecordBuilder<'_>> = (0..20).map(|_| class.clone().payload(&big)).collect();
+    let e = rec.record_batch(&too_many).unwrap_err();
+    assert_eq!(e.code(), "batch_too_large", "{e}");
+    rec.flush_counters().unwrap();
+    assert_eq!(crate::counters::read(d.path()).unwrap().total_spooled(), 0);
+    // The retry is counted once, and the two allowed records of the failed try were refunded.
+    let small: Vec<RecordBuilder<'_>> = (0..5).map(|_| class.clone().payload(b"s")).collect();
+    let out = rec.record_batch(&small).unwrap();
+    let held = out
+        .iter()
+        .filter(|o| o.as_ref().unwrap().held_back_until().is_some())
+        .count();
+    assert_eq!(held, 3, "2 allowed, 3 spooled");
+    rec.flush_counters().unwrap();
+    assert_eq!(crate::counters::read(d.path()).unwrap().total_spooled(), 3);
 }

@@ -14,18 +14,27 @@ static int expect(const char *what, int got, int want) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s LOG_DIR\n", argv[0]);
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: %s LOG_DIR [CONFIG_WITH_A_RATE_LIMIT_OF_ONE]\n", argv[0]);
         return 2;
     }
     seglog_t *log = NULL;
-    int rc = seglog_open(argv[1], NULL, &log);
+    int rc = seglog_open(argv[1], argc == 3 ? argv[2] : NULL, &log);
     if (rc != SEGLOG_OK) {
         printf("FAIL open: %s: %s\n", seglog_strerror(rc), seglog_last_error());
         return 1;
     }
     char id[SEGLOG_RECORD_ID_LEN + 1];
     int failed = 0;
+    if (argc == 3) {
+        /* record_burst_limit = 1, strategy spool: the second record is held back. */
+        failed |= expect("first", seglog_record(log, "org.example/c/spool", 1, "a", 1, NULL, id), SEGLOG_OK);
+        failed |= expect("held", seglog_record(log, "org.example/c/spool", 1, "b", 1, NULL, id), SEGLOG_HELD_BACK);
+        printf("HELD %s %s\n", id, seglog_last_error());
+        seglog_close(log);
+        printf(failed ? "FAILED\n" : "DONE\n");
+        return failed;
+    }
 
     failed |= expect("hello", seglog_record(log, "org.example/c/hello", 2, "from C", 6, NULL, id), SEGLOG_OK);
     printf("ID %s\n", id);
