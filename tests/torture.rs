@@ -488,6 +488,9 @@ struct Paths {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     log: PathBuf,
+    /// The log of the `probe pipe` writer: its own directory on the same disk as `log`.
+    pipe_log: PathBuf,
+    pipe_config: PathBuf,
     home: PathBuf,
     config: PathBuf,
     clock: PathBuf,
@@ -499,8 +502,8 @@ impl Paths {
     fn new(plan: &Plan, proxy_url: &str) -> Paths {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
-        let log = root.join("log");
-        std::fs::create_dir_all(&log).unwrap();
+        let disk = root.join("disk");
+        std::fs::create_dir_all(&disk).unwrap();
         // A real full disk: the log directory gets its own small tmpfs (root and
         // CAP_SYS_ADMIN needed; `SEGLOG_TORTURE_NO_TMPFS=1` or no privilege: RLIMIT_FSIZE
         // alone). Room for max_bytes + one segment of log, a prepared segment, and the
@@ -508,11 +511,17 @@ impl Paths {
         let tmpfs = if std::env::var_os("SEGLOG_TORTURE_NO_TMPFS").is_some() {
             None
         } else {
-            TmpfsMount::mount(&log, plan.max_bytes + 4 * plan.segment_size + MIB)
+            // Plus room for the pipe probe's own small log.
+            TmpfsMount::mount(&disk, plan.max_bytes + 8 * plan.segment_size + MIB)
         };
+        let log = disk.join("log");
+        let pipe_log = disk.join("pipe");
+        std::fs::create_dir_all(&log).unwrap();
         let p = Paths {
             tmpfs,
             log,
+            pipe_log,
+            pipe_config: root.join("pipe.toml"),
             home: root.join("home"),
             config: root.join("seglog.toml"),
             clock: root.join("clock"),
@@ -552,7 +561,42 @@ batch_max_records = 2000
             max = plan.max_bytes,
         );
         std::fs::write(&p.config, text).unwrap();
+        // The pipe probe's log: never trimmed (so every line it took is accounted for),
+        // spooling what a full disk refuses.
+        let pipe = format!(
+            r#"[log]
+segment_size = {seg}
+max_record_size = "4KiB"
+max_bytes = "64MiB"
+max_age = "1d"
+
+[recorder]
+rate_limit_enabled = false
+rate_limit_strategy = "spool"
+static_machine_id_file = "{home}/static-machine-id"
+machine_id_secret_file = "{home}/machine-secret"
+"#,
+            seg = plan.segment_size,
+        );
+        std::fs::write(&p.pipe_config, pipe).unwrap();
         p
+    }
+
+    /// `seglog` on the pipe probe's log.
+    fn seglog_pipe(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_seglog"));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("RUST_BACKTRACE", "1")
+            .env(CLOCK_FILE_ENV, &self.clock)
+            .arg("--dir")
+            .arg(&self.pipe_log)
+            .arg("--config")
+            .arg(&self.pipe_config)
+            .args(args)
+            .stdin(Stdio::null());
+        c
     }
 
     fn seglog(&self, args: &[&str]) -> Command {
@@ -944,7 +988,7 @@ impl Harness {
         let Ok(files) = segment_log::fs::list_segments(&seg_dir) else {
             return;
         };
-        let Some(seg) = files.iter().filter(|f| !f.prepared).last() else {
+        let Some(seg) = files.iter().filter(|f| !f.prepared).next_back() else {
             return;
         };
         let Ok(f) = OpenOptions::new().read(true).write(true).open(&seg.path) else {
@@ -1006,6 +1050,139 @@ impl Harness {
 
 // ------------------------------------------------------------------------------------------
 // The run.
+
+/// `seglog probe pipe` fed numbered lines for the whole run, on its own log on the same disk
+/// as the main log, so the ballast's full disk hits it too (issue 11 item 2: it must neither
+/// hang nor lose a line silently, and must resume when space returns).
+struct PipeProbe {
+    child: Child,
+    feeder: std::thread::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    stderr: PathBuf,
+}
+
+fn start_pipe(h: &mut Harness) -> PipeProbe {
+    let err = h.stderr_file("pipe");
+    let stderr = h.ledger.stderr.last().cloned().unwrap_or_default();
+    let mut child = h
+        .paths
+        .seglog_pipe(&[
+            "probe",
+            "pipe",
+            "-c",
+            "org.seglog/torture/pipe",
+            "--flush-after",
+            "50ms",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn probe pipe");
+    let mut stdin = child.stdin.take().expect("pipe stdin");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let feeder = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // A probe that stopped reading blocks this write once the pipe buffer is
+                // full; the drain then sees it as a hang.
+                if stdin
+                    .write_all(format!("pipe seq={seq}\n").as_bytes())
+                    .is_err()
+                {
+                    break;
+                }
+                seq += 1;
+                sent.store(seq, Ordering::Relaxed);
+                sleep(Duration::from_millis(5));
+            }
+            // Dropping stdin is the end of input.
+        })
+    };
+    PipeProbe {
+        child,
+        feeder,
+        stop,
+        sent,
+        stderr,
+    }
+}
+
+/// Ends the pipe probe's input and checks it exited by itself and accounted for every line:
+/// each one in its log exactly once, or counted as dropped. Returns the summary line.
+fn stop_and_check_pipe(h: &Harness, mut p: PipeProbe, failures: &mut Vec<String>) -> String {
+    p.stop.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    // The feeder ends at its next write; if the probe stopped reading, the write blocks until
+    // the probe is killed below.
+    let st = wait_or_kill(&mut p.child, Duration::from_secs(60));
+    let waited = t.elapsed();
+    let _ = p.feeder.join();
+    let sent = p.sent.load(Ordering::Relaxed);
+    if !st.success() {
+        failures.push(format!(
+            "probe pipe did not exit cleanly at end of input within 60 s ({st}, after {waited:?}): {}",
+            tail(&read_lossy(&p.stderr), 2000)
+        ));
+    }
+    let o = h
+        .paths
+        .seglog_pipe(&["journal", "--json", "-i", "--hole-timeout", "0"])
+        .output()
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut dups = 0u64;
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let Some(seq) = v["payload"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("pipe seq="))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            failures.push(format!(
+                "probe pipe's log holds an unexpected record: {line:.200}"
+            ));
+            continue;
+        };
+        if seq >= sent {
+            failures.push(format!("probe pipe's log holds line {seq}, never sent"));
+        }
+        if !seen.insert(seq) {
+            dups += 1;
+        }
+    }
+    let stats = h
+        .paths
+        .seglog_pipe(&["journal", "stats", "--json"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
+    let dropped: u64 = stats["dropped"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    let missing = sent - (seen.len() as u64).min(sent);
+    if dups > 0 {
+        failures.push(format!("probe pipe: {dups} lines are in its log twice"));
+    }
+    if missing > dropped {
+        failures.push(format!(
+            "probe pipe: {missing} of {sent} lines are missing from its log but only {dropped} were counted as dropped"
+        ));
+    }
+    let stderr = read_lossy(&p.stderr);
+    let full = stderr.matches("space").count();
+    format!(
+        "probe pipe: {sent} lines sent, {} in its log, {dropped} counted dropped, {missing} missing, {dups} twice; exited {st} {waited:.1?} after end of input; {full} out-of-space messages",
+        seen.len()
+    )
+}
 
 /// A fault that ends at a deadline.
 enum Pending {
@@ -1081,6 +1258,7 @@ fn run(plan: Plan) {
     let o = h.paths.seglog(&["upload", "opt-in"]).output().unwrap();
     assert!(o.status.success(), "opt-in: {o:?}");
     h.start_uploader();
+    let pipe = start_pipe(&mut h);
 
     // The fault loop.
     let t0 = Instant::now();
@@ -1189,6 +1367,8 @@ fn run(plan: Plan) {
         }
     }
     write_clock(&h.paths.clock, 0, false);
+    let mut pipe_failures = Vec::new();
+    let pipe_summary = stop_and_check_pipe(&h, pipe, &mut pipe_failures);
     for p in h.probes.iter().flatten() {
         std::fs::write(&p.ctl, "stop").unwrap();
     }
@@ -1249,6 +1429,7 @@ fn run(plan: Plan) {
 
     // Verify: exit 0 (clean) or 1 with only the damage we injected.
     let mut failures = report.failures.clone();
+    failures.extend(pipe_failures);
     let verify_problems = check_verify(&h, &verify, &mut failures);
     let _ = std::fs::write(
         PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -1320,9 +1501,10 @@ fn run(plan: Plan) {
                 "log on its own {} KiB tmpfs (disk full = a ballast file, real ENOSPC; or RLIMIT_FSIZE)",
                 fs.size >> 10
             ),
-            None => "no tmpfs (not root, or SEGLOG_TORTURE_NO_TMPFS): disk full = RLIMIT_FSIZE".to_owned(),
+            None => "no tmpfs (not root, or SEGLOG_TORTURE_NO_TMPFS): disk full = RLIMIT_FSIZE (the probe pipe writer never meets a full disk in this mode)".to_owned(),
         }
     );
+    let _ = writeln!(s, "  {pipe_summary}");
     let _ = writeln!(
         s,
         "  plan: {} s of faults ({:.1} s actual), {} probes at {} records/s each, segment {} KiB, max_bytes {} KiB",
