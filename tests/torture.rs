@@ -988,7 +988,7 @@ impl Harness {
         let Ok(files) = segment_log::fs::list_segments(&seg_dir) else {
             return;
         };
-        let Some(seg) = files.iter().filter(|f| !f.prepared).next_back() else {
+        let Some(seg) = files.iter().rfind(|f| !f.prepared) else {
             return;
         };
         let Ok(f) = OpenOptions::new().read(true).write(true).open(&seg.path) else {
