@@ -343,7 +343,7 @@ impl SegmentScanner {
                 FrameCheck::NeedMore { need } => {
                     let (_, avail) = self.window(o, need, true)?;
                     if (avail as u64) < need {
-                        return Ok(self.truncated(o));
+                        return self.cut_short(o);
                     }
                 }
                 FrameCheck::Empty => {
@@ -499,6 +499,27 @@ impl SegmentScanner {
         }))
     }
 
+    /// The file ends inside the frame whose first word is at `o`. Either the truncation tore
+    /// that frame, or its length field is damaged (claiming more than the file holds) and
+    /// whole frames follow it before the end of the file. Those must not be lost with it:
+    /// a verified frame after `o` means the length lied (the range up to that frame is
+    /// reported as a bad length and reading goes on there); none means the file really ends
+    /// in this frame, and the rest of the segment is reported as truncated.
+    fn cut_short(&mut self, o: u64) -> std::io::Result<Step> {
+        match self.next_valid_frame(o + FRAME_ALIGN)? {
+            Ok(next) => {
+                self.pos = next;
+                Ok(Step::Damage(Box::new(Damage {
+                    segment: self.number,
+                    offset: o,
+                    len: next - o,
+                    reason: DamageReason::Frame(FrameError::BadLength),
+                })))
+            }
+            Err(_) => Ok(self.truncated(o)),
+        }
+    }
+
     fn skip_damage(&mut self, o: u64, reason: DamageReason) -> std::io::Result<Step> {
         let next = self.resync(o + FRAME_ALIGN)?;
         self.pos = next;
@@ -513,13 +534,19 @@ impl SegmentScanner {
     /// The offset of the next verifiable frame at or after `from`, or the end of the
     /// committed area when there is none.
     fn resync(&mut self, from: u64) -> std::io::Result<u64> {
+        Ok(self.next_valid_frame(from)?.unwrap_or_else(|end| end))
+    }
+
+    /// `Ok` with the offset of the next verifiable frame at or after `from`, or `Err` with
+    /// the end of the committed area (or of the file, if it is shorter) when there is none.
+    fn next_valid_frame(&mut self, from: u64) -> std::io::Result<Result<u64, u64>> {
         let cap = self.capacity();
         let limit = self.reserved.min(cap);
         let mut p = from;
         while p + FRAME_HEADER_LEN <= limit {
             let (i, avail) = self.window(p, FRAME_HEADER_LEN, false)?;
             if avail < FRAME_HEADER_LEN as usize {
-                return Ok(p.max(limit.min(self.win_start + self.win_len as u64)));
+                return Ok(Err(p.max(limit.min(self.win_start + self.win_len as u64))));
             }
             let found = {
                 let w = self.buf.get(i..i + avail).unwrap_or_default();
@@ -545,11 +572,11 @@ impl SegmentScanner {
                 check = format::check_frame(w, self.number, c, cap);
             }
             if let FrameCheck::Valid { .. } = check {
-                return Ok(c);
+                return Ok(Ok(c));
             }
             p = c + FRAME_ALIGN;
         }
-        Ok(limit.max(from.min(cap)))
+        Ok(Err(limit.max(from.min(cap))))
     }
 }
 

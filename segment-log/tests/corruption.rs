@@ -502,6 +502,43 @@ fn bug_a_truncated_segment_with_a_lowered_counter_was_read_as_clean() {
     check_against(&frames, &got, &damage).unwrap();
 }
 
+/// Found by the model test (`tests/model.rs`, a crash-truncate then a bit flip in a frame's
+/// length field): in a truncated segment, a frame whose damaged length claimed more bytes
+/// than the file holds (but fewer than the capacity) was reported as the truncation, and
+/// every whole frame after it, up to the real end of the file, was lost with it. The scanner
+/// now looks for a verified frame after it first: the bad length is reported alone and
+/// reading goes on; only the frame the file really ends in is reported as truncated.
+#[test]
+fn bug_a_bad_length_running_past_the_end_of_a_truncated_file_hid_the_frames_after_it() {
+    let (d, frames) = small_log();
+    let seg = seg_file(d.path(), 1);
+    let cut = frames[6].position.offset + 8;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    // Bit 1 of the length's second byte: 512 bytes more, past the file, within the capacity.
+    let bad = frames[2].position.offset;
+    flip(&seg, bad + 5, 1);
+    let claimed = bad + format::frame_len(frames[2].payload.len() as u64 + 512);
+    assert!(claimed > cut && claimed <= tiny().segment_size);
+    let (got, damage) = read_all(d.path());
+    let kept: Vec<_> = [0, 1, 3, 4, 5].iter().map(|&i| frames[i].clone()).collect();
+    assert_eq!(got, kept, "{damage:?}");
+    assert!(
+        matches!(&damage[..], [a, b]
+            if a.reason == DamageReason::Frame(format::FrameError::BadLength)
+                && a.offset == bad
+                && a.offset + a.len == frames[3].position.offset
+                && b.reason == DamageReason::Truncated
+                && b.offset == frames[6].position.offset),
+        "{damage:?}"
+    );
+    check_against(&frames, &got, &damage).unwrap();
+}
+
 /// Issue 11 item 4, after a writer reopens the log: recovery used to seal a segment whose
 /// counter was rolled back (counter = capacity, no seal frame), so readers reported the whole
 /// unwritten tail as an abandoned reservation (the uploader sent it as a gap). It now raises
