@@ -589,22 +589,15 @@ machine_id_secret_file = "{home}/machine-secret"
 
     /// `seglog` on the pipe probe's log.
     fn seglog_pipe(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_seglog"));
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("RUST_BACKTRACE", "1")
-            .env(CLOCK_FILE_ENV, &self.clock)
-            .arg("--dir")
-            .arg(&self.pipe_log)
-            .arg("--config")
-            .arg(&self.pipe_config)
-            .args(args)
-            .stdin(Stdio::null());
-        c
+        self.seglog_on(&self.pipe_log, &self.pipe_config, args)
     }
 
     fn seglog(&self, args: &[&str]) -> Command {
+        self.seglog_on(&self.log, &self.config, args)
+    }
+
+    /// `seglog --dir DIR --config CONFIG ARGS` with the harness's clean environment.
+    fn seglog_on(&self, dir: &Path, config: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_seglog"));
         c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -612,9 +605,9 @@ machine_id_secret_file = "{home}/machine-secret"
             .env("RUST_BACKTRACE", "1")
             .env(CLOCK_FILE_ENV, &self.clock)
             .arg("--dir")
-            .arg(&self.log)
+            .arg(dir)
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
             .stdin(Stdio::null());
         c

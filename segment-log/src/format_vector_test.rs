@@ -4,27 +4,11 @@
 use crate::format::{self, FrameCheck, FrameKind, SegmentHeader};
 use crate::LogId;
 
-const SPEC: &str = include_str!("../../FORMAT.md");
-
-/// Collects the bytes of every `offset: hex hex ...` line after the "## Test vector" heading,
-/// placed at their offsets.
+/// The bytes of the "## Test vector" section's `offset: hex hex ...` lines, placed at their
+/// offsets (the one markdown hex reader, [`crate::trim_vector_test::section_bytes`]).
 fn vector_bytes() -> Vec<u8> {
-    let section = SPEC
-        .split("## Test vector")
-        .nth(1)
-        .expect("FORMAT.md has a test vector");
-    let mut file = vec![0u8; 312];
-    for line in section.lines() {
-        let Some((off, hexes)) = line.split_once(": ") else {
-            continue;
-        };
-        let Ok(off) = usize::from_str_radix(off.trim(), 16) else {
-            continue;
-        };
-        for (i, h) in hexes.split_whitespace().enumerate() {
-            file[off + i] = u8::from_str_radix(h, 16).unwrap();
-        }
-    }
+    let mut file = crate::trim_vector_test::section_bytes("## Test vector");
+    file.resize(file.len().max(312), 0);
     file
 }
 

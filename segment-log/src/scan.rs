@@ -358,18 +358,7 @@ impl SegmentScanner {
                     self.refresh_reserved();
                     let none_alive = self.holes.no_writer_alive();
                     if !none_alive {
-                        let since = match self.hole_seen {
-                            Some((at, t)) if at == o => t,
-                            _ => {
-                                let now = Instant::now();
-                                self.hole_seen = Some((o, now));
-                                now
-                            }
-                        };
-                        let waited = since.elapsed();
-                        if waited < self.holes.timeout {
-                            let nap = (self.holes.timeout - waited).min(Duration::from_micros(200));
-                            std::thread::sleep(nap);
+                        if nap_until_settled(&mut self.hole_seen, o, self.holes.timeout) {
                             self.window(o, FRAME_HEADER_LEN, true)?;
                             continue;
                         }
@@ -401,22 +390,11 @@ impl SegmentScanner {
                     // checksum fails for a committed frame. Near the live end, while a writer
                     // may be alive, that is "not settled yet": wait (bounded by the hole
                     // timeout, as for holes) and read again before calling it damage.
-                    if self.unsettled(o) {
-                        let since = match self.bad_seen {
-                            Some((at, t)) if at == o => t,
-                            _ => {
-                                let now = Instant::now();
-                                self.bad_seen = Some((o, now));
-                                now
-                            }
-                        };
-                        let waited = since.elapsed();
-                        if waited < self.holes.timeout {
-                            let nap = (self.holes.timeout - waited).min(Duration::from_micros(200));
-                            std::thread::sleep(nap);
-                            self.window(o, FRAME_HEADER_LEN, true)?;
-                            continue;
-                        }
+                    if self.unsettled(o)
+                        && nap_until_settled(&mut self.bad_seen, o, self.holes.timeout)
+                    {
+                        self.window(o, FRAME_HEADER_LEN, true)?;
+                        continue;
                     }
                     self.retried_at = None;
                     self.bad_seen = None;
@@ -625,4 +603,24 @@ pub(crate) fn read_full(file: &File, buf: &mut [u8], mut off: u64) -> std::io::R
         }
     }
     Ok(done)
+}
+
+/// One short wait for the bytes at `o` to settle (a hole being filled, a frame becoming
+/// visible), unless they have already been waited for `timeout` since `seen` first met `o`.
+/// Returns whether it waited: the caller reads `o` again.
+fn nap_until_settled(seen: &mut Option<(u64, Instant)>, o: u64, timeout: Duration) -> bool {
+    let since = match *seen {
+        Some((at, t)) if at == o => t,
+        _ => {
+            let now = Instant::now();
+            *seen = Some((o, now));
+            now
+        }
+    };
+    let waited = since.elapsed();
+    if waited >= timeout {
+        return false;
+    }
+    std::thread::sleep((timeout - waited).min(Duration::from_micros(200)));
+    true
 }

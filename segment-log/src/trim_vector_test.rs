@@ -8,7 +8,7 @@ const SPEC: &str = include_str!("../../FORMAT.md");
 
 /// The bytes of the `offset: hex ...` lines of the section under `heading` (up to the next
 /// `## ` heading), placed at their offsets.
-fn section_bytes(heading: &str) -> Vec<u8> {
+pub(crate) fn section_bytes(heading: &str) -> Vec<u8> {
     let section = SPEC
         .split(heading)
         .nth(1)
