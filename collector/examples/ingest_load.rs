@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use collector::{fixtures, Server, ServerConfig};
-use uploader::protocol;
+use protocol;
 
 fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: u64| {

@@ -214,7 +214,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        let p = uploader::protocol::Limits::default();
+        let p = protocol::Limits::default();
         Limits {
             max_body_bytes: p.max_body_bytes,
             max_decompressed_bytes: p.max_decompressed_bytes,
@@ -232,9 +232,9 @@ impl Default for Limits {
 
 impl Limits {
     /// The decoder limits for these bounds.
-    pub fn protocol(&self) -> uploader::protocol::Limits {
-        let d = uploader::protocol::Limits::default();
-        uploader::protocol::Limits {
+    pub fn protocol(&self) -> protocol::Limits {
+        let d = protocol::Limits::default();
+        protocol::Limits {
             max_body_bytes: self.max_body_bytes,
             max_decompressed_bytes: self.max_decompressed_bytes,
             max_records: self.max_records_per_batch,

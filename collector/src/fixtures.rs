@@ -1,9 +1,9 @@
 //! Deterministic batches for tests, benches, the fuzz seed corpus and the demo. Not part of
 //! the stable API.
 
+use protocol::{self, Batch, Context, Gap, GapReason, Record};
 use segment_log::Position;
 use sha2::{Digest, Sha256};
-use uploader::protocol::{self, Batch, Context, Gap, GapReason, Record};
 
 /// Classifications the fixture records cycle through.
 pub const CLASSES: [&str; 3] = [

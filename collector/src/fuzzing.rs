@@ -8,8 +8,8 @@
 //! a valid URL with no headers.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use protocol::{self, Batch};
 use sha2::{Digest, Sha256};
-use uploader::protocol::{self, Batch};
 
 use crate::ingest::{self, Refusal};
 

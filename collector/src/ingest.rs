@@ -14,9 +14,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
+use protocol::{self, Batch, ProtocolError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use uploader::protocol::{self, Batch, ProtocolError};
 
 use crate::server::{unauthorized, AppState};
 use crate::store::{IngestMeta, IngestOutcome};

@@ -8,8 +8,8 @@ use collector::fixtures;
 use common::Harness;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use protocol::{Batch, Gap, GapReason};
 use segment_log::Position;
-use uploader::protocol::{Batch, Gap, GapReason};
 
 fn extreme_u64() -> impl Strategy<Value = u64> {
     prop_oneof![

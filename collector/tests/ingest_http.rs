@@ -1,4 +1,4 @@
-//! Uploads over HTTP on 127.0.0.1, built with `uploader::protocol::encode_batch`, read back
+//! Uploads over HTTP on 127.0.0.1, built with `protocol::encode_batch`, read back
 //! through the API: storage, dedupe (also across a restart), concurrency, authentication,
 //! gaps, and hostile bodies.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use collector::fixtures;
 use common::{raw_exchange, request_head, status_of, Harness};
-use uploader::protocol::{self, GapReason};
+use protocol::{self, GapReason};
 
 #[test]
 fn uploaded_batches_can_be_queried_back_field_by_field() {

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use collector::{fixtures, Server, TlsFiles};
+use protocol;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use uploader::protocol;
 
 /// Makes a CA and a server certificate for 127.0.0.1 signed by it; returns the server's
 /// files and the CA certificate, or `None` without openssl.

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    uploader::fuzzing::batch_decode(data);
+    protocol::fuzzing::batch_decode(data);
 });

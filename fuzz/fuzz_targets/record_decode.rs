@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    recorder::fuzzing::fuzz_decode(data);
+    records::fuzzing::fuzz_decode(data);
 });

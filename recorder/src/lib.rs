@@ -8,9 +8,9 @@ pub mod counters;
 mod errors;
 #[allow(unsafe_code)] // The C API: raw pointers from C; every block has a SAFETY comment.
 pub mod ffi;
-pub mod fuzzing;
 pub mod ratelimit;
-pub mod record;
+/// The record types and codec (the `records` crate), under their historical path.
+pub use records as record;
 pub mod system;
 mod writer;
 

@@ -271,7 +271,7 @@ fn the_record_decode_seed_corpus_replays_without_panics() {
         .flatten()
     {
         let bytes = std::fs::read(e.path()).unwrap();
-        recorder::fuzzing::fuzz_decode(&bytes);
+        records::fuzzing::fuzz_decode(&bytes);
         n += 1;
     }
     assert!(n >= 10, "only {n} seeds in {}", dir.display());

@@ -11,16 +11,18 @@ pub mod cursor;
 pub mod daemon;
 pub mod deadletter;
 pub mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod policy;
-pub mod protocol;
+/// The wire protocol (the `protocol` crate), under its historical path.
+pub use protocol;
 pub mod state;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 pub mod transport;
-mod wire;
 
 #[cfg(test)]
 mod testutil;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::fixtures;
-use uploader::protocol::Limits;
+use protocol::Limits;
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -151,7 +151,7 @@ fn sizes_and_counts_over_the_limits_are_413_and_malformed_bodies_400() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.message);
     let r = decode_upload(b"not zstd at all", &public, None, &Limits::default()).unwrap_err();
     assert_eq!((r.status, r.reason), (StatusCode::BAD_REQUEST, "bad_zstd"));
-    let raw = uploader::protocol::encode_batch_raw(&b).unwrap();
+    let raw = protocol::encode_batch_raw(&b).unwrap();
     let r = decode_upload(
         &zstd::bulk::compress(&raw[..raw.len() - 1], 3).unwrap(),
         &public,

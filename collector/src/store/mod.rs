@@ -14,11 +14,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use recorder::RecordId;
+use protocol::{Batch, BatchId};
+use records::RecordId;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use segment_log::Position;
 use sha2::{Digest, Sha256};
-use uploader::protocol::{Batch, BatchId};
 
 pub use query::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, TimeBound};
 pub use schema::latest_version;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::fixtures;
-use uploader::protocol::GapReason;
+use protocol::GapReason;
 
 fn meta() -> IngestMeta {
     IngestMeta {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use collector::fixtures;
 use collector::{RunningServer, Server, ServerConfig};
+use protocol::{self, Batch};
 use serde_json::Value;
-use uploader::protocol::{self, Batch};
 
 /// A running collector and its data directory.
 pub struct Harness {

@@ -506,9 +506,17 @@ impl Uploader {
 /// the torture harness (`tests/torture.rs`), which jumps it years forward and back while the
 /// daemon runs. The file holds `<seconds>` (added to the wall clock) and optionally
 /// `other-boot` (a different boot id, so ages come from the wall clock, as after a reboot).
-/// Unset (always, outside tests): the system clock.
+/// Unset (always, outside tests): the system clock. Only in builds with the `test-clock`
+/// feature (the root package's tests enable it); a release build has no such hook.
+#[cfg(feature = "test-clock")]
 pub const TEST_CLOCK_FILE_ENV: &str = "SEGLOG_TEST_CLOCK_FILE";
 
+#[cfg(not(feature = "test-clock"))]
+fn retention_clock() -> Box<dyn segment_log::Clock> {
+    Box::new(SystemClock)
+}
+
+#[cfg(feature = "test-clock")]
 fn retention_clock() -> Box<dyn segment_log::Clock> {
     use segment_log::Clock;
     let text = std::env::var_os(TEST_CLOCK_FILE_ENV).and_then(|p| std::fs::read_to_string(p).ok());

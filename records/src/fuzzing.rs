@@ -2,7 +2,8 @@
 //! corpus replay test.
 use segment_log::{FrameKind, FrameRef, Position};
 
-use crate::record::{self, ContextTracker, Decoded, Observed};
+use crate as record;
+use crate::{ContextTracker, Decoded, Observed};
 
 /// Decodes `data` as a frame: the first byte picks the kind (`% 3`: record, preamble,
 /// seal), the rest is the payload. Whatever decodes must re-encode to something that

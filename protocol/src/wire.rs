@@ -3,7 +3,7 @@
 //! Nothing here trusts a length it read: every read checks what is left first.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
-use crate::protocol::ProtocolError;
+use crate::ProtocolError;
 
 /// Appends `v` as an unsigned LEB128 varint (1 to 10 bytes, canonical).
 #[inline]

@@ -4,7 +4,7 @@
 use super::*;
 use proptest::prelude::*;
 
-const SPEC: &str = include_str!("../../../PROTOCOL.md");
+const SPEC: &str = include_str!("../../PROTOCOL.md");
 
 /// The hex block that follows `<!-- test-vector:NAME -->` in PROTOCOL.md.
 fn spec_hex(name: &str) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! record section of the spec and the codec agree.
 use super::*;
 
-const SPEC: &str = include_str!("../../../FORMAT.md");
+const SPEC: &str = include_str!("../../FORMAT.md");
 
 fn sample_context() -> Context {
     Context {

@@ -1,3 +1,8 @@
+//! seglog's records: what a record and a writer's context are, how they are validated, and how
+//! they are laid out inside segment-log frames (the record codec, [`RecordId`], and the one
+//! context tracker every reader uses). Shared by the device side (recorder, uploader,
+//! journal) and the server side (collector); no I/O beyond segment-log's reader.
+//!
 //! Record metadata: what a record and a writer's context are, how they are validated, and how
 //! they are laid out inside segment-log frames.
 //!
@@ -49,6 +54,9 @@
 //! [`DecodeError::UnsupportedVersion`]. Changing a serialized struct means a new version.
 
 mod codec;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod reader;
 
 use std::fmt;
@@ -172,7 +180,7 @@ impl Classification {
     }
 
     /// Whether both share one allocation (then they are equal; the converse need not hold).
-    pub(crate) fn ptr_eq(&self, other: &Classification) -> bool {
+    pub fn ptr_eq(&self, other: &Classification) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
@@ -378,7 +386,7 @@ impl FromStr for RecordId {
     }
 }
 
-/// What [`Recorder::record`](crate::Recorder::record) returns for a written record: its
+/// What `Recorder::record` (in the `recorder` crate) returns for a written record: its
 /// position and the public id of its log, from which its [`RecordId`] is derived on demand.
 ///
 /// Writing a record does not compute its id (a sha256, the largest single cost of a record

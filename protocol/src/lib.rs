@@ -1,5 +1,6 @@
-//! The upload wire protocol, version 1. `PROTOCOL.md` at the repository root is the
-//! specification; this module is its reference implementation, and a test checks the spec's
+//! The upload wire protocol, version 1, shared by the uploader (device) and the collector
+//! (server): wire primitives, batch encode/decode, limits, verdicts, and the test vector. `PROTOCOL.md` at the repository root is the
+//! specification; this crate is its reference implementation, and a test checks the spec's
 //! test vector byte for byte against it.
 //!
 //! The uploader builds batches with [`BatchEncoder`] (columns are appended as records stream
@@ -15,6 +16,10 @@ use sha2::{Digest, Sha256};
 mod decode;
 mod digest;
 mod encode;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod wire;
 
 pub use decode::{decode_batch, decode_batch_raw, decode_body, decompress_body};
 pub use digest::{content_digest, digest_matches, verify_content_digest};
