@@ -12,7 +12,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use recorder::config::{Config, GlobalArgs};
+use config_layers::GlobalArgs;
+use recorder::config::Config;
 use recorder::{RecordBuilder, Recorder};
 use serde_json::Value;
 

@@ -8,7 +8,7 @@ mod journal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use recorder::config::GlobalArgs;
+use config_layers::GlobalArgs;
 
 /// On-device telemetry buffer: record, inspect, upload, collect.
 ///
@@ -43,16 +43,22 @@ enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// Every top-level config section of every part of seglog; any other section in a config
+/// file is an error that names the file (each crate defines only its own).
+fn sections() -> Vec<&'static str> {
+    use config_layers::Section;
+    let mut all = recorder::config::SECTIONS.to_vec();
+    all.push(uploader::config::RawUpload::NAME);
+    all.push(collector::CollectorSection::NAME);
+    all
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Record(a) => recorder::cli::run_record(a, &cli.global),
-        Command::Probe(c) => recorder::cli::run_probe(c, &cli.global),
-        Command::Upload(c) => uploader::cli::run(c, &cli.global),
-        Command::Journal(a) => journal::run(a, &cli.global),
-        Command::Collector(c) => collector::cli::run(c, &cli.global),
-        Command::Demo(a) => demo::run(a, &cli.global),
-    };
+    let result = config_layers::Layers::load(&cli.global)
+        .and_then(|l| l.check_sections(&sections()))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| dispatch(cli));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -65,6 +71,17 @@ fn main() -> ExitCode {
             eprintln!("seglog: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Record(a) => recorder::cli::run_record(a, &cli.global),
+        Command::Probe(c) => recorder::cli::run_probe(c, &cli.global),
+        Command::Upload(c) => uploader::cli::run(c, &cli.global),
+        Command::Journal(a) => journal::run(a, &cli.global),
+        Command::Collector(c) => collector::cli::run(c, &cli.global),
+        Command::Demo(a) => demo::run(a, &cli.global),
     }
 }
 

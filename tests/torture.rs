@@ -46,8 +46,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use config_layers::{GlobalArgs, Layers};
 use proxy::{Fault, Proxy};
-use recorder::config::{Config, GlobalArgs, Layers};
+use recorder::config::Config;
 use recorder::{RecordBuilder, RecordId, Recorder};
 use segment_log::{Clock, Position, SystemClock};
 

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use recorder::config::GlobalArgs;
+use config_layers::GlobalArgs;
 
 use crate::config::{default_data_dir, read_token_file, CollectorSection, ServerConfig, TlsFiles};
 use crate::server::Server;

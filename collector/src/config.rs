@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use recorder::config::{DurationValue, GlobalArgs, Layers, Section, SizeValue};
+use config_layers::{DurationValue, GlobalArgs, Layers, Section, SizeValue};
 use serde::Deserialize;
 
 /// Default listen address: loopback only, so an unconfigured collector is never exposed.
@@ -77,12 +77,12 @@ fn size(key: &str, v: Option<SizeValue>, default: u64) -> anyhow::Result<u64> {
 impl CollectorSection {
     /// Parses the `[collector]` table of one TOML document (absent = all defaults).
     pub fn from_toml_str(doc: &str) -> anyhow::Result<Self> {
-        Layers::from_sources(vec![("inline".to_owned(), doc.to_owned())])?.section()
+        Ok(Layers::from_sources(vec![("inline".to_owned(), doc.to_owned())])?.section()?)
     }
 
-    /// Reads the section from seglog's layered configuration (see `recorder::config`).
+    /// Reads the section from seglog's layered configuration (see the `config-layers` crate).
     pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
-        Layers::load(global)?.section()
+        Ok(Layers::load(global)?.section()?)
     }
 
     /// Validates and resolves the section into a [`ServerConfig`]; `default_data_dir` is used
@@ -338,7 +338,7 @@ impl ServerConfig {
 /// default log directory (`/var/lib/seglog-collector` for root, else
 /// `$XDG_STATE_HOME/seglog-collector` or `~/.local/state/seglog-collector`).
 pub fn default_data_dir() -> PathBuf {
-    let log = recorder::config::default_dir();
+    let log = config_layers::default_dir();
     match log.parent() {
         Some(p) => p.join("seglog-collector"),
         None => PathBuf::from("seglog-collector"),

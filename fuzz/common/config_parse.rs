@@ -1,7 +1,7 @@
 //! The config-file decoder under fuzzing, shared by `fuzz/fuzz_targets/config_parse.rs`
 //! (cargo-fuzz) and `tests/fuzz_replay.rs` (the stable replay of the committed corpus).
 //!
-//! Arbitrary text goes through seglog's layered TOML loader (`recorder::config::Layers`,
+//! Arbitrary text goes through seglog's layered TOML loader (`config_layers::Layers`,
 //! the parse-from-string entry point every `--config FILE` takes), then every section is
 //! resolved the way the binaries do (`[log]` + `[recorder]`, `[upload]`, `[collector]`), and
 //! the resolved upload policy and backoff are exercised. Errors are fine; a panic is a bug.
@@ -9,7 +9,8 @@
 //! the target never touches the filesystem.
 use std::path::{Path, PathBuf};
 
-use recorder::config::{Config, GlobalArgs, Layers};
+use config_layers::{GlobalArgs, Layers};
+use recorder::config::Config;
 
 /// Parses and resolves `data` as a seglog configuration file.
 pub fn fuzz_config(data: &[u8]) {

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
-use crate::config::{Config, GlobalArgs};
+use crate::config::Config;
 use crate::probes;
 use crate::record::{Classification, EventId, Severity};
 use crate::{RecordBuilder, Recorder};
+use config_layers::GlobalArgs;
 
 /// Write one record and print its id (options as in telemetrics' telem-record-gen).
 ///

@@ -1,338 +1,321 @@
-//! Layered TOML configuration shared by every part of seglog.
-//!
-//! # Layers (later wins)
-//! 1. built-in defaults,
-//! 2. `/usr/share/defaults/seglog/seglog.toml` (the distribution's defaults),
-//! 3. `/etc/seglog/seglog.toml` (the administrator's),
-//! 4. `--config FILE`,
-//! 5. the environment (`SEGLOG_DIR` sets `log.dir`),
-//! 6. flags (`--dir`).
-//!
-//! Tables merge key by key, so a layer only states what it changes. A missing layer-2/3 file
-//! is skipped; a missing `--config` file is an error. Unknown top-level sections and unknown
-//! keys are errors that name the key and the file.
-//!
-//! # Sections
-//! Each crate owns its section: it defines a struct with `#[serde(default,
-//! deny_unknown_fields)]`, implements [`Section`] for it, and adds the section name to
-//! [`SECTIONS`] (the registry that makes unknown top-level sections an error):
-//!
-//! ```
-//! use recorder::config::{self, Section};
-//! #[derive(Debug, Default, serde::Deserialize)]
-//! #[serde(default, deny_unknown_fields)]
-//! struct Upload { url: Option<String>, zstd_level: Option<i32> }
-//! impl Section for Upload { const NAME: &'static str = "upload"; }
-//!
-//! let layers = config::Layers::from_sources(vec![(
-//!     "inline".into(),
-//!     "[upload]\nurl = \"http://127.0.0.1:1\"\n".into(),
-//! )])?;
-//! let up: Upload = layers.section()?;
-//! assert_eq!(up.url.as_deref(), Some("http://127.0.0.1:1"));
-//! # Ok::<(), anyhow::Error>(())
-//! ```
-use std::path::{Path, PathBuf};
+//! The `[log]` and `[recorder]` sections (layering itself is the `config-layers` crate).
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
-use serde::de::DeserializeOwned;
+use anyhow::{anyhow, Context as _};
 use serde::Deserialize;
 
-/// Flags every subcommand accepts.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct GlobalArgs {
-    /// Log directory (overrides the config file and SEGLOG_DIR).
-    #[arg(long, global = true, env = "SEGLOG_DIR")]
+use config_layers::{default_dir, DurationValue, GlobalArgs, Layers, Section, SizeValue, DIR_ENV};
+
+/// The top-level sections this crate reads: `[log]` (shared by every part of seglog that
+/// opens the log) and `[recorder]`.
+pub const SECTIONS: &[&str] = &[RawLog::NAME, RawRecorder::NAME];
+
+/// `[log]` as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// Log directory.
     pub dir: Option<PathBuf>,
-    /// Extra configuration file, applied after /usr/share/defaults/seglog/seglog.toml and
-    /// /etc/seglog/seglog.toml.
-    #[arg(long, global = true)]
-    pub config: Option<PathBuf>,
+    /// Segment file size.
+    pub segment_size: Option<SizeValue>,
+    /// Largest record.
+    pub max_record_size: Option<SizeValue>,
+    /// `never`, `always` or `interval=<ms>`.
+    pub sync: Option<String>,
+    /// Disk budget; 0 or negative: unlimited.
+    pub max_bytes: Option<SizeValue>,
+    /// Oldest data kept; 0: unlimited.
+    pub max_age: Option<DurationValue>,
+}
+impl Section for RawLog {
+    const NAME: &'static str = "log";
 }
 
-/// The distribution's defaults file (layer 2).
-pub const DEFAULTS_FILE: &str = "/usr/share/defaults/seglog/seglog.toml";
-/// The administrator's file (layer 3).
-pub const SYSTEM_FILE: &str = "/etc/seglog/seglog.toml";
-/// Environment variable that sets `log.dir` (layer 5).
-pub const DIR_ENV: &str = "SEGLOG_DIR";
-
-/// Every top-level section seglog knows. A crate that adds a section adds its name here;
-/// any other top-level key in a config file is an error.
-pub const SECTIONS: &[&str] = &["log", "recorder", "upload", "collector", "journal"];
-
-/// A config section owned by one crate.
-pub trait Section: DeserializeOwned + Default {
-    /// The top-level table name, listed in [`SECTIONS`].
-    const NAME: &'static str;
+/// The resolved `[log]` section: where the log is and how segment-log opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Log directory (default: see [`default_dir`]).
+    pub dir: PathBuf,
+    /// Segment file size in bytes (default 16 MiB).
+    pub segment_size: u64,
+    /// Largest record in bytes, header included (default 1 MiB).
+    pub max_record_size: u64,
+    /// Durability policy (default `never`).
+    pub sync: segment_log::SyncPolicy,
+    /// Disk budget (default 256 MiB); `None`: unlimited.
+    pub max_bytes: Option<u64>,
+    /// Oldest data kept (default 30 days); `None`: unlimited.
+    pub max_age: Option<Duration>,
 }
 
-/// The config files that were read, in order, and their merge.
-#[derive(Debug, Clone, Default)]
-pub struct Layers {
-    layers: Vec<(String, toml::Table)>,
-    merged: toml::Table,
-}
+/// Default segment size: 16 MiB (segment-log's default; fine-grained retention steps).
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+/// Default record size limit: 1 MiB (crash reports fit; a runaway probe does not).
+pub const DEFAULT_MAX_RECORD_SIZE: u64 = 1 << 20;
+/// Default disk budget: 256 MiB (weeks of telemetry on a device, a small share of its disk).
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// Default maximum age: 30 days (data older than that is rarely worth uploading).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
 
-fn merge(into: &mut toml::Table, from: &toml::Table) {
-    for (k, v) in from {
-        match (into.get_mut(k), v) {
-            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
-            _ => {
-                into.insert(k.clone(), v.clone());
-            }
+impl LogConfig {
+    /// Defaults, with `dir` as the log directory.
+    pub fn for_dir(dir: impl Into<PathBuf>) -> LogConfig {
+        LogConfig {
+            dir: dir.into(),
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            sync: segment_log::SyncPolicy::Never,
+            max_bytes: Some(DEFAULT_MAX_BYTES),
+            max_age: Some(DEFAULT_MAX_AGE),
         }
     }
-}
 
-impl Layers {
-    /// Parses and merges `(origin, text)` pairs, later overriding earlier. `origin` names
-    /// the source in errors (usually the path).
-    pub fn from_sources(sources: Vec<(String, String)>) -> anyhow::Result<Layers> {
-        let mut out = Layers::default();
-        for (origin, text) in sources {
-            let table: toml::Table =
-                toml::from_str(&text).with_context(|| format!("{origin}: not valid TOML"))?;
-            for (k, v) in &table {
-                if !SECTIONS.contains(&k.as_str()) {
-                    bail!(
-                        "{origin}: unknown section `{k}`; known sections are {}",
-                        SECTIONS.join(", ")
-                    );
-                }
-                if !v.is_table() {
-                    bail!("{origin}: `{k}` must be a table ([{k}])");
-                }
-            }
-            merge(&mut out.merged, &table);
-            out.layers.push((origin, table));
+    /// Resolves `[log]` from a merged table: flags and `SEGLOG_DIR` override `log.dir`.
+    pub fn from_table(table: &toml::Table, global: &GlobalArgs) -> anyhow::Result<LogConfig> {
+        Self::from_raw(config_layers::parse_section::<RawLog>(table)?, global)
+    }
+
+    /// Resolves an already parsed `[log]`.
+    pub fn from_raw(raw: RawLog, global: &GlobalArgs) -> anyhow::Result<LogConfig> {
+        let env_dir = std::env::var_os(DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from);
+        let dir = global
+            .dir
+            .clone()
+            .or(env_dir)
+            .or(raw.dir)
+            .unwrap_or_else(default_dir);
+        let mut c = LogConfig::for_dir(dir);
+        if let Some(v) = raw.segment_size {
+            c.segment_size = v
+                .bytes()
+                .ok_or_else(|| anyhow!("log.segment_size must be positive"))?;
         }
-        Ok(out)
-    }
-
-    /// Reads the standard files (layers 2-4) for `global`.
-    pub fn load(global: &GlobalArgs) -> anyhow::Result<Layers> {
-        let mut files: Vec<(PathBuf, bool)> =
-            vec![(DEFAULTS_FILE.into(), false), (SYSTEM_FILE.into(), false)];
-        if let Some(p) = &global.config {
-            files.push((p.clone(), true));
+        if let Some(v) = raw.max_record_size {
+            c.max_record_size = v
+                .bytes()
+                .ok_or_else(|| anyhow!("log.max_record_size must be positive"))?;
         }
-        Self::load_files(&files)
-    }
-
-    /// Reads `(path, required)` files in order; a missing optional file is skipped.
-    pub fn load_files(files: &[(PathBuf, bool)]) -> anyhow::Result<Layers> {
-        let mut sources = Vec::new();
-        for (path, required) in files {
-            match std::fs::read_to_string(path) {
-                Ok(text) => sources.push((path.display().to_string(), text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
-                Err(e) => {
-                    return Err(anyhow!(e))
-                        .with_context(|| format!("cannot read config file {}", path.display()))
-                }
-            }
+        if let Some(s) = raw.sync {
+            c.sync = s.parse().map_err(|e: String| anyhow!("log.sync: {e}"))?;
         }
-        Self::from_sources(sources)
-    }
-
-    /// The merged table.
-    pub fn merged(&self) -> &toml::Table {
-        &self.merged
-    }
-
-    /// Parses section `T` from the merged table. On an error (an unknown key, a wrong
-    /// type), names the file that introduced it.
-    pub fn section<T: Section>(&self) -> anyhow::Result<T> {
-        match parse_section::<T>(&self.merged) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                for (origin, table) in &self.layers {
-                    if let Err(le) = parse_section::<T>(table) {
-                        return Err(le.context(format!("in {origin}")));
-                    }
-                }
-                Err(e)
-            }
+        if let Some(v) = raw.max_bytes {
+            c.max_bytes = v.bytes().filter(|&b| b > 0);
         }
-    }
-}
-
-/// Parses section `T` (absent: `T::default()`) from a merged table. Errors name the
-/// offending key (`[log].sync: ...`).
-pub fn parse_section<T: Section>(table: &toml::Table) -> anyhow::Result<T> {
-    let Some(v) = table.get(T::NAME) else {
-        return Ok(T::default());
-    };
-    let err = match T::deserialize(v.clone()) {
-        Ok(t) => return Ok(t),
-        Err(e) => e,
-    };
-    // Find the key: with every key optional, a table of just that key fails alone.
-    if let Some(t) = v.as_table() {
-        for (k, kv) in t {
-            let mut one = toml::Table::new();
-            one.insert(k.clone(), kv.clone());
-            if let Err(e) = T::deserialize(toml::Value::Table(one)) {
-                return Err(anyhow!("[{}].{k}: {}", T::NAME, e.message().trim()));
-            }
+        if let Some(v) = raw.max_age {
+            c.max_age = Some(v.get()).filter(|d| !d.is_zero());
         }
+        c.options().map_err(|e| anyhow!("[log]: {e}"))?;
+        Ok(c)
     }
-    Err(anyhow!("[{}]: {}", T::NAME, err.message().trim()))
-}
 
-/// Reads and merges layers 2-4 (see [`Layers::load`]).
-pub fn load_table(global: &GlobalArgs) -> anyhow::Result<toml::Table> {
-    Ok(Layers::load(global)?.merged)
-}
-
-/// A size: an integer number of bytes or a string such as `"16MiB"`, `"500KB"`, `"1G"`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: use bytes or e.g. \"16MiB\""))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        "t" | "tib" => 1 << 40,
-        "tb" => 1_000_000_000_000,
-        _ => {
+    /// segment-log options for this configuration (retention runs in the writer's
+    /// background thread, so probes alone keep the directory within budget).
+    pub fn options(&self) -> Result<segment_log::Options, String> {
+        if self.segment_size % 4096 != 0 || self.segment_size < 8192 {
             return Err(format!(
-                "invalid size unit in {s:?}: use B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB)"
-            ))
+                "log.segment_size {} must be a multiple of 4096 and at least 8192",
+                self.segment_size
+            ));
         }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-/// A size as written in TOML: integer bytes (negative means "disabled" where a key allows
-/// it) or a string with a unit such as `"16MiB"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SizeValue(i64);
-
-impl SizeValue {
-    /// `None` when negative (disabled).
-    pub fn bytes(self) -> Option<u64> {
-        u64::try_from(self.0).ok()
-    }
-}
-
-impl<'de> Deserialize<'de> for SizeValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = SizeValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a size: bytes as an integer, or a string like \"16MiB\"")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
-                Ok(SizeValue(v))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
-                i64::try_from(v)
-                    .map(SizeValue)
-                    .map_err(|_| E::custom("size is too large"))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
-                let b = parse_size(v).map_err(E::custom)?;
-                i64::try_from(b)
-                    .map(SizeValue)
-                    .map_err(|_| E::custom("size is too large"))
-            }
+        if self.max_record_size == 0 || self.max_record_size > self.segment_size / 4 {
+            return Err(format!(
+                "log.max_record_size {} must be between 1 and a quarter of log.segment_size ({})",
+                self.max_record_size,
+                self.segment_size / 4
+            ));
         }
-        d.deserialize_any(V)
+        let retention = (self.max_bytes.is_some() || self.max_age.is_some()).then_some(
+            segment_log::RetentionPolicy {
+                max_bytes: self.max_bytes,
+                max_age: self.max_age,
+            },
+        );
+        Ok(segment_log::Options {
+            segment_size: self.segment_size,
+            max_record_size: self.max_record_size,
+            sync: self.sync,
+            retention,
+            ..segment_log::Options::default()
+        })
     }
 }
 
-/// A duration as written in TOML: a humantime string (`"15m"`, `"3d"`, `"250ms"`) or an
-/// integer number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DurationValue(Duration);
-
-impl DurationValue {
-    /// The duration.
-    pub fn get(self) -> Duration {
-        self.0
-    }
+/// What happens to a record over a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RateLimitStrategy {
+    /// Refuse it and count it as dropped.
+    Drop,
+    /// Keep it in the log, marked so the uploader holds it back until the window allows.
+    Spool,
 }
 
-impl<'de> Deserialize<'de> for DurationValue {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = DurationValue;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration: seconds as an integer, or a string like \"15m\" or \"3d\"")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationValue, E> {
-                u64::try_from(v)
-                    .map(|s| DurationValue(Duration::from_secs(s)))
-                    .map_err(|_| E::custom("a duration cannot be negative"))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationValue, E> {
-                Ok(DurationValue(Duration::from_secs(v)))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationValue, E> {
-                humantime::parse_duration(v)
-                    .map(DurationValue)
-                    .map_err(|e| {
-                        E::custom(format!(
-                            "invalid duration {v:?}: {e}; use e.g. \"15m\", \"3d\""
-                        ))
-                    })
-            }
+/// `[recorder]` as written (every key optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRecorder {
+    /// Master switch of both limits.
+    pub rate_limit_enabled: Option<bool>,
+    /// Records per record window; -1 disables.
+    pub record_burst_limit: Option<i64>,
+    /// Record window.
+    pub record_window_length: Option<DurationValue>,
+    /// Payload bytes per byte window; -1 disables.
+    pub byte_burst_limit: Option<SizeValue>,
+    /// Byte window.
+    pub byte_window_length: Option<DurationValue>,
+    /// `drop` or `spool`.
+    pub rate_limit_strategy: Option<RateLimitStrategy>,
+    /// Static machine id file.
+    pub static_machine_id_file: Option<PathBuf>,
+    /// Secret the rotating machine id is derived from.
+    pub machine_id_secret_file: Option<PathBuf>,
+    /// Machine id rotation period.
+    pub machine_id_rotation: Option<DurationValue>,
+}
+impl Section for RawRecorder {
+    const NAME: &'static str = "recorder";
+}
+
+/// The resolved `[recorder]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderConfig {
+    /// Whether rate limits apply at all (default true).
+    pub rate_limit_enabled: bool,
+    /// Most records per `record_window` across all writers (default 100000); `None`: off.
+    pub record_burst_limit: Option<u64>,
+    /// Window of the record limit (default 1 minute).
+    pub record_window: Duration,
+    /// Most payload bytes per `byte_window` (default 64 MiB); `None`: off.
+    pub byte_burst_limit: Option<u64>,
+    /// Window of the byte limit (default 1 minute).
+    pub byte_window: Duration,
+    /// What happens over a limit (default spool).
+    pub strategy: RateLimitStrategy,
+    /// When this file exists, its first 32 characters are the machine id (default
+    /// `/etc/seglog/opt-in-static-machine-id`).
+    pub static_machine_id_file: PathBuf,
+    /// The secret the rotating machine id is derived from (default `/etc/machine-id`; when
+    /// unreadable, a random secret kept in `<log dir>/recorder/machine-secret`).
+    pub machine_id_secret_file: PathBuf,
+    /// Machine id rotation period (default 3 days).
+    pub machine_id_rotation: Duration,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            rate_limit_enabled: true,
+            // A probe gone wild is stopped; a busy log pipe (~1.6k lines/s) is not.
+            record_burst_limit: Some(100_000),
+            record_window: Duration::from_secs(60),
+            byte_burst_limit: Some(64 << 20),
+            byte_window: Duration::from_secs(60),
+            strategy: RateLimitStrategy::Spool,
+            static_machine_id_file: PathBuf::from("/etc/seglog/opt-in-static-machine-id"),
+            machine_id_secret_file: PathBuf::from("/etc/machine-id"),
+            machine_id_rotation: Duration::from_secs(3 * 86_400),
         }
-        d.deserialize_any(V)
     }
 }
 
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
+fn window(v: DurationValue, key: &str) -> anyhow::Result<Duration> {
+    let d = v.get();
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        anyhow::bail!("recorder.{key} {d:?} must be between 1s and 1d");
+    }
+    Ok(d)
 }
 
-/// The default log directory: `/var/lib/seglog` for root, else
-/// `$XDG_STATE_HOME/seglog` (or `~/.local/state/seglog`).
-pub fn default_dir() -> PathBuf {
-    default_dir_for(
-        effective_uid(),
-        std::env::var_os("XDG_STATE_HOME"),
-        std::env::var_os("HOME"),
-    )
+impl RecorderConfig {
+    /// Resolves `[recorder]` from a merged table.
+    pub fn from_table(table: &toml::Table) -> anyhow::Result<RecorderConfig> {
+        Self::from_raw(config_layers::parse_section::<RawRecorder>(table)?)
+    }
+
+    /// Resolves an already parsed `[recorder]`.
+    pub fn from_raw(raw: RawRecorder) -> anyhow::Result<RecorderConfig> {
+        let mut c = RecorderConfig::default();
+        if let Some(v) = raw.rate_limit_enabled {
+            c.rate_limit_enabled = v;
+        }
+        if let Some(v) = raw.record_burst_limit {
+            c.record_burst_limit = u64::try_from(v).ok();
+        }
+        if let Some(v) = raw.record_window_length {
+            c.record_window = window(v, "record_window_length")?;
+        }
+        if let Some(v) = raw.byte_burst_limit {
+            c.byte_burst_limit = v.bytes();
+        }
+        if let Some(v) = raw.byte_window_length {
+            c.byte_window = window(v, "byte_window_length")?;
+        }
+        if let Some(v) = raw.rate_limit_strategy {
+            c.strategy = v;
+        }
+        if let Some(v) = raw.static_machine_id_file {
+            c.static_machine_id_file = v;
+        }
+        if let Some(v) = raw.machine_id_secret_file {
+            c.machine_id_secret_file = v;
+        }
+        if let Some(v) = raw.machine_id_rotation {
+            let d = v.get();
+            if d < Duration::from_secs(60) {
+                anyhow::bail!("recorder.machine_id_rotation {d:?} must be at least 1m");
+            }
+            c.machine_id_rotation = d;
+        }
+        Ok(c)
+    }
+
+    /// No rate limits (for benches and tools that ingest a known amount).
+    pub fn unlimited() -> RecorderConfig {
+        RecorderConfig {
+            rate_limit_enabled: false,
+            ..RecorderConfig::default()
+        }
+    }
 }
 
-/// [`default_dir`] for a given effective uid and environment.
-pub fn default_dir_for(
-    uid: Option<u32>,
-    xdg_state_home: Option<std::ffi::OsString>,
-    home: Option<std::ffi::OsString>,
-) -> PathBuf {
-    if uid == Some(0) {
-        return PathBuf::from("/var/lib/seglog");
-    }
-    // The XDG spec ignores relative paths.
-    if let Some(x) = xdg_state_home.filter(|x| Path::new(x).is_absolute()) {
-        return PathBuf::from(x).join("seglog");
-    }
-    match home.filter(|h| !h.is_empty()) {
-        Some(h) => PathBuf::from(h).join(".local/state/seglog"),
-        None => PathBuf::from("/tmp").join(format!("seglog-{}", uid.unwrap_or(0))),
-    }
+/// Everything the recorder needs: `[log]` and `[recorder]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[recorder]`.
+    pub recorder: RecorderConfig,
 }
 
-mod sections;
-pub use sections::{Config, LogConfig, RateLimitStrategy, RawLog, RawRecorder, RecorderConfig};
+impl Config {
+    /// Loads all layers for `global` (files, `SEGLOG_DIR`, flags).
+    pub fn load(global: &GlobalArgs) -> anyhow::Result<Config> {
+        let layers = Layers::load(global)?;
+        Self::from_layers(&layers, global)
+    }
+
+    /// Resolves from already loaded layers.
+    pub fn from_layers(layers: &Layers, global: &GlobalArgs) -> anyhow::Result<Config> {
+        let log = LogConfig::from_raw(layers.section::<RawLog>()?, global)
+            .context("invalid [log] configuration")?;
+        let recorder = RecorderConfig::from_raw(layers.section::<RawRecorder>()?)
+            .context("invalid [recorder] configuration")?;
+        Ok(Config { log, recorder })
+    }
+
+    /// Built-in defaults with `dir` as the log directory (reads no files).
+    pub fn for_dir(dir: impl Into<PathBuf>) -> Config {
+        Config {
+            log: LogConfig::for_dir(dir),
+            recorder: RecorderConfig::default(),
+        }
+    }
+}
 
 #[cfg(test)]
+#[path = "config_tests.rs"]
 mod tests;

@@ -9,9 +9,10 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use crate::config::{Config, GlobalArgs};
+use crate::config::Config;
 use crate::record::{Classification, EventId, Severity};
 use crate::{OpenError, RecordBuilder, RecordError, Recorder};
+use config_layers::GlobalArgs;
 
 /// `SEGLOG_OK`.
 pub const SEGLOG_OK: c_int = 0;

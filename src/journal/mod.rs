@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use recorder::config::GlobalArgs;
+use config_layers::GlobalArgs;
 
 /// How long a reserved but uncommitted frame is waited for before it counts as abandoned
 /// (a live writer commits within microseconds; 500 ms leaves room for a descheduled writer on
@@ -137,7 +137,7 @@ fn log_dir(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
         // An explicit directory needs no configuration (and works with a broken one).
         return Ok(d.clone());
     }
-    let table = recorder::config::load_table(global)?;
+    let table = config_layers::load_table(global)?;
     Ok(recorder::config::LogConfig::from_table(&table, global)?.dir)
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use recorder::config::GlobalArgs;
+use config_layers::GlobalArgs;
 
 use crate::config::UploadConfig;
 use crate::control::{self, Reply};

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use recorder::config::{DurationValue, GlobalArgs, Layers, LogConfig, Section, SizeValue};
+use config_layers::{DurationValue, GlobalArgs, Layers, Section, SizeValue};
+use recorder::config::LogConfig;
 use serde::Deserialize;
 
 use crate::policy::{Mode, Policy};

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::full_disk::FullDisk;
-use crate::config::GlobalArgs;
 use crate::record::{Classification, EventId, Severity, MAX_CLASSIFICATION_LEN};
 use crate::{RecordBuilder, Recorder};
+use config_layers::GlobalArgs;
 
 /// Largest event file read.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;

@@ -28,9 +28,10 @@ use serde::Serialize;
 
 use super::full_disk::FullDisk;
 use crate::cli::parse_class;
-use crate::config::{GlobalArgs, RateLimitStrategy};
+use crate::config::RateLimitStrategy;
 use crate::record::Classification;
 use crate::{RecordBuilder, Recorder};
+use config_layers::GlobalArgs;
 
 /// Options of `seglog probe netstat`.
 #[derive(Debug, Clone, clap::Args)]

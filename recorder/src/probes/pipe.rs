@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use super::full_disk::{FullDisk, RETRY_EVERY};
 use crate::cli::{parse_class, parse_event_id, parse_severity};
-use crate::config::{GlobalArgs, RateLimitStrategy};
+use crate::config::RateLimitStrategy;
 use crate::record::{Classification, EventId, Severity};
 use crate::{RecordBuilder, Recorder};
+use config_layers::GlobalArgs;
 
 /// Options of `seglog probe pipe`.
 #[derive(Debug, Clone, clap::Args)]

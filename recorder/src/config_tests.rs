@@ -1,8 +1,12 @@
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use config_layers::{GlobalArgs, Layers, DIR_ENV};
+
 use super::*;
 
-fn layers(srcs: &[(&str, &str)]) -> anyhow::Result<Layers> {
+fn layers(srcs: &[(&str, &str)]) -> Result<Layers, config_layers::ConfigError> {
     Layers::from_sources(
         srcs.iter()
             .map(|(o, t)| (o.to_string(), t.to_string()))
@@ -83,17 +87,6 @@ fn unknown_key_is_an_error_naming_the_key_and_the_file() {
 }
 
 #[test]
-fn unknown_section_is_an_error_naming_it() {
-    let e = format!(
-        "{:#}",
-        layers(&[("c.toml", "[uplaod]\nurl = \"x\"\n")]).unwrap_err()
-    );
-    assert!(e.contains("uplaod") && e.contains("c.toml"), "{e}");
-    let e = format!("{:#}", layers(&[("c.toml", "log = 3\n")]).unwrap_err());
-    assert!(e.contains("must be a table"), "{e}");
-}
-
-#[test]
 fn bad_values_name_the_key() {
     for (text, key) in [
         ("[log]\nsync = \"sometimes\"\n", "log.sync"),
@@ -136,74 +129,8 @@ fn missing_optional_files_are_skipped_but_a_missing_config_flag_file_is_an_error
 }
 
 #[test]
-fn sizes_and_durations_parse_with_units() {
-    assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-    assert_eq!(parse_size("500KB"), Ok(500_000));
-    assert_eq!(parse_size("1G"), Ok(1 << 30));
-    assert_eq!(parse_size("42"), Ok(42));
-    assert!(parse_size("1 parsec").is_err());
-    assert!(parse_size("99999999999TiB").is_err());
-    let l = layers(&[(
-        "f",
-        "[recorder]\nbyte_window_length = 30\nmachine_id_rotation = \"1h\"\n",
-    )])
-    .unwrap();
-    let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
-    assert_eq!(c.recorder.byte_window, Duration::from_secs(30));
-    assert_eq!(c.recorder.machine_id_rotation, Duration::from_secs(3600));
-}
-
-#[test]
-fn other_crates_parse_their_own_section_strictly() {
-    #[derive(Debug, Default, serde::Deserialize)]
-    #[serde(default, deny_unknown_fields)]
-    struct Collector {
-        listen: Option<String>,
-    }
-    impl Section for Collector {
-        const NAME: &'static str = "collector";
-    }
-    let l = layers(&[("f", "[collector]\nlisten = \"127.0.0.1:0\"\n")]).unwrap();
-    assert_eq!(
-        l.section::<Collector>().unwrap().listen.as_deref(),
-        Some("127.0.0.1:0")
-    );
-    let l = layers(&[("g.toml", "[collector]\nlisen = 1\n")]).unwrap();
-    let e = format!("{:#}", l.section::<Collector>().unwrap_err());
-    assert!(e.contains("lisen") && e.contains("g.toml"), "{e}");
-    assert!(SECTIONS.contains(&RawLog::NAME) && SECTIONS.contains(&RawRecorder::NAME));
-}
-
-#[test]
-fn default_dir_is_under_xdg_state_home_for_users_and_var_lib_for_root() {
-    let os = |s: &str| Some(std::ffi::OsString::from(s));
-    assert_eq!(
-        default_dir_for(Some(0), os("/x"), os("/root")),
-        PathBuf::from("/var/lib/seglog")
-    );
-    assert_eq!(
-        default_dir_for(Some(1000), os("/xdg/state"), os("/home/u")),
-        PathBuf::from("/xdg/state/seglog")
-    );
-    assert_eq!(
-        default_dir_for(Some(1000), os("relative"), os("/home/u")),
-        PathBuf::from("/home/u/.local/state/seglog"),
-        "a relative XDG_STATE_HOME is ignored"
-    );
-    assert_eq!(
-        default_dir_for(Some(1000), None, os("/home/u")),
-        PathBuf::from("/home/u/.local/state/seglog")
-    );
-    assert_eq!(
-        default_dir_for(Some(1000), None, None),
-        PathBuf::from("/tmp/seglog-1000")
-    );
-    assert!(default_dir().ends_with("seglog"));
-}
-
-#[test]
 fn the_readme_documents_every_key_with_its_real_default() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../README.md");
     let block = readme
         .split("<!-- defaults:begin -->")
         .nth(1)
@@ -242,4 +169,16 @@ fn the_readme_documents_every_key_with_its_real_default() {
             .section::<RawRecorder>()
             .unwrap();
     }
+}
+
+#[test]
+fn recorder_durations_parse_with_units() {
+    let l = layers(&[(
+        "f",
+        "[recorder]\nbyte_window_length = 30\nmachine_id_rotation = \"1h\"\n",
+    )])
+    .unwrap();
+    let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
+    assert_eq!(c.recorder.byte_window, Duration::from_secs(30));
+    assert_eq!(c.recorder.machine_id_rotation, Duration::from_secs(3600));
 }
