@@ -31,7 +31,7 @@ fn uploaded_batches_can_be_queried_back_field_by_field() {
     assert_eq!(newest["log_id"], hex::encode(public));
     assert_eq!(
         newest["record_id"],
-        recorder::RecordId::derive(&public, last.position).to_string()
+        records::RecordId::derive(&public, last.position).to_string()
     );
     assert_eq!(newest["classification"], last.classification);
     assert_eq!(newest["severity"], last.severity);

@@ -17,7 +17,11 @@ pub fn fuzz_config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let layers = match Layers::from_sources(vec![("fuzz.toml".to_owned(), text.to_owned())]) {
+    let layers = match Layers::from_sources(vec![("fuzz.toml".to_owned(), text.to_owned())])
+        .and_then(|l| {
+            l.check_sections(&["log", "recorder", "upload", "collector"])
+                .map(|()| l)
+        }) {
         Ok(l) => l,
         Err(e) => {
             let _ = format!("{e:#}");
@@ -48,6 +52,7 @@ pub fn fuzz_config(data: &[u8]) {
     let _ = config.log.options().map(|o| format!("{o:?}"));
     let upload = layers
         .section::<uploader::config::RawUpload>()
+        .map_err(anyhow::Error::from)
         .and_then(|raw| uploader::config::UploadConfig::resolve(raw, &config.log));
     match upload {
         Ok(u) => exercise_upload(&u),
@@ -57,6 +62,7 @@ pub fn fuzz_config(data: &[u8]) {
     }
     match layers
         .section::<collector::config::CollectorSection>()
+        .map_err(anyhow::Error::from)
         .and_then(|c| c.resolve(Path::new("/nonexistent/seglog-fuzz-collector")))
     {
         Ok(c) => {
