@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 mod demo;
-mod journal;
 
 use std::process::ExitCode;
 

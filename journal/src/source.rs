@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use recorder::record::{RecordId, ResolveError};
+use records::{RecordId, ResolveError};
 use segment_log::format::{SegmentHeader, HEADER_LEN};
 use segment_log::fs::{live_segments, segment_file_name, SEGMENTS_DIR, SEG_EXT};
 use segment_log::{Damage, DamageReason, Entry, LogId, Position, Reader, ReaderOptions};

@@ -1,8 +1,8 @@
 //! Records as the journal sees them: a frame decoded with the recorder's codec
-//! ([`recorder::record::decode_frame`]) and resolved against its writer's context
-//! ([`recorder::record::RecordHeader::resolve`]).
+//! ([`records::decode_frame`]) and resolved against its writer's context
+//! ([`records::RecordHeader::resolve`]).
 //!
-//! This is the journal's hot path, so it differs from [`recorder::record::ContextTracker`]
+//! This is the journal's hot path, so it differs from [`records::ContextTracker`]
 //! in two ways that cost nothing in meaning: the record id (a sha256) is derived only when
 //! asked for ([`Rec::id`]), since `verify`, `stats` and filters that reject a record never need
 //! it; and contexts are borrowed rather than reference-counted per record. The rule is the
@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use recorder::record::{decode_frame, Context, Decoded, RecordId, ResolveError, Resolved};
+use records::{decode_frame, Context, Decoded, RecordId, ResolveError, Resolved};
 use segment_log::{FrameRef, Position};
 
 /// A record with its context; the payload and the context are borrowed from the reader.
@@ -131,7 +131,7 @@ impl Contexts {
 #[cfg(test)]
 pub mod fixture {
     use super::*;
-    use recorder::record::{Classification, EventId, Severity};
+    use records::{Classification, EventId, Severity};
 
     /// A context like a real writer's.
     pub fn context() -> Context {
@@ -188,9 +188,7 @@ pub mod fixture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use recorder::record::{
-        encode_context, encode_record, ClassRef, RecordHeader, RecordTime, Severity,
-    };
+    use records::{encode_context, encode_record, ClassRef, RecordHeader, RecordTime, Severity};
     use segment_log::FrameKind;
 
     fn frame(position: Position, kind: FrameKind, payload: &[u8]) -> FrameRef<'_> {
@@ -223,7 +221,7 @@ mod tests {
         c.slot = slot;
         c.machine_id = machine.into();
         c.base_wall_ms = 1000;
-        c.classifications = vec![recorder::record::Classification::new("a/b/c").unwrap()];
+        c.classifications = vec![records::Classification::new("a/b/c").unwrap()];
         encode_context(&c).unwrap()
     }
 

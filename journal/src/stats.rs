@@ -10,7 +10,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use recorder::record::RecordId;
+use records::RecordId;
 use segment_log::format::HEADER_LEN;
 use segment_log::fs::{list_segments, SEGMENTS_DIR};
 use segment_log::Position;

@@ -15,6 +15,8 @@
 //! turns frames into decoded records; [`filter`] selects records; [`output`] renders them;
 //! [`list`], [`verify`], [`stats`] and [`export`] are the subcommands.
 
+#![forbid(unsafe_code)]
+
 mod export;
 mod filter;
 mod list;

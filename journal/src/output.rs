@@ -10,7 +10,7 @@
 use std::fmt::{self, Display};
 use std::io::{self, Write};
 
-use recorder::record::Context;
+use records::Context;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 

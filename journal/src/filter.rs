@@ -3,7 +3,7 @@
 //! validates it and resolves relative times against a given "now".
 
 use anyhow::{bail, Context as _};
-use recorder::record::{EventId, RecordId, Severity};
+use records::{EventId, RecordId, Severity};
 
 use super::record::Rec;
 
@@ -60,7 +60,7 @@ impl ClassPattern {
         if s.contains('*') {
             bail!("invalid classification pattern {s:?}: '*' is only allowed at the end");
         }
-        recorder::record::Classification::new(s).with_context(|| {
+        records::Classification::new(s).with_context(|| {
             format!("invalid classification pattern {s:?}: give DOMAIN/PROBE/REST or a prefix ending in * (e.g. org.seglog/*)")
         })?;
         Ok(ClassPattern::Exact(s.to_owned()))
