@@ -2,6 +2,7 @@
 //! to the crate that owns each subcommand.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "collector")]
 mod demo;
 
 use std::process::ExitCode;
@@ -36,9 +37,11 @@ enum Command {
     /// Inspect and verify the log offline (read-only).
     Journal(journal::JournalArgs),
     /// Run the reference collector server.
+    #[cfg(feature = "collector")]
     #[command(subcommand)]
     Collector(collector::cli::CollectorCommand),
     /// Run the whole pipeline end to end on a temporary log.
+    #[cfg(feature = "collector")]
     Demo(demo::DemoArgs),
 }
 
@@ -48,7 +51,9 @@ fn sections() -> Vec<&'static str> {
     use config_layers::Section;
     let mut all = recorder::config::SECTIONS.to_vec();
     all.push(uploader::config::RawUpload::NAME);
-    all.push(collector::CollectorSection::NAME);
+    // The device build has no collector, but a config file shared with a server may still
+    // carry its section: it is known, and ignored.
+    all.push("collector");
     all
 }
 
@@ -79,7 +84,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe(c) => recorder::cli::run_probe(c, &cli.global),
         Command::Upload(c) => uploader::cli::run(c, &cli.global),
         Command::Journal(a) => journal::run(a, &cli.global),
+        #[cfg(feature = "collector")]
         Command::Collector(c) => collector::cli::run(c, &cli.global),
+        #[cfg(feature = "collector")]
         Command::Demo(a) => demo::run(a, &cli.global),
     }
 }
@@ -87,6 +94,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "collector")]
+    #[test]
+    fn the_collector_section_name_is_the_collectors_own() {
+        use config_layers::Section;
+        assert!(sections().contains(&collector::CollectorSection::NAME));
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

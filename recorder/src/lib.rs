@@ -6,8 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod counters;
 mod errors;
-#[allow(unsafe_code)] // The C API: raw pointers from C; every block has a SAFETY comment.
-pub mod ffi;
 pub mod ratelimit;
 /// The record types and codec (the `records` crate), under their historical path.
 pub use records as record;

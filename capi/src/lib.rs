@@ -1,18 +1,23 @@
-//! The C API declared in `include/seglog.h`: `seglog_open`, `seglog_record`, `seglog_close`,
-//! `seglog_strerror` and `seglog_last_error`.
+//! seglog's C API, declared in `include/seglog.h` and built as `libseglog.so` (soname
+//! `libseglog.so.0`) and `libseglog.a`, with a pkg-config file (`seglog.pc`, see
+//! `capi/README.md`): `seglog_open`, `seglog_record`, `seglog_close`, `seglog_strerror` and
+//! `seglog_last_error`.
 //!
 //! Every function catches panics (a panic never unwinds into C: it becomes
 //! `SEGLOG_E_INTERNAL`), checks every pointer for NULL, and leaves a message for
 //! `seglog_last_error` on the calling thread.
+// Raw pointers from C: every unsafe block has a SAFETY comment (UNSAFE.md lists them).
+#![warn(missing_docs)]
+
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use crate::config::Config;
-use crate::record::{Classification, EventId, Severity};
-use crate::{OpenError, RecordBuilder, RecordError, Recorder};
 use config_layers::GlobalArgs;
+use recorder::config::Config;
+use recorder::{OpenError, RecordBuilder, RecordError, Recorder};
+use records::{Classification, EventId, Severity};
 
 /// `SEGLOG_OK`.
 pub const SEGLOG_OK: c_int = 0;
@@ -212,7 +217,8 @@ pub unsafe extern "C" fn seglog_record(
         }
         if let Some(until) = receipt.held_back_until() {
             // Not a failure: a positive code, with the release time as the thread's note.
-            let when = crate::counters::describe_release(until, crate::counters::now_wall_ms());
+            let when =
+                recorder::counters::describe_release(until, recorder::counters::now_wall_ms());
             return Err((
                 SEGLOG_HELD_BACK,
                 format!("record written but held back from upload by the rate limit (rate_limit_strategy = spool), {when}"),

@@ -1,7 +1,9 @@
 /*
  * seglog.h: C API of seglog's recorder (libtelemetry's role for C probes).
  *
- * Link with -lrecorder (librecorder.so or librecorder.a, built by `cargo build -p recorder`).
+ * Build with `cargo build --release -p capi` (libseglog.so, soname libseglog.so.0, and
+ * libseglog.a), install with `capi/install.sh PREFIX`, then compile with
+ * `cc probe.c $(pkg-config --cflags --libs seglog)`.
  * A handle may be used from several threads at once; any number of processes may open the
  * same log directory. Records are appended locally and never block on the network.
  *
