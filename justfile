@@ -9,6 +9,18 @@ demo:
 test:
     cargo test --workspace
 
+# The device binary: no collector, the `device` profile (LTO, stripped). Prints its size and
+# how many crates it links.
+device:
+    cargo build --profile device -p seglog --no-default-features
+    ls -l target/device/seglog
+    cargo tree -p seglog --no-default-features -e normal,no-proc-macro --prefix none | sed 's/ (\*)//' | sort -u | wc -l
+
+# The C API, installed into PREFIX (lib/libseglog.so.0, include/seglog.h, lib/pkgconfig/seglog.pc).
+install-capi prefix="/usr/local":
+    cargo build --release -p capi
+    capi/install.sh {{prefix}}
+
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings

@@ -36,6 +36,7 @@
 //! assert_eq!(up.url.as_deref(), Some("http://127.0.0.1:1"));
 //! # Ok::<(), config::ConfigError>(())
 //! ```
+#![forbid(unsafe_code)]
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -9,6 +9,7 @@
 //! (a streaming decoder behind `Read::take`), the zstd window, every count and every length are
 //! bounded by [`Limits`] before anything is allocated.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
+#![forbid(unsafe_code)]
 
 use segment_log::Position;
 use sha2::{Digest, Sha256};

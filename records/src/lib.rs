@@ -52,6 +52,7 @@
 //! # Compatibility
 //! Readers decode every layout version up to [`RECORD_VERSION`] and refuse newer ones with
 //! [`DecodeError::UnsupportedVersion`]. Changing a serialized struct means a new version.
+#![forbid(unsafe_code)]
 
 mod codec;
 #[cfg(any(test, feature = "fuzzing"))]
