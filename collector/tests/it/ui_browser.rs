@@ -2,13 +2,12 @@
 //! collector on 127.0.0.1 and dumps the DOM it built. Skips (with a message) when
 //! /usr/bin/chromium is not installed; `.ci/run` installs it.
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
 use collector::fixtures;
-use common::Harness;
+use crate::common::Harness;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
