@@ -88,9 +88,10 @@ pub(crate) fn guard<G: Gate>(
 ) -> MethodRouter<Arc<G>> {
     match access {
         Access::Open => handler,
-        Access::Upload | Access::Read => {
-            handler.route_layer(middleware::from_fn_with_state((gate.clone(), access), check))
-        }
+        Access::Upload | Access::Read => handler.route_layer(middleware::from_fn_with_state(
+            (gate.clone(), access),
+            check,
+        )),
     }
 }
 

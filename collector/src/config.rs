@@ -345,10 +345,7 @@ impl ServerConfig {
     /// Checks the values that could not be checked while parsing.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        ensure!(
-            l.max_body_bytes > 0,
-            "max_body_bytes must be above 0"
-        );
+        ensure!(l.max_body_bytes > 0, "max_body_bytes must be above 0");
         ensure!(
             l.max_decompressed_bytes > 0,
             "max_decompressed_bytes must be above 0"
@@ -362,10 +359,7 @@ impl ServerConfig {
             "max_concurrent_uploads must be 1 to 1024, not {}",
             l.max_concurrent_uploads
         );
-        ensure!(
-            l.max_connections > 0,
-            "max_connections must be above 0"
-        );
+        ensure!(l.max_connections > 0, "max_connections must be above 0");
         ensure!(
             !l.idle_timeout.is_zero() && !l.body_timeout.is_zero(),
             "idle_timeout and body_timeout must be above 0"

@@ -58,7 +58,10 @@ async fn every_route_refuses_a_request_without_its_token() {
         match r.access {
             Access::Open => {
                 for s in [none, upload, api] {
-                    assert!(s != StatusCode::UNAUTHORIZED && s.as_u16() < 405, "{what}: {s}");
+                    assert!(
+                        s != StatusCode::UNAUTHORIZED && s.as_u16() < 405,
+                        "{what}: {s}"
+                    );
                 }
             }
             Access::Upload => {
@@ -82,7 +85,13 @@ async fn every_route_refuses_a_request_without_its_token() {
         .collect();
     assert_eq!(open, ["/", "/healthz"]);
     // Refusals are counted: one unauthorized upload per refused upload request.
-    assert_eq!(st.metrics.render().matches("reason=\"unauthorized\"} 2").count(), 1);
+    assert_eq!(
+        st.metrics
+            .render()
+            .matches("reason=\"unauthorized\"} 2")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]

@@ -2,9 +2,8 @@
 //! views (as text; `ui_browser.rs` renders them in Chromium), `/healthz`, `/metrics`, and
 //! the API token.
 
-
-use collector::fixtures;
 use crate::common::Harness;
+use collector::fixtures;
 
 fn loaded() -> (Harness, [u8; 32], [u8; 32]) {
     let h = Harness::start(|_| {});

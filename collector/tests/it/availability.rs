@@ -2,13 +2,12 @@
 //! never send a byte and uploads whose bodies trickle in must neither starve `/healthz` nor
 //! hold every upload slot, and the collector drops them after its timeouts.
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use collector::fixtures;
 use crate::common::{request_head, Harness};
+use collector::fixtures;
 
 /// A GET with a client-side timeout; the status, or the error.
 fn get_within(url: &str, t: Duration) -> Result<u16, String> {

@@ -148,7 +148,11 @@ pub fn try_reply(r: Answer) -> Result<Reply, ureq::Error> {
     let mut r = r?;
     let status = r.status().as_u16();
     let headers = r.headers().clone();
-    let text = r.body_mut().with_config().limit(u64::MAX).read_to_string()?;
+    let text = r
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()?;
     Ok(Reply {
         status,
         headers,

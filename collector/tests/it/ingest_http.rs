@@ -2,13 +2,12 @@
 //! through the API: storage, dedupe (also across a restart), concurrency, authentication,
 //! gaps, and hostile bodies.
 
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use collector::fixtures;
 use crate::common::{agent, raw_exchange, reply, request_head, status_of, Harness};
+use collector::fixtures;
 use uploader::protocol::{self, GapReason};
 
 #[test]

@@ -2,7 +2,6 @@
 //! uploads and queries, plain HTTP to the TLS port gets nowhere. The certificate is made by
 //! the `openssl` command at test time; without it the test skips with a message.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -142,7 +141,8 @@ fn uploads_and_queries_work_over_https_and_plain_http_is_refused() {
             .send(&fixtures::body(&b)),
     );
     assert_eq!((s, &ack["records"]), (200, &serde_json::json!(10)), "{ack}");
-    let (s, v) = crate::common::json_response(agent.get(format!("{}/api/records", server.url())).call());
+    let (s, v) =
+        crate::common::json_response(agent.get(format!("{}/api/records", server.url())).call());
     assert_eq!(s, 200);
     assert_eq!(v["records"].as_array().unwrap().len(), 10);
 

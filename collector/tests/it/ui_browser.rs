@@ -2,12 +2,11 @@
 //! collector on 127.0.0.1 and dumps the DOM it built. Skips (with a message) when
 //! /usr/bin/chromium is not installed; `.ci/run` installs it.
 
-
 use std::path::Path;
 use std::process::Command;
 
-use collector::fixtures;
 use crate::common::Harness;
+use collector::fixtures;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
