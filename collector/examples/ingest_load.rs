@@ -49,10 +49,11 @@ fn main() -> anyhow::Result<()> {
                     let agent = ureq::agent();
                     for (path, id, body) in dev {
                         let r = agent
-                            .post(&format!("{url}{path}"))
-                            .set("Content-Encoding", "zstd")
-                            .set(protocol::HEADER_BATCH_ID, id)
-                            .send_bytes(body);
+                            .post(format!("{url}{path}"))
+                            .header("Content-Type", protocol::CONTENT_TYPE)
+                            .header("Content-Encoding", "zstd")
+                            .header(protocol::HEADER_BATCH_ID, id)
+                            .send(body);
                         assert!(r.is_ok(), "upload failed: {r:?}");
                     }
                 });

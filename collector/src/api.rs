@@ -291,6 +291,18 @@ pub fn parse_records_query(
     Ok(q)
 }
 
+/// Splits a raw query string into pairs (percent-decoded; `+` is a space).
+pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    match raw {
+        None => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q).map_err(|e| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            parameter: None,
+            message: format!("the query string is malformed: {e}"),
+        }),
+    }
+}
+
 /// The payload as JSON: a string when it is UTF-8, else lower-case hex.
 pub fn payload_value(p: &[u8]) -> (Value, &'static str) {
     match std::str::from_utf8(p) {

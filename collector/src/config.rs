@@ -4,7 +4,7 @@
 //! Every key is optional; the defaults are listed in `collector/README.md` and on each field.
 //! Unknown keys are an error that names the key.
 
-use std::net::SocketAddr;
+use std::net::{AddrParseError, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +15,44 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8780";
 /// Most records one `GET /api/records` returns (the telemetrics backend's limit).
 pub const MAX_QUERY_LIMIT: u32 = 10_000;
+
+/// Why a configuration was refused. Every message names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration files could not be read or parsed, or the `[collector]` section has
+    /// an unknown key or a value of the wrong type (the error names the file and the key).
+    #[error(transparent)]
+    File(#[from] config_layers::ConfigError),
+    /// `listen` is not an address.
+    #[error("[collector] listen = {value:?} is not an address; use e.g. \"127.0.0.1:8780\"")]
+    Listen {
+        /// The value given.
+        value: String,
+        /// Why it does not parse.
+        source: AddrParseError,
+    },
+    /// A token file could not be read.
+    #[error("reading token file {}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A value is out of its range, or two values do not fit together.
+    #[error("[collector] {0}")]
+    Invalid(String),
+}
+
+/// Returns `Err(ConfigError::Invalid(..))` with the message unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(ConfigError::Invalid(format!($($msg)+)));
+        }
+    };
+}
 
 /// The `[collector]` section as written in the file. All keys are optional; sizes take
 /// bytes or strings such as `"16MiB"`, durations seconds or strings such as `"10s"`.
@@ -65,34 +103,37 @@ impl Section for CollectorSection {
     const NAME: &'static str = "collector";
 }
 
-fn size(key: &str, v: Option<SizeValue>, default: u64) -> anyhow::Result<u64> {
+fn size(key: &str, v: Option<SizeValue>, default: u64) -> Result<u64, ConfigError> {
     match v {
         None => Ok(default),
         Some(v) => v
             .bytes()
-            .ok_or_else(|| anyhow::anyhow!("[collector] {key} must not be negative")),
+            .ok_or_else(|| ConfigError::Invalid(format!("{key} must not be negative"))),
     }
 }
 
 impl CollectorSection {
     /// Parses the `[collector]` table of one TOML document (absent = all defaults).
-    pub fn from_toml_str(doc: &str) -> anyhow::Result<Self> {
+    pub fn from_toml_str(doc: &str) -> Result<Self, ConfigError> {
         Ok(Layers::from_sources(vec![("inline".to_owned(), doc.to_owned())])?.section()?)
     }
 
-    /// Reads the section from seglog's layered configuration (see the `config-layers` crate).
-    pub fn load(global: &GlobalArgs) -> anyhow::Result<Self> {
+    /// Reads the section from seglog's layered configuration (the `config-layers` crate).
+    pub fn load(global: &GlobalArgs) -> Result<Self, ConfigError> {
         Ok(Layers::load(global)?.section()?)
     }
 
     /// Validates and resolves the section into a [`ServerConfig`]; `default_data_dir` is used
     /// when `data_dir` is not set.
-    pub fn resolve(&self, default_data_dir: &Path) -> anyhow::Result<ServerConfig> {
+    pub fn resolve(&self, default_data_dir: &Path) -> Result<ServerConfig, ConfigError> {
         let d = ServerConfig::new(default_data_dir.to_path_buf());
         let listen = match &self.listen {
-            Some(s) => s.parse::<SocketAddr>().map_err(|e| {
-                anyhow::anyhow!("[collector] listen = {s:?}: {e}; use e.g. \"127.0.0.1:8780\"")
-            })?,
+            Some(s) => s
+                .parse::<SocketAddr>()
+                .map_err(|source| ConfigError::Listen {
+                    value: s.clone(),
+                    source,
+                })?,
             None => d.listen,
         };
         let mut tokens = self.tokens.clone().unwrap_or_default();
@@ -105,7 +146,11 @@ impl CollectorSection {
                 key: k.clone(),
             }),
             (None, None) => None,
-            _ => anyhow::bail!("[collector] tls_cert and tls_key must be set together"),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key must be set together".to_owned(),
+                ))
+            }
         };
         let dl = d.limits;
         let limits = Limits {
@@ -160,9 +205,11 @@ impl CollectorSection {
 }
 
 /// Reads one token per line; blank lines and lines starting with `#` are skipped.
-pub fn read_token_file(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("reading token file {}: {e}", path.display()))?;
+pub fn read_token_file(path: &Path) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(text
         .lines()
         .map(str::trim)
@@ -284,44 +331,38 @@ impl ServerConfig {
     }
 
     /// Checks the values that could not be checked while parsing.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        anyhow::ensure!(
-            l.max_body_bytes > 0,
-            "[collector] max_body_bytes must be above 0"
-        );
-        anyhow::ensure!(
+        ensure!(l.max_body_bytes > 0, "max_body_bytes must be above 0");
+        ensure!(
             l.max_decompressed_bytes > 0,
-            "[collector] max_decompressed_bytes must be above 0"
+            "max_decompressed_bytes must be above 0"
         );
-        anyhow::ensure!(
+        ensure!(
             l.max_records_per_batch > 0,
-            "[collector] max_records_per_batch must be above 0"
+            "max_records_per_batch must be above 0"
         );
-        anyhow::ensure!(
+        ensure!(
             (1..=1024).contains(&l.max_concurrent_uploads),
-            "[collector] max_concurrent_uploads must be 1 to 1024, not {}",
+            "max_concurrent_uploads must be 1 to 1024, not {}",
             l.max_concurrent_uploads
         );
-        anyhow::ensure!(
-            l.max_connections > 0,
-            "[collector] max_connections must be above 0"
-        );
-        anyhow::ensure!(
+        ensure!(l.max_connections > 0, "max_connections must be above 0");
+        ensure!(
             !l.idle_timeout.is_zero() && !l.body_timeout.is_zero(),
-            "[collector] idle_timeout and body_timeout must be above 0"
+            "idle_timeout and body_timeout must be above 0"
         );
-        anyhow::ensure!(
+        ensure!(
             l.receive_buffer_bytes >= l.max_body_bytes,
-            "[collector] receive_buffer_bytes ({}) must be at least max_body_bytes ({}), or a \
+            "receive_buffer_bytes ({}) must be at least max_body_bytes ({}), or a \
              body of the largest size could never be received",
             l.receive_buffer_bytes,
             l.max_body_bytes
         );
         for t in self.tokens.iter().chain(&self.api_tokens) {
-            anyhow::ensure!(
+            ensure!(
                 !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()),
-                "[collector] a token is empty or contains spaces or non-ASCII characters"
+                "a token is empty or contains spaces or non-ASCII characters"
             );
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! `POST /v1/logs/{private id}/batches`: PROTOCOL.md section 6, step by step.
 //!
-//! Order matters for cost: the URL and token are checked before a byte of the body is read,
+//! Order matters for cost: the token (by the route's authentication layer, see `auth`) and
+//! the URL are checked before a byte of the body is read,
 //! `Content-Length` before reading, the body is read with a hard cap, decompression has a
 //! hard output cap, and only then is anything decoded or stored. At most
 //! `max_concurrent_uploads` requests hold a body in memory at once.
@@ -18,7 +19,7 @@ use protocol::{self, Batch, ProtocolError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::server::{unauthorized, AppState};
+use crate::state::AppState;
 use crate::store::{IngestMeta, IngestOutcome};
 
 /// `Retry-After` (seconds) sent with 503 when all upload slots stay busy.
@@ -292,7 +293,7 @@ async fn read_body<'a>(
     Ok((buf, held))
 }
 
-/// The upload handler.
+/// The upload handler (behind the upload-token layer).
 pub(crate) async fn upload(
     State(st): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -311,10 +312,6 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
         Ok(p) => p,
         Err(r) => return refuse(st, r),
     };
-    if !st.upload_authorized(headers) {
-        st.reject("unauthorized");
-        return unauthorized();
-    }
     let header_id = match check_headers(headers) {
         Ok(h) => h,
         Err(r) => return refuse(st, r),

@@ -5,18 +5,23 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
+mod auth;
 pub mod cli;
 pub mod config;
 mod connections;
+#[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod fixtures;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
+mod routes;
 mod server;
+mod state;
 pub mod store;
 mod ui;
 
-pub use config::{CollectorSection, Limits, ServerConfig, TlsFiles};
-pub use server::{RunningServer, Server};
+pub use config::{CollectorSection, ConfigError, Limits, ServerConfig, TlsFiles};
+pub use server::{RunningServer, Server, ServerError};

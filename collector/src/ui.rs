@@ -6,11 +6,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::api::{self, ApiError};
-use crate::server::{api_guard, current_stats, query_pairs, AppState};
+use crate::api::{self, query_pairs, ApiError};
+use crate::state::AppState;
 use crate::store::{RecordPage, RecordRow, Stats};
 
 /// Records per page when the form does not say.
@@ -254,15 +254,11 @@ fn record_detail(r: &RecordRow) -> String {
     d
 }
 
-/// `GET /ui/records`.
-pub async fn records_page(
+/// `GET /ui/records` (behind the API-token layer).
+pub(crate) async fn records_page(
     State(st): State<Arc<AppState>>,
-    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if let Some(r) = api_guard(&st, &headers) {
-        return r;
-    }
     let (pairs, parsed) = match query_pairs(q.as_deref()) {
         Ok(p) => (p, Ok(())),
         Err(e) => (Vec::new(), Err(e)),
@@ -397,12 +393,9 @@ fn stats_body(s: &Stats) -> String {
     b
 }
 
-/// `GET /ui/stats`.
-pub async fn stats_page(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(r) = api_guard(&st, &headers) {
-        return r;
-    }
-    let result = current_stats(&st).await;
+/// `GET /ui/stats` (behind the API-token layer).
+pub(crate) async fn stats_page(State(st): State<Arc<AppState>>) -> Response {
+    let result = st.current_stats().await;
     st.metrics.api_request(result.is_err());
     match result {
         Ok(s) => html(StatusCode::OK, page("Stats", &stats_body(&s))),

@@ -63,7 +63,7 @@ pub fn fuzz_config(data: &[u8]) {
     match layers
         .section::<collector::config::CollectorSection>()
         .map_err(anyhow::Error::from)
-        .and_then(|c| c.resolve(Path::new("/nonexistent/seglog-fuzz-collector")))
+        .and_then(|c| Ok(c.resolve(Path::new("/nonexistent/seglog-fuzz-collector"))?))
     {
         Ok(c) => {
             let _ = (

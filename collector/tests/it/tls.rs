@@ -2,16 +2,11 @@
 //! uploads and queries, plain HTTP to the TLS port gets nowhere. The certificate is made by
 //! the `openssl` command at test time; without it the test skips with a message.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
 use collector::{fixtures, Server, TlsFiles};
-use protocol;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 /// Makes a CA and a server certificate for 127.0.0.1 signed by it; returns the server's
 /// files and the CA certificate, or `None` without openssl.
@@ -98,18 +93,22 @@ fn certificates(dir: &Path) -> Option<(TlsFiles, PathBuf)> {
 }
 
 fn agent_trusting(cert: &Path) -> ureq::Agent {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    ureq::AgentBuilder::new().tls_config(Arc::new(cfg)).build()
+    let pem = std::fs::read(cert).unwrap();
+    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item.unwrap() {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert!(!roots.is_empty(), "no certificate in {}", cert.display());
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into()
 }
 
 #[test]
@@ -118,7 +117,7 @@ fn uploads_and_queries_work_over_https_and_plain_http_is_refused() {
     let Some((tls, ca)) = certificates(dir.path()) else {
         return;
     };
-    let mut cfg = common::config(dir.path());
+    let mut cfg = crate::common::config(dir.path());
     cfg.tls = Some(tls);
     cfg.tokens = vec!["t0ken".into()];
     let server = Server::start(cfg).unwrap();
@@ -131,25 +130,26 @@ fn uploads_and_queries_work_over_https_and_plain_http_is_refused() {
 
     let p = fixtures::private_id(1);
     let b = fixtures::batch(&p, 0, 10, "1");
-    let (s, ack) = common::json_response(
+    let (s, ack) = crate::common::json_response(
         agent
-            .post(&format!("{}{}", server.url(), fixtures::path(&p)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set(protocol::HEADER_BATCH_ID, &b.id().to_hex())
-            .set("Authorization", "Bearer t0ken")
-            .send_bytes(&fixtures::body(&b)),
+            .post(format!("{}{}", server.url(), fixtures::path(&p)))
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .header(protocol::HEADER_BATCH_ID, &b.id().to_hex())
+            .header("Authorization", "Bearer t0ken")
+            .send(&fixtures::body(&b)),
     );
     assert_eq!((s, &ack["records"]), (200, &serde_json::json!(10)), "{ack}");
-    let (s, v) = common::json_response(agent.get(&format!("{}/api/records", server.url())).call());
+    let (s, v) =
+        crate::common::json_response(agent.get(format!("{}/api/records", server.url())).call());
     assert_eq!(s, 200);
     assert_eq!(v["records"].as_array().unwrap().len(), 10);
 
     // Plain HTTP to the TLS port does not get an answer from the application.
-    let plain = ureq::get(&format!("http://{}/healthz", server.local_addr())).call();
+    let plain = ureq::get(format!("http://{}/healthz", server.local_addr())).call();
     assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
     // A client that does not trust the certificate fails the handshake.
-    assert!(ureq::get(&format!("{}/healthz", server.url()))
+    assert!(ureq::get(format!("{}/healthz", server.url()))
         .call()
         .is_err());
     server.shutdown().unwrap();
@@ -161,7 +161,7 @@ fn a_missing_or_mismatched_key_is_a_start_up_error() {
     let Some((tls, _)) = certificates(dir.path()) else {
         return;
     };
-    let mut cfg = common::config(dir.path());
+    let mut cfg = crate::common::config(dir.path());
     cfg.tls = Some(TlsFiles {
         cert: tls.cert.clone(),
         key: dir.path().join("missing.pem"),
@@ -170,7 +170,7 @@ fn a_missing_or_mismatched_key_is_a_start_up_error() {
     assert!(format!("{e:#}").contains("missing.pem"), "{e:#}");
     let other = tempfile::tempdir().unwrap();
     let (tls2, _) = certificates(other.path()).unwrap();
-    let mut cfg = common::config(dir.path());
+    let mut cfg = crate::common::config(dir.path());
     cfg.tls = Some(TlsFiles {
         cert: tls.cert,
         key: tls2.key,

@@ -2,10 +2,8 @@
 //! views (as text; `ui_browser.rs` renders them in Chromium), `/healthz`, `/metrics`, and
 //! the API token.
 
-mod common;
-
+use crate::common::Harness;
 use collector::fixtures;
-use common::Harness;
 
 fn loaded() -> (Harness, [u8; 32], [u8; 32]) {
     let h = Harness::start(|_| {});
@@ -226,10 +224,11 @@ fn api_tokens_protect_reads_but_not_healthz() {
         "/metrics",
     ] {
         assert_eq!(h.get_text(path).0, 401, "{path}");
-        let r = ureq::get(&format!("{}{path}", h.url))
-            .set("Authorization", "Bearer reader")
+        let r = crate::common::agent()
+            .get(format!("{}{path}", h.url))
+            .header("Authorization", "Bearer reader")
             .call();
-        assert_eq!(r.map(|r| r.status()).ok(), Some(200), "{path}");
+        assert_eq!(crate::common::reply(r).status, 200, "{path}");
     }
     assert_eq!(h.get_text("/healthz").0, 200);
     // Uploads stay open: no upload tokens are configured.

@@ -2,10 +2,8 @@
 //! to `u64::MAX`, extreme clocks and severities. Ingesting them must never make an API
 //! endpoint or UI page answer 5xx, and the totals must be the saturating u64 sums.
 
-mod common;
-
+use crate::common::Harness;
 use collector::fixtures;
-use common::Harness;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use protocol::{Batch, Gap, GapReason};

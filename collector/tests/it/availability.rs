@@ -2,23 +2,19 @@
 //! never send a byte and uploads whose bodies trickle in must neither starve `/healthz` nor
 //! hold every upload slot, and the collector drops them after its timeouts.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::common::{request_head, Harness};
 use collector::fixtures;
-use common::{request_head, Harness};
 
 /// A GET with a client-side timeout; the status, or the error.
 fn get_within(url: &str, t: Duration) -> Result<u16, String> {
-    let agent = ureq::AgentBuilder::new().timeout(t).build();
-    match agent.get(url).call() {
-        Ok(r) => Ok(r.status()),
-        Err(ureq::Error::Status(c, _)) => Ok(c),
-        Err(e) => Err(e.to_string()),
-    }
+    let agent = crate::common::agent_with_timeout(t);
+    crate::common::try_reply(agent.get(url).call())
+        .map(|r| r.status)
+        .map_err(|e| e.to_string())
 }
 
 #[test]

@@ -69,31 +69,34 @@ impl Harness {
         batch_id: Option<String>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let mut req = ureq::post(&format!("{}{}", self.url, fixtures::path(private)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set(protocol::HEADER_PROTOCOL, "1");
+        let mut req = agent()
+            .post(format!("{}{}", self.url, fixtures::path(private)))
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .header(protocol::HEADER_PROTOCOL, "1");
         if let Some(id) = batch_id {
-            req = req.set(protocol::HEADER_BATCH_ID, &id);
+            req = req.header(protocol::HEADER_BATCH_ID, &id);
         }
         if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+            req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        json_response(req.send_bytes(body))
+        json_response(req.send(body))
+    }
+
+    /// The upload endpoint of log `private`.
+    pub fn upload_url(&self, private: &[u8; 32]) -> String {
+        format!("{}{}", self.url, fixtures::path(private))
     }
 
     /// `GET path` (with query), JSON answer.
     pub fn get(&self, path_and_query: &str) -> (u16, Value) {
-        json_response(ureq::get(&format!("{}{path_and_query}", self.url)).call())
+        json_response(agent().get(format!("{}{path_and_query}", self.url)).call())
     }
 
     /// `GET path`, text answer.
     pub fn get_text(&self, path_and_query: &str) -> (u16, String) {
-        match ureq::get(&format!("{}{path_and_query}", self.url)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
-            Err(e) => panic!("GET {path_and_query}: {e}"),
-        }
+        let r = reply(agent().get(format!("{}{path_and_query}", self.url)).call());
+        (r.status, r.text)
     }
 
     /// All records (up to 10 000) as JSON.
@@ -104,13 +107,67 @@ impl Harness {
     }
 }
 
-pub fn json_response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    let (status, resp) = match r {
-        Ok(r) => (r.status(), r),
-        Err(ureq::Error::Status(s, r)) => (s, r),
-        Err(e) => panic!("request failed: {e}"),
-    };
-    let text = resp.into_string().unwrap();
+/// What a ureq call returns.
+pub type Answer = Result<ureq::http::Response<ureq::Body>, ureq::Error>;
+
+/// A whole HTTP answer: status, headers and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An agent that hands back every status as an answer (4xx and 5xx are what these tests
+/// look at), not as an error.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// [`agent`] that gives up on a request after `t`.
+pub fn agent_with_timeout(t: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(t))
+        .build()
+        .into()
+}
+
+/// Reads an answer whole; `Err` only when there was no HTTP answer.
+pub fn try_reply(r: Answer) -> Result<Reply, ureq::Error> {
+    let mut r = r?;
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_string()?;
+    Ok(Reply {
+        status,
+        headers,
+        text,
+    })
+}
+
+/// Reads an answer whole; panics when there was no HTTP answer.
+pub fn reply(r: Answer) -> Reply {
+    try_reply(r).unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// Status and JSON body of an answer.
+pub fn json_response(r: Answer) -> (u16, Value) {
+    let Reply { status, text, .. } = reply(r);
     let v = serde_json::from_str(&text)
         .unwrap_or_else(|_| panic!("status {status}: not JSON: {text:?}"));
     (status, v)

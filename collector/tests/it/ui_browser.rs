@@ -2,13 +2,11 @@
 //! collector on 127.0.0.1 and dumps the DOM it built. Skips (with a message) when
 //! /usr/bin/chromium is not installed; `.ci/run` installs it.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::Harness;
 use collector::fixtures;
-use common::Harness;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
