@@ -50,9 +50,9 @@ fn main() -> anyhow::Result<()> {
                     for (path, id, body) in dev {
                         let r = agent
                             .post(&format!("{url}{path}"))
-                            .set("Content-Encoding", "zstd")
-                            .set(protocol::HEADER_BATCH_ID, id)
-                            .send_bytes(body);
+                            .header("Content-Encoding", "zstd")
+                            .header(protocol::HEADER_BATCH_ID, id)
+                            .send(&body[..]);
                         assert!(r.is_ok(), "upload failed: {r:?}");
                     }
                 });

@@ -226,10 +226,11 @@ fn api_tokens_protect_reads_but_not_healthz() {
         "/metrics",
     ] {
         assert_eq!(h.get_text(path).0, 401, "{path}");
-        let r = ureq::get(&format!("{}{path}", h.url))
-            .set("Authorization", "Bearer reader")
+        let r = common::agent()
+            .get(&format!("{}{path}", h.url))
+            .header("Authorization", "Bearer reader")
             .call();
-        assert_eq!(r.map(|r| r.status()).ok(), Some(200), "{path}");
+        assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(200), "{path}");
     }
     assert_eq!(h.get_text("/healthz").0, 200);
     // Uploads stay open: no upload tokens are configured.

@@ -13,10 +13,13 @@ use common::{request_head, Harness};
 
 /// A GET with a client-side timeout; the status, or the error.
 fn get_within(url: &str, t: Duration) -> Result<u16, String> {
-    let agent = ureq::AgentBuilder::new().timeout(t).build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(t))
+        .http_status_as_error(false)
+        .build()
+        .into();
     match agent.get(url).call() {
-        Ok(r) => Ok(r.status()),
-        Err(ureq::Error::Status(c, _)) => Ok(c),
+        Ok(r) => Ok(r.status().as_u16()),
         Err(e) => Err(e.to_string()),
     }
 }

@@ -12,6 +12,13 @@ use collector::fixtures;
 use common::{raw_exchange, request_head, status_of, Harness};
 use uploader::protocol::{self, GapReason};
 
+type Response = ureq::http::Response<ureq::Body>;
+
+/// A response header as text.
+fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
 #[test]
 fn uploaded_batches_can_be_queried_back_field_by_field() {
     let h = Harness::start(|_| {});
@@ -138,13 +145,12 @@ fn uploads_need_a_configured_token() {
     let (_, st) = h.get("/api/stats");
     assert_eq!(st["batches"]["rejected_by_reason"]["unauthorized"], 4);
     assert_eq!(st["batches"]["rejected"], 4);
-    let r = ureq::post(&format!("{}{}", h.url, fixtures::path(&p))).send_bytes(&body);
-    match r {
-        Err(ureq::Error::Status(401, resp)) => {
-            assert_eq!(resp.header("www-authenticate"), Some("Bearer"))
-        }
-        other => panic!("expected 401, got {other:?}"),
-    }
+    let r = common::agent()
+        .post(&format!("{}{}", h.url, fixtures::path(&p)))
+        .send(&body[..])
+        .unwrap();
+    assert_eq!(r.status(), 401, "{r:?}");
+    assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
     // Rejection counts are persistent.
     h.restart(|c| c.tokens = vec!["s3cret".into()]);
     let (_, st) = h.get("/api/stats");
@@ -212,11 +218,12 @@ fn a_body_over_the_limit_is_refused_from_its_content_length_without_reading_it()
     // Without a Content-Length (chunked), reading stops at the limit.
     let big = vec![7u8; (1 << 20) + 10];
     let (st, v) = common::json_response(
-        ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set("Transfer-Encoding", "chunked")
-            .send(&big[..]),
+        common::agent()
+            .post(&format!("{}{}", h.url, fixtures::path(&p)))
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            // A body from a reader of unknown length is sent chunked.
+            .send(ureq::SendBody::from_reader(&mut &big[..])),
     );
     assert_eq!(st, 413, "{v}");
 }
@@ -254,39 +261,34 @@ fn content_digest_tells_a_damaged_body_from_an_invalid_batch() {
     let p = fixtures::private_id(11);
     let b = fixtures::batch(&p, 0, 20, "1");
     let body = fixtures::body(&b);
-    let post = |body: &[u8], digest: &str| -> Result<ureq::Response, Box<ureq::Error>> {
-        ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set(protocol::HEADER_CONTENT_DIGEST, digest)
-            .send_bytes(body)
-            .map_err(Box::new)
+    let post = |body: &[u8], digest: &str| -> Response {
+        common::agent()
+            .post(&format!("{}{}", h.url, fixtures::path(&p)))
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .header(protocol::HEADER_CONTENT_DIGEST, digest)
+            .send(body)
+            .unwrap()
     };
     // A body that is not what the device sent: damaged on the way, 408, no confirmation.
     let mut damaged = body.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 0xff;
-    match post(&damaged, &protocol::content_digest(&body)).map_err(|e| *e) {
-        Err(ureq::Error::Status(408, r)) => {
-            assert_eq!(r.header(protocol::HEADER_RECEIVED_DIGEST), None);
-            assert_eq!(r.header("connection"), Some("close"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let r = post(&damaged, &protocol::content_digest(&body));
+    assert_eq!(r.status(), 408, "{r:?}");
+    assert_eq!(header(&r, protocol::HEADER_RECEIVED_DIGEST), None);
+    assert_eq!(header(&r, "connection"), Some("close"));
     // An intact body that is not a valid batch: 400 confirmed by the digest it read.
-    match post(&damaged, &protocol::content_digest(&damaged)).map_err(|e| *e) {
-        Err(ureq::Error::Status(400, r)) => {
-            let got = r.header(protocol::HEADER_RECEIVED_DIGEST).unwrap_or("");
-            assert!(
-                protocol::digest_matches(got, &protocol::content_digest(&damaged)),
-                "{got}"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let r = post(&damaged, &protocol::content_digest(&damaged));
+    assert_eq!(r.status(), 400, "{r:?}");
+    let got = header(&r, protocol::HEADER_RECEIVED_DIGEST).unwrap_or("");
+    assert!(
+        protocol::digest_matches(got, &protocol::content_digest(&damaged)),
+        "{got}"
+    );
     assert!(h.records("").is_empty());
     // The intact valid body with its digest is stored.
-    let r = post(&body, &protocol::content_digest(&body)).unwrap();
+    let r = post(&body, &protocol::content_digest(&body));
     assert_eq!(r.status(), 200);
     assert_eq!(h.records("").len(), 20);
 }
@@ -297,14 +299,16 @@ fn content_type_and_encoding_are_required() {
     let p = fixtures::private_id(12);
     let body = fixtures::body(&fixtures::batch(&p, 0, 3, "1"));
     let url = format!("{}{}", h.url, fixtures::path(&p));
-    let r = ureq::post(&url)
-        .set("Content-Type", protocol::CONTENT_TYPE)
-        .send_bytes(&body);
-    assert!(matches!(r, Err(ureq::Error::Status(415, _))), "{r:?}");
-    let r = ureq::post(&url)
-        .set("Content-Encoding", "zstd")
-        .send_bytes(&body);
-    assert!(matches!(r, Err(ureq::Error::Status(415, _))), "{r:?}");
+    let r = common::agent()
+        .post(&url)
+        .header("Content-Type", protocol::CONTENT_TYPE)
+        .send(&body[..]);
+    assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(415));
+    let r = common::agent()
+        .post(&url)
+        .header("Content-Encoding", "zstd")
+        .send(&body[..]);
+    assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(415));
     assert!(h.records("").is_empty());
 }
 
@@ -317,12 +321,15 @@ fn a_batch_sent_to_the_wrong_log_or_with_a_wrong_id_is_400() {
     assert_eq!(s, 400, "{v}");
     let (s, v) = h.upload_body(&p, &fixtures::body(&b), Some("00".repeat(32)), None);
     assert_eq!(s, 400, "{v}");
-    let r = ureq::post(&format!("{}/v1/logs/NOTHEX/batches", h.url)).send_bytes(b"x");
-    assert!(matches!(r, Err(ureq::Error::Status(400, _))), "{r:?}");
-    let r = ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
-        .set("Seglog-Protocol", "2")
-        .send_bytes(&fixtures::body(&b));
-    assert!(matches!(r, Err(ureq::Error::Status(400, _))), "{r:?}");
+    let r = common::agent()
+        .post(&format!("{}/v1/logs/NOTHEX/batches", h.url))
+        .send(b"x");
+    assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(400));
+    let r = common::agent()
+        .post(&format!("{}{}", h.url, fixtures::path(&p)))
+        .header("Seglog-Protocol", "2")
+        .send(&fixtures::body(&b)[..]);
+    assert_eq!(r.map(|r| r.status().as_u16()).ok(), Some(400));
     assert!(h.records("").is_empty());
 }
 
@@ -338,22 +345,22 @@ fn a_stalled_body_holds_no_slot_and_a_full_receive_buffer_answers_503_with_retry
         c.limits.max_body_bytes = len;
         c.limits.receive_buffer_bytes = len;
     });
-    let post = |body: &[u8]| -> Result<ureq::Response, Box<ureq::Error>> {
-        ureq::post(&format!("{}{}", h.url, fixtures::path(&p)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .send_bytes(body)
-            .map_err(Box::new)
+    let post = |body: &[u8]| -> Response {
+        common::agent()
+            .post(&format!("{}{}", h.url, fixtures::path(&p)))
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .send(body)
+            .unwrap()
     };
     // Headers and half the body, then stall: that holds half the receive buffer, no slot.
     let mut slow = TcpStream::connect(h.addr).unwrap();
     slow.write_all(request_head(&p, len).as_bytes()).unwrap();
     slow.write_all(&body[..body.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    match post(&body).map_err(|e| *e) {
-        Err(ureq::Error::Status(503, resp)) => assert!(resp.header("retry-after").is_some()),
-        other => panic!("expected 503, got {other:?}"),
-    }
+    let r = post(&body);
+    assert_eq!(r.status(), 503, "{r:?}");
+    assert!(header(&r, "retry-after").is_some());
     // The slow upload still completes, and then the buffer is free again.
     slow.write_all(&body[body.len() / 2..]).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(20)))
@@ -361,7 +368,7 @@ fn a_stalled_body_holds_no_slot_and_a_full_receive_buffer_answers_503_with_retry
     let mut resp = String::new();
     let _ = slow.read_to_string(&mut resp);
     assert_eq!(status_of(&resp), Some(200), "{resp}");
-    assert_eq!(post(&body).map(|r| r.status()).ok(), Some(200));
+    assert_eq!(post(&body).status(), 200);
 }
 
 #[test]

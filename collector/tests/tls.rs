@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use collector::{fixtures, Server, TlsFiles};
 use rustls_pki_types::pem::PemObject;
@@ -98,18 +97,18 @@ fn certificates(dir: &Path) -> Option<(TlsFiles, PathBuf)> {
 }
 
 fn agent_trusting(cert: &Path) -> ureq::Agent {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    ureq::AgentBuilder::new().tls_config(Arc::new(cfg)).build()
+    let roots: Vec<ureq::tls::Certificate<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| ureq::tls::Certificate::from_der(c.unwrap().as_ref()).to_owned())
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 #[test]
@@ -134,11 +133,11 @@ fn uploads_and_queries_work_over_https_and_plain_http_is_refused() {
     let (s, ack) = common::json_response(
         agent
             .post(&format!("{}{}", server.url(), fixtures::path(&p)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set(protocol::HEADER_BATCH_ID, &b.id().to_hex())
-            .set("Authorization", "Bearer t0ken")
-            .send_bytes(&fixtures::body(&b)),
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .header(protocol::HEADER_BATCH_ID, &b.id().to_hex())
+            .header("Authorization", "Bearer t0ken")
+            .send(&fixtures::body(&b)[..]),
     );
     assert_eq!((s, &ack["records"]), (200, &serde_json::json!(10)), "{ack}");
     let (s, v) = common::json_response(agent.get(&format!("{}/api/records", server.url())).call());

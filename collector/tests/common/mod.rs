@@ -69,29 +69,29 @@ impl Harness {
         batch_id: Option<String>,
         token: Option<&str>,
     ) -> (u16, Value) {
-        let mut req = ureq::post(&format!("{}{}", self.url, fixtures::path(private)))
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set(protocol::HEADER_PROTOCOL, "1");
+        let mut req = agent()
+            .post(&format!("{}{}", self.url, fixtures::path(private)))
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .header(protocol::HEADER_PROTOCOL, "1");
         if let Some(id) = batch_id {
-            req = req.set(protocol::HEADER_BATCH_ID, &id);
+            req = req.header(protocol::HEADER_BATCH_ID, &id);
         }
         if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+            req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        json_response(req.send_bytes(body))
+        json_response(req.send(body))
     }
 
     /// `GET path` (with query), JSON answer.
     pub fn get(&self, path_and_query: &str) -> (u16, Value) {
-        json_response(ureq::get(&format!("{}{path_and_query}", self.url)).call())
+        json_response(agent().get(&format!("{}{path_and_query}", self.url)).call())
     }
 
     /// `GET path`, text answer.
     pub fn get_text(&self, path_and_query: &str) -> (u16, String) {
-        match ureq::get(&format!("{}{path_and_query}", self.url)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
+        match agent().get(&format!("{}{path_and_query}", self.url)).call() {
+            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap()),
             Err(e) => panic!("GET {path_and_query}: {e}"),
         }
     }
@@ -104,13 +104,21 @@ impl Harness {
     }
 }
 
-pub fn json_response(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
-    let (status, resp) = match r {
-        Ok(r) => (r.status(), r),
-        Err(ureq::Error::Status(s, r)) => (s, r),
+/// A ureq agent that returns 4xx and 5xx as responses (the tests look at them).
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+pub fn json_response(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut resp = match r {
+        Ok(r) => r,
         Err(e) => panic!("request failed: {e}"),
     };
-    let text = resp.into_string().unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
     let v = serde_json::from_str(&text)
         .unwrap_or_else(|_| panic!("status {status}: not JSON: {text:?}"));
     (status, v)
