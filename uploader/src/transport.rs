@@ -488,6 +488,37 @@ mod tests {
         assert_eq!(verdict(t.send(&id, b"body")), Verdict::Unconfirmed);
     }
 
+    /// https goes through rustls (the only TLS the ureq features allow): a server that
+    /// answers in plain text fails the handshake with a rustls error, a transport failure
+    /// whose text does not show the private id.
+    #[test]
+    fn https_uses_rustls_and_a_failed_handshake_is_a_scrubbed_transport_error() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        });
+        let id = "ef".repeat(32);
+        let t = Transport::new(
+            format!("https://{addr}/v1/logs/{id}/batches"),
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        match t.send(&BatchId([1; 32]), b"body") {
+            Outcome::Transport(e) => {
+                // rustls's own wording (the handshake error reaches us as io).
+                assert!(e.contains("received corrupt message"), "{e}");
+                assert!(!e.contains(&id), "{e}");
+                assert!(e.contains("<private id>"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        server.join().unwrap();
+    }
+
     #[test]
     fn an_endpoint_never_shows_its_private_id() {
         let id = "ab".repeat(32);
