@@ -364,12 +364,20 @@ fn burst(config_path: &Path, threads: u32, n: u32) -> anyhow::Result<u64> {
 }
 
 fn get_json(url: &str) -> anyhow::Result<Value> {
-    let resp = ureq::get(url)
-        .timeout(Duration::from_secs(30))
+    let mut resp = ureq::get(url)
+        .config()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
         .call()
         .with_context(|| format!("GET {url}"))?;
-    resp.into_json()
-        .with_context(|| format!("GET {url}: not JSON"))
+    // Small answers (stats, three records): 1 MiB is plenty and bounds a bad server.
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_vec()
+        .with_context(|| format!("GET {url}: reading the body"))?;
+    serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))
 }
 
 fn wait_for_ctrl_c() -> anyhow::Result<()> {

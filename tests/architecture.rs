@@ -175,6 +175,13 @@ fn the_device_binary_links_no_server_stack() {
         );
     }
     eprintln!("device build links {} crates", crates.len());
+    // Issue 12's budget for the device binary (BENCHMARKS.md, "Footprint"): a new
+    // dependency that breaks it is a decision to make in the open, not by accident.
+    assert!(
+        crates.len() <= 80,
+        "the device build links {} crates (budget 80): {crates:?}",
+        crates.len()
+    );
     // The check sees what it looks for: the default build (with the collector) has them.
     let full = linked_crates(&[]);
     assert!(full.iter().any(|c| c == "axum") && full.iter().any(|c| c == "rusqlite"));

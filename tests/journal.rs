@@ -1056,7 +1056,7 @@ fn verify_of_a_live_log_does_not_report_records_being_written() {
                 i += 1;
                 // Steady, not flat out: a segment (~900 of these) fills every ~50 ms, so
                 // verify runs across rotations without the log growing by gigabytes.
-                if i % 16 == 0 {
+                if i.is_multiple_of(16) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }

@@ -360,7 +360,7 @@ fn child_probe_process() {
     let mut crashing = false;
     let mut seq = 0u64;
     loop {
-        if seq % 8 == 0 {
+        if seq.is_multiple_of(8) {
             let m = std::fs::read_to_string(&ctl).unwrap_or_default();
             if m != mode {
                 match m.trim() {

@@ -10,7 +10,6 @@
 use std::time::Instant;
 
 use collector::{fixtures, Server, ServerConfig};
-use protocol;
 
 fn main() -> anyhow::Result<()> {
     let arg = |i: usize, d: u64| {

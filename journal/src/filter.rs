@@ -141,17 +141,17 @@ impl Filter {
     /// Whether `r` passes every filter.
     pub fn matches(&self, r: &Rec<'_>) -> bool {
         let t = r.meta.wall_ms;
-        self.since_ms.map_or(true, |s| t >= s)
-            && self.until_ms.map_or(true, |u| t < u)
-            && self.min_severity.map_or(true, |m| r.meta.severity >= m)
-            && self.event_id.map_or(true, |e| r.meta.event_id == Some(e))
+        self.since_ms.is_none_or(|s| t >= s)
+            && self.until_ms.is_none_or(|u| t < u)
+            && self.min_severity.is_none_or(|m| r.meta.severity >= m)
+            && self.event_id.is_none_or(|e| r.meta.event_id == Some(e))
             && (self.classes.is_empty()
                 || self
                     .classes
                     .iter()
                     .any(|p| p.matches(r.meta.classification.as_str())))
             // Last: the id is a sha256, derived only for records that passed the rest.
-            && self.record_id.map_or(true, |id| r.id() == id)
+            && self.record_id.is_none_or(|id| r.id() == id)
     }
 
     /// The record id asked for: record ids are unique, so a reader that found it may stop.

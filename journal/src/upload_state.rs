@@ -97,7 +97,7 @@ pub fn read(dir: &Path, public_log_id: Option<[u8; 32]>) -> Option<UploadState> 
                 format!("{} belongs to another log; ignored", path.display()),
             ),
             Ok(c) => {
-                if best.map_or(true, |b| c.seq > b.seq) {
+                if best.is_none_or(|b| c.seq > b.seq) {
                     best = Some(c);
                 }
             }

@@ -114,7 +114,7 @@ impl LogConfig {
     /// segment-log options for this configuration (retention runs in the writer's
     /// background thread, so probes alone keep the directory within budget).
     pub fn options(&self) -> Result<segment_log::Options, String> {
-        if self.segment_size % 4096 != 0 || self.segment_size < 8192 {
+        if !self.segment_size.is_multiple_of(4096) || self.segment_size < 8192 {
             return Err(format!(
                 "log.segment_size {} must be a multiple of 4096 and at least 8192",
                 self.segment_size

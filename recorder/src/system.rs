@@ -194,7 +194,9 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     if let Some(s) = read_trimmed(path) {
         return Ok(s.into_bytes());
     }
-    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw)?;
+    let secret = hex::encode(raw);
     let tmp: PathBuf = path.with_extension(format!("tmp.{}", std::process::id()));
     {
         let mut f = std::fs::OpenOptions::new()

@@ -312,9 +312,12 @@ impl EventId {
     pub fn from_bytes(b: [u8; 16]) -> Self {
         EventId(b)
     }
-    /// A new random event id.
+    /// A new random event id (from the OS random source; panics only if the OS has none,
+    /// as `rand::random` did).
     pub fn random() -> Self {
-        EventId(rand::random())
+        let mut b = [0u8; 16];
+        getrandom::fill(&mut b).expect("the OS random source failed");
+        EventId(b)
     }
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 16] {

@@ -219,7 +219,7 @@ impl SegmentHeader {
         }
         let capacity = get_u64(b, OFF_CAPACITY);
         if !(HEADER_LEN + FRAME_HEADER_LEN..=MAX_SEGMENT_CAPACITY).contains(&capacity)
-            || capacity % FRAME_ALIGN != 0
+            || !capacity.is_multiple_of(FRAME_ALIGN)
         {
             return Err(HeaderError::Corrupt("capacity out of range"));
         }

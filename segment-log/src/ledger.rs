@@ -369,7 +369,7 @@ pub fn append(dir: &Path, entries: &[TrimEntry]) -> Result<()> {
         f.set_len(0)
             .map_err(|e| Error::io("truncate trim ledger", &p, e))?;
         buf.extend_from_slice(&encode_header());
-    } else if (len - hdr) % ENTRY_LEN as u64 != 0 {
+    } else if !(len - hdr).is_multiple_of(ENTRY_LEN as u64) {
         // An entry cut by a crash: drop it so the next ones stay aligned.
         f.set_len(len - (len - hdr) % ENTRY_LEN as u64)
             .map_err(|e| Error::io("truncate trim ledger", &p, e))?;

@@ -164,7 +164,7 @@ impl Default for Options {
 impl Options {
     fn validate(&self) -> Result<()> {
         let min = 2 * 4096;
-        if self.segment_size < min || self.segment_size % 4096 != 0 {
+        if self.segment_size < min || !self.segment_size.is_multiple_of(4096) {
             return Err(Error::InvalidOptions(format!(
                 "segment_size {} must be a multiple of 4096 and at least {min}",
                 self.segment_size

@@ -91,7 +91,7 @@ pub(crate) fn reserve<M: FrameMem + ?Sized>(mem: &M, len: u64) -> Reservation {
 /// write), and trusting it would write out of bounds, misaligned, or over committed frames.
 #[inline]
 fn counter_is_plausible<M: FrameMem + ?Sized>(mem: &M, old: u64, writes_to: u64) -> bool {
-    if old < HEADER_LEN || old % FRAME_ALIGN != 0 {
+    if old < HEADER_LEN || !old.is_multiple_of(FRAME_ALIGN) {
         return false;
     }
     if writes_to < old + FRAME_ALIGN {

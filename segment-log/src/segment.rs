@@ -189,7 +189,7 @@ impl MappedSegment {
     #[inline]
     fn word(&self, offset: u64) -> &AtomicU64 {
         assert!(
-            offset % FRAME_ALIGN == 0 && offset + FRAME_ALIGN <= self.capacity,
+            offset.is_multiple_of(FRAME_ALIGN) && offset + FRAME_ALIGN <= self.capacity,
             "word {offset} outside the segment or unaligned"
         );
         // SAFETY: language model: `offset` is 8-aligned (asserted) inside the page-aligned
@@ -302,7 +302,9 @@ impl FrameMem for MappedSegment {
         // Guaranteed by `reserve` (which validates the counter); checked again because a
         // violation would be a write outside the mapping.
         assert!(
-            offset >= HEADER_LEN && offset % FRAME_ALIGN == 0 && offset + total <= self.capacity,
+            offset >= HEADER_LEN
+                && offset.is_multiple_of(FRAME_ALIGN)
+                && offset + total <= self.capacity,
             "frame outside segment"
         );
         // SAFETY: language model: the range offset..offset+total lies inside the mapping

@@ -117,12 +117,16 @@ pub fn stored_records(base: &str) -> u64 {
 
 /// A plain HTTP GET on 127.0.0.1: (status, body). The body must not be chunked.
 pub fn get(url: &str) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(std::time::Duration::from_secs(10))
-        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into();
     match agent.get(url).call() {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
         Err(e) => panic!("GET {url}: {e}"),
     }
 }

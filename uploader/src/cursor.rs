@@ -271,7 +271,7 @@ impl CursorStore {
                 }
                 Ok(s) => {
                     max_seq = max_seq.max(s.seq);
-                    if best.map_or(true, |b| s.seq > b.seq) {
+                    if best.is_none_or(|b| s.seq > b.seq) {
                         best = Some(s);
                     }
                 }

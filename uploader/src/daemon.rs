@@ -115,7 +115,7 @@ trait Reached {
 }
 impl Reached for Option<Position> {
     fn is_none_or_reached(&self, pos: Position) -> bool {
-        self.map_or(true, |t| pos >= t)
+        self.is_none_or(|t| pos >= t)
     }
 }
 

@@ -8,7 +8,7 @@ pub fn cursor_decode(data: &[u8]) {
     use crate::cursor::{CursorState, CursorStore, COPIES};
     if let Ok(c) = CursorState::decode(data) {
         assert_eq!(&c.encode()[..], data, "cursor decoding is canonical");
-        assert!(c.inflight.map_or(true, |(f, l)| c.position <= f && f <= l));
+        assert!(c.inflight.is_none_or(|(f, l)| c.position <= f && f <= l));
     }
     let Ok(dir) = tempfile::tempdir() else { return };
     let Ok(mut store) = CursorStore::open(dir.path()) else {

@@ -4,8 +4,6 @@ use std::io::Read;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-
 use crate::protocol::{self, BatchId, Verdict};
 
 /// What one POST produced.
@@ -127,12 +125,24 @@ impl Transport {
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Transport {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(connect_timeout)
-            .timeout(timeout)
-            .redirects(0)
-            .user_agent(concat!("seglog-uploader/", env!("CARGO_PKG_VERSION")))
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(ureq::tls::RootCerts::WebPki)
             .build();
+        let agent = ureq::Agent::config_builder()
+            // 4xx and 5xx are answers to classify, not errors (ureq 3 makes them errors).
+            .http_status_as_error(false)
+            .timeout_connect(Some(connect_timeout))
+            // The whole request, body included (`send_within` narrows it per request).
+            .timeout_global(Some(timeout))
+            // A redirect is an answer to report, not to follow (the URL holds a secret).
+            .max_redirects(0)
+            // As with ureq 2: no proxy from the environment.
+            .proxy(None)
+            .tls_config(tls)
+            .user_agent(concat!("seglog-uploader/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
         Transport {
             agent,
             url: Endpoint::new(url),
@@ -201,38 +211,39 @@ impl Transport {
         let mut req = self
             .agent
             .post(self.url.expose())
-            .timeout(limit)
-            .set("Content-Type", protocol::CONTENT_TYPE)
-            .set("Content-Encoding", "zstd")
-            .set(
+            .config()
+            .timeout_global(Some(limit))
+            .build()
+            .header("Content-Type", protocol::CONTENT_TYPE)
+            .header("Content-Encoding", "zstd")
+            .header(
                 protocol::HEADER_PROTOCOL,
-                &protocol::PROTOCOL_VERSION.to_string(),
+                protocol::PROTOCOL_VERSION.to_string(),
             )
-            .set(protocol::HEADER_BATCH_ID, &id.to_hex())
-            .set(protocol::HEADER_CONTENT_DIGEST, &digest);
+            .header(protocol::HEADER_BATCH_ID, id.to_hex())
+            .header(protocol::HEADER_CONTENT_DIGEST, &digest);
         if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+            req = req.header("Authorization", format!("Bearer {t}"));
         }
-        let resp = match req.send_bytes(body) {
+        let mut resp = match req.send(body) {
             Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => {
-                return Outcome::Transport(self.url.scrub(&t.to_string()))
-            }
+            // With `http_status_as_error(false)` every status is an `Ok` response: an error
+            // here is a transport failure (connect, TLS, timeout, a broken answer).
+            Err(e) => return Outcome::Transport(self.url.scrub(&format!("{}: {e}", self.url))),
         };
-        let code = resp.status();
-        let retry_after = resp
-            .header("Retry-After")
-            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        let code = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let retry_after =
+            header("Retry-After").and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let verdict = protocol::classify(
             code,
-            resp.header(protocol::HEADER_RECEIVED_DIGEST),
-            resp.header(protocol::HEADER_PROTOCOL),
+            header(protocol::HEADER_RECEIVED_DIGEST),
+            header(protocol::HEADER_PROTOCOL),
             &digest,
         );
         let mut buf = Vec::new();
         // Read (a bounded amount of) the body so the connection can be reused.
-        let _ = resp.into_reader().take(512).read_to_end(&mut buf);
+        let _ = resp.body_mut().as_reader().take(512).read_to_end(&mut buf);
         Outcome::Status {
             code,
             verdict,
@@ -242,49 +253,19 @@ impl Transport {
     }
 }
 
-/// Parses `Retry-After`: delay-seconds or an HTTP date (IMF-fixdate), relative to `now`.
+/// Parses `Retry-After`: delay-seconds or an HTTP date (any of the three formats RFC 9110
+/// accepts, via `httpdate`), relative to `now`; a date in the past is zero, a delay too
+/// large for u64 is `u64::MAX` seconds. Anything else,
+/// including dates `httpdate` cannot represent (years past 9999), is `None`.
 pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
     let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    // delay-seconds is 1*DIGIT (no sign); a number too large for u64 is "very long" (the
+    // caller caps every wait).
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
     }
-    let at = parse_http_date(v)?;
+    let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn parse_http_date(v: &str) -> Option<std::time::SystemTime> {
-    let rest = v.split_once(", ")?.1;
-    let parts: Vec<&str> = rest.split(' ').collect();
-    let [day, mon, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: i64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == mon)? as i64
-        + 1;
-    let year: i64 = year.parse().ok()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let [h, m, s] = t.as_slice() else { return None };
-    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *s > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()?;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// Exponential backoff with full jitter: attempt `k` waits uniformly in
@@ -321,7 +302,7 @@ impl Backoff {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
+        Duration::from_millis(fastrand::u64(0..=ms))
     }
 
     /// Attempts so far.
@@ -343,7 +324,7 @@ impl Backoff {
 /// A uniformly random duration in `[0, max]` (the daemon's start-up delay).
 pub fn random_delay(max: Duration) -> Duration {
     let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
+    Duration::from_millis(fastrand::u64(0..=ms))
 }
 
 #[cfg(test)]
@@ -369,6 +350,20 @@ mod tests {
             parse_retry_after("Mon, 01 Mar 2100 00:00:00 GMT", now).map(|d| d.as_secs()),
             Some(4_107_542_400 - 784_111_777)
         );
+        // The two obsolete formats RFC 9110 still asks recipients to accept.
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:51:37 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Sun Nov  6 08:51:37 1994", now),
+            Some(Duration::from_secs(120))
+        );
+        // A date in the past is "now".
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         for bad in [
             "",
             "soon",
@@ -377,6 +372,52 @@ mod tests {
             "Sun, 32 Nov 1994 08:49:37 GMT",
         ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+
+    /// Regression: the hand-written parser this replaced computed seconds from an unbounded
+    /// year in i64 and overflowed (a panic in debug builds) on a server's huge year.
+    #[test]
+    fn retry_after_survives_huge_years_and_malformed_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        for bad in [
+            "Sun, 06 Nov 999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+            "Sun, 06 Nov -9223372036854775808 08:49:37 GMT",
+            "Sun, 06 Nov 10000 08:49:37 GMT",
+            "Sunday, 06-Nov-9999999999 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 99999999999",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Mon, 06 Nov 1994 08:49:37 GMT", // wrong weekday
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:60:00 GMT",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+            "Sun, 06 Nov 1994 08:49:37 GMT trailing",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+            "Sun, ",
+            ", , , ,",
+            "Sun, \u{e9}\u{e9} Nov 1994 08:49:37 GMT",
+            "1.5",
+            "+5",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
+        }
+        // The largest date HTTP can carry, far in the future: a finite wait, no overflow.
+        let last = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert_eq!(last.as_secs(), 253_402_300_799 - 784_111_777);
+        // delay-seconds at and beyond u64: the longest wait (capped by the caller).
+        for long in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "9".repeat(100).as_str(),
+        ] {
+            assert_eq!(
+                parse_retry_after(long, now),
+                Some(Duration::from_secs(u64::MAX)),
+                "{long}"
+            );
         }
     }
 
@@ -445,6 +486,37 @@ mod tests {
         );
         // 415 is about the request's headers, never the batch, confirmed or not.
         assert_eq!(verdict(t.send(&id, b"body")), Verdict::Unconfirmed);
+    }
+
+    /// https goes through rustls (the only TLS the ureq features allow): a server that
+    /// answers in plain text fails the handshake with a rustls error, a transport failure
+    /// whose text does not show the private id.
+    #[test]
+    fn https_uses_rustls_and_a_failed_handshake_is_a_scrubbed_transport_error() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        });
+        let id = "ef".repeat(32);
+        let t = Transport::new(
+            format!("https://{addr}/v1/logs/{id}/batches"),
+            None,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        );
+        match t.send(&BatchId([1; 32]), b"body") {
+            Outcome::Transport(e) => {
+                // rustls's own wording (the handshake error reaches us as io).
+                assert!(e.contains("received corrupt message"), "{e}");
+                assert!(!e.contains(&id), "{e}");
+                assert!(e.contains("<private id>"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        server.join().unwrap();
     }
 
     #[test]
