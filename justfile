@@ -79,9 +79,9 @@ fuzz seconds="60":
 
 # The whole-pipeline torture harness alone, for `seconds` of faults (RELIABILITY.md).
 torture seconds="300":
-    SEGLOG_TORTURE_SECS={{seconds}} cargo test --release --test torture -- --ignored --nocapture torture_pipeline_soak
+    SEGLOG_TORTURE_SECS={{seconds}} cargo test --release --test e2e -- --ignored --nocapture torture::torture_pipeline_soak
 
 # Long soaks: crash torture, model tests with many more cases, and the whole-pipeline
-# torture (tests/torture.rs) for SEGLOG_TORTURE_SECS seconds of faults (default 300).
+# torture (tests/e2e/torture.rs) for SEGLOG_TORTURE_SECS seconds of faults (default 300).
 soak:
     SEGLOG_SOAK_ITERS=5000 PROPTEST_CASES=2000 cargo test --workspace --release -- --include-ignored

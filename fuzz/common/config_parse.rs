@@ -1,5 +1,5 @@
 //! The config-file decoder under fuzzing, shared by `fuzz/fuzz_targets/config_parse.rs`
-//! (cargo-fuzz) and `tests/fuzz_replay.rs` (the stable replay of the committed corpus).
+//! (cargo-fuzz) and `tests/e2e/fuzz_replay.rs` (the stable replay of the committed corpus).
 //!
 //! Arbitrary text goes through seglog's layered TOML loader (`config_layers::Layers`,
 //! the parse-from-string entry point every `--config FILE` takes), then every section is

@@ -1,7 +1,7 @@
 //! Feeds arbitrary text to seglog's configuration loader and resolves every section
 //! (`[log]`, `[recorder]`, `[upload]`, `[collector]`): errors are fine, panics are bugs.
 //! The logic lives in `fuzz/common/config_parse.rs`, shared with the stable corpus replay
-//! in `tests/fuzz_replay.rs`.
+//! in `tests/e2e/fuzz_replay.rs`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

@@ -146,7 +146,7 @@ pub fn list_segments(seg_dir: &Path) -> Result<Vec<SegmentFile>> {
 /// Removes temporary segment files (`.tmp-<segment>-<pid>-<seq>`, a segment being created
 /// before it is linked into place) whose creating process is gone: a writer killed while
 /// allocating a segment leaves one behind, and nothing else would ever remove it, so a long
-/// run of crashes leaked disk past `max_bytes` (found by tests/torture.rs). A file whose
+/// run of crashes leaked disk past `max_bytes` (found by tests/e2e/torture.rs). A file whose
 /// process is alive, or whose name does not parse, is left alone. Returns bytes freed.
 pub(crate) fn remove_orphan_temp_files(seg_dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

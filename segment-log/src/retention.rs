@@ -71,7 +71,7 @@ fn age_of(next: &SegmentHeader, clock: &dyn Clock) -> Duration {
 /// How long counting waits for a live writer to commit a frame in a segment being removed.
 /// A writer that reserved space just before a rotation may still be copying its payload into
 /// a segment that is no longer the newest; counting its reservation as a hole would
-/// under-report what retention removed (found by tests/torture.rs).
+/// under-report what retention removed (found by tests/e2e/torture.rs).
 const COUNT_HOLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Counts records of a removed segment (all, and those at or after `cursor`), read through

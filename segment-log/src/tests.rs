@@ -695,7 +695,7 @@ fn a_reservation_in_flight_of_a_writer_that_started_after_the_reader_is_waited_f
 fn retention_counts_a_record_committed_after_rotation_into_a_segment_it_removes() {
     // A writer that reserved space just before a rotation may still be copying its payload
     // into a segment that is no longer the newest when retention removes it. Its append
-    // returns Ok, so the record must be in `records_removed` (found by tests/torture.rs: a
+    // returns Ok, so the record must be in `records_removed` (found by tests/e2e/torture.rs: a
     // trimmed gap stated one record fewer than were acknowledged in it).
     use std::os::unix::fs::FileExt;
     let d = tempfile::tempdir().unwrap();
@@ -749,7 +749,7 @@ fn retention_counts_a_record_committed_after_rotation_into_a_segment_it_removes(
 fn a_reader_that_waited_at_the_live_end_reads_what_was_written_after_all_writers_left() {
     // The reader's window holds the zeros past the live end. Writers then fill the segment,
     // rotate, and exit; the reader, resuming, must read the frames, not its stale zeros as an
-    // abandoned reservation running to the end of the segment (found by tests/torture.rs:
+    // abandoned reservation running to the end of the segment (found by tests/e2e/torture.rs:
     // the uploader's reader, resumed for the final drain, skipped 66 acknowledged records).
     let d = tempfile::tempdir().unwrap();
     let log = Log::open(d.path(), small()).unwrap();
@@ -788,7 +788,7 @@ fn a_writer_trims_before_it_adds_a_segment_so_disk_stays_within_max_bytes_plus_o
     // Writers that died between a rotation and their retention pass (or run without a
     // policy) can leave the log over budget. The next segment file any writer creates must
     // come after a trim, so disk use never passes max_bytes + one segment (found by
-    // tests/torture.rs: max_bytes + 2 segments at a peak).
+    // tests/e2e/torture.rs: max_bytes + 2 segments at a peak).
     let d = tempfile::tempdir().unwrap();
     let seg = 64u64 << 10;
     let over = Log::open(
@@ -857,7 +857,7 @@ fn a_writer_trims_before_it_adds_a_segment_so_disk_stays_within_max_bytes_plus_o
 fn retention_removes_temp_segment_files_left_by_dead_writers_and_keeps_live_ones() {
     // A writer killed while allocating a segment leaves `.tmp-<n>-<pid>-<seq>` behind;
     // nothing else removes it, so crashes leaked disk past max_bytes (found by
-    // tests/torture.rs: max_bytes + 2 segments after a 900 s soak).
+    // tests/e2e/torture.rs: max_bytes + 2 segments after a 900 s soak).
     let d = tempfile::tempdir().unwrap();
     let log = Log::open(d.path(), small()).unwrap();
     let dead = {

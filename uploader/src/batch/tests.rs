@@ -303,7 +303,7 @@ fn records_the_rate_limiter_spooled_are_held_back_until_their_hold_expires() {
     );
 }
 
-/// Found by the torture harness (tests/torture.rs): an in-flight batch is rebuilt after the
+/// Found by the torture harness (tests/e2e/torture.rs): an in-flight batch is rebuilt after the
 /// uploader died, but retention removed segments under it meanwhile. The rebuilt batch must
 /// cover exactly the in-flight range, so it keeps its id (a collector that stored the first
 /// send drops it as a duplicate, instead of storing a gap over records it has, or two

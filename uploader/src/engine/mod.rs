@@ -503,7 +503,7 @@ impl Uploader {
 }
 
 /// Environment variable naming a file that shifts the clock retention sees: a test hook for
-/// the torture harness (`tests/torture.rs`), which jumps it years forward and back while the
+/// the torture harness (`tests/e2e/torture.rs`), which jumps it years forward and back while the
 /// daemon runs. The file holds `<seconds>` (added to the wall clock) and optionally
 /// `other-boot` (a different boot id, so ages come from the wall clock, as after a reboot).
 /// Unset (always, outside tests): the system clock. Only in builds with the `test-clock`

@@ -373,7 +373,7 @@ fn uploader_retention_trims_after_the_cursor_and_reports_the_lost_records() {
     assert_eq!(u.status().expired_records, r.unconsumed_records);
 }
 
-/// Found by the torture harness (tests/torture.rs): retention removed the segment the
+/// Found by the torture harness (tests/e2e/torture.rs): retention removed the segment the
 /// uploader's reader had open; the reader went on reading the deleted file, so records counted
 /// as expired were delivered anyway, and the trim note (which also spanned segments uploaded
 /// before) matched no gap, whose count then said "unknown".
@@ -423,7 +423,7 @@ fn retention_under_an_open_reader_counts_exactly_the_records_that_never_arrive()
 
 #[test]
 fn a_cursor_that_cannot_be_written_fails_the_pass_before_sending_and_a_later_pass_delivers_once() {
-    // A full disk (found by tests/torture.rs on a tmpfs): the cursor write fails. The pass
+    // A full disk (found by tests/e2e/torture.rs on a tmpfs): the cursor write fails. The pass
     // must fail before anything it could not record is sent, leave the uploader usable, and
     // the next pass (same process, as the daemon retries) must deliver everything once.
     let d = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@
 //!   `<k> <record id>` to its ack file only after `record()` returned `Ok`, with one
 //!   unbuffered `write` (the page cache survives SIGKILL), so acks are exact;
 //! - **uploader**: `seglog upload run` against a fault-injecting proxy
-//!   (`tests/support/proxy.rs`) in front of
+//!   (`tests/e2e/support/proxy.rs`) in front of
 //! - **collector**: `seglog collector serve` on 127.0.0.1.
 //!
 //! For a configurable time a fault loop SIGKILLs a random probe, the uploader or the collector
@@ -33,8 +33,7 @@
 //! `#[ignore]`d and runs under `just soak` for `SEGLOG_TORTURE_SECS` (default 300). Both
 //! print a summary and write it to `target/tmp/torture-summary-<label>.{txt,json}`.
 
-#[path = "support/proxy.rs"]
-mod proxy;
+use crate::support::proxy;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
@@ -57,7 +56,7 @@ const CHILD_ENV: &str = "SEGLOG_TORTURE_CHILD";
 /// The test-only clock hook of the uploader's retention (uploader/src/engine/mod.rs).
 const CLOCK_FILE_ENV: &str = "SEGLOG_TEST_CLOCK_FILE";
 /// Name of the child entry point (re-executed with `--exact`).
-const CHILD_TEST: &str = "child_probe_process";
+const CHILD_TEST: &str = "torture::child_probe_process";
 
 const MIB: u64 = 1 << 20;
 const YEAR_S: i64 = 365 * 86_400;

@@ -4,10 +4,8 @@
 //! answers holds neither `upload flush --timeout` past its timeout nor a SIGTERM'd daemon
 //! (item 12).
 
-#[path = "support/proxy.rs"]
-mod proxy;
-#[path = "support/upload_env.rs"]
-mod upload_env;
+use crate::support::proxy;
+use crate::support::upload_env;
 
 use proxy::{Fault, Proxy};
 use std::sync::atomic::Ordering;

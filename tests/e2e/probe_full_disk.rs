@@ -17,8 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "support/full_disk.rs"]
-mod full_disk;
+use crate::support::full_disk;
 use full_disk::*;
 
 const PIPE: &[&str] = &[

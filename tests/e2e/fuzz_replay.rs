@@ -3,7 +3,7 @@
 //! toolchain, so CI exercises the config decoder without libFuzzer. The other targets'
 //! corpora are replayed by tests in their owning crates.
 
-#[path = "../fuzz/common/config_parse.rs"]
+#[path = "../../fuzz/common/config_parse.rs"]
 mod config_parse;
 
 #[test]

@@ -13,8 +13,7 @@ use uploader::config::UploadConfig;
 use uploader::engine::{PassOptions, PassOutcome, Uploader, Waiter};
 use uploader::policy::Trigger;
 
-#[path = "support/proxy.rs"]
-mod proxy;
+use crate::support::proxy;
 use proxy::{Fault, Proxy};
 
 /// Switches the proxy's fault at each backoff wait, and never sleeps.

@@ -1,4 +1,4 @@
-//! The full-disk harness of `tests/probe_full_disk.rs`: a [`Filler`] that makes the log's
+//! The full-disk harness of `tests/e2e/probe_full_disk.rs`: a [`Filler`] that makes the log's
 //! disk full (a small tmpfs as root, else `RLIMIT_FSIZE` on the probe) and frees it, and a
 //! [`Probe`] child whose stderr is collected.
 #![allow(dead_code)]
