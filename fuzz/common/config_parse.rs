@@ -52,7 +52,6 @@ pub fn fuzz_config(data: &[u8]) {
     let _ = config.log.options().map(|o| format!("{o:?}"));
     let upload = layers
         .section::<uploader::config::RawUpload>()
-        .map_err(anyhow::Error::from)
         .and_then(|raw| uploader::config::UploadConfig::resolve(raw, &config.log));
     match upload {
         Ok(u) => exercise_upload(&u),

@@ -2,10 +2,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
 use serde::Deserialize;
 
-use config_layers::{default_dir, DurationValue, GlobalArgs, Layers, Section, SizeValue, DIR_ENV};
+use config_layers::{
+    default_dir, ConfigError, DurationValue, GlobalArgs, Layers, Section, SizeValue, DIR_ENV,
+};
+
+/// A value of `[section].key` that parses but is not allowed.
+fn invalid(section: &'static str, key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        origin: None,
+        section,
+        key: Some(key.to_owned()),
+        message: message.into(),
+    }
+}
 
 /// The top-level sections this crate reads: `[log]` (shared by every part of seglog that
 /// opens the log) and `[recorder]`.
@@ -72,12 +83,12 @@ impl LogConfig {
     }
 
     /// Resolves `[log]` from a merged table: flags and `SEGLOG_DIR` override `log.dir`.
-    pub fn from_table(table: &toml::Table, global: &GlobalArgs) -> anyhow::Result<LogConfig> {
+    pub fn from_table(table: &toml::Table, global: &GlobalArgs) -> Result<LogConfig, ConfigError> {
         Self::from_raw(config_layers::parse_section::<RawLog>(table)?, global)
     }
 
     /// Resolves an already parsed `[log]`.
-    pub fn from_raw(raw: RawLog, global: &GlobalArgs) -> anyhow::Result<LogConfig> {
+    pub fn from_raw(raw: RawLog, global: &GlobalArgs) -> Result<LogConfig, ConfigError> {
         let env_dir = std::env::var_os(DIR_ENV)
             .filter(|d| !d.is_empty())
             .map(PathBuf::from);
@@ -91,15 +102,15 @@ impl LogConfig {
         if let Some(v) = raw.segment_size {
             c.segment_size = v
                 .bytes()
-                .ok_or_else(|| anyhow!("log.segment_size must be positive"))?;
+                .ok_or_else(|| invalid("log", "segment_size", "must be positive"))?;
         }
         if let Some(v) = raw.max_record_size {
             c.max_record_size = v
                 .bytes()
-                .ok_or_else(|| anyhow!("log.max_record_size must be positive"))?;
+                .ok_or_else(|| invalid("log", "max_record_size", "must be positive"))?;
         }
         if let Some(s) = raw.sync {
-            c.sync = s.parse().map_err(|e: String| anyhow!("log.sync: {e}"))?;
+            c.sync = s.parse().map_err(|e: String| invalid("log", "sync", e))?;
         }
         if let Some(v) = raw.max_bytes {
             c.max_bytes = v.bytes().filter(|&b| b > 0);
@@ -107,7 +118,12 @@ impl LogConfig {
         if let Some(v) = raw.max_age {
             c.max_age = Some(v.get()).filter(|d| !d.is_zero());
         }
-        c.options().map_err(|e| anyhow!("[log]: {e}"))?;
+        c.options().map_err(|message| ConfigError::Value {
+            origin: None,
+            section: "log",
+            key: None,
+            message,
+        })?;
         Ok(c)
     }
 
@@ -222,22 +238,26 @@ impl Default for RecorderConfig {
     }
 }
 
-fn window(v: DurationValue, key: &str) -> anyhow::Result<Duration> {
+fn window(v: DurationValue, key: &str) -> Result<Duration, ConfigError> {
     let d = v.get();
     if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-        anyhow::bail!("recorder.{key} {d:?} must be between 1s and 1d");
+        return Err(invalid(
+            "recorder",
+            key,
+            format!("{d:?} must be between 1s and 1d"),
+        ));
     }
     Ok(d)
 }
 
 impl RecorderConfig {
     /// Resolves `[recorder]` from a merged table.
-    pub fn from_table(table: &toml::Table) -> anyhow::Result<RecorderConfig> {
+    pub fn from_table(table: &toml::Table) -> Result<RecorderConfig, ConfigError> {
         Self::from_raw(config_layers::parse_section::<RawRecorder>(table)?)
     }
 
     /// Resolves an already parsed `[recorder]`.
-    pub fn from_raw(raw: RawRecorder) -> anyhow::Result<RecorderConfig> {
+    pub fn from_raw(raw: RawRecorder) -> Result<RecorderConfig, ConfigError> {
         let mut c = RecorderConfig::default();
         if let Some(v) = raw.rate_limit_enabled {
             c.rate_limit_enabled = v;
@@ -266,7 +286,11 @@ impl RecorderConfig {
         if let Some(v) = raw.machine_id_rotation {
             let d = v.get();
             if d < Duration::from_secs(60) {
-                anyhow::bail!("recorder.machine_id_rotation {d:?} must be at least 1m");
+                return Err(invalid(
+                    "recorder",
+                    "machine_id_rotation",
+                    format!("{d:?} must be at least 1m"),
+                ));
             }
             c.machine_id_rotation = d;
         }
@@ -293,17 +317,15 @@ pub struct Config {
 
 impl Config {
     /// Loads all layers for `global` (files, `SEGLOG_DIR`, flags).
-    pub fn load(global: &GlobalArgs) -> anyhow::Result<Config> {
+    pub fn load(global: &GlobalArgs) -> Result<Config, ConfigError> {
         let layers = Layers::load(global)?;
         Self::from_layers(&layers, global)
     }
 
     /// Resolves from already loaded layers.
-    pub fn from_layers(layers: &Layers, global: &GlobalArgs) -> anyhow::Result<Config> {
-        let log = LogConfig::from_raw(layers.section::<RawLog>()?, global)
-            .context("invalid [log] configuration")?;
-        let recorder = RecorderConfig::from_raw(layers.section::<RawRecorder>()?)
-            .context("invalid [recorder] configuration")?;
+    pub fn from_layers(layers: &Layers, global: &GlobalArgs) -> Result<Config, ConfigError> {
+        let log = LogConfig::from_raw(layers.section::<RawLog>()?, global)?;
+        let recorder = RecorderConfig::from_raw(layers.section::<RawRecorder>()?)?;
         Ok(Config { log, recorder })
     }
 

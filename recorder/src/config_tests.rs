@@ -89,7 +89,7 @@ fn unknown_key_is_an_error_naming_the_key_and_the_file() {
 #[test]
 fn bad_values_name_the_key() {
     for (text, key) in [
-        ("[log]\nsync = \"sometimes\"\n", "log.sync"),
+        ("[log]\nsync = \"sometimes\"\n", "[log].sync"),
         ("[log]\nsegment_size = 5000\n", "log.segment_size"),
         ("[log]\nsegment_size = \"12 parsecs\"\n", "segment_size"),
         (

@@ -3,8 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
-use config_layers::{DurationValue, GlobalArgs, Layers, Section, SizeValue};
+use config_layers::{ConfigError, DurationValue, GlobalArgs, Layers, Section, SizeValue};
+
+/// `[upload].key` holds a value that parses but is not allowed.
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        origin: None,
+        section: "upload",
+        key: Some(key.to_owned()),
+        message: message.into(),
+    }
+}
 use recorder::config::LogConfig;
 use serde::Deserialize;
 
@@ -137,7 +146,7 @@ impl UploadConfig {
     }
 
     /// Loads the layered configuration for `global` (files, `SEGLOG_DIR`, `--dir`).
-    pub fn load(global: &GlobalArgs) -> anyhow::Result<UploadConfig> {
+    pub fn load(global: &GlobalArgs) -> Result<UploadConfig, ConfigError> {
         let layers = Layers::load(global)?;
         let log = LogConfig::from_table(layers.merged(), global)?;
         let raw: RawUpload = layers.section()?;
@@ -145,19 +154,24 @@ impl UploadConfig {
     }
 
     /// Resolves a parsed section against the `[log]` section.
-    pub fn resolve(raw: RawUpload, log: &LogConfig) -> anyhow::Result<UploadConfig> {
+    pub fn resolve(raw: RawUpload, log: &LogConfig) -> Result<UploadConfig, ConfigError> {
         let mut c = UploadConfig::for_dir(&log.dir);
         let d = |v: Option<DurationValue>, default: Duration| {
             v.map(DurationValue::get).unwrap_or(default)
         };
         if let Some(url) = raw.url.filter(|u| !u.trim().is_empty()) {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("[upload] url {url:?} must start with http:// or https://");
+                return Err(invalid(
+                    "url",
+                    format!("{url:?} must start with http:// or https://"),
+                ));
             }
             c.url = Some(url);
         }
         c.token = match (raw.token, raw.token_file) {
-            (Some(_), Some(_)) => bail!("[upload] set token or token_file, not both"),
+            (Some(_), Some(_)) => {
+                return Err(invalid("token", "set token or token_file, not both"))
+            }
             (Some(t), None) => Some(t),
             (None, Some(p)) => Some(read_token(&p)?),
             (None, None) => None,
@@ -182,14 +196,17 @@ impl UploadConfig {
             require_opt_in: raw.require_opt_in.unwrap_or(true),
         };
         if c.policy.interval.is_zero() {
-            bail!("[upload] interval must be greater than 0");
+            return Err(invalid("interval", "must be greater than 0"));
         }
         if let Some(p) = raw.opt_in_file {
             c.opt_in_file = p;
         }
         if let Some(l) = raw.zstd_level {
             if !(1..=19).contains(&l) {
-                bail!("[upload] zstd_level {l} must be between 1 and 19");
+                return Err(invalid(
+                    "zstd_level",
+                    format!("{l} must be between 1 and 19"),
+                ));
             }
             c.zstd_level = l;
         }
@@ -198,11 +215,14 @@ impl UploadConfig {
                 (1024..=crate::protocol::Limits::default().max_payload_bytes).contains(&b)
             });
             c.batch_max_bytes =
-                b.context("[upload] batch_max_bytes must be between 1 KiB and 16 MiB")?;
+                b.ok_or_else(|| invalid("batch_max_bytes", "must be between 1 KiB and 16 MiB"))?;
         }
         if let Some(r) = raw.batch_max_records {
             if !(1..=crate::protocol::Limits::default().max_records).contains(&r) {
-                bail!("[upload] batch_max_records {r} must be between 1 and 200000");
+                return Err(invalid(
+                    "batch_max_records",
+                    format!("{r} must be between 1 and 200000"),
+                ));
             }
             c.batch_max_records = r;
         }
@@ -246,12 +266,14 @@ impl UploadConfig {
     }
 }
 
-fn read_token(p: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(p)
-        .with_context(|| format!("cannot read [upload] token_file {}", p.display()))?;
+fn read_token(p: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        path: p.to_owned(),
+        source,
+    })?;
     let t = text.lines().next().unwrap_or("").trim().to_owned();
     if t.is_empty() {
-        bail!("[upload] token_file {} is empty", p.display());
+        return Err(invalid("token_file", format!("{} is empty", p.display())));
     }
     Ok(t)
 }
@@ -260,7 +282,7 @@ fn read_token(p: &Path) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
-    fn parse(toml: &str) -> anyhow::Result<UploadConfig> {
+    fn parse(toml: &str) -> Result<UploadConfig, ConfigError> {
         let layers = Layers::from_sources(vec![("test.toml".into(), toml.into())])?;
         let log = LogConfig::from_table(
             layers.merged(),
