@@ -17,7 +17,7 @@ pub const LOG_ID_FILE: &str = "log-id";
 pub const SEG_EXT: &str = "seg";
 /// Extension of a segment prepared ahead of need (allocated, header written, not yet live).
 pub const PREP_EXT: &str = "prep";
-/// Serialises rotation and retention across processes (fs2 lock).
+/// Serialises rotation and retention across processes (an flock, `File::lock`).
 pub(crate) const ROTATE_LOCK: &str = "rotate.lock";
 /// Held exclusively while a process opens the log.
 pub(crate) const OPEN_LOCK: &str = "open.lock";
@@ -201,13 +201,12 @@ pub fn live_segments(seg_dir: &Path) -> Result<Vec<u64>> {
 /// Whether any writer holds `writers.lock` (shared) right now, probed with a non-blocking
 /// exclusive flock that is released at once. A log no writer ever opened has no lock file.
 pub(crate) fn writers_alive(lock_path: &Path) -> bool {
-    use fs2::FileExt;
     let Ok(f) = File::open(lock_path) else {
         return false;
     };
-    match f.try_lock_exclusive() {
+    match f.try_lock() {
         Ok(()) => {
-            let _ = FileExt::unlock(&f);
+            let _ = f.unlock();
             false
         }
         Err(_) => true,

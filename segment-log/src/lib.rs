@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod close_mark;
 mod error;
 pub mod format;
 pub mod fs;

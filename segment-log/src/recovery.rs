@@ -44,6 +44,24 @@ pub(crate) fn repair_counter(seg: &MappedSegment) -> Result<()> {
     Ok(())
 }
 
+/// Bytes past the counter that a writer opening a cleanly closed log still checks
+/// ([`unwritten_after`]), instead of the whole rest of the segment.
+pub(crate) const CHECK_AFTER_MARK: u64 = 64 << 10;
+
+/// Whether `counter` is a plausible reservation end (8-aligned, past the header) with
+/// [`CHECK_AFTER_MARK`] bytes after it (or up to the capacity) all zero. One `pread`.
+pub(crate) fn unwritten_after(seg: &MappedSegment, counter: u64) -> bool {
+    if counter < HEADER_LEN || counter % FRAME_ALIGN != 0 {
+        return false;
+    }
+    let len = CHECK_AFTER_MARK.min(seg.capacity.saturating_sub(counter)) as usize;
+    let mut buf = vec![0u8; len];
+    match seg.file().read_exact_at(&mut buf, counter) {
+        Ok(()) => buf.iter().all(|&b| b == 0),
+        Err(_) => false,
+    }
+}
+
 /// The offset after the last non-zero byte in `from..capacity`, if any.
 fn last_data_end(seg: &MappedSegment, from: u64) -> Result<Option<u64>> {
     let file =
