@@ -340,6 +340,13 @@ impl Log {
         lock(&self.shared.worker).is_some()
     }
 
+    /// The number of the segment this handle has prepared (allocated, mapped and pre-faulted
+    /// as far as it decided) and not rotated into yet.
+    #[cfg(test)]
+    pub(crate) fn prepared_segment(&self) -> Option<u64> {
+        lock(&self.shared.prepared).as_ref().map(|p| p.number)
+    }
+
     /// The directory of this log.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
