@@ -45,8 +45,10 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` and each missing parent with exactly `mode` whatever the umask (each is
-/// chmod-ed after `mkdir`), and forces `mode` on `dir` itself when it existed. Parents that
-/// existed are left alone. Every directory seglog creates goes through here.
+/// chmod-ed after `mkdir`), and forces `mode` on `dir` itself when it existed with another
+/// mode (a `chmod` that changes nothing still dirties the inode, a metadata write for every
+/// one-shot writer). Parents that existed are left alone. Every directory seglog creates goes
+/// through here.
 pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let missing: Vec<&Path> = dir
@@ -61,6 +63,9 @@ pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
+    }
+    if fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode) {
+        return Ok(());
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
 }

@@ -632,23 +632,33 @@ fn open_active(
     log_id: &LogId,
     sole: bool,
 ) -> Result<MappedSegment> {
-    let files = lfs::list_segments(seg_dir)?;
-    let latest = files.iter().filter(|f| !f.prepared).map(|f| f.number).max();
-    if sole {
-        // Leftovers of crashed rotations: temp files, and prepared files that are not ahead.
-        if let Ok(rd) = std::fs::read_dir(seg_dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+    // One pass over the directory, names only (no stat per segment: a one-shot writer
+    // opens a log of many segments).
+    let mut latest: Option<u64> = None;
+    let mut prepared = Vec::new();
+    let mut temps = Vec::new();
+    let rd = std::fs::read_dir(seg_dir).map_err(|e| Error::io("list", seg_dir, e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io("list", seg_dir, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        match lfs::parse_segment_file_name(name) {
+            Some((n, SEG_EXT)) => latest = latest.max(Some(n)),
+            Some((n, PREP_EXT)) => prepared.push((n, e.path())),
+            _ if name.starts_with(".tmp-") => temps.push(e.path()),
+            _ => {}
         }
     }
-    for f in files
-        .iter()
-        .filter(|f| f.prepared && Some(f.number) <= latest)
-    {
-        let _ = std::fs::remove_file(&f.path);
+    if sole {
+        // Leftovers of crashed rotations: temp files (no other writer is alive to be
+        // creating one).
+        for t in temps {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+    // Prepared files that are not ahead of the newest live segment.
+    for (_, p) in prepared.iter().filter(|(n, _)| Some(*n) <= latest) {
+        let _ = std::fs::remove_file(p);
     }
     let Some(latest) = latest else {
         let seg = create_live(seg_dir, opts, log_id, 1)?;
