@@ -12,7 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fs2::FileExt;
 use memmap2::{Advice, MmapMut, MmapOptions};
 
 /// Sync marker + length word, the same layout seglog uses (marker in the low 32 bits).
@@ -116,8 +115,8 @@ pub fn encode_frame_into(dst: &mut [u8], payload: &[u8]) {
     pad.fill(0);
 }
 
-/// Creates a file of `len` bytes, allocated on disk (`fs2::FileExt::allocate`, as seglog
-/// does), and maps it read-write. Nothing is touched: the first write to each page faults.
+/// Creates a file of `len` bytes, allocated on disk (`fallocate(2)`, as seglog does), and
+/// maps it read-write. Nothing is touched: the first write to each page faults.
 pub fn preallocated_mapping(path: &Path, len: u64) -> MmapMut {
     let file = OpenOptions::new()
         .read(true)
@@ -125,7 +124,16 @@ pub fn preallocated_mapping(path: &Path, len: u64) -> MmapMut {
         .create_new(true)
         .open(path)
         .expect("create baseline segment");
-    file.allocate(len).expect("allocate baseline segment");
+    let flen = libc::off_t::try_from(len).expect("baseline segment length");
+    // SAFETY: the descriptor is valid for the call (borrowed from `file`, alive until the end
+    // of this function); fallocate takes no pointers.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, flen) };
+    assert_eq!(
+        rc,
+        0,
+        "allocate baseline segment: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: the file was just created by this process in a private temp dir and allocated to
     // `len` bytes; nothing truncates it while it is mapped, so no access below `len` can fault
     // with SIGBUS. The mapping is only accessed through the `MmapMut` slice API.

@@ -1,7 +1,7 @@
 //! Dropped and spooled counts by reason, persisted in `<log dir>/recorder/counters.json`.
 //!
 //! The file is JSON, `{"dropped": {"<reason>": n, ...}, "spooled": {"<reason>": n, ...}}`,
-//! rewritten atomically (temp file + rename) under an fs2 lock on `counters.lock`. Writers
+//! rewritten atomically (temp file + rename) under an flock (`File::lock`) on `counters.lock`. Writers
 //! batch increments in memory and flush at most once per [`FLUSH_EVERY`] and when the
 //! `Recorder` is dropped, so a crash loses at most that much counting. Read it with
 //! [`read`] (`seglog journal stats` and the uploader do).
@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fs2::FileExt;
 use serde::{Deserialize, Serialize};
 
 /// Directory inside the log directory that holds the recorder's shared state.
@@ -143,7 +142,7 @@ pub fn add(dir: &Path, delta: &Counters) -> std::io::Result<()> {
         .write(true)
         .mode(0o600)
         .open(state.join(COUNTERS_LOCK))?;
-    lock.lock_exclusive()?;
+    lock.lock()?;
     let result = (|| {
         let file = state.join(COUNTERS_FILE);
         // A damaged file is replaced rather than blocking counting forever.
@@ -160,7 +159,7 @@ pub fn add(dir: &Path, delta: &Counters) -> std::io::Result<()> {
         f.sync_data()?;
         std::fs::rename(&tmp, &file)
     })();
-    let _ = FileExt::unlock(&lock);
+    let _ = lock.unlock();
     result
 }
 

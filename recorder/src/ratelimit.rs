@@ -4,7 +4,7 @@
 //! `record_window_length` and at most `byte_burst_limit` payload bytes per
 //! `byte_window_length`. Each window is split into [`BUCKETS`] buckets of boot time (a
 //! sliding window at 1/60 resolution); the counts live in `<log dir>/recorder/ratelimit.state`,
-//! read and written with pread/pwrite under an fs2 lock on that file.
+//! read and written with pread/pwrite under an flock (`File::lock`) on that file.
 //!
 //! Taking the lock for every record would cost more than the append, so a writer *leases*
 //! allowance: it adds a chunk to the current bucket and spends it locally with one atomic
@@ -29,7 +29,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fs2::FileExt;
 use segment_log::Clock;
 
 use crate::config::RecorderConfig;
@@ -292,7 +291,7 @@ impl RateLimiter {
             return Ok(());
         }
         let _claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
-        self.file.lock_exclusive()?;
+        self.file.lock()?;
         let result = (|| {
             let mut st = self.read_state()?;
             for (k, n, bucket_ms) in shared {
@@ -306,7 +305,7 @@ impl RateLimiter {
             }
             self.file.write_all_at(&st.bytes, 0)
         })();
-        let _ = FileExt::unlock(&self.file);
+        let _ = self.file.unlock();
         result
     }
 
@@ -358,7 +357,7 @@ impl RateLimiter {
 
     fn admit_slow(&self, bytes: u64, now: u64) -> std::io::Result<Admission> {
         let mut claim = self.claim.lock().unwrap_or_else(|p| p.into_inner());
-        self.file.lock_exclusive().map_err(|e| {
+        self.file.lock().map_err(|e| {
             std::io::Error::new(e.kind(), format!("lock {}: {e}", self.path.display()))
         })?;
         let result = (|| {
@@ -420,7 +419,7 @@ impl RateLimiter {
             self.file.write_all_at(&st.bytes, 0)?;
             Ok(outcome)
         })();
-        let _ = FileExt::unlock(&self.file);
+        let _ = self.file.unlock();
         result
     }
 
@@ -454,7 +453,7 @@ impl RateLimiter {
         {
             return Ok(());
         }
-        self.file.lock_exclusive()?;
+        self.file.lock()?;
         let r = (|| {
             let mut st = self.read_state()?;
             for k in [Limit::Records, Limit::Bytes] {
@@ -465,7 +464,7 @@ impl RateLimiter {
             }
             self.file.write_all_at(&st.bytes, 0)
         })();
-        let _ = FileExt::unlock(&self.file);
+        let _ = self.file.unlock();
         r
     }
 }

@@ -50,6 +50,16 @@ fn read_trimmed(path: &Path) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// At most `max` bytes of a text file (lossy UTF-8; empty if unreadable).
+fn read_prefix(path: &Path, max: u64) -> String {
+    use std::io::Read;
+    let mut b = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max).read_to_end(&mut b);
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
 fn dmi(root: &Path, name: &str) -> String {
     read_trimmed(&root.join("sys/class/dmi/id").join(name)).unwrap_or_else(|| "blank".into())
 }
@@ -85,7 +95,10 @@ impl SystemInfo {
                 .find(|(key, v)| key == k && !v.is_empty())
                 .map(|(_, v)| v.clone())
         };
-        let cpuinfo = std::fs::read_to_string(root.join("proc/cpuinfo")).unwrap_or_default();
+        // The first 64 KiB: the model is in the first processor's block (on 32-bit ARM the
+        // `Hardware` line follows the processors' blocks, a few hundred bytes each). The
+        // kernel formats the whole file for a full read, milliseconds on a many-core machine.
+        let cpuinfo = read_prefix(&root.join("proc/cpuinfo"), 64 << 10);
         let cpu_model = ["model name", "Hardware", "cpu model", "Processor"]
             .iter()
             .find_map(|key| {

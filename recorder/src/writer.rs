@@ -103,7 +103,7 @@ thread_local! {
 /// A writer of records into one log directory.
 ///
 /// `Recorder` is `Send + Sync`: share it between threads. Any number of processes may each
-/// open their own on the same directory; each holds a *writer slot* (an fs2 lock on
+/// open their own on the same directory; each holds a *writer slot* (an flock on
 /// `<dir>/recorder/slots/<n>.lock`) that its records name to find its context. Appends do
 /// not lock (segment-log's reservation protocol); context changes (a new classification,
 /// machine id rotation, a new base time) briefly exclude this process's own appends.

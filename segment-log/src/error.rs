@@ -31,6 +31,18 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The file system holding the log cannot reserve space for a segment (`fallocate(2)`
+    /// fails with EOPNOTSUPP). Segments are written through a memory mapping, and only space
+    /// reserved before mapping turns a full disk into an error instead of a SIGBUS, so seglog
+    /// refuses to write there rather than emulate the reservation.
+    #[error("cannot reserve space for {}: the file system does not support fallocate ({source}); put the log on a file system that does (ext4, xfs, btrfs, tmpfs)", path.display())]
+    AllocationUnsupported {
+        /// The segment that could not be allocated.
+        path: PathBuf,
+        /// The OS error (EOPNOTSUPP).
+        #[source]
+        source: io::Error,
+    },
     /// A record is longer than the configured maximum.
     #[error("record of {len} bytes exceeds max_record_size of {max} bytes")]
     RecordTooLarge {
@@ -95,6 +107,7 @@ impl Error {
         match self {
             Error::Io { .. } => "io",
             Error::NoSpace { .. } => "no_space",
+            Error::AllocationUnsupported { .. } => "allocation_unsupported",
             Error::RecordTooLarge { .. } => "record_too_large",
             Error::BatchTooLarge { .. } => "batch_too_large",
             Error::UnsupportedVersion { .. } => "unsupported_version",

@@ -17,7 +17,7 @@ pub const LOG_ID_FILE: &str = "log-id";
 pub const SEG_EXT: &str = "seg";
 /// Extension of a segment prepared ahead of need (allocated, header written, not yet live).
 pub const PREP_EXT: &str = "prep";
-/// Serialises rotation and retention across processes (fs2 lock).
+/// Serialises rotation and retention across processes (an flock, `File::lock`).
 pub(crate) const ROTATE_LOCK: &str = "rotate.lock";
 /// Held exclusively while a process opens the log.
 pub(crate) const OPEN_LOCK: &str = "open.lock";
@@ -45,8 +45,10 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` and each missing parent with exactly `mode` whatever the umask (each is
-/// chmod-ed after `mkdir`), and forces `mode` on `dir` itself when it existed. Parents that
-/// existed are left alone. Every directory seglog creates goes through here.
+/// chmod-ed after `mkdir`), and forces `mode` on `dir` itself when it existed with another
+/// mode (a `chmod` that changes nothing still dirties the inode, a metadata write for every
+/// one-shot writer). Parents that existed are left alone. Every directory seglog creates goes
+/// through here.
 pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let missing: Vec<&Path> = dir
@@ -61,6 +63,9 @@ pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
+    }
+    if fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode) {
+        return Ok(());
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(mode))
 }
@@ -201,13 +206,12 @@ pub fn live_segments(seg_dir: &Path) -> Result<Vec<u64>> {
 /// Whether any writer holds `writers.lock` (shared) right now, probed with a non-blocking
 /// exclusive flock that is released at once. A log no writer ever opened has no lock file.
 pub(crate) fn writers_alive(lock_path: &Path) -> bool {
-    use fs2::FileExt;
     let Ok(f) = File::open(lock_path) else {
         return false;
     };
-    match f.try_lock_exclusive() {
+    match f.try_lock() {
         Ok(()) => {
-            let _ = FileExt::unlock(&f);
+            let _ = f.unlock();
             false
         }
         Err(_) => true,

@@ -307,7 +307,6 @@ pub fn read(dir: &Path) -> Result<Ledger> {
 
 /// Opens the current ledger file locked exclusively (creating it, mode 0600).
 fn open_locked(p: &Path) -> Result<File> {
-    use fs2::FileExt;
     loop {
         let f = OpenOptions::new()
             .read(true)
@@ -316,8 +315,7 @@ fn open_locked(p: &Path) -> Result<File> {
             .mode(0o600)
             .open(p)
             .map_err(|e| Error::io("open trim ledger", p, e))?;
-        f.lock_exclusive()
-            .map_err(|e| Error::io("lock trim ledger", p, e))?;
+        f.lock().map_err(|e| Error::io("lock trim ledger", p, e))?;
         // A compaction may have renamed a new file over the one we opened.
         let ours = f
             .metadata()

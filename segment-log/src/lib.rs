@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod close_mark;
 mod error;
 pub mod format;
 pub mod fs;
@@ -195,6 +196,8 @@ impl Options {
     }
 }
 
+#[cfg(test)]
+mod footprint_tests;
 #[cfg(test)]
 mod format_vector_test;
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub struct ReaderOptions {
     /// frame near the live end that fails its checksum while writers may be alive: `pread`
     /// has no acquire ordering, so its bytes may not all be visible yet (FORMAT.md).
     pub hole_timeout: Duration,
-    /// Whether to check (with a non-blocking fs2 lock probe on `writers.lock`) if any writer
+    /// Whether to check (with a non-blocking flock probe on `writers.lock`) if any writer
     /// is alive; when none is, holes are reported at once. Default true. Set false for a
     /// strictly lock-free reader (it then always waits `hole_timeout`).
     pub detect_writers: bool,

@@ -44,6 +44,32 @@ pub(crate) fn repair_counter(seg: &MappedSegment) -> Result<()> {
     Ok(())
 }
 
+/// Bytes past the counter that a writer opening a cleanly closed log still checks
+/// ([`unwritten_after`]), instead of the whole rest of the segment: four pages, enough for
+/// what lands there after a clean close (a torn or stray write next to the data, frames whose
+/// counter update was lost), one `pread` of a few microseconds.
+pub(crate) const CHECK_AFTER_MARK: u64 = 16 << 10;
+
+/// Whether `counter` is a plausible reservation end (8-aligned, past the header) with
+/// [`CHECK_AFTER_MARK`] bytes after it (or up to the capacity) all zero. One `pread`.
+pub(crate) fn unwritten_after(seg: &MappedSegment, counter: u64) -> bool {
+    if counter < HEADER_LEN || !counter.is_multiple_of(FRAME_ALIGN) {
+        return false;
+    }
+    let mut buf = [0u8; CHECK_AFTER_MARK as usize];
+    let len = CHECK_AFTER_MARK.min(seg.capacity.saturating_sub(counter)) as usize;
+    let Some(buf) = buf.get_mut(..len) else {
+        return false;
+    };
+    match seg.file().read_exact_at(buf, counter) {
+        Ok(()) => {
+            let words = buf.chunks_exact(8);
+            words.remainder().iter().all(|&b| b == 0) && words.into_iter().all(|w| w == [0u8; 8])
+        }
+        Err(_) => false,
+    }
+}
+
 /// The offset after the last non-zero byte in `from..capacity`, if any.
 fn last_data_end(seg: &MappedSegment, from: u64) -> Result<Option<u64>> {
     let file =

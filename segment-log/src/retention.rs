@@ -191,13 +191,11 @@ pub fn enforce(
     cursor: Option<Position>,
     clock: &dyn Clock,
 ) -> Result<RetentionReport> {
-    use fs2::FileExt;
     let path = dir.join(lfs::ROTATE_LOCK);
     let lock = lfs::open_lock_file(&path)?;
-    lock.lock_exclusive()
-        .map_err(|e| Error::io("lock", &path, e))?;
+    lock.lock().map_err(|e| Error::io("lock", &path, e))?;
     let r = remove_locked(dir, policy, cursor, clock);
-    let _ = FileExt::unlock(&lock);
+    let _ = lock.unlock();
     Ok(r?.count(cursor, Some(&dir.join(lfs::WRITERS_LOCK)), clock))
 }
 

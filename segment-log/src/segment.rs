@@ -22,7 +22,7 @@
 //!   data, before trusting it).
 //!
 //! The hardware and the kernel (what no Rust rule covers):
-//! - a segment file is fully allocated (`posix_fallocate`) *before* it is mapped and is never
+//! - a segment file is fully allocated (`fallocate(2)`) *before* it is mapped and is never
 //!   truncated while any process may map it, so no access within `capacity` can SIGBUS (a
 //!   full disk surfaces as an allocation error, not a signal);
 //! - the fallback prefault ([`MappedSegment::prefault`] on kernels without
@@ -51,6 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::{Advice, MmapOptions, MmapRaw};
 
+use crate::close_mark;
 use crate::error::{Error, Result};
 use crate::format::{self, SegmentHeader, FRAME_ALIGN, HEADER_LEN, OFF_RESERVED_END};
 use crate::reserve::FrameMem;
@@ -63,8 +64,12 @@ pub(crate) struct MappedSegment {
     pub(crate) path: PathBuf,
     /// Identity of the file, to recognise a prepared segment after a rename.
     pub(crate) ino: (u64, u64),
+    /// The reservation end at or past which this handle's next append wakes its preparer
+    /// (`u64::MAX`: none). Armed when the segment becomes active, disarmed by the append that
+    /// reaches it, so exactly one append of this handle notifies (see `writer.rs`).
+    pub(crate) prepare_at: AtomicU64,
     map: MmapRaw,
-    _file: File,
+    file: File,
 }
 
 pub(crate) fn open_rw(path: &Path) -> Result<File> {
@@ -86,7 +91,7 @@ pub(crate) fn create_file(tmp: &Path, dest: &Path, header: &SegmentHeader) -> Re
         .open(tmp)
         .map_err(|e| Error::io("create segment", tmp, e))?;
     let result = (|| {
-        allocate(&file, header.capacity).map_err(|e| Error::io("allocate segment", tmp, e))?;
+        allocate(&file, header.capacity).map_err(|e| allocation_error(tmp, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
             .map_err(|e| Error::io("write segment header", tmp, e))?;
         rename_noreplace(tmp, dest)
@@ -106,24 +111,44 @@ pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     std::fs::remove_file(from).map_err(|e| Error::io("remove", from, e))
 }
 
-/// Allocates `len` bytes of disk for `file`. Not `fs2::FileExt::allocate`: it calls
-/// `posix_fallocate`, which returns its error number instead of setting errno, and then
-/// reports errno, so a full disk (ENOSPC, EFBIG) came back as "Success (os error 0)" or a
-/// stale error and was not recognised as `NoSpace`.
+/// Allocates `len` bytes of disk for `file` with `fallocate(2)` (mode 0: the blocks are
+/// reserved, the file size is `len`). Called directly rather than through glibc's
+/// `posix_fallocate`, which on a file system that cannot reserve space (EOPNOTSUPP) falls back
+/// to writing a zero into every block: slow, 16 MiB of writes per segment, and on some file
+/// systems (copy-on-write, compressed, sparse network shares) no guarantee that later writes
+/// through the mapping find space, which would be a SIGBUS instead of an error. Here that
+/// case is an error that says so ([`Error::AllocationUnsupported`]).
 fn allocate(file: &File, len: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let len =
         libc::off_t::try_from(len).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: the descriptor is valid for the call (borrowed from `file`); posix_fallocate
-    // takes no pointers.
-    #[expect(
-        unsafe_code,
-        reason = "posix_fallocate, to keep the error code fs2 loses"
-    )]
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    match rc {
-        0 => Ok(()),
-        code => Err(std::io::Error::from_raw_os_error(code)),
+    loop {
+        // SAFETY: the descriptor is valid for the call (borrowed from `file`, which outlives
+        // it); fallocate takes no pointers and only changes the file's allocation.
+        #[expect(
+            unsafe_code,
+            reason = "fallocate(2) has no safe wrapper in std; called directly so EOPNOTSUPP is not emulated by writing zeros"
+        )]
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The error for a failed segment allocation: `NoSpace` for a full disk, a clear
+/// `AllocationUnsupported` when the file system cannot reserve space at all.
+pub(crate) fn allocation_error(path: &Path, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Error::AllocationUnsupported {
+            path: path.to_path_buf(),
+            source: e,
+        },
+        _ => Error::io("allocate segment", path, e),
     }
 }
 
@@ -173,9 +198,15 @@ impl MappedSegment {
             capacity: header.capacity,
             path,
             ino: (meta.dev(), meta.ino()),
+            prepare_at: AtomicU64::new(u64::MAX),
             map,
-            _file: file,
+            file,
         })
+    }
+
+    /// The mapped file (for `pread`: recovery reads through the file, not the mapping).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The same mapping under a new path (after a rename of the file).
@@ -223,35 +254,73 @@ impl MappedSegment {
         self.counter().fetch_max(self.capacity, Ordering::AcqRel);
     }
 
-    /// Faults every page in for writing, ahead of use, so appends do not take page faults.
-    /// Uses `MADV_POPULATE_WRITE`; on kernels without it, touches each page with an atomic
-    /// no-op (`fetch_add(0)`), which cannot clobber a concurrent writer's bytes.
-    pub(crate) fn prefault(&self) {
+    /// The counter value of the valid clean-close mark (FORMAT.md, "Clean-close mark"), if
+    /// the header holds one for this segment.
+    pub(crate) fn close_mark(&self) -> Option<u64> {
+        let tag = self
+            .word(close_mark::OFF_TAG as u64)
+            .load(Ordering::Acquire);
+        let counter = self
+            .word(close_mark::OFF_COUNTER as u64)
+            .load(Ordering::Relaxed);
+        (tag == close_mark::tag(self.number, counter)).then_some(counter)
+    }
+
+    /// Writes the clean-close mark for `counter`: the counter word first, then the tag that
+    /// validates it (release), so a crash in between leaves no valid mark. Called only by
+    /// the last writer to close, holding `writers.lock` exclusively.
+    pub(crate) fn set_close_mark(&self, counter: u64) {
+        self.word(close_mark::OFF_COUNTER as u64)
+            .store(counter, Ordering::Relaxed);
+        self.word(close_mark::OFF_TAG as u64)
+            .store(close_mark::tag(self.number, counter), Ordering::Release);
+    }
+
+    /// Invalidates the clean-close mark (a writer opened the log: the counter may move and
+    /// the next opener must not trust an old mark). Stores only when a tag is present, so an
+    /// open of a log without one dirties nothing.
+    pub(crate) fn clear_close_mark(&self) {
+        let tag = self.word(close_mark::OFF_TAG as u64);
+        if tag.load(Ordering::Relaxed) != 0 {
+            tag.store(0, Ordering::Release);
+        }
+    }
+
+    /// Faults the first `len` bytes (rounded up to pages, at most the capacity) in for
+    /// writing, ahead of use, so appends there take no page faults. Uses
+    /// `MADV_POPULATE_WRITE`; on kernels without it, touches each page with an atomic no-op
+    /// (`fetch_add(0)`), which cannot clobber a concurrent writer's bytes.
+    ///
+    /// Every page faulted in for writing is dirty: if appends do not overwrite it before the
+    /// kernel writes it back, zeros go to disk. The writer sizes `len` by how fast the log
+    /// fills (see `writer::prefault_len`).
+    pub(crate) fn prefault(&self, len: u64) {
         // In 2 MiB steps: each `madvise` holds the process's mmap lock, and a writer rotating
         // meanwhile (mmap/munmap) must not wait for a whole segment's populate.
         const STEP: u64 = 2 << 20;
+        let end = len.next_multiple_of(4096).min(self.capacity);
         let mut off = 0u64;
-        while off < self.capacity {
-            let len = STEP.min(self.capacity - off);
+        while off < end {
+            let n = STEP.min(end - off);
             if self
                 .map
-                .advise_range(Advice::PopulateWrite, off as usize, len as usize)
+                .advise_range(Advice::PopulateWrite, off as usize, n as usize)
                 .is_err()
             {
-                self.prefault_by_touch(off);
+                self.prefault_by_touch(off, end);
                 return;
             }
-            off += len;
+            off += n;
         }
     }
 
     /// Fallback for kernels without `MADV_POPULATE_WRITE` (before 5.14): an atomic no-op
     /// (`fetch_add(0)`) on one word per page. Sound only by the hardware guarantee in the
     /// module docs: another process may be writing that page with plain stores.
-    fn prefault_by_touch(&self, from: u64) {
+    fn prefault_by_touch(&self, from: u64, to: u64) {
         let page = 4096u64;
         let mut off = from.max(HEADER_LEN).next_multiple_of(page);
-        while off + FRAME_ALIGN <= self.capacity {
+        while off + FRAME_ALIGN <= to.min(self.capacity) {
             self.word(off).fetch_add(0, Ordering::Relaxed);
             off += page;
         }

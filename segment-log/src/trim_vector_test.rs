@@ -1,4 +1,5 @@
-//! Decodes the sealed-count and trim-ledger test vectors in FORMAT.md byte for byte.
+//! Decodes the sealed-count, clean-close mark and trim-ledger test vectors in FORMAT.md byte
+//! for byte.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use crate::ledger::{self, TrimEntry, TrimReason};
@@ -63,4 +64,13 @@ fn format_md_trim_ledger_vector_decodes_exactly() {
     enc.extend_from_slice(&want.encode());
     assert_eq!(enc, b);
     assert_eq!(l.records_lost(30000, 7, 1, None), Some(200));
+}
+
+#[test]
+fn format_md_clean_close_mark_vector_decodes_exactly() {
+    let b = section_bytes("## Clean-close mark");
+    assert_eq!(b.len(), 168);
+    assert_eq!(crate::close_mark::decode(&b, 1), Some(312));
+    assert_eq!(crate::close_mark::decode(&b, 2), None);
+    assert_eq!(crate::close_mark::encode(1, 312)[..], b[152..168]);
 }

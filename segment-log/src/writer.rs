@@ -7,7 +7,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use fs2::FileExt;
 
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind, SegmentHeader, FORMAT_VERSION, HEADER_LEN};
@@ -22,10 +21,32 @@ struct Preamble {
     version: u64,
 }
 
+/// What the background thread is woken for. It sleeps on `Shared::cond` without a timeout
+/// until one of these is set: an idle writer process has no periodic wake-ups.
 #[derive(Default)]
 struct Signal {
-    prepare: bool,
+    /// The handle rotated: prepare the next segment, count the one left, apply retention.
+    rotated: bool,
+    /// An append of this handle reached the active segment's `prepare_at`.
+    crossed: bool,
     stop: bool,
+}
+
+/// How fast the log filled while this handle watched: `bytes` reserved (by every writer of
+/// the log) over `elapsed` boot-clock nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fill {
+    pub(crate) bytes: u64,
+    pub(crate) elapsed_ns: u64,
+}
+
+/// The fill clock of the active segment: since when (boot ns) and from which counter value
+/// this handle has watched it, and the last rate measured.
+struct FillClock {
+    segment: u64,
+    since_ns: u64,
+    from: u64,
+    last: Option<Fill>,
 }
 
 struct Shared {
@@ -37,7 +58,7 @@ struct Shared {
     prepared: Mutex<Option<Arc<MappedSegment>>>,
     rotate_mutex: Mutex<()>,
     rotate_lock: std::fs::File,
-    _writers_lock: std::fs::File,
+    writers_lock: std::fs::File,
     poisoned: AtomicBool,
     preamble: ArcSwapOption<Preamble>,
     /// Version of the current preamble, 0 when none: the append fast path compares it with
@@ -53,6 +74,11 @@ struct Shared {
     dir_dirty: AtomicBool,
     signal: Mutex<Signal>,
     cond: Condvar,
+    fill: Mutex<FillClock>,
+    /// The background thread (preparer, retention counts, unmapping), once started: at open
+    /// with `prepare_ahead`, else at the first rotation when a retention policy needs it. A
+    /// one-shot writer never starts it.
+    worker: Mutex<Option<JoinHandle<()>>>,
     rotations: AtomicU64,
     /// Unique id of this handle (keys the per-thread active-segment cache).
     uid: u64,
@@ -61,7 +87,8 @@ struct Shared {
     /// Retired mappings, unmapped by the background thread so `munmap` (milliseconds for a
     /// 16 MiB mapping) never runs on an appending thread.
     retired: Mutex<Vec<Arc<MappedSegment>>>,
-    /// Whether a background thread exists to drop `retired`.
+    /// Whether a background thread exists or will be started at the first rotation, to
+    /// drop `retired` and count trimmed segments.
     background: bool,
     last_retention: Mutex<Option<RetentionReport>>,
     /// Segments removed under the rotate lock whose records the preparer has yet to count
@@ -75,7 +102,7 @@ struct Shared {
 /// `Log` is `Send + Sync`; share it between threads with `Arc` or by reference. Any number of
 /// processes may open the same directory at once. Appends are lock-free (one atomic
 /// `fetch_add` on the shared counter in the mapped segment header); rotation and retention
-/// are serialised across processes with an fs2 lock on `rotate.lock`.
+/// are serialised across processes with an flock on `rotate.lock`.
 ///
 /// Durability: a record is in the page cache once `append` returns and survives the crash of
 /// any process. What survives power loss depends on [`SyncPolicy`].
@@ -98,16 +125,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Releases an fs2 lock when dropped.
+/// Releases an flock (`File::lock`) when dropped.
 struct FlockGuard<'a>(&'a std::fs::File);
 impl Drop for FlockGuard<'_> {
     fn drop(&mut self) {
-        let _ = FileExt::unlock(self.0);
+        let _ = self.0.unlock();
     }
 }
 fn flock<'a>(file: &'a std::fs::File, path: &Path) -> Result<FlockGuard<'a>> {
-    file.lock_exclusive()
-        .map_err(|e| Error::io("lock", path, e))?;
+    file.lock().map_err(|e| Error::io("lock", path, e))?;
     Ok(FlockGuard(file))
 }
 
@@ -122,9 +148,43 @@ struct RotateGuard<'a> {
     _mutex: MutexGuard<'a, ()>,
 }
 
-/// How often the preparer checks whether the active segment filled enough to prepare the
-/// next one (cheap: one atomic load).
-const PREPARE_POLL: Duration = Duration::from_millis(20);
+/// The preparer is woken when the active segment's counter passes this fraction (1/8) of
+/// what was left of it when it became active (or when this handle opened it).
+const PREPARE_AT_SHIFT: u32 = 3;
+
+/// The append horizon a prepared segment is pre-faulted for: the bytes the log is expected
+/// to receive in this time at the measured rate. Kept well under the kernel's dirty-page
+/// expiry (`vm.dirty_expire_centisecs`, 30 s by default), so pre-faulted (dirty) zero pages
+/// are overwritten by records before writeback would write the zeros to disk.
+const PREFAULT_HORIZON_NS: u64 = 10_000_000_000;
+
+/// Pre-faulting is done in whole steps of this size (and not at all below one).
+const PREFAULT_STEP: u64 = 2 << 20;
+
+/// How many bytes of a prepared segment to pre-fault, given how fast the log filled
+/// (`None`: not measured yet, nothing). A fast writer gets the whole segment, so its appends
+/// take no page faults; a slow one gets nothing: for it a fault per 4 KiB page costs
+/// nothing measurable, while pre-faulting dirties the whole segment, which the kernel would
+/// write to disk as zeros long before records overwrite them (16 MiB of writes for a writer
+/// of a few KiB/s). In between, the bytes expected within [`PREFAULT_HORIZON_NS`], in whole
+/// [`PREFAULT_STEP`]s.
+pub(crate) fn prefault_len(fill: Option<Fill>, capacity: u64) -> u64 {
+    let Some(f) = fill else { return 0 };
+    let expected =
+        u128::from(f.bytes) * u128::from(PREFAULT_HORIZON_NS) / u128::from(f.elapsed_ns.max(1));
+    if expected >= u128::from(capacity) {
+        return capacity;
+    }
+    // Below the capacity, so it fits in u64.
+    (expected as u64) / PREFAULT_STEP * PREFAULT_STEP
+}
+
+/// The counter value whose crossing wakes the preparer, for a segment that became active
+/// with its counter at `reserved`.
+fn prepare_threshold(reserved: u64, capacity: u64) -> u64 {
+    let r = reserved.clamp(HEADER_LEN, capacity);
+    r + ((capacity - r) >> PREPARE_AT_SHIFT)
+}
 
 static NEXT_LOG_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -195,17 +255,33 @@ impl Log {
         let _open_guard = flock(&open_lock, &open_path)?;
         let writers_path = dir.join(lfs::WRITERS_LOCK);
         let writers_lock = lfs::open_lock_file(&writers_path)?;
-        let sole = writers_lock.try_lock_exclusive().is_ok();
+        let sole = writers_lock.try_lock().is_ok();
         if sole {
-            let _ = FileExt::unlock(&writers_lock);
+            let _ = writers_lock.unlock();
         }
-        FileExt::lock_shared(&writers_lock).map_err(|e| Error::io("lock", &writers_path, e))?;
+        writers_lock
+            .lock_shared()
+            .map_err(|e| Error::io("lock", &writers_path, e))?;
 
         let rotate_path = dir.join(lfs::ROTATE_LOCK);
         let rotate_lock = lfs::open_lock_file(&rotate_path)?;
         let active = {
             let _g = flock(&rotate_lock, &rotate_path)?;
             open_active(&seg_dir, &opts, &log_id, sole)?
+        };
+        let now = opts.clock.boot_ns();
+        let reserved = active.load_reserved();
+        if opts.prepare_ahead {
+            active.prepare_at.store(
+                prepare_threshold(reserved, active.capacity),
+                Ordering::Relaxed,
+            );
+        }
+        let fill = FillClock {
+            segment: active.number,
+            since_ns: now,
+            from: reserved,
+            last: None,
         };
 
         let shared = Arc::new(Shared {
@@ -216,7 +292,7 @@ impl Log {
             prepared: Mutex::new(None),
             rotate_mutex: Mutex::new(()),
             rotate_lock,
-            _writers_lock: writers_lock,
+            writers_lock,
             poisoned: AtomicBool::new(false),
             preamble: ArcSwapOption::empty(),
             current_preamble: AtomicU64::new(0),
@@ -224,11 +300,10 @@ impl Log {
             preamble_mark: AtomicU64::new(u64::MAX),
             unsynced: Mutex::new(Vec::new()),
             dir_dirty: AtomicBool::new(false),
-            signal: Mutex::new(Signal {
-                prepare: false,
-                stop: false,
-            }),
+            signal: Mutex::new(Signal::default()),
             cond: Condvar::new(),
+            fill: Mutex::new(fill),
+            worker: Mutex::new(None),
             rotations: AtomicU64::new(0),
             uid: NEXT_LOG_UID.fetch_add(1, Ordering::Relaxed),
             epoch: AtomicU64::new(0),
@@ -239,14 +314,11 @@ impl Log {
             opts,
         });
         let mut threads = Vec::new();
-        if shared.opts.prepare_ahead || shared.opts.retention.is_some() {
-            let s = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("seglog-prepare".into())
-                    .spawn(move || s.preparer_loop())
-                    .map_err(|e| Error::io("spawn preparer thread", &shared.dir, e))?,
-            );
+        // A writer that prepares ahead starts its background thread now (it sleeps until an
+        // append or a rotation wakes it); one that only needs retention starts it at its
+        // first rotation (`Shared::start_worker`), so a one-shot writer starts none.
+        if shared.opts.prepare_ahead {
+            shared.start_worker()?;
         }
         if let SyncPolicy::Interval(every) = shared.opts.sync {
             let s = shared.clone();
@@ -258,6 +330,21 @@ impl Log {
             );
         }
         Ok(Log { shared, threads })
+    }
+
+    /// Whether this handle's background thread (which prepares segments ahead, counts the
+    /// records of trimmed segments and unmaps retired ones) is running. It starts at open
+    /// when [`Options::prepare_ahead`] is set, else at the first rotation if a retention
+    /// policy needs it; a short-lived writer that never rotates never starts one.
+    pub fn background_thread_started(&self) -> bool {
+        lock(&self.shared.worker).is_some()
+    }
+
+    /// The number of the segment this handle has prepared (allocated, mapped and pre-faulted
+    /// as far as it decided) and not rotated into yet.
+    #[cfg(test)]
+    pub(crate) fn prepared_segment(&self) -> Option<u64> {
+        lock(&self.shared.prepared).as_ref().map(|p| p.number)
     }
 
     /// The directory of this log.
@@ -417,6 +504,11 @@ impl Log {
                                 failed = Some(Error::io("msync", &seg.path, e));
                             }
                         }
+                        // One load and compare: only the append that reaches the armed
+                        // threshold (it is disarmed then) takes the cold path.
+                        if start + total >= seg.prepare_at.load(Ordering::Relaxed) {
+                            s.crossed(seg);
+                        }
                         0
                     }
                     Reservation::Full { seal_at } => {
@@ -433,7 +525,7 @@ impl Log {
             if full == 0 {
                 return Ok(());
             }
-            s.rotate(full)?;
+            self.shared.rotate(full, true)?;
         }
     }
 
@@ -453,7 +545,7 @@ impl Log {
         }
         let n = seg.number;
         drop(seg);
-        s.rotate(n)
+        self.shared.rotate(n, false)
     }
 
     /// Applies a retention policy now (see [`crate::retention`]). `cursor` is the position
@@ -479,17 +571,25 @@ impl Log {
 
 impl Drop for Log {
     fn drop(&mut self) {
+        let s = &*self.shared;
         {
-            let mut sig = lock(&self.shared.signal);
+            let mut sig = lock(&s.signal);
             sig.stop = true;
-            self.shared.cond.notify_all();
+            s.cond.notify_all();
         }
-        for t in self.threads.drain(..) {
+        let worker = lock(&s.worker).take();
+        let had_worker = worker.is_some();
+        for t in self.threads.drain(..).chain(worker) {
             let _ = t.join();
         }
-        if !matches!(self.shared.opts.sync, SyncPolicy::Never) {
-            let _ = self.shared.sync_all();
+        if !had_worker {
+            // Segments trimmed by a rotation of a handle without a background thread.
+            s.count_trimmed();
         }
+        if !matches!(s.opts.sync, SyncPolicy::Never) {
+            let _ = s.sync_all();
+        }
+        s.mark_clean_close();
     }
 }
 
@@ -532,23 +632,33 @@ fn open_active(
     log_id: &LogId,
     sole: bool,
 ) -> Result<MappedSegment> {
-    let files = lfs::list_segments(seg_dir)?;
-    let latest = files.iter().filter(|f| !f.prepared).map(|f| f.number).max();
-    if sole {
-        // Leftovers of crashed rotations: temp files, and prepared files that are not ahead.
-        if let Ok(rd) = std::fs::read_dir(seg_dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
+    // One pass over the directory, names only (no stat per segment: a one-shot writer
+    // opens a log of many segments).
+    let mut latest: Option<u64> = None;
+    let mut prepared = Vec::new();
+    let mut temps = Vec::new();
+    let rd = std::fs::read_dir(seg_dir).map_err(|e| Error::io("list", seg_dir, e))?;
+    for e in rd {
+        let e = e.map_err(|e| Error::io("list", seg_dir, e))?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        match lfs::parse_segment_file_name(name) {
+            Some((n, SEG_EXT)) => latest = latest.max(Some(n)),
+            Some((n, PREP_EXT)) => prepared.push((n, e.path())),
+            _ if name.starts_with(".tmp-") => temps.push(e.path()),
+            _ => {}
         }
     }
-    for f in files
-        .iter()
-        .filter(|f| f.prepared && Some(f.number) <= latest)
-    {
-        let _ = std::fs::remove_file(&f.path);
+    if sole {
+        // Leftovers of crashed rotations: temp files (no other writer is alive to be
+        // creating one).
+        for t in temps {
+            let _ = std::fs::remove_file(t);
+        }
+    }
+    // Prepared files that are not ahead of the newest live segment.
+    for (_, p) in prepared.iter().filter(|(n, _)| Some(*n) <= latest) {
+        let _ = std::fs::remove_file(p);
     }
     let Some(latest) = latest else {
         let seg = create_live(seg_dir, opts, log_id, 1)?;
@@ -567,10 +677,27 @@ fn open_active(
             return Ok(seg);
         }
     };
-    if sole {
+    if sole && !closed_cleanly(&seg) {
         crate::recovery::repair_counter(&seg)?;
     }
+    // From now on the counter may move: an old mark must not vouch for it any more.
+    seg.clear_close_mark();
     Ok(seg)
+}
+
+/// Whether the newest segment's counter can be trusted without reading the whole segment:
+/// the last writer closed the log cleanly with exactly this counter value (FORMAT.md,
+/// "Clean-close mark"), and the bytes just past it are still unwritten
+/// ([`crate::recovery::CHECK_AFTER_MARK`]). The second check catches what most often lands
+/// there after a clean close: a torn or stray write past the counter, and frames a writer
+/// appended after the mark whose counter update did not reach the disk before a power loss
+/// (its first frame starts at the marked value).
+fn closed_cleanly(seg: &MappedSegment) -> bool {
+    let counter = seg.load_reserved();
+    if seg.close_mark() != Some(counter) {
+        return false;
+    }
+    counter >= seg.capacity || crate::recovery::unwritten_after(seg, counter)
 }
 
 impl Shared {
@@ -584,22 +711,28 @@ impl Shared {
         })
     }
 
-    fn rotate(&self, from: u64) -> Result<()> {
+    /// Rotates away from segment `from` (full, or forced full when `filled` is false).
+    fn rotate(self: &Arc<Self>, from: u64, filled: bool) -> Result<()> {
         let _g = self.lock_rotate()?;
+        let left = self.active.load().capacity;
         if self.active.load().number != from {
             return Ok(()); // another thread of this process already rotated
         }
+        let worker = self.background && self.start_worker().is_ok();
         let mut current = from;
         loop {
             let seg = self.next_segment(current)?;
             let full = seg.load_reserved() >= seg.capacity;
             current = seg.number;
+            if !full {
+                self.activated(&seg, filled.then_some((from, left)));
+            }
             let old = self.active.swap(Arc::new(seg));
             self.epoch.fetch_add(1, Ordering::Release);
             if !matches!(self.opts.sync, SyncPolicy::Never) {
                 lock(&self.unsynced).push(old.clone());
             }
-            if self.background {
+            if worker {
                 lock(&self.retired).push(old);
             }
             self.rotations.fetch_add(1, Ordering::Relaxed);
@@ -612,10 +745,82 @@ impl Shared {
         } else {
             self.dir_dirty.store(true, Ordering::Relaxed);
         }
-        let mut sig = lock(&self.signal);
-        sig.prepare = true;
-        self.cond.notify_all();
+        if worker {
+            let mut sig = lock(&self.signal);
+            sig.rotated = true;
+            self.cond.notify_all();
+        }
         Ok(())
+    }
+
+    /// Notes that `seg` becomes the active segment (before it is published): restarts the
+    /// fill clock, keeping the rate measured over the segment `left` (number, capacity)
+    /// that appends filled, when this handle watched it, and arms the preparer's threshold.
+    fn activated(&self, seg: &MappedSegment, left: Option<(u64, u64)>) {
+        let now = self.opts.clock.boot_ns();
+        let reserved = seg.load_reserved();
+        {
+            let mut f = lock(&self.fill);
+            if let Some((_, capacity)) = left.filter(|l| l.0 == f.segment) {
+                f.last = Some(Fill {
+                    bytes: capacity.saturating_sub(f.from),
+                    elapsed_ns: now.saturating_sub(f.since_ns),
+                });
+            }
+            f.segment = seg.number;
+            f.since_ns = now;
+            f.from = reserved;
+        }
+        if self.opts.prepare_ahead {
+            seg.prepare_at
+                .store(prepare_threshold(reserved, seg.capacity), Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the background thread unless it runs already.
+    fn start_worker(self: &Arc<Self>) -> Result<()> {
+        let mut w = lock(&self.worker);
+        if w.is_some() {
+            return Ok(());
+        }
+        let s = self.clone();
+        *w = Some(
+            std::thread::Builder::new()
+                .name("seglog-prepare".into())
+                .spawn(move || s.worker_loop())
+                .map_err(|e| Error::io("spawn preparer thread", &self.dir, e))?,
+        );
+        Ok(())
+    }
+
+    /// An append reached `seg`'s threshold: the first to disarm it wakes the preparer
+    /// (once per segment and handle; off the hot path).
+    #[cold]
+    #[inline(never)]
+    fn crossed(&self, seg: &MappedSegment) {
+        if seg.prepare_at.swap(u64::MAX, Ordering::Relaxed) == u64::MAX {
+            return;
+        }
+        let mut sig = lock(&self.signal);
+        sig.crossed = true;
+        self.cond.notify_all();
+    }
+
+    /// On close: if no other writer is alive, writes the clean-close mark into the active
+    /// segment, so the next writer to open the log trusts its counter without reading the
+    /// segment (FORMAT.md, "Clean-close mark"). Our shared lock on `writers.lock` becomes
+    /// exclusive only if nobody else holds it; if the conversion fails the shared lock is
+    /// gone too, which is what closing does anyway.
+    fn mark_clean_close(&self) {
+        if self.poisoned.load(Ordering::Relaxed) || self.writers_lock.try_lock().is_err() {
+            return;
+        }
+        let seg = self.active.load();
+        let counter = seg.load_reserved();
+        if counter < seg.capacity {
+            seg.set_close_mark(counter);
+        }
+        let _ = self.writers_lock.unlock();
     }
 
     /// The segment after `from`: one another process already made live, our prepared one,
@@ -653,18 +858,22 @@ impl Shared {
         create_live(&self.seg_dir, &self.opts, &self.log_id, n)
     }
 
-    /// Background work: prepare the next segment and apply retention. A short-lived writer
-    /// (one `seglog record`) must not pay for allocating and faulting 16 MiB it will never
-    /// use, so the next segment is prepared only once this handle has rotated, or once the
-    /// active segment is an eighth full; after that, right after every rotation.
-    fn preparer_loop(self: Arc<Self>) {
-        let mut rotated_once = false;
+    /// The background thread: prepares the next segment and applies retention. It sleeps
+    /// without a timeout until a rotation, an append that reached the active segment's
+    /// threshold, or the handle's close wakes it, so an idle writer costs no wake-ups.
+    ///
+    /// A short-lived writer must not pay for allocating and faulting 16 MiB it will never
+    /// use, so the next segment is prepared only once the active one filled an eighth of
+    /// what was left of it (the append that gets there wakes this thread), or right after a
+    /// rotation. How much of it is pre-faulted depends on how fast the log fills
+    /// ([`prefault_len`]).
+    fn worker_loop(self: Arc<Self>) {
         loop {
-            let rotated = {
+            let (rotated, crossed) = {
                 let sig = lock(&self.signal);
-                let (mut sig, _) = self
+                let mut sig = self
                     .cond
-                    .wait_timeout_while(sig, PREPARE_POLL, |s| !s.prepare && !s.stop)
+                    .wait_while(sig, |s| !s.rotated && !s.crossed && !s.stop)
                     .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
                     drop(sig);
@@ -672,11 +881,16 @@ impl Shared {
                     self.count_trimmed();
                     return;
                 }
-                std::mem::take(&mut sig.prepare)
+                (
+                    std::mem::take(&mut sig.rotated),
+                    std::mem::take(&mut sig.crossed),
+                )
             };
             drop(std::mem::take(&mut *lock(&self.retired)));
-            rotated_once |= rotated && self.rotations.load(Ordering::Relaxed) > 0;
-            if self.opts.prepare_ahead && (rotated_once || self.active_fill() >= 0.125) {
+            if crossed {
+                self.measure_fill();
+            }
+            if self.opts.prepare_ahead && (rotated || crossed) {
                 let _ = self.prepare_next();
             }
             if rotated {
@@ -689,6 +903,20 @@ impl Shared {
                 }
             }
             self.count_trimmed();
+        }
+    }
+
+    /// Measures how fast the active segment filled since it became active (or since this
+    /// handle opened it), counting every writer's reservations.
+    fn measure_fill(&self) {
+        let seg = self.active.load();
+        let now = self.opts.clock.boot_ns();
+        let mut f = lock(&self.fill);
+        if f.segment == seg.number {
+            f.last = Some(Fill {
+                bytes: seg.load_reserved().min(seg.capacity).saturating_sub(f.from),
+                elapsed_ns: now.saturating_sub(f.since_ns),
+            });
         }
     }
 
@@ -727,13 +955,8 @@ impl Shared {
         *lock(&self.last_retention) = Some(total);
     }
 
-    /// Fraction of the active segment reserved so far.
-    fn active_fill(&self) -> f64 {
-        let seg = self.active.load();
-        seg.load_reserved().min(seg.capacity) as f64 / seg.capacity as f64
-    }
-
-    /// Allocates, maps and pre-faults the segment after the active one.
+    /// Allocates and maps the segment after the active one, and pre-faults as much of it as
+    /// the measured fill rate says will be written soon ([`prefault_len`]).
     fn prepare_next(&self) -> Result<()> {
         let want = self.active.load().number + 1;
         if lock(&self.prepared)
@@ -760,7 +983,7 @@ impl Shared {
             }
         };
         let seg = MappedSegment::map(file, prep)?;
-        seg.prefault();
+        seg.prefault(prefault_len(lock(&self.fill).last, seg.capacity));
         *lock(&self.prepared) = Some(Arc::new(seg));
         Ok(())
     }

@@ -15,6 +15,7 @@ mod architecture;
 mod collector_e2e;
 mod collector_modes;
 mod demo;
+mod device_footprint;
 mod fuzz_replay;
 mod gap_report_e2e;
 mod journal;

@@ -4,7 +4,7 @@
 //! <log dir>/upload/            mode 0700
 //!   cursor.a, cursor.b         the cursor (see `cursor`)
 //!   state.json                 status: last success/error, totals, daily budget
-//!   uploader.lock              fs2 lock held by the one uploader of this log
+//!   uploader.lock              flock held by the one uploader of this log
 //!   control.sock               the daemon's Unix socket (flush, status)
 //!   opt-in                     marker: uploads are allowed (`seglog upload opt-in`)
 //!   dead-letter/<id>.batch     bodies the server refused for good, and <id>.json the reason

@@ -2,7 +2,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use fs2::FileExt;
 use serde_json::json;
 
 use crate::config::UploadConfig;
@@ -13,8 +12,8 @@ use crate::state::{self, now_ms, Status};
 pub fn running_uploader(cfg: &UploadConfig) -> Option<String> {
     let path = cfg.upload_dir().join(state::LOCK_FILE);
     let f = std::fs::File::open(&path).ok()?;
-    if FileExt::try_lock_shared(&f).is_ok() {
-        let _ = FileExt::unlock(&f);
+    if f.try_lock_shared().is_ok() {
+        let _ = f.unlock();
         return None;
     }
     Some(

@@ -3,7 +3,8 @@
 //! For `logger`, rsyslog's `omprog`, or `journalctl -f | seglog probe pipe -c ...`. Lines
 //! are appended in batches (one segment-log reservation per batch): a batch is written when
 //! it holds `--batch-lines` lines or `--batch-bytes` bytes, or when no new line arrived for
-//! `--flush-after`, so a quiet source is never delayed longer than that. The trailing `\n`
+//! `--flush-after`, so a quiet source is never delayed longer than that (that timer runs only
+//! while lines are pending: an idle probe sleeps until input arrives). The trailing `\n`
 //! (and `\r`) is removed; empty lines are skipped; a line longer than the largest payload is
 //! cut to it. At end of input (also when the writer upstream died: a broken pipe is just the
 //! end) the last batch is written and counts are printed on standard error.
@@ -227,18 +228,24 @@ impl<'a> Appender<'a> {
     /// Takes messages until end of input; `rx` is dropped on return, which ends the reader.
     fn run(mut self, rx: mpsc::Receiver<Msg>) -> anyhow::Result<PipeReport> {
         loop {
-            let wait = if self.full.is_full() {
-                self.args.flush_after.min(RETRY_EVERY)
+            // The flush (and full-disk retry) timer runs only while lines are pending: an
+            // idle probe blocks in `recv` and is never woken until input arrives.
+            let msg = if self.pending.is_empty() {
+                rx.recv().unwrap_or(Msg::End(None))
             } else {
-                self.args.flush_after
-            };
-            let msg = match rx.recv_timeout(wait) {
-                Ok(m) => m,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.write(true)?;
-                    continue;
+                let wait = if self.full.is_full() {
+                    self.args.flush_after.min(RETRY_EVERY)
+                } else {
+                    self.args.flush_after
+                };
+                match rx.recv_timeout(wait) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.write(true)?;
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => Msg::End(None),
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => Msg::End(None),
             };
             match msg {
                 Msg::Line(line) => {

@@ -4,8 +4,6 @@ use std::fs::File;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use fs2::FileExt;
-
 use super::{MAX_SLOTS, SLOTS_DIR};
 use crate::errors::OpenError;
 use crate::record::{Classification, Context};
@@ -31,7 +29,7 @@ pub(super) fn acquire_slot(state_dir: &Path) -> Result<(u32, File), OpenError> {
             .mode(0o600)
             .open(&path)
             .map_err(|e| err(&path, e))?;
-        if f.try_lock_exclusive().is_ok() {
+        if f.try_lock().is_ok() {
             return Ok((n, f));
         }
     }

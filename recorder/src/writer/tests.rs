@@ -452,3 +452,24 @@ fn a_batch_the_log_refuses_counts_nothing_and_spends_no_allowance() {
     rec.flush_counters().unwrap();
     assert_eq!(crate::counters::read(d.path()).unwrap().total_spooled(), 3);
 }
+
+/// Issue 12: `seglog record` (a one-shot writer: no prepare-ahead) started the segment log's
+/// background thread whenever retention was configured (the default), for a process that
+/// writes one record and exits.
+#[test]
+fn a_one_shot_recorder_starts_no_background_thread() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = test_config(d.path());
+    assert!(cfg.log.max_bytes.is_some(), "retention is on by default");
+    let rec = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    rec.record(
+        &RecordBuilder::parse("org.test/one/shot", 1)
+            .unwrap()
+            .payload(b"x"),
+    )
+    .unwrap();
+    assert!(!rec.log().background_thread_started());
+    drop(rec);
+    let probe = Recorder::open_with(&cfg, FakeClock::new(), true).unwrap();
+    assert!(probe.log().background_thread_started());
+}

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use fs2::FileExt;
 use segment_log::{LogId, Position, ReaderOptions, SystemClock};
 
 use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
@@ -220,7 +219,7 @@ pub fn lock(updir: &std::path::Path) -> anyhow::Result<File> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    if FileExt::try_lock_exclusive(&f).is_err() {
+    if f.try_lock().is_err() {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
         return Err(anyhow!(
             "another uploader is running for this log (pid {}); lock {} is held",
