@@ -18,10 +18,10 @@ use config_layers::GlobalArgs;
 pub struct RecordArgs {
     /// Classification DOMAIN/PROBE/REST, e.g. org.example/crash/segfault (three non-empty
     /// parts of printable ASCII, at most 140 bytes).
-    #[arg(short = 'c', long = "class", value_name = "CLASS", value_parser = parse_class)]
+    #[arg(short = 'c', long = "class", value_name = "CLASS")]
     pub class: Classification,
     /// Severity: 1 (low), 2 (medium), 3 (high) or 4 (critical).
-    #[arg(short = 's', long = "severity", value_name = "SEV", value_parser = parse_severity)]
+    #[arg(short = 's', long = "severity", value_name = "SEV")]
     pub severity: Severity,
     /// The payload text.
     #[arg(
@@ -35,25 +35,8 @@ pub struct RecordArgs {
     #[arg(short = 'P', long = "payload-file", value_name = "FILE")]
     pub payload_file: Option<PathBuf>,
     /// Event id grouping records of one event: 32 lowercase hex characters.
-    #[arg(short = 'e', long = "event-id", value_name = "EVENT_ID", value_parser = parse_event_id)]
+    #[arg(short = 'e', long = "event-id", value_name = "EVENT_ID")]
     pub event_id: Option<EventId>,
-}
-
-/// clap value parser for classifications (the error says what the rule is).
-pub fn parse_class(s: &str) -> Result<Classification, String> {
-    Classification::new(s).map_err(|e| e.to_string())
-}
-
-/// clap value parser for severities.
-pub fn parse_severity(s: &str) -> Result<Severity, String> {
-    s.parse::<Severity>().map_err(|_| {
-        format!("invalid severity {s:?}: use 1 (low), 2 (medium), 3 (high) or 4 (critical)")
-    })
-}
-
-/// clap value parser for event ids.
-pub fn parse_event_id(s: &str) -> Result<EventId, String> {
-    EventId::parse(s).map_err(|e| e.to_string())
 }
 
 /// Reads at most `max + 1` bytes, so an oversized input is detected without reading it all.
@@ -137,9 +120,19 @@ pub fn run_probe(cmd: ProbeCommand, global: &GlobalArgs) -> anyhow::Result<ExitC
             println!("{}", receipt.id());
             Ok(ExitCode::SUCCESS)
         }
-        ProbeCommand::Netstat(a) => probes::netstat::run(a, global),
-        ProbeCommand::EventsDir(a) => probes::events_dir::run(a, global),
-        ProbeCommand::Pipe(a) => probes::pipe::run(a, global),
+        // Arguments are checked before the log is opened (a bad flag creates nothing).
+        ProbeCommand::Netstat(a) => {
+            a.check()?;
+            probes::netstat::run(a, &open_recorder(global, true)?)
+        }
+        ProbeCommand::EventsDir(a) => {
+            let probe = probes::events_dir::EventsDir::new(a)?;
+            probes::events_dir::run(probe, &open_recorder(global, false)?)
+        }
+        ProbeCommand::Pipe(a) => {
+            a.check()?;
+            probes::pipe::run(a, &open_recorder(global, true)?)
+        }
     }
 }
 

@@ -107,6 +107,12 @@ pub enum ValidationError {
         /// The refused value.
         value: i64,
     },
+    /// The severity is not a number.
+    #[error("invalid severity {text:?}: use 1 (low), 2 (medium), 3 (high) or 4 (critical)")]
+    SeverityText {
+        /// The refused text.
+        text: String,
+    },
     /// The event id is not 32 lowercase hex characters.
     #[error("invalid event id {value:?}: {reason}; use 32 lowercase hex characters (e.g. 5de9de8d5f3c6a7d445d75ba01cc3322)")]
     EventId {
@@ -122,7 +128,7 @@ impl ValidationError {
     pub fn field(&self) -> &'static str {
         match self {
             ValidationError::Classification { .. } => "classification",
-            ValidationError::Severity { .. } => "severity",
+            ValidationError::Severity { .. } | ValidationError::SeverityText { .. } => "severity",
             ValidationError::EventId { .. } => "event_id",
         }
     }
@@ -131,7 +137,9 @@ impl ValidationError {
     pub fn code(&self) -> &'static str {
         match self {
             ValidationError::Classification { .. } => "invalid_classification",
-            ValidationError::Severity { .. } => "invalid_severity",
+            ValidationError::Severity { .. } | ValidationError::SeverityText { .. } => {
+                "invalid_severity"
+            }
             ValidationError::EventId { .. } => "invalid_event_id",
         }
     }
@@ -274,7 +282,7 @@ impl FromStr for Severity {
         let v = s
             .trim()
             .parse::<i64>()
-            .map_err(|_| ValidationError::Severity { value: -1 })?;
+            .map_err(|_| ValidationError::SeverityText { text: s.to_owned() })?;
         Severity::new(v)
     }
 }

@@ -29,7 +29,6 @@ use serde_json::Value;
 use super::full_disk::FullDisk;
 use crate::record::{Classification, EventId, Severity, MAX_CLASSIFICATION_LEN};
 use crate::{RecordBuilder, Recorder};
-use config_layers::GlobalArgs;
 
 /// Largest event file read.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -296,8 +295,13 @@ pub struct EventsDir {
 }
 
 impl EventsDir {
-    /// Checks the options.
+    /// Checks the options (the events directory must exist).
     pub fn new(args: EventsDirArgs) -> anyhow::Result<EventsDir> {
+        anyhow::ensure!(
+            args.dir.is_dir(),
+            "{} is not a directory (events-dir DIR)",
+            args.dir.display()
+        );
         Classification::new(&format!("{}/x", args.class_prefix))
             .map_err(|e| anyhow::anyhow!("--class-prefix must be DOMAIN/PROBE: {e}"))?;
         anyhow::ensure!(args.max_events > 0, "--max-events must be at least 1");
@@ -308,6 +312,11 @@ impl EventsDir {
             period_use: HashMap::new(),
             full: FullDisk::new("events-dir"),
         })
+    }
+
+    /// `(--watch, --scan-interval, --duration)`.
+    fn schedule(&self) -> (bool, Duration, Option<Duration>) {
+        (self.args.watch, self.args.scan_interval, self.args.duration)
     }
 
     /// `(source name, directory)` pairs to scan.
@@ -503,20 +512,12 @@ fn record_events(
 }
 
 /// Runs the probe.
-pub fn run(args: EventsDirArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.dir.is_dir(),
-        "{} is not a directory (events-dir DIR)",
-        args.dir.display()
-    );
-    let watch = args.watch;
-    let (interval, duration) = (args.scan_interval, args.duration);
-    let mut collector = EventsDir::new(args)?;
-    let rec = crate::cli::open_recorder(global, false)?;
+pub fn run(mut collector: EventsDir, rec: &Recorder) -> anyhow::Result<ExitCode> {
+    let (watch, interval, duration) = collector.schedule();
     let start = Instant::now();
     let mut k = 0u32;
     loop {
-        let report = collector.pass(&rec)?;
+        let report = collector.pass(rec)?;
         if !watch || report.files > 0 || !report.dropped.is_empty() {
             eprintln!("{report}");
         }

@@ -27,11 +27,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use super::full_disk::FullDisk;
-use crate::cli::parse_class;
 use crate::config::RateLimitStrategy;
 use crate::record::Classification;
 use crate::{RecordBuilder, Recorder};
-use config_layers::GlobalArgs;
 
 /// Options of `seglog probe netstat`.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,7 +47,12 @@ pub struct NetstatArgs {
     #[arg(long)]
     pub include_loopback: bool,
     /// Classification of the records.
-    #[arg(short = 'c', long = "class", value_name = "CLASS", default_value = "org.seglog/netstat/deltas", value_parser = parse_class)]
+    #[arg(
+        short = 'c',
+        long = "class",
+        value_name = "CLASS",
+        default_value = "org.seglog/netstat/deltas"
+    )]
     pub class: Classification,
     /// The counters file (for tests and containers).
     #[arg(long, value_name = "FILE", default_value = "/proc/net/dev")]
@@ -188,27 +191,34 @@ impl Collector {
 /// How often the sleeping probe checks for a stop request.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
+impl NetstatArgs {
+    /// Checks the options (before the log is opened).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.poll_interval.is_zero(),
+            "--poll-interval must be greater than zero"
+        );
+        anyhow::ensure!(
+            self.log_interval >= self.poll_interval,
+            "--log-interval ({:?}) must be at least --poll-interval ({:?})",
+            self.log_interval,
+            self.poll_interval
+        );
+        Ok(())
+    }
+}
+
 /// Runs the probe until `--duration` passes, or until SIGTERM or SIGINT: then it takes a last
 /// poll and records the interval in progress before it exits 0, so stopping the probe (e.g.
 /// `systemctl stop`) loses no traffic that was counted.
-pub fn run(args: NetstatArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        !args.poll_interval.is_zero(),
-        "--poll-interval must be greater than zero"
-    );
-    anyhow::ensure!(
-        args.log_interval >= args.poll_interval,
-        "--log-interval ({:?}) must be at least --poll-interval ({:?})",
-        args.log_interval,
-        args.poll_interval
-    );
-    let rec = crate::cli::open_recorder(global, true)?;
+pub fn run(args: NetstatArgs, rec: &Recorder) -> anyhow::Result<ExitCode> {
+    args.check()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| anyhow::anyhow!("cannot install a handler for signal {sig}: {e}"))?;
     }
-    let r = run_with(&args, &rec, &stop, |receipt| {
+    let r = run_with(&args, rec, &stop, |receipt| {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", receipt.id()).and_then(|()| out.flush());
     })?;

@@ -20,23 +20,26 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::full_disk::{FullDisk, RETRY_EVERY};
-use crate::cli::{parse_class, parse_event_id, parse_severity};
 use crate::config::RateLimitStrategy;
 use crate::record::{Classification, EventId, Severity};
 use crate::{RecordBuilder, Recorder};
-use config_layers::GlobalArgs;
 
 /// Options of `seglog probe pipe`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipeArgs {
     /// Classification of every record, e.g. org.example/syslog/line.
-    #[arg(short = 'c', long = "class", value_name = "CLASS", value_parser = parse_class)]
+    #[arg(short = 'c', long = "class", value_name = "CLASS")]
     pub class: Classification,
     /// Severity of every record: 1 (low) to 4 (critical).
-    #[arg(short = 's', long = "severity", value_name = "SEV", default_value = "1", value_parser = parse_severity)]
+    #[arg(
+        short = 's',
+        long = "severity",
+        value_name = "SEV",
+        default_value = "1"
+    )]
     pub severity: Severity,
     /// Event id given to every record (32 lowercase hex).
-    #[arg(short = 'e', long = "event-id", value_name = "EVENT_ID", value_parser = parse_event_id)]
+    #[arg(short = 'e', long = "event-id", value_name = "EVENT_ID")]
     pub event_id: Option<EventId>,
     /// Most lines per append.
     #[arg(long, value_name = "N", default_value_t = 512)]
@@ -117,13 +120,20 @@ impl std::fmt::Display for PipeReport {
     }
 }
 
+impl PipeArgs {
+    /// Checks the options (before the log is opened).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.batch_lines > 0, "--batch-lines must be at least 1");
+        Ok(())
+    }
+}
+
 /// Runs the probe on standard input.
-pub fn run(args: PipeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.batch_lines > 0, "--batch-lines must be at least 1");
-    let rec = crate::cli::open_recorder(global, true)?;
+pub fn run(args: PipeArgs, rec: &Recorder) -> anyhow::Result<ExitCode> {
+    args.check()?;
     let report = run_with(
         &args,
-        &rec,
+        rec,
         std::io::BufReader::with_capacity(64 << 10, std::io::stdin()),
     )?;
     eprintln!("{report}");
