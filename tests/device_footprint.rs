@@ -72,7 +72,10 @@ fn an_idle_pipe_probe_is_never_woken() {
     // Settle: the log is open (a segment exists) and the background thread has started.
     let t0 = Instant::now();
     while !d.path().join("log/segments").is_dir() || wakeups(pid).1 < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "the probe never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the probe never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_secs(1));

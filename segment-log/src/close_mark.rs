@@ -50,6 +50,7 @@ pub fn decode(header: &[u8], segment: u64) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -146,7 +146,11 @@ fn a_slow_writer_does_not_prefault_the_next_segment_and_a_fast_one_does() {
         .unwrap();
         // The preparer wakes when an eighth (512 KiB) is reserved.
         fill_to(&log, d.path(), 256 << 10);
-        assert_eq!(log.prepared_segment(), None, "prepared before the threshold");
+        assert_eq!(
+            log.prepared_segment(),
+            None,
+            "prepared before the threshold"
+        );
         if slow {
             // 512 KiB in an hour: about 150 bytes a second.
             clock.boot.fetch_add(3600 * 1_000_000_000, Ordering::SeqCst);
@@ -162,7 +166,10 @@ fn a_slow_writer_does_not_prefault_the_next_segment_and_a_fast_one_does() {
         if slow {
             assert_eq!(rss, 0, "a slow writer's next segment was pre-faulted");
         } else {
-            assert_eq!(rss, size, "a fast writer's next segment was not pre-faulted");
+            assert_eq!(
+                rss, size,
+                "a fast writer's next segment was not pre-faulted"
+            );
         }
     }
 }

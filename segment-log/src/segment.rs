@@ -257,8 +257,12 @@ impl MappedSegment {
     /// The counter value of the valid clean-close mark (FORMAT.md, "Clean-close mark"), if
     /// the header holds one for this segment.
     pub(crate) fn close_mark(&self) -> Option<u64> {
-        let tag = self.word(close_mark::OFF_TAG as u64).load(Ordering::Acquire);
-        let counter = self.word(close_mark::OFF_COUNTER as u64).load(Ordering::Relaxed);
+        let tag = self
+            .word(close_mark::OFF_TAG as u64)
+            .load(Ordering::Acquire);
+        let counter = self
+            .word(close_mark::OFF_COUNTER as u64)
+            .load(Ordering::Relaxed);
         (tag == close_mark::tag(self.number, counter)).then_some(counter)
     }
 

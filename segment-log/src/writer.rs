@@ -170,8 +170,8 @@ const PREFAULT_STEP: u64 = 2 << 20;
 /// [`PREFAULT_STEP`]s.
 pub(crate) fn prefault_len(fill: Option<Fill>, capacity: u64) -> u64 {
     let Some(f) = fill else { return 0 };
-    let expected = u128::from(f.bytes) * u128::from(PREFAULT_HORIZON_NS)
-        / u128::from(f.elapsed_ns.max(1));
+    let expected =
+        u128::from(f.bytes) * u128::from(PREFAULT_HORIZON_NS) / u128::from(f.elapsed_ns.max(1));
     if expected >= u128::from(capacity) {
         return capacity;
     }
@@ -772,10 +772,8 @@ impl Shared {
             f.from = reserved;
         }
         if self.opts.prepare_ahead {
-            seg.prepare_at.store(
-                prepare_threshold(reserved, seg.capacity),
-                Ordering::Relaxed,
-            );
+            seg.prepare_at
+                .store(prepare_threshold(reserved, seg.capacity), Ordering::Relaxed);
         }
     }
 

@@ -497,11 +497,11 @@ fn crash_round(seed: u64) {
     // Appends after recovery land after every surviving frame (nothing is overwritten).
     let last_old = frames
         .iter()
-        .filter(|f| decode(&f.payload).map_or(true, |(w, _)| w != 99))
+        .filter(|f| decode(&f.payload).is_none_or(|(w, _)| w != 99))
         .map(|f| f.position)
         .max();
     assert!(
-        last_old.map_or(true, |p| p < positions[0]),
+        last_old.is_none_or(|p| p < positions[0]),
         "{ctx}: recovery appended before old frames"
     );
 }

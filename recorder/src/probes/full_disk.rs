@@ -77,7 +77,7 @@ impl FullDisk {
                 self.last_msg = Some(now);
                 eprintln!("{}: the log is out of space ({err}); {plan}", self.probe);
             }
-            Some(since) if self.last_msg.map_or(true, |m| m.elapsed() >= REMIND_EVERY) => {
+            Some(since) if self.last_msg.is_none_or(|m| m.elapsed() >= REMIND_EVERY) => {
                 self.last_msg = Some(now);
                 eprintln!(
                     "{}: the log is still out of space after {}s ({} records dropped so far); {plan}",

@@ -462,8 +462,12 @@ fn a_one_shot_recorder_starts_no_background_thread() {
     let cfg = test_config(d.path());
     assert!(cfg.log.max_bytes.is_some(), "retention is on by default");
     let rec = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
-    rec.record(&RecordBuilder::parse("org.test/one/shot", 1).unwrap().payload(b"x"))
-        .unwrap();
+    rec.record(
+        &RecordBuilder::parse("org.test/one/shot", 1)
+            .unwrap()
+            .payload(b"x"),
+    )
+    .unwrap();
     assert!(!rec.log().background_thread_started());
     drop(rec);
     let probe = Recorder::open_with(&cfg, FakeClock::new(), true).unwrap();
