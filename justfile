@@ -53,6 +53,12 @@ loom:
 bench:
     cargo bench -p seglog-benches
 
+# Device footprint of the release binary (BENCHMARKS.md, "Device footprint"): idle wake-ups,
+# slow-writer write amplification, one-shot record (hyperfine when installed).
+footprint bin="target/release/seglog" idle="60" slow="60":
+    cargo build --release -p seglog
+    benches/device_footprint.sh {{bin}} {{idle}} {{slow}}
+
 # Peer comparison (commitlog, SQLite WAL, okaywal, yaque); a separate crate.
 bench-compare:
     cd benches/compare && cargo bench

@@ -53,7 +53,9 @@ fn read_trimmed(path: &Path) -> Option<String> {
 /// At most `max` bytes of a text file (lossy UTF-8; empty if unreadable).
 fn read_prefix(path: &Path, max: u64) -> String {
     use std::io::Read;
-    let mut b = Vec::new();
+    // Room for a typical file up front: /proc files report size 0, and growing from nothing
+    // takes a dozen reads.
+    let mut b = Vec::with_capacity(16 << 10);
     if let Ok(f) = std::fs::File::open(path) {
         let _ = f.take(max).read_to_end(&mut b);
     }
