@@ -199,7 +199,12 @@ mod tests {
             }
             _ => panic!("record expected"),
         }
-        observe(&mut cx, &frame(p(1, 500), FrameKind::Preamble, &c0_new), &ID).unwrap();
+        observe(
+            &mut cx,
+            &frame(p(1, 500), FrameKind::Preamble, &c0_new),
+            &ID,
+        )
+        .unwrap();
         match observe(&mut cx, &frame(p(1, 600), FrameKind::Record, &r0), &ID) {
             Ok(Observed::Record(r)) => {
                 assert_eq!(r.context.machine_id, "zero-rotated");

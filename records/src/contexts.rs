@@ -323,7 +323,10 @@ mod tests {
         // Entering another segment forgets both.
         assert!(cx.enter(2));
         assert!(cx.direct.is_empty() && cx.other.is_empty());
-        assert!(!cx.enter(2), "entering the current segment again keeps its contexts");
+        assert!(
+            !cx.enter(2),
+            "entering the current segment again keeps its contexts"
+        );
     }
 
     #[test]
@@ -353,10 +356,16 @@ mod tests {
     #[test]
     fn a_class_index_outside_the_table_is_an_error() {
         let mut t = ContextTracker::new();
-        t.observe(&frame(p(1, 256), FrameKind::Preamble, &ctx_bytes(0, "m")), &ID)
-            .unwrap();
+        t.observe(
+            &frame(p(1, 256), FrameKind::Preamble, &ctx_bytes(0, "m")),
+            &ID,
+        )
+        .unwrap();
         let e = t
-            .observe(&frame(p(1, 512), FrameKind::Record, &record_bytes(0, 5)), &ID)
+            .observe(
+                &frame(p(1, 512), FrameKind::Record, &record_bytes(0, 5)),
+                &ID,
+            )
             .unwrap_err();
         assert!(
             matches!(e, ResolveError::ClassIndex { index: 5, len: 1 }),
@@ -373,7 +382,10 @@ mod tests {
             Ok(Observed::Context(c)) => assert_eq!(c.machine_id, "seven"),
             other => panic!("context expected, got {other:?}"),
         }
-        match t.observe(&frame(p(1, 400), FrameKind::Record, &record_bytes(7, 0)), &ID) {
+        match t.observe(
+            &frame(p(1, 400), FrameKind::Record, &record_bytes(7, 0)),
+            &ID,
+        ) {
             Ok(Observed::Record(v)) => {
                 assert_eq!(v.context.machine_id, "seven");
                 assert!(Arc::ptr_eq(&v.context, t.context(7).unwrap()));
@@ -384,7 +396,10 @@ mod tests {
             other => panic!("record expected, got {other:?}"),
         }
         let e = t
-            .observe(&frame(p(2, 256), FrameKind::Record, &record_bytes(7, 0)), &ID)
+            .observe(
+                &frame(p(2, 256), FrameKind::Record, &record_bytes(7, 0)),
+                &ID,
+            )
             .unwrap_err();
         assert_eq!(e.code(), "missing_context");
     }
