@@ -30,7 +30,12 @@ struct Entry {
 }
 
 /// The contexts of the segment being read, by writer slot: the one implementation of the
-/// context rule (see the [module docs](self)).
+/// context rule, *a record's context is the latest context frame of its slot in its segment,
+/// in position order*.
+///
+/// Scoped to one segment: entering another forgets every context. Slots below
+/// [`MAX_SLOTS`] are found in O(1) in a table indexed by slot; other slot numbers in a map.
+/// Memory is bounded by the contexts one segment holds; a record costs no allocation.
 ///
 /// Feed it the frames of a log in position order, preambles included, with
 /// [`observe`](Self::observe), or drive it by hand with [`enter`](Self::enter),
