@@ -1,17 +1,14 @@
-//! Records as the journal sees them: a frame decoded with the recorder's codec
-//! ([`records::decode_frame`]) and resolved against its writer's context
-//! ([`records::RecordHeader::resolve`]).
+//! Records as the journal sees them: a frame paired with its writer's context by
+//! [`records::SlotContexts`] (the one implementation of the rule: a record's context is the
+//! most recent context frame of the same writer slot in the same segment) and resolved
+//! against it ([`records::RecordHeader::resolve`]).
 //!
-//! This is the journal's hot path, so it differs from [`records::ContextTracker`]
-//! in two ways that cost nothing in meaning: the record id (a sha256) is derived only when
-//! asked for ([`Rec::id`]), since `verify`, `stats` and filters that reject a record never need
-//! it; and contexts are borrowed rather than reference-counted per record. The rule is the
-//! recorder's: a record's context is the most recent context frame of the same writer slot
-//! in the same segment.
+//! This is the journal's hot path, so it differs from [`records::ContextTracker`] in two ways
+//! that cost nothing in meaning: the record id (a sha256) is derived only when asked for
+//! ([`Rec::id`]), since `verify`, `stats` and filters that reject a record never need it; and
+//! contexts are borrowed from the tracker rather than reference-counted per record.
 
-use std::collections::HashMap;
-
-use records::{decode_frame, Context, Decoded, RecordId, ResolveError, Resolved};
+use records::{Context, RecordId, ResolveError, Resolved, SlotContexts, SlotFrame};
 use segment_log::{FrameRef, Position};
 
 /// A record with its context; the payload and the context are borrowed from the reader.
@@ -46,83 +43,30 @@ pub enum Observed<'a> {
     Record(Rec<'a>),
 }
 
-/// Slots below this are kept in a vector indexed by slot (the recorder hands out slots
-/// `0..MAX_SLOTS`); any other value (a foreign or damaged writer) goes to a map, so a
-/// hostile slot number cannot make the vector huge.
-const DIRECT_SLOTS: u32 = recorder::MAX_SLOTS;
-
-/// The writer contexts of the segment being read.
-#[derive(Debug, Default)]
-pub struct Contexts {
-    segment: Option<u64>,
-    direct: Vec<Option<(u64, Context)>>,
-    other: HashMap<u32, (u64, Context)>,
-    /// Serial of the last context inserted.
-    serial: u64,
-}
-
-impl Contexts {
-    fn enter(&mut self, segment: u64) {
-        if self.segment != Some(segment) {
-            self.segment = Some(segment);
-            self.direct.clear();
-            self.other.clear();
-        }
-    }
-
-    fn insert(&mut self, ctx: Context) {
-        self.serial += 1;
-        let slot = ctx.slot;
-        let ctx = (self.serial, ctx);
-        if slot < DIRECT_SLOTS {
-            let i = slot as usize;
-            if self.direct.len() <= i {
-                self.direct.resize_with(i + 1, || None);
-            }
-            if let Some(entry) = self.direct.get_mut(i) {
-                *entry = Some(ctx);
-            }
-        } else {
-            self.other.insert(slot, ctx);
-        }
-    }
-
-    fn get(&self, slot: u32) -> Option<&(u64, Context)> {
-        if slot < DIRECT_SLOTS {
-            self.direct.get(slot as usize).and_then(Option::as_ref)
-        } else {
-            self.other.get(&slot)
-        }
-    }
-
-    /// Observes one frame, in position order (preambles included). A preamble becomes the
-    /// context of its slot; a record is resolved against its slot's context.
-    pub fn observe<'a>(
-        &'a mut self,
-        frame: &FrameRef<'a>,
-        public_id: &'a [u8; 32],
-    ) -> Result<Observed<'a>, ResolveError> {
-        self.enter(frame.position.segment);
-        match decode_frame(frame.kind, frame.payload)? {
-            Decoded::Context(ctx) => {
-                self.insert(*ctx);
-                Ok(Observed::Context)
-            }
-            Decoded::Record { header, payload } => {
-                let (context_serial, context) = self
-                    .get(header.slot)
-                    .map(|(serial, ctx)| (*serial, ctx))
-                    .ok_or(ResolveError::MissingContext { slot: header.slot })?;
-                let meta = header.resolve(context)?;
-                Ok(Observed::Record(Rec {
-                    position: frame.position,
-                    meta,
-                    context,
-                    context_serial,
-                    payload,
-                    public_id,
-                }))
-            }
+/// Observes one frame, in position order (preambles included): a preamble becomes the
+/// context of its slot; a record is resolved against its slot's context.
+pub fn observe<'a>(
+    contexts: &'a mut SlotContexts,
+    frame: &FrameRef<'a>,
+    public_id: &'a [u8; 32],
+) -> Result<Observed<'a>, ResolveError> {
+    match contexts.observe(frame)? {
+        SlotFrame::Context(_) => Ok(Observed::Context),
+        SlotFrame::Record {
+            header,
+            payload,
+            context,
+            serial,
+        } => {
+            let meta = header.resolve(context)?;
+            Ok(Observed::Record(Rec {
+                position: frame.position,
+                meta,
+                context,
+                context_serial: serial,
+                payload,
+                public_id,
+            }))
         }
     }
 }
@@ -187,6 +131,8 @@ pub mod fixture {
 
 #[cfg(test)]
 mod tests {
+    //! The rule itself is tested with `records::SlotContexts`; these check what the journal
+    //! adds: resolving, the lazy id, the serial, the error of a bad class index.
     use super::*;
     use records::{encode_context, encode_record, ClassRef, RecordHeader, RecordTime, Severity};
     use segment_log::FrameKind;
@@ -228,23 +174,24 @@ mod tests {
     const ID: [u8; 32] = [9; 32];
 
     #[test]
-    fn records_resolve_against_the_latest_context_of_their_slot_in_their_segment() {
-        let mut cx = Contexts::default();
+    fn records_are_resolved_against_their_slot_s_context_with_its_serial() {
+        let mut cx = SlotContexts::new();
         let p = |segment, offset| Position { segment, offset };
         let (c0, c7) = (ctx_bytes(0, "zero"), ctx_bytes(7, "seven"));
         let c0_new = ctx_bytes(0, "zero-rotated");
         assert!(matches!(
-            cx.observe(&frame(p(1, 256), FrameKind::Preamble, &c0), &ID),
+            observe(&mut cx, &frame(p(1, 256), FrameKind::Preamble, &c0), &ID),
             Ok(Observed::Context)
         ));
         assert!(matches!(
-            cx.observe(&frame(p(1, 300), FrameKind::Preamble, &c7), &ID),
+            observe(&mut cx, &frame(p(1, 300), FrameKind::Preamble, &c7), &ID),
             Ok(Observed::Context)
         ));
         let (r0, r7) = (record_bytes(0, 0), record_bytes(7, 0));
-        match cx.observe(&frame(p(1, 400), FrameKind::Record, &r7), &ID) {
+        match observe(&mut cx, &frame(p(1, 400), FrameKind::Record, &r7), &ID) {
             Ok(Observed::Record(r)) => {
                 assert_eq!(r.context.machine_id, "seven");
+                assert_eq!(r.context_serial, 2);
                 assert_eq!(r.meta.classification.as_str(), "a/b/c");
                 assert_eq!(r.meta.wall_ms, 1010);
                 assert_eq!(r.payload, b"body");
@@ -252,9 +199,13 @@ mod tests {
             }
             _ => panic!("record expected"),
         }
-        cx.observe(&frame(p(1, 500), FrameKind::Preamble, &c0_new), &ID)
-            .unwrap();
-        match cx.observe(&frame(p(1, 600), FrameKind::Record, &r0), &ID) {
+        observe(
+            &mut cx,
+            &frame(p(1, 500), FrameKind::Preamble, &c0_new),
+            &ID,
+        )
+        .unwrap();
+        match observe(&mut cx, &frame(p(1, 600), FrameKind::Record, &r0), &ID) {
             Ok(Observed::Record(r)) => {
                 assert_eq!(r.context.machine_id, "zero-rotated");
                 assert_eq!(r.context_serial, 3, "a replaced context gets a new serial");
@@ -262,46 +213,20 @@ mod tests {
             _ => panic!("record expected"),
         }
         // A new segment starts without contexts.
-        let e = cx
-            .observe(&frame(p(2, 256), FrameKind::Record, &r0), &ID)
+        let e = observe(&mut cx, &frame(p(2, 256), FrameKind::Record, &r0), &ID)
             .err()
             .unwrap();
         assert!(matches!(e, ResolveError::MissingContext { slot: 0 }), "{e}");
     }
 
     #[test]
-    fn a_huge_slot_number_does_not_grow_the_slot_vector() {
-        let mut cx = Contexts::default();
-        let c = ctx_bytes(u32::MAX, "far");
-        let p = Position {
-            segment: 1,
-            offset: 256,
-        };
-        cx.observe(&frame(p, FrameKind::Preamble, &c), &ID).unwrap();
-        assert!(cx.direct.is_empty());
-        let r = record_bytes(u32::MAX, 0);
-        let got = cx.observe(
-            &frame(
-                Position {
-                    segment: 1,
-                    offset: 512,
-                },
-                FrameKind::Record,
-                &r,
-            ),
-            &ID,
-        );
-        assert!(matches!(got, Ok(Observed::Record(_))));
-    }
-
-    #[test]
     fn a_class_index_outside_the_table_is_an_error() {
-        let mut cx = Contexts::default();
+        let mut cx = SlotContexts::new();
         let p = |offset| Position { segment: 1, offset };
-        cx.observe(&frame(p(256), FrameKind::Preamble, &ctx_bytes(0, "m")), &ID)
-            .unwrap();
-        let e = cx
-            .observe(&frame(p(512), FrameKind::Record, &record_bytes(0, 5)), &ID)
+        let c = ctx_bytes(0, "m");
+        observe(&mut cx, &frame(p(256), FrameKind::Preamble, &c), &ID).unwrap();
+        let r = record_bytes(0, 5);
+        let e = observe(&mut cx, &frame(p(512), FrameKind::Record, &r), &ID)
             .err()
             .unwrap();
         assert!(

@@ -2,9 +2,10 @@
 //!
 //! [`Source`] wraps [`segment_log::Reader`] (pread, no locks: writer detection is off, see the
 //! module docs of `journal`) and pairs each record with its writer's context
-//! ([`super::record::Contexts`]). Problems that make the log unreadable as a whole
-//! become errors with the file named (permission denied, a segment written by a newer seglog);
-//! damaged ranges and undecodable records are items the caller reports and skips.
+//! ([`records::SlotContexts`], through [`super::record::observe`]). Problems that make the
+//! log unreadable as a whole become errors with the file named (permission denied, a segment
+//! written by a newer seglog); damaged ranges and undecodable records are items the caller
+//! reports and skips.
 
 use std::fs::File;
 use std::io;
@@ -12,12 +13,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use records::{RecordId, ResolveError};
+use records::{RecordId, ResolveError, SlotContexts};
 use segment_log::format::{SegmentHeader, HEADER_LEN};
 use segment_log::fs::{live_segments, segment_file_name, SEGMENTS_DIR, SEG_EXT};
 use segment_log::{Damage, DamageReason, Entry, LogId, Position, Reader, ReaderOptions};
 
-use super::record::{Contexts, Observed, Rec};
+use super::record::{observe, Observed, Rec};
 use super::ReadArgs;
 
 /// What the log holds next.
@@ -42,7 +43,7 @@ pub struct Source {
     dir: PathBuf,
     seg_dir: PathBuf,
     reader: Reader,
-    contexts: Contexts,
+    contexts: SlotContexts,
     public_id: Option<[u8; 32]>,
     /// Where reading stops (see [`Source::stop_at_current_end`]); `None`: tail forever.
     limit: Option<Position>,
@@ -81,7 +82,7 @@ impl Source {
             dir: dir.to_path_buf(),
             seg_dir,
             reader,
-            contexts: Contexts::default(),
+            contexts: SlotContexts::new(),
             public_id,
             limit: None,
             newer_as_damage: false,
@@ -175,7 +176,7 @@ impl Source {
                     self.public_id = Some(read_header(&path).map(|h| h.log_id).unwrap_or_default());
                 }
                 let public_id = self.public_id.as_ref().unwrap_or(&[0; 32]);
-                match self.contexts.observe(&f, public_id) {
+                match observe(&mut self.contexts, &f, public_id) {
                     Ok(Observed::Record(rec)) => Ok(Some(Item::Record(rec))),
                     Ok(Observed::Context) => Ok(Some(Item::Context)),
                     Err(ResolveError::Decode(e)) if e.is_unsupported_version() => {

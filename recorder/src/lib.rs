@@ -15,3 +15,8 @@ mod writer;
 pub use record::{Classification, EventId, Receipt, RecordId, Severity, ValidationError};
 pub use writer::{OpenError, RecordBuilder, RecordError, Recorder, MAX_HEADER_LEN, MAX_SLOTS};
 pub mod probes;
+
+// Readers keep the contexts of slots below `records::MAX_SLOTS` in a table indexed by slot
+// (`records::SlotContexts`) and any other slot in a map: the slots this recorder hands out
+// must be the ones readers index directly.
+const _: () = assert!(MAX_SLOTS == record::MAX_SLOTS);

@@ -18,7 +18,9 @@
 //!
 //! A record names its context by the writer's *slot* (a small number that a writer holds
 //! exclusively while it is open; see `Recorder`). A record's context is the most recent
-//! context frame of the same slot **in the same segment**, in position order.
+//! context frame of the same slot **in the same segment**, in position order. [`SlotContexts`]
+//! is that rule, the one implementation every reader builds on; writers hold slots
+//! `0..`[`MAX_SLOTS`].
 //!
 //! ```text
 //! record frame payload, layout version 2 (current):
@@ -55,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod contexts;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -71,6 +74,7 @@ pub use codec::{
     decode_context, decode_frame, decode_record, encode_context, encode_record, DecodeError,
     Decoded, EncodeError, MAX_V2_HEADER,
 };
+pub use contexts::{SlotContexts, SlotFrame, MAX_SLOTS};
 pub use reader::{ContextTracker, Observed, RecordEntry, RecordReader, RecordView, ResolveError};
 pub use segment_log::Position;
 

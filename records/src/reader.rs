@@ -1,14 +1,14 @@
-//! Reading records back: [`ContextTracker`] pairs records with their writer's context, and
-//! [`RecordReader`] does that over a log directory (for the journal and the uploader).
+//! Reading records back: [`ContextTracker`] pairs records with their writer's context (the
+//! rule itself is [`SlotContexts`]), and [`RecordReader`] does that over a log directory.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use segment_log::format::{SegmentHeader, HEADER_LEN};
 use segment_log::{Damage, Entry, FrameKind, FrameRef, LogId, Position, Reader, ReaderOptions};
 
-use super::codec::{decode_frame, DecodeError, Decoded};
+use super::codec::DecodeError;
+use super::contexts::{SlotContexts, SlotFrame};
 use super::{Context, RecordHeader, RecordId, Resolved};
 
 /// Why a record frame could not be turned into a record.
@@ -63,12 +63,15 @@ pub struct RecordView<'a> {
     pub payload: &'a [u8],
 }
 
-/// Pairs records with their contexts. Feed it every frame of a log in position order
-/// (preambles included); contexts are scoped to their segment.
+/// Pairs records with their contexts and resolves them: [`SlotContexts`] (the context
+/// rule) plus [`RecordHeader::resolve`] and [`RecordId::derive`]. Feed it every frame of a
+/// log in position order (preambles included); contexts are scoped to their segment.
+///
+/// Each record costs a sha256 (its id) and a clone of its context's `Arc` and
+/// classification; hot paths that need neither use [`SlotContexts`] directly.
 #[derive(Debug, Default, Clone)]
 pub struct ContextTracker {
-    segment: Option<u64>,
-    contexts: HashMap<u32, Arc<Context>>,
+    contexts: SlotContexts,
 }
 
 /// What [`ContextTracker::observe`] saw.
@@ -86,16 +89,9 @@ impl ContextTracker {
         Self::default()
     }
 
-    fn enter(&mut self, segment: u64) {
-        if self.segment != Some(segment) {
-            self.segment = Some(segment);
-            self.contexts.clear();
-        }
-    }
-
     /// The context a slot currently has, if any.
     pub fn context(&self, slot: u32) -> Option<&Arc<Context>> {
-        self.contexts.get(&slot)
+        self.contexts.get(slot)
     }
 
     /// Observes one frame. A preamble updates the tracked context of its slot; a record is
@@ -105,26 +101,21 @@ impl ContextTracker {
         frame: &FrameRef<'a>,
         public_log_id: &[u8; 32],
     ) -> Result<Observed<'a>, ResolveError> {
-        self.enter(frame.position.segment);
-        match decode_frame(frame.kind, frame.payload)? {
-            Decoded::Context(ctx) => {
-                let ctx: Arc<Context> = Arc::from(ctx);
-                self.contexts.insert(ctx.slot, ctx.clone());
-                Ok(Observed::Context(ctx))
-            }
-            Decoded::Record { header, payload } => {
-                let context = self
-                    .contexts
-                    .get(&header.slot)
-                    .cloned()
-                    .ok_or(ResolveError::MissingContext { slot: header.slot })?;
-                let meta = header.resolve(&context)?;
+        match self.contexts.observe(frame)? {
+            SlotFrame::Context(ctx) => Ok(Observed::Context(ctx.clone())),
+            SlotFrame::Record {
+                header,
+                payload,
+                context,
+                ..
+            } => {
+                let meta = header.resolve(context)?;
                 Ok(Observed::Record(RecordView {
                     position: frame.position,
                     id: RecordId::derive(public_log_id, frame.position),
                     meta,
                     header,
-                    context,
+                    context: context.clone(),
                     payload,
                 }))
             }

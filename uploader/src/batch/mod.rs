@@ -1,8 +1,8 @@
 //! Building batches by streaming records from the log with bounded memory.
 //!
 //! A [`BatchBuilder`] keeps one segment-log [`Reader`] open across batches, decodes record
-//! frames with the recorder's codec, pairs them with their writer's context (the preamble
-//! frames, scoped to their segment), and appends them to a [`BatchEncoder`]. Memory is the
+//! frames and pairs them with their writer's context (the preamble frames, scoped to their
+//! segment) with [`SlotContexts`], and appends them to a [`BatchEncoder`]. Memory is the
 //! encoder's columns (bounded by `max_bytes` + `max_records`), the reader's chunk, and one
 //! carried-over record: whatever the backlog.
 //!
@@ -14,14 +14,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use recorder::record::{decode_frame, Context, Decoded};
+use recorder::record::{Context, ResolveError, SlotContexts, SlotFrame};
 use segment_log::format::HEADER_LEN;
 use segment_log::{DamageReason, Entry, FrameKind, Position, Reader, ReaderOptions};
 
 use crate::protocol::{BatchEncoder, BatchId, Gap, RecordRef};
 
 pub use parts::{context_fields, gap_reason};
-use parts::{undecodable, Candidate, Contexts, Pending, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
+use parts::{undecodable, Candidate, Pending, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
 
 /// How big a batch may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +227,7 @@ impl BatchBuilder {
     fn open_stream(&mut self, from: Position) -> Result<Stream, segment_log::Error> {
         let mut s = Stream {
             reader: Reader::open(&self.dir, from, self.reader_opts.clone())?,
-            segment: None,
-            contexts: Contexts::default(),
+            contexts: SlotContexts::new(),
             carry: None,
             seg_records: None,
         };
@@ -248,9 +247,9 @@ impl BatchBuilder {
                         break
                     }
                     Entry::Frame(f) if f.kind == FrameKind::Preamble => {
-                        if let Ok(Decoded::Context(c)) = decode_frame(f.kind, f.payload) {
-                            s.observe_context(f.position.segment, *c);
-                        }
+                        // A preamble that does not decode leaves its slot as it was, as it
+                        // does when read in `fill`.
+                        let _ = s.contexts.observe(&f);
                     }
                     Entry::Frame(f) => {
                         if f.kind == FrameKind::Record {
@@ -270,7 +269,7 @@ impl BatchBuilder {
                     Entry::Damage(_) => {}
                 }
             }
-            s.segment = Some(from.segment);
+            s.contexts.enter(from.segment);
             if !gone {
                 s.seg_records = Some((from.segment, records, last));
             }
@@ -406,7 +405,7 @@ impl BatchBuilder {
                         s.carry = Some(Pending::Context(p, c));
                         break End::Target;
                     }
-                    s.contexts.insert(c.slot, c);
+                    s.contexts.insert(p.segment, c);
                     continue;
                 }
                 None => {
@@ -416,51 +415,50 @@ impl BatchBuilder {
                         Some(Entry::Damage(d)) => Step::Damage(d),
                         Some(Entry::Frame(f)) => {
                             parts::count_frame(&mut s.seg_records, f.position, f.kind);
-                            let seg = f.position.segment;
-                            if s.segment != Some(seg) {
-                                s.segment = Some(seg);
-                                s.contexts.clear();
-                            }
-                            match decode_frame(f.kind, f.payload) {
-                                Ok(Decoded::Context(c)) => {
-                                    let c = Arc::new(*c);
+                            match s.contexts.observe(&f) {
+                                Ok(SlotFrame::Context(c)) => {
                                     if until.is_some_and(|u| f.position >= u) {
-                                        s.carry = Some(Pending::Context(f.position, c));
+                                        // Tracked already; taken up again (the same `Arc`)
+                                        // when the next batch starts here.
+                                        s.carry = Some(Pending::Context(f.position, c.clone()));
                                         break End::Target;
                                     }
-                                    s.contexts.insert(c.slot, c);
                                     continue;
                                 }
-                                Ok(Decoded::Record { header, payload }) => {
-                                    let ctx = s.contexts.get(header.slot);
-                                    match ctx.ok_or(MISSING_CONTEXT).and_then(|c| {
-                                        parts::resolve(&header, c).map(|m| (c, m)).ok_or(BAD_CLASS)
-                                    }) {
-                                        Ok((context, m)) => {
-                                            let cand = Candidate {
-                                                position: f.position,
-                                                context,
-                                                class: m.class,
-                                                severity: header.severity.get(),
-                                                wall_ms: m.wall_ms,
-                                                boot_ms: m.boot_ms,
-                                                event_id: header.event_id.map(|e| *e.as_bytes()),
-                                                hold_until_ms: m.hold_until_ms,
-                                                payload,
-                                                frame_len: f.payload.len() as u64,
-                                            };
-                                            match self.try_add(&cand, limits, until, now_ms)? {
-                                                None => continue,
-                                                Some(end) => {
-                                                    s.carry =
-                                                        Some(Pending::Record(cand.to_owned()));
-                                                    break end;
-                                                }
+                                Ok(SlotFrame::Record {
+                                    header,
+                                    payload,
+                                    context,
+                                    ..
+                                }) => match parts::resolve(&header, context) {
+                                    Some(m) => {
+                                        let cand = Candidate {
+                                            position: f.position,
+                                            context,
+                                            class: m.class,
+                                            severity: header.severity.get(),
+                                            wall_ms: m.wall_ms,
+                                            boot_ms: m.boot_ms,
+                                            event_id: header.event_id.map(|e| *e.as_bytes()),
+                                            hold_until_ms: m.hold_until_ms,
+                                            payload,
+                                            frame_len: f.payload.len() as u64,
+                                        };
+                                        match self.try_add(&cand, limits, until, now_ms)? {
+                                            None => continue,
+                                            Some(end) => {
+                                                s.carry = Some(Pending::Record(cand.to_owned()));
+                                                break end;
                                             }
                                         }
-                                        Err(why) => Step::Bad(f.position, why.to_owned()),
                                     }
+                                    None => Step::Bad(f.position, BAD_CLASS.to_owned()),
+                                },
+                                Err(ResolveError::MissingContext { .. }) => {
+                                    Step::Bad(f.position, MISSING_CONTEXT.to_owned())
                                 }
+                                // A frame that does not decode (`Decode` shows as its
+                                // `DecodeError`).
                                 Err(e) => Step::Bad(f.position, e.to_string()),
                             }
                         }

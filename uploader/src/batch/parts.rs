@@ -1,9 +1,9 @@
-//! The pieces the batch builder streams through: the reader state, contexts by writer slot,
-//! a record carried over to the next batch, and the mapping of contexts and damage to the
+//! The pieces the batch builder streams through: the reader state (with its contexts by
+//! writer slot, [`SlotContexts`]), a record carried over to the next batch, and the mapping of contexts and damage to the
 //! wire.
 use std::sync::Arc;
 
-use recorder::record::{ClassRef, Context, RecordHeader};
+use recorder::record::{ClassRef, Context, RecordHeader, SlotContexts};
 use recorder::Classification;
 use segment_log::{DamageReason, Position, Reader};
 
@@ -40,41 +40,10 @@ impl Pending {
     }
 }
 
-/// The contexts of the current segment by writer slot. A segment has few writers, so a
-/// vector with a last-hit hint beats hashing on every record.
-#[derive(Default)]
-pub(super) struct Contexts {
-    by_slot: Vec<(u32, Arc<Context>)>,
-    hint: usize,
-}
-
-impl Contexts {
-    pub(super) fn clear(&mut self) {
-        self.by_slot.clear();
-        self.hint = 0;
-    }
-
-    pub(super) fn insert(&mut self, slot: u32, c: Arc<Context>) {
-        match self.by_slot.iter_mut().find(|(s, _)| *s == slot) {
-            Some(e) => e.1 = c,
-            None => self.by_slot.push((slot, c)),
-        }
-    }
-
-    pub(super) fn get(&mut self, slot: u32) -> Option<&Arc<Context>> {
-        if self.by_slot.get(self.hint).is_some_and(|e| e.0 == slot) {
-            return self.by_slot.get(self.hint).map(|e| &e.1);
-        }
-        let i = self.by_slot.iter().position(|e| e.0 == slot)?;
-        self.hint = i;
-        self.by_slot.get(i).map(|e| &e.1)
-    }
-}
-
 pub(super) struct Stream {
     pub(super) reader: Reader,
-    pub(super) segment: Option<u64>,
-    pub(super) contexts: Contexts,
+    /// The contexts of the segment being read.
+    pub(super) contexts: SlotContexts,
     pub(super) carry: Option<Pending>,
     /// Record frames read so far in one segment: (segment, count, position of the last
     /// one), so a trimmed gap starting inside that segment can subtract what was read.
@@ -135,14 +104,6 @@ impl Stream {
         self.carry
             .as_ref()
             .map_or_else(|| self.reader.position(), Pending::start)
-    }
-
-    pub(super) fn observe_context(&mut self, segment: u64, ctx: Context) {
-        if self.segment != Some(segment) {
-            self.segment = Some(segment);
-            self.contexts.clear();
-        }
-        self.contexts.insert(ctx.slot, Arc::new(ctx));
     }
 }
 

@@ -376,3 +376,162 @@ fn rebuilding_an_inflight_range_over_trimmed_segments_keeps_its_range_and_id() {
     );
     assert!(!dec.records.is_empty());
 }
+
+/// A writer's context for hand-made logs: slot `slot`, machine id `machine`, one
+/// classification.
+fn raw_context(slot: u32, machine: &str) -> Context {
+    let d = tempfile::tempdir().unwrap();
+    let r = recorder::Recorder::open(&crate::testutil::config(d.path(), 1 << 20)).unwrap();
+    let mut c = r.context();
+    c.slot = slot;
+    c.machine_id = machine.into();
+    c.classifications = vec![recorder::Classification::new("org.test/raw/one").unwrap()];
+    c
+}
+
+/// The frame payload of a record of `slot` with class index `class` and [`payload`] `i`.
+fn raw_record(slot: u32, class: u32, i: u64) -> Vec<u8> {
+    use recorder::record::{ClassRef, RecordHeader, RecordTime, Severity};
+    let h = RecordHeader {
+        slot,
+        class: ClassRef::Index(class),
+        severity: Severity::new(2).unwrap(),
+        time: RecordTime::Relative {
+            boot_delta_ms: 5,
+            wall_skew_ms: 0,
+        },
+        event_id: None,
+        hold_ms: None,
+    };
+    let mut out = Vec::new();
+    recorder::record::encode_record(&h, &crate::testutil::payload(i), &mut out).unwrap();
+    out
+}
+
+fn raw_log(dir: &Path) -> segment_log::Log {
+    segment_log::Log::open(
+        dir,
+        segment_log::Options {
+            segment_size: 1 << 20,
+            max_record_size: 16 << 10,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn set_context(log: &segment_log::Log, c: &Context) {
+    log.set_preamble(Some(recorder::record::encode_context(c).unwrap()))
+        .unwrap();
+}
+
+#[test]
+fn records_without_a_usable_context_or_that_do_not_decode_become_undecodable_gaps() {
+    let d = tempfile::tempdir().unwrap();
+    let log = raw_log(d.path());
+    set_context(&log, &raw_context(0, &"a".repeat(32)));
+    log.append(&raw_record(0, 0, 0)).unwrap();
+    let no_context = log.append(&raw_record(5, 0, 100)).unwrap();
+    let bad_class = log.append(&raw_record(0, 9, 101)).unwrap();
+    let garbage = [0xffu8, 1, 2, 3];
+    let undecodable = log.append(&garbage).unwrap();
+    log.append(&raw_record(0, 0, 1)).unwrap();
+    // A slot far outside the recorder's range has its context too.
+    set_context(&log, &raw_context(u32::MAX, &"b".repeat(32)));
+    log.append(&raw_record(u32::MAX, 0, 2)).unwrap();
+    log.append(&raw_record(0, 0, 3)).unwrap();
+    drop(log);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let batches = drain(&mut b, Position::default(), &limits(100, 1 << 20));
+    assert_eq!(batches.len(), 1);
+    let (built, dec) = &batches[0];
+    assert_eq!(numbers(dec), vec![0, 1, 2, 3]);
+    let machines: Vec<&str> = dec
+        .records
+        .iter()
+        .map(|r| dec.contexts[r.context as usize].get("machine_id").unwrap())
+        .collect();
+    let (a, far) = ("a".repeat(32), "b".repeat(32));
+    assert_eq!(machines, vec![&*a, &*a, &*far, &*a]);
+    let decode_error = recorder::record::decode_frame(segment_log::FrameKind::Record, &garbage)
+        .err()
+        .unwrap()
+        .to_string();
+    let got: Vec<(GapReason, Position, u64, &str)> = built
+        .gaps
+        .iter()
+        .map(|g| (g.reason, g.start, g.records, g.detail.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                GapReason::UndecodableRecord,
+                no_context,
+                1,
+                parts::MISSING_CONTEXT
+            ),
+            (GapReason::UndecodableRecord, bad_class, 1, parts::BAD_CLASS),
+            (GapReason::UndecodableRecord, undecodable, 1, &*decode_error),
+        ]
+    );
+    for g in &built.gaps {
+        assert!(g.end > g.start, "{g:?}");
+    }
+}
+
+#[test]
+fn a_batch_ending_at_a_context_frame_hands_it_to_the_next_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let log = raw_log(d.path());
+    let (a, b2) = ("a".repeat(32), "b".repeat(32));
+    set_context(&log, &raw_context(0, &a));
+    log.append(&raw_record(0, 0, 0)).unwrap();
+    log.append(&raw_record(0, 0, 1)).unwrap();
+    // A new context of the same slot (a machine id rotation): records after it use it.
+    set_context(&log, &raw_context(0, &b2));
+    log.append(&raw_record(0, 0, 2)).unwrap();
+    drop(log);
+    let mut r = Reader::open(d.path(), Position::default(), ReaderOptions::default()).unwrap();
+    let mut preambles = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        if let Entry::Frame(f) = e {
+            if f.kind == FrameKind::Preamble {
+                preambles.push(f.position);
+            }
+        }
+    }
+    assert_eq!(preambles.len(), 2);
+    let at = preambles[1];
+    let machine = |dec: &crate::protocol::Batch| -> Vec<String> {
+        dec.records
+            .iter()
+            .map(|r| {
+                dec.contexts[r.context as usize]
+                    .get("machine_id")
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let l = limits(100, 1 << 20);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let one = b
+        .build(Position::default(), &l, Some(at), i64::MAX, &mut NoNotes)
+        .unwrap();
+    assert_eq!((one.end, one.last), (End::Target, at));
+    let dec = decode_body(&one.body, &Limits::default()).unwrap();
+    assert_eq!(numbers(&dec), vec![0, 1]);
+    assert_eq!(machine(&dec), vec![a.clone(), a.clone()]);
+    // The same builder (its carried context frame) and a fresh one (reading the segment's
+    // contexts before `at`) agree.
+    let mut fresh =
+        BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    for builder in [&mut b, &mut fresh] {
+        let two = builder.build(at, &l, None, i64::MAX, &mut NoNotes).unwrap();
+        let dec = decode_body(&two.body, &Limits::default()).unwrap();
+        assert_eq!(numbers(&dec), vec![2]);
+        assert_eq!(machine(&dec), vec![b2.clone()]);
+        assert!(two.gaps.is_empty(), "{:?}", two.gaps);
+    }
+}
