@@ -8,7 +8,9 @@
 //! ([`Rec::id`]), since `verify`, `stats` and filters that reject a record never need it; and
 //! contexts are borrowed from the tracker rather than reference-counted per record.
 
-use records::{Context, RecordId, ResolveError, Resolved, SlotContexts, SlotFrame};
+use std::sync::Arc;
+
+use records::{decode_frame, Context, Decoded, RecordId, ResolveError, Resolved, SlotContexts};
 use segment_log::{FrameRef, Position};
 
 /// A record with its context; the payload and the context are borrowed from the reader.
@@ -50,20 +52,22 @@ pub fn observe<'a>(
     frame: &FrameRef<'a>,
     public_id: &'a [u8; 32],
 ) -> Result<Observed<'a>, ResolveError> {
-    match contexts.observe(frame)? {
-        SlotFrame::Context(_) => Ok(Observed::Context),
-        SlotFrame::Record {
-            header,
-            payload,
-            context,
-            serial,
-        } => {
+    // `insert` and `context_for` enter the frame's segment (a frame that does not decode
+    // changes no context, so it need not).
+    let segment = frame.position.segment;
+    match decode_frame(frame.kind, frame.payload)? {
+        Decoded::Context(c) => {
+            contexts.insert(segment, Arc::from(c));
+            Ok(Observed::Context)
+        }
+        Decoded::Record { header, payload } => {
+            let (context_serial, context) = contexts.context_for(segment, header.slot)?;
             let meta = header.resolve(context)?;
             Ok(Observed::Record(Rec {
                 position: frame.position,
                 meta,
                 context,
-                context_serial: serial,
+                context_serial,
                 payload,
                 public_id,
             }))

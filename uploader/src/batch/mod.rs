@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use recorder::record::{Context, ResolveError, SlotContexts, SlotFrame};
+use recorder::record::{decode_frame, Context, Decoded, SlotContexts};
 use segment_log::format::HEADER_LEN;
 use segment_log::{DamageReason, Entry, FrameKind, Position, Reader, ReaderOptions};
 
@@ -415,50 +415,54 @@ impl BatchBuilder {
                         Some(Entry::Damage(d)) => Step::Damage(d),
                         Some(Entry::Frame(f)) => {
                             parts::count_frame(&mut s.seg_records, f.position, f.kind);
-                            match s.contexts.observe(&f) {
-                                Ok(SlotFrame::Context(c)) => {
+                            // `insert` and `context_for` enter the frame's segment.
+                            let seg = f.position.segment;
+                            match decode_frame(f.kind, f.payload) {
+                                Ok(Decoded::Context(c)) => {
+                                    let c = Arc::new(*c);
                                     if until.is_some_and(|u| f.position >= u) {
-                                        // Tracked already; taken up again (the same `Arc`)
-                                        // when the next batch starts here.
-                                        s.carry = Some(Pending::Context(f.position, c.clone()));
+                                        s.carry = Some(Pending::Context(f.position, c));
                                         break End::Target;
                                     }
+                                    s.contexts.insert(seg, c);
                                     continue;
                                 }
-                                Ok(SlotFrame::Record {
-                                    header,
-                                    payload,
-                                    context,
-                                    ..
-                                }) => match parts::resolve(&header, context) {
-                                    Some(m) => {
-                                        let cand = Candidate {
-                                            position: f.position,
-                                            context,
-                                            class: m.class,
-                                            severity: header.severity.get(),
-                                            wall_ms: m.wall_ms,
-                                            boot_ms: m.boot_ms,
-                                            event_id: header.event_id.map(|e| *e.as_bytes()),
-                                            hold_until_ms: m.hold_until_ms,
-                                            payload,
-                                            frame_len: f.payload.len() as u64,
-                                        };
-                                        match self.try_add(&cand, limits, until, now_ms)? {
-                                            None => continue,
-                                            Some(end) => {
-                                                s.carry = Some(Pending::Record(cand.to_owned()));
-                                                break end;
+                                Ok(Decoded::Record { header, payload }) => {
+                                    let found = s
+                                        .contexts
+                                        .context_for(seg, header.slot)
+                                        .map_err(|_| MISSING_CONTEXT)
+                                        .and_then(|(_, c)| {
+                                            parts::resolve(&header, c)
+                                                .map(|m| (c, m))
+                                                .ok_or(BAD_CLASS)
+                                        });
+                                    match found {
+                                        Ok((context, m)) => {
+                                            let cand = Candidate {
+                                                position: f.position,
+                                                context,
+                                                class: m.class,
+                                                severity: header.severity.get(),
+                                                wall_ms: m.wall_ms,
+                                                boot_ms: m.boot_ms,
+                                                event_id: header.event_id.map(|e| *e.as_bytes()),
+                                                hold_until_ms: m.hold_until_ms,
+                                                payload,
+                                                frame_len: f.payload.len() as u64,
+                                            };
+                                            match self.try_add(&cand, limits, until, now_ms)? {
+                                                None => continue,
+                                                Some(end) => {
+                                                    s.carry =
+                                                        Some(Pending::Record(cand.to_owned()));
+                                                    break end;
+                                                }
                                             }
                                         }
+                                        Err(why) => Step::Bad(f.position, why.to_owned()),
                                     }
-                                    None => Step::Bad(f.position, BAD_CLASS.to_owned()),
-                                },
-                                Err(ResolveError::MissingContext { .. }) => {
-                                    Step::Bad(f.position, MISSING_CONTEXT.to_owned())
                                 }
-                                // A frame that does not decode (`Decode` shows as its
-                                // `DecodeError`).
                                 Err(e) => Step::Bad(f.position, e.to_string()),
                             }
                         }
