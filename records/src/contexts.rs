@@ -41,9 +41,11 @@ struct Entry {
 /// [`observe`](Self::observe); or decode them yourself ([`decode_frame`]) and call
 /// [`insert`](Self::insert) for a context and [`context_for`](Self::context_for) for a
 /// record, as the journal and the uploader do on their hot paths (that saves moving the
-/// decoded header through [`SlotFrame`], about 20 instructions a record). Contexts are shared ([`Arc`]): a
-/// caller that keeps one past the next context of its slot clones the `Arc`; one that only
-/// borrows it per record pays no reference count.
+/// decoded header through [`SlotFrame`], about 20 instructions a record). Both enter the
+/// frame's segment themselves, so a frame that does not decode can simply be skipped.
+///
+/// Contexts are shared ([`Arc`]): a caller that keeps one past the next context of its
+/// slot clones the `Arc`; one that only borrows it per record pays no reference count.
 ///
 /// Each inserted context gets a *serial*, a counter over the tracker's whole life (not
 /// reset by a new segment): two records with the same serial have the very same context, so
