@@ -24,6 +24,10 @@ pub(crate) struct AppState {
     upload_tokens: TokenSet,
     api_tokens: TokenSet,
     pending_rejects: Mutex<BTreeMap<&'static str, u64>>,
+    /// Held while pending rejections move to the database and while stats read both, so a
+    /// stats reader never sees a count in neither place (or in both). `reject` never takes it:
+    /// the async handlers do not wait on a database write.
+    reject_flush: Mutex<()>,
 }
 
 impl AppState {
@@ -41,6 +45,7 @@ impl AppState {
             upload_tokens: TokenSet::new(&cfg.tokens),
             api_tokens: TokenSet::new(&cfg.api_tokens),
             pending_rejects: Mutex::new(BTreeMap::new()),
+            reject_flush: Mutex::new(()),
             cfg,
         }
     }
@@ -53,24 +58,26 @@ impl AppState {
         }
     }
 
-    /// Writes pending rejection counts to the database.
+    /// Writes pending rejection counts to the database. A count whose write fails stays
+    /// pending for the next flush.
     pub(crate) fn flush_rejects(&self) -> Result<(), StoreError> {
+        let _flush = self.reject_flush.lock().map_err(|_| StoreError::Poisoned)?;
         let pending = match self.pending_rejects.lock() {
             Ok(mut p) => std::mem::take(&mut *p),
             Err(_) => return Err(StoreError::Poisoned),
         };
-        for (reason, n) in pending {
-            self.store.bump_counter(&format!("rejected.{reason}"), n)?;
+        let mut rest = pending.into_iter();
+        while let Some((reason, n)) = rest.next() {
+            if let Err(e) = self.store.bump_counter(&format!("rejected.{reason}"), n) {
+                if let Ok(mut p) = self.pending_rejects.lock() {
+                    for (r, k) in std::iter::once((reason, n)).chain(rest) {
+                        *p.entry(r).or_default() += k;
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(())
-    }
-
-    /// Pending (not yet flushed) rejection counts, so stats are current.
-    fn pending_rejects(&self) -> BTreeMap<&'static str, u64> {
-        self.pending_rejects
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default()
     }
 
     /// Runs a blocking store operation off the async threads.
@@ -86,13 +93,19 @@ impl AppState {
         }
     }
 
-    /// Stats from the database plus rejections not flushed yet.
+    /// Stats from the database plus rejections not flushed yet, read with no flush between
+    /// the two so every rejection is counted exactly once.
     pub(crate) async fn current_stats(self: &Arc<Self>) -> Result<Stats, ApiError> {
-        let mut stats = self.blocking(|s| s.store.stats()).await?;
-        for (reason, n) in self.pending_rejects() {
-            *stats.rejected.entry(reason.to_owned()).or_default() += n;
-        }
-        Ok(stats)
+        self.blocking(|s| {
+            let _flush = s.reject_flush.lock().map_err(|_| StoreError::Poisoned)?;
+            let mut stats = s.store.stats()?;
+            let pending = s.pending_rejects.lock().map_err(|_| StoreError::Poisoned)?;
+            for (reason, n) in pending.iter() {
+                *stats.rejected.entry((*reason).to_owned()).or_default() += n;
+            }
+            Ok(stats)
+        })
+        .await
     }
 }
 
@@ -110,5 +123,51 @@ impl Gate for AppState {
             Access::Upload => self.reject("unauthorized"),
             Access::Read | Access::Open => self.metrics.api_request(true),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flush that moves pending rejections to the database ran between the two reads of
+    /// `current_stats` and made a rejection vanish from `/api/stats` (CI, stop 19). A flusher
+    /// racing the reader must never change the total the reader sees.
+    #[test]
+    fn stats_count_every_rejection_exactly_once_while_flushes_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let cfg = ServerConfig::new(dir.path().to_path_buf());
+        let st = Arc::new(AppState::new(cfg, store, 0));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flusher = {
+            let (st, stop) = (st.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut flushes = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    st.flush_rejects().unwrap();
+                    flushes += 1;
+                }
+                flushes
+            })
+        };
+        for i in 1..=300u64 {
+            st.reject("bad_batch");
+            let stats = rt.block_on(st.current_stats()).unwrap();
+            assert_eq!(
+                stats.rejected.get("bad_batch"),
+                Some(&i),
+                "after {i} rejections"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(flusher.join().unwrap() > 0, "the flusher never ran");
+        st.flush_rejects().unwrap();
+        let stats = rt.block_on(st.current_stats()).unwrap();
+        assert_eq!(stats.rejected.get("bad_batch"), Some(&300));
     }
 }
