@@ -13,8 +13,9 @@ use config_layers::GlobalArgs;
 /// On-device telemetry buffer: record, inspect, upload, collect.
 ///
 /// Exit codes: 0 success; 1 the command ran and found a problem (journal verify found damage,
-/// upload once/flush did not deliver everything); 2 error (bad arguments, unreadable files,
-/// server unreachable); 3 nothing to do because policy forbids it (upload once).
+/// upload once/flush did not deliver everything, e.g. the server was unreachable: transient,
+/// the next pass retries); 2 error (bad arguments or configuration, no or wrong upload URL,
+/// unreadable files); 3 nothing to do because policy forbids it (upload once).
 #[derive(Debug, Parser)]
 #[command(name = "seglog", version, about, long_about = None, propagate_version = true)]
 struct Cli {

@@ -27,4 +27,5 @@ mod torture;
 mod trim_counts;
 mod umask;
 mod upload_e2e;
+mod upload_manners;
 mod upload_network;

@@ -457,3 +457,70 @@ fn probe_netstat_records_the_interval_in_progress_when_it_is_stopped() {
     assert_eq!(v["total"]["eth0"]["rx"].as_u64(), Some(4096));
     assert_eq!(v["total"]["eth0"]["tx"].as_u64(), Some(64));
 }
+
+/// Issue 13: `probe pipe` on SIGTERM, input still open (as under `systemctl stop`), writes
+/// every line it read, prints its summary and exits 0. Before, the signal killed it and the
+/// pending batch was lost. `--flush-after 1h` and a large batch keep the lines pending, so
+/// only the stop can write them.
+#[test]
+fn probe_pipe_writes_what_it_read_and_prints_its_summary_on_sigterm() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = seglog(d.path())
+        .args([
+            "probe",
+            "pipe",
+            "-c",
+            "org.test/pipe/signal",
+            "--flush-after",
+            "1h",
+            "--batch-lines",
+            "100000",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The write end stays open until the end of the test: input never ends by itself.
+    let mut input = child.stdin.take().unwrap();
+    let lines: String = (0..1000)
+        .map(|i| format!("line {i} before the signal\n"))
+        .collect();
+    input.write_all(lines.as_bytes()).unwrap();
+    input.flush().unwrap();
+    // Let the probe read them (it writes nothing yet: the batch is not full, the timer long).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the probe ended before the signal"
+    );
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-s", "TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the probe did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    let err = ok(&out);
+    let err = format!("{err}{}", text(&out.stderr));
+    assert!(err.contains("1000 lines read, 1000 records"), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    let recs = records(d.path());
+    assert_eq!(recs.len(), 1000);
+    assert_eq!(recs[999].payload, b"line 999 before the signal");
+    // The journal reads them too.
+    let journal = ok(&run(
+        seglog(d.path()).args(["journal", "--json", "-n", "2000"]),
+        b"",
+    ));
+    assert_eq!(journal.lines().count(), 1000, "{journal}");
+}

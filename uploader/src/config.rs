@@ -82,6 +82,8 @@ pub struct UploadConfig {
     pub dir: PathBuf,
     /// Collector base URL (`None`: not configured).
     pub url: Option<String>,
+    /// Where `url` came from: `--url`, `SEGLOG_UPLOAD_URL` or `[upload] url` (`None`: unset).
+    pub url_source: Option<&'static str>,
     /// Bearer token.
     pub token: Option<String>,
     /// Policy.
@@ -128,6 +130,7 @@ impl UploadConfig {
             opt_in_file: crate::state::upload_dir(&dir).join(crate::state::OPT_IN_FILE),
             dir,
             url: None,
+            url_source: None,
             token: None,
             policy: Policy::default(),
             zstd_level: 1,
@@ -145,12 +148,36 @@ impl UploadConfig {
         }
     }
 
-    /// Loads the layered configuration for `global` (files, `SEGLOG_DIR`, `--dir`).
+    /// Loads the layered configuration for `global` (files, `SEGLOG_DIR`, `--dir`), then the
+    /// upload URL from `SEGLOG_UPLOAD_URL` when set (it overrides `[upload] url`; `--url`
+    /// overrides both: [`UploadConfig::override_url`]).
     pub fn load(global: &GlobalArgs) -> Result<UploadConfig, ConfigError> {
         let layers = Layers::load(global)?;
         let log = LogConfig::from_table(layers.merged(), global)?;
         let raw: RawUpload = layers.section()?;
-        Self::resolve(raw, &log)
+        let mut c = Self::resolve(raw, &log)?;
+        if let Ok(url) = std::env::var(URL_ENV) {
+            c.override_url(&url, URL_ENV)?;
+        }
+        Ok(c)
+    }
+
+    /// Sets the URL from a source that overrides the config files (`source` names it in
+    /// errors and in `status`: `--url` or `SEGLOG_UPLOAD_URL`). An empty value changes nothing.
+    pub fn override_url(&mut self, url: &str, source: &'static str) -> Result<(), ConfigError> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Ok(());
+        }
+        check_url(url).map_err(|message| ConfigError::Value {
+            origin: Some(source.to_owned()),
+            section: "upload",
+            key: Some("url".to_owned()),
+            message,
+        })?;
+        self.url = Some(url.to_owned());
+        self.url_source = Some(source);
+        Ok(())
     }
 
     /// Resolves a parsed section against the `[log]` section.
@@ -160,13 +187,9 @@ impl UploadConfig {
             v.map(DurationValue::get).unwrap_or(default)
         };
         if let Some(url) = raw.url.filter(|u| !u.trim().is_empty()) {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    "url",
-                    format!("{url:?} must start with http:// or https://"),
-                ));
-            }
+            check_url(&url).map_err(|m| invalid("url", m))?;
             c.url = Some(url);
+            c.url_source = Some(URL_KEY);
         }
         c.token = match (raw.token, raw.token_file) {
             (Some(_), Some(_)) => {
@@ -263,6 +286,28 @@ impl UploadConfig {
     /// Whether the opt-in marker exists.
     pub fn opted_in(&self) -> bool {
         self.opt_in_file.exists()
+    }
+}
+
+/// Environment variable holding the collector URL; overrides `[upload] url`, `--url`
+/// overrides it.
+pub const URL_ENV: &str = "SEGLOG_UPLOAD_URL";
+/// The command-line flag for the collector URL.
+pub const URL_FLAG: &str = "--url";
+/// The config key for the collector URL, as `status` names its source.
+pub const URL_KEY: &str = "[upload] url";
+
+/// What to do when no URL is configured: every way to set one.
+pub const URL_HOWTO: &str = "pass --url URL, set the environment variable SEGLOG_UPLOAD_URL=URL, \
+     or set url = \"URL\" in the [upload] section of /etc/seglog/seglog.toml (or of a file \
+     given with --config FILE); URL is the collector's base URL, e.g. http://127.0.0.1:8780/";
+
+/// A collector URL must be http:// or https://.
+fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!("{url:?} must start with http:// or https://"))
     }
 }
 

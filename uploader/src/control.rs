@@ -2,7 +2,8 @@
 //! directory).
 //!
 //! Protocol: the client writes one JSON line, `{"cmd":"flush"}`, and reads JSON lines until
-//! one has `"type":"done"`: zero or more `{"type":"progress", ...}` and then
+//! one has `"type":"done"`: zero or more `{"type":"progress", ...}` and
+//! `{"type":"retry","message":"..."}` (a failed attempt, as it happens), and then
 //! `{"type":"done","ok":bool,"forbidden":bool,"message":"...", ...counts}`. The daemon notes
 //! the end of the log when the request arrives; `done` with `ok: true` means everything
 //! written before that was acknowledged by the server.
@@ -30,6 +31,12 @@ pub enum Reply {
         frame_bytes: u64,
         /// Backlog when the flush started (frame bytes).
         total_bytes: u64,
+    },
+    /// An attempt of the pass serving the flush failed (the line `flush` prints, e.g.
+    /// `attempt 2 failed: <reason>; retrying in 3 s`).
+    Retry {
+        /// The line.
+        message: String,
     },
     /// The end.
     Done {

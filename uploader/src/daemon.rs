@@ -25,14 +25,16 @@ pub struct DaemonOptions {
 
 type Flushes = Rc<RefCell<Vec<FlushRequest>>>;
 
-struct DaemonWaiter {
+struct DaemonWaiter<'a> {
     rx: Receiver<Event>,
     flushes: Flushes,
     stop: bool,
     wake_on_flush: bool,
+    /// The daemon's log (stderr for the CLI), shared with the main loop.
+    log: &'a dyn Fn(&str),
 }
 
-impl DaemonWaiter {
+impl DaemonWaiter<'_> {
     fn absorb(&mut self, e: Event) {
         match e {
             Event::Stop => self.stop = true,
@@ -41,7 +43,18 @@ impl DaemonWaiter {
     }
 }
 
-impl Waiter for DaemonWaiter {
+impl Waiter for DaemonWaiter<'_> {
+    /// Logs the failure and tells the flush clients waiting for this pass.
+    fn attempt_failed(&mut self, failed: &crate::engine::FailedAttempt) {
+        let line = failed.to_string();
+        (self.log)(&line);
+        for f in self.flushes.borrow().iter() {
+            let _ = f.reply.send(Reply::Retry {
+                message: line.clone(),
+            });
+        }
+    }
+
     fn wait(&mut self, d: Duration) -> bool {
         let until = Instant::now() + d;
         loop {
@@ -83,7 +96,7 @@ fn inputs(up: &Uploader) -> Inputs {
         opted_in: cfg.opted_in(),
         backlog_bytes: up.backlog_bytes(),
         oldest_record_ms: crate::backlog::oldest_record_ms(&cfg.dir, up.cursor().position),
-        last_pass_ms: status.last_attempt_ms,
+        last_pass_ms: status.last_pass_ms,
         budget_used: status.budget_used(now),
     }
 }
@@ -140,6 +153,9 @@ pub fn run(
     opts: &DaemonOptions,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<()> {
+    let shared = RefCell::new(log);
+    let say = |m: &str| (shared.borrow_mut())(m);
+    let log = &say;
     let (tx, rx) = mpsc::channel();
     let grace = cfg.timeout + Duration::from_secs(5);
     let mut signals = signal_hook::iterator::Signals::new([
@@ -163,6 +179,7 @@ pub fn run(
         flushes: flushes.clone(),
         stop: false,
         wake_on_flush: true,
+        log: &say,
     };
     let mut up = loop {
         match Uploader::open(cfg.clone()) {
@@ -286,9 +303,9 @@ pub fn run(
 
 fn serve_flushes(
     up: &mut Uploader,
-    waiter: &mut DaemonWaiter,
+    waiter: &mut DaemonWaiter<'_>,
     flushes: &Flushes,
-    log: &mut dyn FnMut(&str),
+    log: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
     let target = flushes.borrow().iter().map(|f| f.target).max().flatten();
     let decision = up.config().policy.decide(Trigger::Flush, &inputs(up));

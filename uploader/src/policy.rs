@@ -7,7 +7,7 @@
 //! 3. Nothing un-uploaded: nothing to do.
 //! 4. `mode = on-demand`: only `flush` uploads.
 //! 5. The daily byte budget is used up: wait for the next UTC day.
-//! 6. Less than `interval` since the last pass: wait.
+//! 6. Less than `interval` since the last pass that did not fail: wait.
 //! 7. Upload when the backlog reached `min_backlog_bytes`, or the oldest un-uploaded record
 //!    waited `max_delay`; otherwise wait.
 //!
@@ -77,7 +77,8 @@ pub struct Inputs {
     pub backlog_bytes: u64,
     /// Wall time of the oldest record not uploaded yet.
     pub oldest_record_ms: Option<i64>,
-    /// When the last scheduled pass ran.
+    /// When the last pass that did not fail started (a failed one does not count, so a
+    /// server that was down does not delay the next try by `interval`).
     pub last_pass_ms: Option<i64>,
     /// Wire bytes sent today.
     pub budget_used: u64,

@@ -48,12 +48,20 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 pub struct Status {
     /// Last acknowledged batch (ms since the epoch).
     pub last_success_ms: Option<i64>,
-    /// Last upload pass, whatever its outcome.
+    /// Last upload pass, whatever its outcome (when it started).
     pub last_attempt_ms: Option<i64>,
+    /// When the last pass that did not fail started: one that delivered everything, or
+    /// stopped at held-back records or at the daily budget. The policy's `interval` counts
+    /// from it, so a failed pass (server unreachable) does not delay the next one.
+    pub last_pass_ms: Option<i64>,
+    /// Passes so far (every call of `Uploader::pass`, failed ones included).
+    pub passes: u64,
     /// Last error, as a sentence.
     pub last_error: Option<String>,
     /// When it happened.
     pub last_error_ms: Option<i64>,
+    /// The value of `passes` when it happened (so `status` can say "2 passes ago").
+    pub last_error_pass: Option<u64>,
     /// Records acknowledged by the server.
     pub delivered_records: u64,
     /// Payload bytes acknowledged.

@@ -31,46 +31,49 @@ fn ago(ms: Option<i64>, now: i64) -> serde_json::Value {
     }
 }
 
-/// Collects the status as JSON.
+/// Collects the status as JSON. A directory that is not a log is an error (as in `seglog
+/// journal`), not an empty status.
 pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
     let now = now_ms();
-    let log_id = segment_log::LogId::load(&cfg.dir)?;
+    if !cfg.dir.exists() {
+        anyhow::bail!(
+            "log directory {} does not exist; check --dir or SEGLOG_DIR",
+            cfg.dir.display()
+        );
+    }
+    let id = segment_log::LogId::load(&cfg.dir)?.ok_or_else(|| segment_log::Error::NotALog {
+        path: cfg.dir.clone(),
+    })?;
     let updir = cfg.upload_dir();
     let (mut st, st_warn) = if updir.exists() {
         Status::load(&updir)
     } else {
         (Status::default(), None)
     };
-    if let Some(id) = &log_id {
-        // A state.json written before redaction existed may quote the upload URL.
-        st.last_error = st
-            .last_error
-            .map(|e| crate::transport::scrub_private_id(&e, &id.private()));
-    }
+    // A state.json written before redaction existed may quote the upload URL.
+    st.last_error = st
+        .last_error
+        .map(|e| crate::transport::scrub_private_id(&e, &id.private()));
     let mut warnings: Vec<String> = st_warn.into_iter().collect();
-    let (cursor, inflight) = match (&log_id, updir.exists()) {
-        (Some(id), true) => {
-            let l = CursorStore::open(&updir)?.load(&id.public())?;
-            warnings.extend(l.warnings);
-            (l.state.position, l.state.inflight)
-        }
-        _ => (segment_log::Position::default(), None),
-    };
-    let (backlog_bytes, backlog_records, oldest) = if log_id.is_some() {
-        (
-            crate::backlog::backlog_bytes(&cfg.dir, cursor),
-            crate::backlog::backlog_records(&cfg.dir, cursor),
-            crate::backlog::oldest_record_ms(&cfg.dir, cursor),
-        )
+    let (cursor, inflight) = if updir.exists() {
+        let l = CursorStore::open(&updir)?.load(&id.public())?;
+        warnings.extend(l.warnings);
+        (l.state.position, l.state.inflight)
     } else {
-        (0, 0, None)
+        (segment_log::Position::default(), None)
     };
+    let (backlog_bytes, backlog_records, oldest) = (
+        crate::backlog::backlog_bytes(&cfg.dir, cursor),
+        crate::backlog::backlog_records(&cfg.dir, cursor),
+        crate::backlog::oldest_record_ms(&cfg.dir, cursor),
+    );
     let counters = recorder::counters::read(&cfg.dir).unwrap_or_default();
     let budget_used = st.budget_used(now);
     Ok(json!({
         "log_dir": cfg.dir,
-        "public_log_id": log_id.as_ref().map(|i| hex::encode(i.public())),
+        "public_log_id": hex::encode(id.public()),
         "url": cfg.url,
+        "url_source": cfg.url_source,
         "server_delivery": cfg.policy.server_delivery,
         "opted_in": cfg.opted_in(),
         "require_opt_in": cfg.policy.require_opt_in,
@@ -81,7 +84,11 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
         "backlog": { "bytes": backlog_bytes, "records": backlog_records, "oldest_record": ago(oldest, now) },
         "last_success": ago(st.last_success_ms, now),
         "last_attempt": ago(st.last_attempt_ms, now),
-        "last_error": st.last_error.as_ref().map(|e| json!({ "message": e, "at": ago(st.last_error_ms, now) })),
+        "last_error": st.last_error.as_ref().map(|e| json!({
+            "message": e,
+            "at": ago(st.last_error_ms, now),
+            "passes_ago": st.last_error_pass.map(|p| st.passes.saturating_sub(p)),
+        })),
         "delivered": { "records": st.delivered_records, "bytes": st.delivered_bytes, "wire_bytes": st.delivered_wire_bytes, "batches": st.delivered_batches },
         "dropped": counters.dropped,
         "spooled": counters.spooled,
@@ -95,6 +102,30 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
         "budget": { "used_today": budget_used, "daily": cfg.policy.daily_budget },
         "warnings": warnings,
     }))
+}
+
+/// When the last error happened: `2025-06-01T12:03:04Z, 5m ago, 2 passes ago` (or `in the
+/// last pass`), so an error that a later pass got past does not read as the current state.
+fn error_label(e: &serde_json::Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(at) = e["at"]["at_ms"].as_u64() {
+        parts.push(
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(at))
+                .to_string(),
+        );
+        parts.push(age(&e["at"]));
+    }
+    match e["passes_ago"].as_u64() {
+        Some(0) => parts.push("in the last pass".into()),
+        Some(1) => parts.push("1 pass ago".into()),
+        Some(n) => parts.push(format!("{n} passes ago")),
+        None => {}
+    }
+    if parts.is_empty() {
+        "time unknown".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn age(v: &serde_json::Value) -> String {
@@ -125,8 +156,12 @@ pub fn print(v: &serde_json::Value, out: &mut dyn Write) -> std::io::Result<()> 
     )?;
     writeln!(
         out,
-        "server:           {} (delivery {}, mode {}, opted in: {})",
+        "server:           {}{} (delivery {}, mode {}, opted in: {})",
         s("url"),
+        v["url_source"]
+            .as_str()
+            .map(|src| format!(" from {src}"))
+            .unwrap_or_default(),
         if v["server_delivery"] == true {
             "on"
         } else {
@@ -161,9 +196,9 @@ pub fn print(v: &serde_json::Value, out: &mut dyn Write) -> std::io::Result<()> 
     match v["last_error"].get("message") {
         Some(m) => writeln!(
             out,
-            "last error:       {} ({})",
-            m.as_str().unwrap_or(""),
-            age(&v["last_error"]["at"])
+            "last error:       ({}) {}",
+            error_label(&v["last_error"]),
+            m.as_str().unwrap_or("")
         )?,
         None => writeln!(out, "last error:       none")?,
     }

@@ -20,8 +20,15 @@ pub enum Outcome {
         /// The start of the response body (at most 512 bytes), for error reports.
         body: String,
     },
-    /// No answer: connection refused or reset, timeout, TLS failure...
+    /// No answer: connection refused, host not found, timeout...
     Transport(String),
+    /// A connection was made but the exchange broke (reset, closed early, an answer that is
+    /// not HTTP, a failed TLS handshake): retried like [`Outcome::Transport`], and the first
+    /// one of a pass makes the uploader check the URL's scheme ([`Transport::scheme_mismatch`]).
+    Broken(String),
+    /// The server does not speak the URL's scheme (https:// to plain HTTP or the reverse):
+    /// a configuration error, never retried.
+    WrongScheme(String),
 }
 
 /// How often [`Transport::send_until`] looks at its stop condition while a request runs.
@@ -200,6 +207,12 @@ impl Transport {
         }
     }
 
+    /// Whether the server at the URL's address speaks another scheme than the URL's
+    /// (see [`crate::scheme`]): the sentence to show, or `None`.
+    pub fn scheme_mismatch(&self, timeout: Duration) -> Option<String> {
+        crate::scheme::mismatch(self.url.expose(), timeout)
+    }
+
     /// Posts one compressed batch (blocking, up to the configured timeout).
     pub fn send(&self, id: &BatchId, body: &[u8]) -> Outcome {
         self.send_within(id, body, self.timeout)
@@ -229,7 +242,14 @@ impl Transport {
             Ok(r) => r,
             // With `http_status_as_error(false)` every status is an `Ok` response: an error
             // here is a transport failure (connect, TLS, timeout, a broken answer).
-            Err(e) => return Outcome::Transport(self.url.scrub(&format!("{}: {e}", self.url))),
+            Err(e) => {
+                let msg = self.url.scrub(&format!("{}: {e}", self.url));
+                return if is_unreachable(&e) {
+                    Outcome::Transport(msg)
+                } else {
+                    Outcome::Broken(msg)
+                };
+            }
         };
         let code = resp.status().as_u16();
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
@@ -250,6 +270,25 @@ impl Transport {
             retry_after,
             body: self.url.scrub(&String::from_utf8_lossy(&buf)),
         }
+    }
+}
+
+/// Whether `e` means nothing answered (no connection, no answer in time), as opposed to an
+/// exchange that broke.
+fn is_unreachable(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        ureq::Error::Timeout(_) | ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionRefused
+                | K::TimedOut
+                | K::WouldBlock
+                | K::HostUnreachable
+                | K::NetworkUnreachable
+                | K::AddrNotAvailable
+        ),
+        _ => false,
     }
 }
 
@@ -473,7 +512,7 @@ mod tests {
         let id = BatchId([7; 32]);
         let verdict = |o: Outcome| match o {
             Outcome::Status { verdict, .. } => verdict,
-            Outcome::Transport(e) => panic!("{e}"),
+            other => panic!("{other:?}"),
         };
         let never = &mut || false;
         assert_eq!(
@@ -489,7 +528,7 @@ mod tests {
     }
 
     /// https goes through rustls (the only TLS the ureq features allow): a server that
-    /// answers in plain text fails the handshake with a rustls error, a transport failure
+    /// answers in plain text fails the handshake with a rustls error, a broken exchange
     /// whose text does not show the private id.
     #[test]
     fn https_uses_rustls_and_a_failed_handshake_is_a_scrubbed_transport_error() {
@@ -508,7 +547,8 @@ mod tests {
             Duration::from_secs(5),
         );
         match t.send(&BatchId([1; 32]), b"body") {
-            Outcome::Transport(e) => {
+            // A connection was made and the exchange broke: the engine checks the scheme.
+            Outcome::Broken(e) => {
                 // rustls's own wording (the handshake error reaches us as io).
                 assert!(e.contains("received corrupt message"), "{e}");
                 assert!(!e.contains(&id), "{e}");

@@ -7,7 +7,10 @@
 //! while lines are pending: an idle probe sleeps until input arrives). The trailing `\n`
 //! (and `\r`) is removed; empty lines are skipped; a line longer than the largest payload is
 //! cut to it. At end of input (also when the writer upstream died: a broken pipe is just the
-//! end) the last batch is written and counts are printed on standard error.
+//! end) the last batch is written and counts are printed on standard error. SIGTERM and
+//! SIGINT end the run the same way, input still open: every line read before the signal is
+//! written (lines already taken from the pipe, up to half a second more of them), the summary
+//! says which signal stopped it, and the exit status is 0.
 //!
 //! When the log is out of space (see [`super::full_disk`]) the probe keeps reading: with
 //! `rate_limit_strategy = spool` it holds up to `--hold-bytes` of lines in memory and retries,
@@ -81,6 +84,8 @@ pub struct PipeReport {
     pub no_space_episodes: u64,
     /// The read error that ended input early, if any.
     pub read_error: Option<String>,
+    /// The signal that ended the run (`SIGTERM`, `SIGINT`), if one did.
+    pub stopped_by: Option<&'static str>,
 }
 
 impl std::fmt::Display for PipeReport {
@@ -116,6 +121,9 @@ impl std::fmt::Display for PipeReport {
         if let Some(e) = &self.read_error {
             write!(f, "; input ended by a read error: {e}")?;
         }
+        if let Some(sig) = self.stopped_by {
+            write!(f, "; stopped by {sig}")?;
+        }
         Ok(())
     }
 }
@@ -128,13 +136,23 @@ impl PipeArgs {
     }
 }
 
-/// Runs the probe on standard input.
+/// Runs the probe on standard input until it ends or SIGTERM/SIGINT arrives.
 pub fn run(args: PipeArgs, rec: &Recorder) -> anyhow::Result<ExitCode> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     args.check()?;
-    let report = run_with(
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| anyhow::anyhow!("cannot install handlers for SIGTERM and SIGINT: {e}"))?;
+    let report = run_until(
         &args,
         rec,
         std::io::BufReader::with_capacity(64 << 10, std::io::stdin()),
+        move |stop| {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    stop.stop(if sig == SIGINT { "SIGINT" } else { "SIGTERM" });
+                }
+            });
+        },
     )?;
     eprintln!("{report}");
     Ok(ExitCode::SUCCESS)
@@ -143,7 +161,25 @@ pub fn run(args: PipeArgs, rec: &Recorder) -> anyhow::Result<ExitCode> {
 enum Msg {
     Line(Vec<u8>),
     End(Option<String>),
+    Stop(&'static str),
 }
+
+/// Ends a running pipe probe as if its input had ended (see [`run_until`]).
+#[derive(Clone)]
+pub struct PipeStop(mpsc::SyncSender<Msg>);
+
+impl PipeStop {
+    /// Asks the probe to write what it read and return; `why` goes into the report.
+    pub fn stop(&self, why: &'static str) {
+        let _ = self.0.send(Msg::Stop(why));
+    }
+}
+
+/// After a stop: lines the reader already took from the input are still taken while they
+/// keep coming at least this often...
+const STOP_DRAIN_GAP: Duration = Duration::from_millis(20);
+/// ...for at most this long.
+const STOP_DRAIN_MAX: Duration = Duration::from_millis(500);
 
 /// Reads `input` line by line on a thread and appends batches from this one.
 ///
@@ -156,7 +192,19 @@ pub fn run_with(
     rec: &Recorder,
     input: impl BufRead + Send + 'static,
 ) -> anyhow::Result<PipeReport> {
+    run_until(args, rec, input, |_| {})
+}
+
+/// [`run_with`], handing `on_start` a [`PipeStop`] that ends the run early (the CLI gives
+/// it to a signal thread).
+pub fn run_until(
+    args: &PipeArgs,
+    rec: &Recorder,
+    input: impl BufRead + Send + 'static,
+    on_start: impl FnOnce(PipeStop),
+) -> anyhow::Result<PipeReport> {
     let (tx, rx) = mpsc::sync_channel::<Msg>(args.batch_lines.max(64) * 4);
+    on_start(PipeStop(tx.clone()));
     std::thread::spawn(move || {
         let mut input = input;
         let end = loop {
@@ -262,25 +310,53 @@ impl<'a> Appender<'a> {
                     self.push(line);
                     self.write(false)?;
                 }
-                Msg::End(err) => {
-                    self.full.allow_try();
-                    self.write(true)?;
-                    let left = self.pending.len() as u64;
-                    if left > 0 {
-                        eprintln!(
-                            "pipe: input ended while the log is out of space: {left} held lines dropped (counted as no_space)"
-                        );
-                        self.full.drop_records(self.rec, left);
-                        self.pending.clear();
+                Msg::End(err) => return self.finish(err),
+                Msg::Stop(why) => {
+                    self.report.stopped_by = Some(why);
+                    // Lines the reader took from the input before the signal may still be on
+                    // their way: take them too.
+                    let until = std::time::Instant::now() + STOP_DRAIN_MAX;
+                    let mut end = None;
+                    while let Some(left) = until
+                        .checked_duration_since(std::time::Instant::now())
+                        .filter(|l| !l.is_zero())
+                    {
+                        match rx.recv_timeout(STOP_DRAIN_GAP.min(left)) {
+                            Ok(Msg::Line(line)) => {
+                                self.push(line);
+                                self.write(false)?;
+                            }
+                            Ok(Msg::End(err)) => {
+                                end = err;
+                                break;
+                            }
+                            Ok(Msg::Stop(_)) => {}
+                            Err(_) => break,
+                        }
                     }
-                    let _ = self.rec.flush_counters();
-                    self.report.no_space_dropped = self.full.dropped;
-                    self.report.no_space_episodes = self.full.episodes;
-                    self.report.read_error = err;
-                    return Ok(self.report);
+                    return self.finish(end);
                 }
             }
         }
+    }
+
+    /// Writes what is pending (input ended, or a stop) and returns the report.
+    fn finish(mut self, err: Option<String>) -> anyhow::Result<PipeReport> {
+        self.full.allow_try();
+        self.write(true)?;
+        let left = self.pending.len() as u64;
+        if left > 0 {
+            eprintln!(
+                "pipe: input ended while the log is out of space: {left} held lines dropped (counted as no_space)"
+            );
+            self.full.drop_records(self.rec, left);
+            self.pending.clear();
+        }
+        let _ = self.rec.flush_counters();
+        self.report.no_space_dropped = self.full.dropped;
+        self.report.no_space_episodes = self.full.episodes;
+        self.report.read_error = err;
+        Ok(self.report)
     }
 
     fn push(&mut self, mut line: Vec<u8>) {
@@ -443,6 +519,46 @@ mod tests {
         drop(rec);
         let c = crate::counters::read(d.path()).unwrap();
         assert_eq!((c.total_spooled(), c.spooled_until_ms), (3, Some(until)));
+    }
+
+    /// Input that gives some lines and then blocks, as a pipe whose writer stays open.
+    struct OpenPipe(std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for OpenPipe {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                },
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_writes_every_line_read_and_says_so_while_input_stays_open() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = Recorder::open_with(&test_config(d.path()), FakeClock::new(), false).unwrap();
+        let mut a = args();
+        // Nothing would be written before input ends: only the stop can write these.
+        a.batch_lines = 1000;
+        a.flush_after = Duration::from_secs(3600);
+        let input = std::io::BufReader::new(OpenPipe(std::io::Cursor::new(
+            b"one\ntwo\nthree\n".to_vec(),
+        )));
+        let report = run_until(&a, &rec, input, |stop| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                stop.stop("SIGTERM");
+            });
+        })
+        .unwrap();
+        assert_eq!((report.lines, report.records), (3, 3), "{report}");
+        assert_eq!(report.stopped_by, Some("SIGTERM"));
+        assert!(
+            report.to_string().ends_with("; stopped by SIGTERM"),
+            "{report}"
+        );
+        assert_eq!(read_all(d.path()).len(), 3);
     }
 
     struct FailingReader(&'static [u8], bool);

@@ -5,12 +5,17 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use super::{
-    crash_point_for_test, report, Notes, PassOptions, PassOutcome, Progress, Uploader, Waiter,
+    crash_point_for_test, report, FailedAttempt, Notes, PassOptions, PassOutcome, Progress,
+    Uploader, Waiter,
 };
 use crate::batch::{BatchLimits, Built, End};
 use crate::protocol::{self, Gap, GapReason, Verdict};
 use crate::state::now_ms;
 use crate::transport::{redact, Outcome};
+
+/// The longest wait for a server's answer to the scheme probe (a TLS or HTTP server answers a
+/// ClientHello within one round trip).
+const SCHEME_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Uploader {
     /// Sends one batch until it is acknowledged, split, or dead-lettered, and then the gap
@@ -217,20 +222,36 @@ impl Uploader {
                     format!("HTTP {code}: {}", body.trim()),
                 ),
                 Outcome::Transport(e) => (self.backoff.next_delay(), e),
+                Outcome::Broken(e) => {
+                    if let Some(m) = self.check_scheme_once(opts) {
+                        return Ok(Err(PassOutcome::Configuration(m)));
+                    }
+                    (self.backoff.next_delay(), e)
+                }
+                // https:// to a plain-HTTP server or the reverse: no retry can fix that.
+                Outcome::WrongScheme(m) => return Ok(Err(PassOutcome::Configuration(m))),
             };
             p.retries += 1;
             self.status.last_error = Some(msg.clone());
             self.status.last_error_ms = Some(now_ms());
-            if opts.max_attempts.is_some_and(|m| attempts >= m) {
+            self.status.last_error_pass = Some(self.status.passes);
+            let exhausted = opts.max_attempts.is_some_and(|m| attempts >= m);
+            let left = opts
+                .deadline
+                .map(|d| d.saturating_duration_since(Instant::now()));
+            let wait = left.map_or(wait, |l| wait.min(l));
+            waiter.attempt_failed(&FailedAttempt {
+                attempt: attempts,
+                max_attempts: opts.max_attempts,
+                reason: msg.clone(),
+                retry_in: (!exhausted && left.is_none_or(|l| !l.is_zero())).then_some(wait),
+            });
+            if exhausted {
                 return Ok(Err(PassOutcome::Failed(format!(
                     "batch {} not delivered after {attempts} attempts; last: {msg}",
                     b.id
                 ))));
             }
-            let wait = match opts.deadline {
-                Some(d) => wait.min(d.saturating_duration_since(Instant::now())),
-                None => wait,
-            };
             if waiter.wait(wait) {
                 return Ok(Err(PassOutcome::Stopped));
             }
@@ -240,6 +261,19 @@ impl Uploader {
                 ))));
             }
         }
+    }
+
+    /// After the first broken exchange of a pass: whether the server speaks another scheme
+    /// than the URL's (`crate::scheme`), as the configuration error to stop with.
+    fn check_scheme_once(&mut self, opts: &PassOptions) -> Option<String> {
+        if std::mem::replace(&mut self.scheme_checked, true) {
+            return None;
+        }
+        let mut limit = self.cfg.connect_timeout.min(SCHEME_PROBE_TIMEOUT);
+        if let Some(d) = opts.deadline {
+            limit = limit.min(d.saturating_duration_since(Instant::now()));
+        }
+        self.transport.as_ref()?.scheme_mismatch(limit)
     }
 
     fn acknowledged(&mut self, b: &Built, p: &mut Progress) {

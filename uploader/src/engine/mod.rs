@@ -22,6 +22,53 @@ pub trait Waiter {
     fn wait(&mut self, d: Duration) -> bool;
     /// Whether a stop was requested.
     fn stop_requested(&mut self) -> bool;
+    /// An attempt to deliver a batch failed; called as it happens, before the wait for the
+    /// next attempt (the CLI prints it, the daemon logs it). Does nothing by default.
+    fn attempt_failed(&mut self, _failed: &FailedAttempt) {}
+}
+
+/// A failed attempt to deliver a batch (see [`Waiter::attempt_failed`]). Its `Display` is
+/// the line the CLI prints: `attempt 2/5 failed: <reason>; retrying in 3 s`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedAttempt {
+    /// Which attempt of this batch (1 for the first).
+    pub attempt: u32,
+    /// The attempts allowed (`None`: the daemon, which never gives up).
+    pub max_attempts: Option<u32>,
+    /// Why it failed, as a sentence (the private id is never in it).
+    pub reason: String,
+    /// The wait before the next attempt; `None` when there is none (attempts used up, or
+    /// the deadline passed).
+    pub retry_in: Option<Duration>,
+}
+
+impl std::fmt::Display for FailedAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attempt {}", self.attempt)?;
+        if let Some(m) = self.max_attempts {
+            write!(f, "/{m}")?;
+        }
+        write!(f, " failed: {}; ", self.reason)?;
+        match self.retry_in {
+            Some(d) => write!(f, "retrying in {}", seconds(d)),
+            None => write!(f, "giving up"),
+        }
+    }
+}
+
+/// A wait for people: `3 s`, `0.4 s`, `316 s` (tenths below 10 s, whole seconds above).
+pub fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 10.0 {
+        let tenths = (s * 10.0).round() / 10.0;
+        if tenths.fract() == 0.0 {
+            format!("{tenths:.0} s")
+        } else {
+            format!("{tenths:.1} s")
+        }
+    } else {
+        format!("{s:.0} s")
+    }
 }
 
 /// Test-only crash injection: with `SEGLOG_CRASH_AT_FOR_TEST=<point>:<n>`, the process
@@ -124,6 +171,9 @@ pub struct Uploader {
     backoff: Backoff,
     /// The gap report of a dead-lettered batch, sent until acknowledged (see `report`).
     report: Option<Built>,
+    /// Whether this pass already checked the URL's scheme against the server (see
+    /// `crate::scheme`): once per pass, after the first broken exchange.
+    scheme_checked: bool,
     /// Warnings from opening (damaged cursor...), for the caller to print.
     pub warnings: Vec<String>,
 }
@@ -296,6 +346,7 @@ impl Uploader {
             transport,
             backoff,
             report,
+            scheme_checked: false,
             warnings,
         };
         if u.cursor.position == Position::default() {
@@ -368,6 +419,7 @@ impl Uploader {
     pub(crate) fn note_error(&mut self, msg: &str) {
         self.status.last_error = Some(msg.to_owned());
         self.status.last_error_ms = Some(now_ms());
+        self.status.last_error_pass = Some(self.status.passes);
         self.save_status();
     }
 
@@ -385,12 +437,15 @@ impl Uploader {
         progress: &mut dyn FnMut(&Progress),
     ) -> anyhow::Result<(PassOutcome, Progress)> {
         let mut p = Progress::default();
+        self.status.passes += 1;
+        self.scheme_checked = false;
         if self.transport.is_none() {
-            let msg = "no collector URL configured: set url in the [upload] section".to_owned();
+            let msg = format!("no collector URL configured: {}", crate::config::URL_HOWTO);
             self.note_error(&msg);
             return Ok((PassOutcome::Configuration(msg), p));
         }
-        self.status.last_attempt_ms = Some(now_ms());
+        let started = now_ms();
+        self.status.last_attempt_ms = Some(started);
         let outcome = loop {
             if waiter.stop_requested() {
                 break PassOutcome::Stopped;
@@ -462,7 +517,12 @@ impl Uploader {
         };
         match &outcome {
             PassOutcome::Failed(m) | PassOutcome::Configuration(m) => self.note_error(m),
-            _ => self.save_status(),
+            PassOutcome::Stopped => self.save_status(),
+            PassOutcome::Complete | PassOutcome::Held(_) | PassOutcome::BudgetExhausted => {
+                // Only a pass that did not fail counts for the policy's `interval`.
+                self.status.last_pass_ms = Some(started);
+                self.save_status();
+            }
         }
         Ok((outcome, p))
     }
