@@ -244,6 +244,18 @@ fn serve(conn: TcpStream, s: &Shared) {
     let Ok(mut w) = conn.try_clone() else { return };
     let mut r = BufReader::new(conn);
     loop {
+        // A TLS ClientHello (an https:// client, or the uploader's scheme probe): answer as
+        // a plain-HTTP server does, 400, without taking a scripted behaviour.
+        if r.fill_buf().ok().and_then(|b| b.first().copied()) == Some(0x16) {
+            let _ = respond(
+                &mut w,
+                400,
+                "Connection: close\r\n",
+                "{\"error\":\"not HTTP\"}",
+            );
+            let _ = w.shutdown(Shutdown::Both);
+            return;
+        }
         let Some(head) = read_head(&mut r) else {
             return;
         };

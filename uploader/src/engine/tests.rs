@@ -450,3 +450,112 @@ fn a_cursor_that_cannot_be_written_fails_the_pass_before_sending_and_a_later_pas
     assert_all_delivered_once(&s, 1000);
     assert_eq!(s.seen().duplicates, 0);
 }
+
+/// Records failed attempts as the CLI would print them.
+#[derive(Default)]
+struct Reported(Vec<FailedAttempt>);
+impl Waiter for Reported {
+    fn wait(&mut self, _d: Duration) -> bool {
+        false
+    }
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+    fn attempt_failed(&mut self, f: &FailedAttempt) {
+        self.0.push(f.clone());
+    }
+}
+
+/// Issue 13: each failed attempt is reported as it happens, with the wait before the next.
+#[test]
+fn every_failed_attempt_is_reported_before_its_retry() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 10);
+    let s = FlakyServer::start(vec![Behavior::Status(503), Behavior::Status(500)]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let mut w = Reported::default();
+    let (out, _) = u.pass(&opts(Some(5)), &mut w, &mut |_| {}).unwrap();
+    assert_eq!(out, PassOutcome::Complete);
+    let seen: Vec<(u32, Option<u32>, bool)> =
+        w.0.iter()
+            .map(|f| (f.attempt, f.max_attempts, f.retry_in.is_some()))
+            .collect();
+    assert_eq!(seen, [(1, Some(5), true), (2, Some(5), true)]);
+    let line = w.0[1].to_string();
+    assert!(line.starts_with("attempt 2/5 failed: HTTP 500: "), "{line}");
+    assert!(
+        line.contains("; retrying in ") && line.ends_with(" s"),
+        "{line}"
+    );
+    // The last allowed attempt says it gives up.
+    s.push([Behavior::Status(503), Behavior::Status(503)]);
+    write(d.path(), SEG, 10, 20);
+    let mut w = Reported::default();
+    let (out, _) = u.pass(&opts(Some(2)), &mut w, &mut |_| {}).unwrap();
+    assert!(matches!(out, PassOutcome::Failed(_)), "{out:?}");
+    assert_eq!(w.0.len(), 2);
+    assert!(w.0[1].to_string().ends_with("; giving up"), "{}", w.0[1]);
+}
+
+#[test]
+fn waits_are_shown_in_seconds() {
+    let s = |ms| seconds(Duration::from_millis(ms));
+    assert_eq!(
+        [s(3000), s(400), s(2500), s(9960), s(316_400)],
+        ["3 s", "0.4 s", "2.5 s", "10 s", "316 s"]
+    );
+    let f = FailedAttempt {
+        attempt: 2,
+        max_attempts: None,
+        reason: "HTTP 503".into(),
+        retry_in: Some(Duration::from_secs(3)),
+    };
+    assert_eq!(f.to_string(), "attempt 2 failed: HTTP 503; retrying in 3 s");
+}
+
+/// Issue 13: https:// at a plain-HTTP server is found at the first attempt and ends the pass
+/// as a configuration error; nothing is retried.
+#[test]
+fn an_https_url_at_a_plain_http_server_ends_the_pass_at_the_first_attempt() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 10);
+    let s = FlakyServer::start(vec![]);
+    let url = s.url().replacen("http://", "https://", 1);
+    let mut u = Uploader::open(cfg(d.path(), &url)).unwrap().unwrap();
+    let (out, p, w) = run_pass(&mut u, &opts(Some(5)));
+    let PassOutcome::Configuration(m) = out else {
+        panic!("{out:?}")
+    };
+    let at = url.trim_start_matches("https://").trim_end_matches('/');
+    assert_eq!(
+        m,
+        format!("the server at {at} answered plain HTTP to a TLS handshake: use http:// or enable TLS on the server")
+    );
+    assert!(w.waits.is_empty(), "retried: {:?}", w.waits);
+    assert_eq!((p.retries, s.seen().requests), (0, 0));
+    assert_eq!(u.status().last_error.as_deref(), Some(m.as_str()));
+}
+
+/// Issue 13: the policy's `interval` counts from the last pass that did not fail.
+#[test]
+fn only_a_pass_that_did_not_fail_counts_as_the_last_pass() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 10);
+    let s = FlakyServer::start(vec![Behavior::Status(503), Behavior::Status(503)]);
+    let mut u = Uploader::open(cfg(d.path(), &s.url())).unwrap().unwrap();
+    let (out, _, _) = run_pass(&mut u, &opts(Some(2)));
+    assert!(matches!(out, PassOutcome::Failed(_)), "{out:?}");
+    assert!(u.status().last_attempt_ms.is_some());
+    assert_eq!(u.status().last_pass_ms, None);
+    assert_eq!(
+        (u.status().passes, u.status().last_error_pass),
+        (1, Some(1))
+    );
+    let (out, _, _) = run_pass(&mut u, &opts(Some(2)));
+    assert_eq!(out, PassOutcome::Complete);
+    assert_eq!(u.status().last_pass_ms, u.status().last_attempt_ms);
+    assert_eq!(
+        (u.status().passes, u.status().last_error_pass),
+        (2, Some(1))
+    );
+}
