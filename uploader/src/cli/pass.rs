@@ -121,7 +121,14 @@ impl Report {
                 Some(self.end("nothing", 0, None))
             }
             Decision::Wait { reason, .. } | Decision::Forbidden { reason } => {
-                human.err(&format!("not uploading: {reason}"));
+                // `once` says it on stdout: "not now" is the normal answer of a timer pass
+                // (exit 3), not an error for cron to mail.
+                let line = format!("not uploading: {reason}");
+                if self.command == "once" {
+                    human.out(&line);
+                } else {
+                    human.err(&line);
+                }
                 let outcome = if matches!(d, Decision::Wait { .. }) {
                     "wait"
                 } else {
