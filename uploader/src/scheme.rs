@@ -75,7 +75,7 @@ pub fn client_hello() -> Vec<u8> {
     ext.extend_from_slice(&u16_be(2 + 2 * sigalgs.len()));
     ext.extend_from_slice(&u16_be(2 * sigalgs.len()));
     for s in sigalgs {
-        ext.extend_from_slice(&s.to_be_bytes());
+        ext.extend_from_slice(&be16(s));
     }
     // ec_point_formats: uncompressed
     ext.extend_from_slice(&[0x00, 0x0b, 0x00, 0x02, 0x01, 0x00]);
@@ -87,7 +87,7 @@ pub fn client_hello() -> Vec<u8> {
     body.push(0); // no session id
     body.extend_from_slice(&u16_be(2 * suites.len()));
     for s in suites {
-        body.extend_from_slice(&s.to_be_bytes());
+        body.extend_from_slice(&be16(s));
     }
     body.extend_from_slice(&[0x01, 0x00]); // compression: null
     body.extend_from_slice(&u16_be(ext.len()));
@@ -102,13 +102,18 @@ pub fn client_hello() -> Vec<u8> {
     rec
 }
 
+/// TLS integers are big-endian (RFC 8446 section 3.3), unlike seglog's own formats.
+fn be16(n: u16) -> [u8; 2] {
+    [(n >> 8) as u8, n as u8]
+}
+
 fn u16_be(n: usize) -> [u8; 2] {
-    u16::try_from(n).unwrap_or(u16::MAX).to_be_bytes()
+    be16(u16::try_from(n).unwrap_or(u16::MAX))
 }
 
 fn u24_be(n: usize) -> [u8; 3] {
-    let [_, a, b, c] = u32::try_from(n).unwrap_or(0).to_be_bytes();
-    [a, b, c]
+    let n = u32::try_from(n).unwrap_or(0);
+    [(n >> 16) as u8, (n >> 8) as u8, n as u8]
 }
 
 /// Classifies the first bytes a server sent back.
@@ -194,9 +199,9 @@ mod tests {
     fn the_hello_is_one_well_formed_record_without_a_newline() {
         let h = client_hello();
         assert_eq!(&h[..3], &[0x16, 0x03, 0x01]);
-        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        let len = usize::from(h[3]) << 8 | usize::from(h[4]);
         assert_eq!(len, h.len() - 5);
-        let hs_len = u32::from_be_bytes([0, h[6], h[7], h[8]]) as usize;
+        let hs_len = usize::from(h[6]) << 16 | usize::from(h[7]) << 8 | usize::from(h[8]);
         assert_eq!((h[5], hs_len), (0x01, len - 4));
         // A line-based test server must never see a complete line in it.
         assert!(!h.contains(&b'\n'), "{h:02x?}");

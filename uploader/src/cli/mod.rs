@@ -49,7 +49,7 @@ pub enum UploadCommand {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct UrlArg {
     /// Collector base URL, e.g. http://127.0.0.1:8780/. Overrides the environment variable
-    /// SEGLOG_UPLOAD_URL, which overrides url in the [upload] section of the config files.
+    /// SEGLOG_UPLOAD_URL, which overrides upload.url in the config files.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 }
