@@ -26,9 +26,6 @@ pub enum Outcome {
     /// not HTTP, a failed TLS handshake): retried like [`Outcome::Transport`], and the first
     /// one of a pass makes the uploader check the URL's scheme ([`Transport::scheme_mismatch`]).
     Broken(String),
-    /// The server does not speak the URL's scheme (https:// to plain HTTP or the reverse):
-    /// a configuration error, never retried.
-    WrongScheme(String),
 }
 
 /// How often [`Transport::send_until`] looks at its stop condition while a request runs.

@@ -223,13 +223,12 @@ impl Uploader {
                 ),
                 Outcome::Transport(e) => (self.backoff.next_delay(), e),
                 Outcome::Broken(e) => {
+                    // https:// at a plain-HTTP server or the reverse: no retry can fix that.
                     if let Some(m) = self.check_scheme_once(opts) {
                         return Ok(Err(PassOutcome::Configuration(m)));
                     }
                     (self.backoff.next_delay(), e)
                 }
-                // https:// to a plain-HTTP server or the reverse: no retry can fix that.
-                Outcome::WrongScheme(m) => return Ok(Err(PassOutcome::Configuration(m))),
             };
             p.retries += 1;
             self.status.last_error = Some(msg.clone());
