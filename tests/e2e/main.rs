@@ -22,6 +22,7 @@ mod journal;
 mod journal_counter;
 mod journal_follow;
 mod probe_full_disk;
+mod readme;
 mod recorder_e2e;
 mod torture;
 mod trim_counts;
