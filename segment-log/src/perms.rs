@@ -2,9 +2,9 @@
 //! directory's group (a shared log: the system mode, as journald has its `systemd-journal`
 //! group).
 //!
-//! The log directory decides: a group-writable log directory (the `g+w` bit, e.g. the
-//! system log `/var/lib/seglog`, mode 2770 `root:seglog`) makes a shared log, anything else
-//! a private one. Every file and directory seglog makes in a log goes through [`Sharing`],
+//! The log directory decides: a group-writable log directory (the `g+w` bit without `o+w`,
+//! e.g. the system log `/var/lib/seglog`, mode 2770 `root:seglog`) makes a shared log,
+//! anything else a private one. Every file and directory seglog makes in a log goes through [`Sharing`],
 //! which forces its mode whatever the writer's umask:
 //!
 //! | | private log | shared log |
@@ -53,14 +53,15 @@ pub enum Sharing {
 
 impl Sharing {
     /// The policy of a log (or of any directory seglog made in it): shared with the
-    /// directory's group when the directory is group-writable.
+    /// directory's group when the directory is group-writable and not world-writable (a
+    /// directory anyone may write, such as `/tmp`, shares nothing with a group).
     pub fn of_dir(dir: &Path) -> io::Result<Sharing> {
         fs::metadata(dir).map(|m| Sharing::of_metadata(&m))
     }
 
     /// [`of_dir`](Self::of_dir) from a directory's metadata.
     pub fn of_metadata(m: &fs::Metadata) -> Sharing {
-        if m.mode() & 0o020 != 0 {
+        if m.mode() & 0o022 == 0o020 {
             Sharing::Group { gid: m.gid() }
         } else {
             Sharing::Private
@@ -309,7 +310,7 @@ fn no_access(dir: &Path, m: &fs::Metadata, write: bool) -> Error {
     let verb = if write { "write" } else { "read" };
     let mode = m.mode() & 0o7777;
     let group = group_name(m.gid()).unwrap_or_else(|| m.gid().to_string());
-    let shared = m.mode() & 0o020 != 0;
+    let shared = Sharing::of_metadata(m).is_shared();
     let d = dir.display();
     let message = if shared && !in_group(m.gid()) {
         format!(

@@ -224,3 +224,26 @@ fn group_names_resolve_both_ways() {
             .gid()
     ));
 }
+
+#[test]
+fn only_a_group_writable_directory_that_is_not_world_writable_is_shared() {
+    let d = tempfile::tempdir().unwrap();
+    let gid = std::fs::metadata(d.path()).unwrap().gid();
+    for (m, shared) in [
+        (0o700, false),
+        (0o750, false),
+        (0o770, true),
+        (0o2770, true),
+        (0o775, true),
+        (0o777, false),
+        (0o1777, false),
+    ] {
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(m)).unwrap();
+        let want = if shared {
+            Sharing::Group { gid }
+        } else {
+            Sharing::Private
+        };
+        assert_eq!(Sharing::of_dir(d.path()).unwrap(), want, "mode {m:o}");
+    }
+}
