@@ -23,6 +23,7 @@ mod journal_counter;
 mod journal_follow;
 mod probe_full_disk;
 mod recorder_e2e;
+mod system_mode;
 mod torture;
 mod trim_counts;
 mod umask;

@@ -65,6 +65,9 @@ pub struct StatusArgs {
 /// Runs `seglog upload ...`.
 pub fn run(cmd: UploadCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let cfg = UploadConfig::load(global)?;
+    // A shared log this user may not use: say which group to join (status only reads).
+    let writes = !matches!(cmd, UploadCommand::Status(_));
+    segment_log::perms::check_access(&cfg.dir, writes)?;
     match cmd {
         UploadCommand::Run(a) => {
             crate::daemon::run(
