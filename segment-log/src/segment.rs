@@ -41,8 +41,10 @@
 //!   compared with zero).
 //!
 //! Readers read files with `pread`, never through these mappings. Someone else truncating a
-//! segment file behind our back breaks the contract; the log directory's permissions exist
-//! to prevent that.
+//! segment file behind our back breaks the contract (the next touch of a page past the new end
+//! is a SIGBUS); the log directory's permissions exist to prevent that: only the owner of a
+//! private log, or a member of a shared log's group, may write its segments (README.md,
+//! "Security").
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
