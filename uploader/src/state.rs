@@ -40,10 +40,15 @@ pub fn upload_dir(log_dir: &Path) -> PathBuf {
 
 /// Creates `dir` (the upload directory, or one inside it) if needed, with the mode of the
 /// log's directories whatever the umask: 0700, or 2770 in a shared log (the policy of its
-/// parent, see [`segment_log::perms`]). Returns the policy its files follow.
+/// parent, see [`segment_log::perms`]; 0700 for missing parents). Returns the policy its files
+/// follow.
 pub fn ensure_dir(dir: &Path) -> std::io::Result<Sharing> {
     let parent = dir.parent().unwrap_or(Path::new("."));
-    let sharing = Sharing::of_dir(parent)?;
+    let sharing = match Sharing::of_dir(parent) {
+        // No log yet (`upload opt-in` first): a new log is private, parents included.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sharing::Private,
+        other => other?,
+    };
     sharing.create_dir_all(dir)?;
     Ok(sharing)
 }
