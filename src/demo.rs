@@ -77,7 +77,8 @@ fn demo(args: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let log_dir = root.join("log");
     let config_path = root.join("seglog.toml");
-    segment_log::fs::create_private_dir(root, segment_log::fs::PRIVATE_DIR_MODE)
+    segment_log::Sharing::Private
+        .create_dir_all(root)
         .with_context(|| format!("cannot create {}", root.display()))?;
     println!("seglog demo: working in {}", root.display());
 
@@ -222,7 +223,8 @@ fn write_config(path: &Path, log_dir: &Path, url: &str) -> anyhow::Result<()> {
         dir = toml_str(&log_dir.to_string_lossy()),
         url = toml_str(url),
     );
-    segment_log::fs::write_private_file(path, text.as_bytes())
+    segment_log::Sharing::Private
+        .write_file(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -42,7 +42,9 @@ enum seglog_status {
     SEGLOG_E_PAYLOAD_TOO_LARGE = -5,  /* larger than log.max_record_size allows */
     SEGLOG_E_RATE_LIMITED = -6,       /* over a rate limit with strategy "drop" (counted) */
     SEGLOG_E_CONFIG = -7,             /* the configuration files or values are invalid */
-    SEGLOG_E_IO = -8,                 /* the log or its state files could not be used */
+    SEGLOG_E_IO = -8,                 /* the log or its state files could not be used (for a
+                                         shared log this user may not write, the message names
+                                         the group to join) */
     SEGLOG_E_NO_SPACE = -9,           /* the disk is full; retry after freeing space */
     SEGLOG_E_INTERNAL = -10           /* a bug in seglog (please report it) */
 };

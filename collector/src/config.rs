@@ -379,7 +379,7 @@ impl ServerConfig {
 /// default log directory (`/var/lib/seglog-collector` for root, else
 /// `$XDG_STATE_HOME/seglog-collector` or `~/.local/state/seglog-collector`).
 pub fn default_data_dir() -> PathBuf {
-    let log = config_layers::default_dir();
+    let log = config_layers::own_default_dir();
     match log.parent() {
         Some(p) => p.join("seglog-collector"),
         None => PathBuf::from("seglog-collector"),

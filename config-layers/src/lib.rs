@@ -401,24 +401,46 @@ fn effective_uid() -> Option<u32> {
     line.split_whitespace().nth(2)?.parse().ok()
 }
 
-/// The default log directory: `/var/lib/seglog` for root, else
-/// `$XDG_STATE_HOME/seglog` (or `~/.local/state/seglog`).
+/// The system log directory. A system install makes it mode 2770, group [`SYSTEM_GROUP`]:
+/// a shared log every member of the group can write (see "System mode" in the README).
+pub const SYSTEM_LOG_DIR: &str = "/var/lib/seglog";
+/// The group whose members may write the system log.
+pub const SYSTEM_GROUP: &str = "seglog";
+
+/// The default log directory: the system log [`SYSTEM_LOG_DIR`] for root, and for every
+/// other user too when it exists (a system install: a user outside its group is then told
+/// to join the group or to pick a per-user log with `--dir` or `SEGLOG_DIR`); else the
+/// per-user `$XDG_STATE_HOME/seglog` (or `~/.local/state/seglog`).
 pub fn default_dir() -> PathBuf {
     default_dir_for(
         effective_uid(),
+        Path::new(SYSTEM_LOG_DIR).exists(),
         std::env::var_os("XDG_STATE_HOME"),
         std::env::var_os("HOME"),
     )
 }
 
-/// [`default_dir`] for a given effective uid and environment.
+/// The default directory of a user's own state, whether or not there is a system log:
+/// [`SYSTEM_LOG_DIR`] for root, else the per-user directory (the collector keeps its data
+/// next to it).
+pub fn own_default_dir() -> PathBuf {
+    default_dir_for(
+        effective_uid(),
+        false,
+        std::env::var_os("XDG_STATE_HOME"),
+        std::env::var_os("HOME"),
+    )
+}
+
+/// [`default_dir`] for a given effective uid, system install and environment.
 pub fn default_dir_for(
     uid: Option<u32>,
+    system_log_exists: bool,
     xdg_state_home: Option<std::ffi::OsString>,
     home: Option<std::ffi::OsString>,
 ) -> PathBuf {
-    if uid == Some(0) {
-        return PathBuf::from("/var/lib/seglog");
+    if uid == Some(0) || system_log_exists {
+        return PathBuf::from(SYSTEM_LOG_DIR);
     }
     // The XDG spec ignores relative paths.
     if let Some(x) = xdg_state_home.filter(|x| Path::new(x).is_absolute()) {

@@ -110,25 +110,39 @@ fn sizes_and_durations_parse_with_units() {
 fn default_dir_is_under_xdg_state_home_for_users_and_var_lib_for_root() {
     let os = |s: &str| Some(std::ffi::OsString::from(s));
     assert_eq!(
-        default_dir_for(Some(0), os("/x"), os("/root")),
+        default_dir_for(Some(0), false, os("/x"), os("/root")),
         PathBuf::from("/var/lib/seglog")
     );
     assert_eq!(
-        default_dir_for(Some(1000), os("/xdg/state"), os("/home/u")),
+        default_dir_for(Some(1000), false, os("/xdg/state"), os("/home/u")),
         PathBuf::from("/xdg/state/seglog")
     );
     assert_eq!(
-        default_dir_for(Some(1000), os("relative"), os("/home/u")),
+        default_dir_for(Some(1000), false, os("relative"), os("/home/u")),
         PathBuf::from("/home/u/.local/state/seglog"),
         "a relative XDG_STATE_HOME is ignored"
     );
     assert_eq!(
-        default_dir_for(Some(1000), None, os("/home/u")),
+        default_dir_for(Some(1000), false, None, os("/home/u")),
         PathBuf::from("/home/u/.local/state/seglog")
     );
     assert_eq!(
-        default_dir_for(Some(1000), None, None),
+        default_dir_for(Some(1000), false, None, None),
         PathBuf::from("/tmp/seglog-1000")
     );
     assert!(default_dir().ends_with("seglog"));
+}
+
+#[test]
+fn default_dir_is_the_system_log_for_every_user_once_installed() {
+    let os = |s: &str| Some(std::ffi::OsString::from(s));
+    assert_eq!(
+        default_dir_for(Some(1000), true, os("/xdg/state"), os("/home/u")),
+        PathBuf::from(SYSTEM_LOG_DIR)
+    );
+    assert_eq!(
+        default_dir_for(Some(0), true, None, None),
+        PathBuf::from(SYSTEM_LOG_DIR)
+    );
+    assert!(own_default_dir().ends_with("seglog"));
 }

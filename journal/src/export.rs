@@ -171,11 +171,15 @@ fn create_beside(path: &Path) -> anyhow::Result<(PathBuf, File)> {
     tmp_name.push(name);
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let file = segment_log::fs::private_file_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
+    // An export holds the log's records: private to its maker, wherever it is written.
+    let file = segment_log::Sharing::Private
+        .open(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+        )
         .with_context(|| format!("cannot create {}", tmp.display()))?;
     Ok((tmp, file))
 }

@@ -74,6 +74,8 @@ impl Source {
                 dir.display()
             );
         }
+        // A shared log this user may not read: say which group to join.
+        segment_log::perms::check_access(dir, false)?;
         let reader = Reader::open(dir, from, opts)
             .with_context(|| format!("cannot read log directory {}", dir.display()))?;
         let seg_dir = dir.join(SEGMENTS_DIR);

@@ -54,14 +54,15 @@ pub(crate) fn read_bounded(r: impl Read, max: usize, what: &str) -> anyhow::Resu
 /// Opens a recorder from the layered configuration.
 pub(crate) fn open_recorder(global: &GlobalArgs, prepare_ahead: bool) -> anyhow::Result<Recorder> {
     let cfg = Config::load(global)?;
-    let rec = Recorder::open_with(&cfg, segment_log::Options::default().clock, prepare_ahead)
-        .with_context(|| {
-            format!(
-                "cannot open the log in {} (set --dir or SEGLOG_DIR)",
-                cfg.log.dir.display()
-            )
-        })?;
-    Ok(rec)
+    match Recorder::open_with(&cfg, segment_log::Options::default().clock, prepare_ahead) {
+        Ok(rec) => Ok(rec),
+        // The sentence names the directory, its group and what to do.
+        Err(crate::OpenError::Log(e @ segment_log::Error::NoAccess { .. })) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "cannot open the log in {} (set --dir or SEGLOG_DIR)",
+            cfg.log.dir.display()
+        ))),
+    }
 }
 
 /// Runs `seglog record`.

@@ -1,5 +1,5 @@
 //! The `[log]` and `[recorder]` sections (layering itself is the `config-layers` crate).
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -157,6 +157,19 @@ impl LogConfig {
             ..segment_log::Options::default()
         })
     }
+}
+
+/// The group a log made at `dir` is shared with: root making the system log
+/// ([`config_layers::SYSTEM_LOG_DIR`]) itself, when no package made it, makes it 2770 with
+/// group [`config_layers::SYSTEM_GROUP`] if that group exists. `None`: a private log (0700).
+pub fn system_log_group(dir: &Path) -> Option<u32> {
+    if dir != Path::new(config_layers::SYSTEM_LOG_DIR)
+        || segment_log::perms::effective_uid() != 0
+        || dir.exists()
+    {
+        return None;
+    }
+    segment_log::perms::group_id(config_layers::SYSTEM_GROUP)
 }
 
 /// What happens to a record over a rate limit.

@@ -10,11 +10,11 @@
 //! `events_dir.<reason>` (the events-dir probe). Probes may add their own.
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use segment_log::Sharing;
 use serde::{Deserialize, Serialize};
 
 /// Directory inside the log directory that holds the recorder's shared state.
@@ -114,15 +114,12 @@ fn read_file(p: &Path) -> std::io::Result<Counters> {
     }
 }
 
-pub(crate) fn ensure_state_dir(dir: &Path) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Creates `<log dir>/recorder` (0700, or 2770 in a shared log) and returns it with the
+/// log's permission policy, which every file made in it follows.
+pub(crate) fn ensure_state_dir(dir: &Path) -> std::io::Result<(PathBuf, Sharing)> {
     let d = dir.join(STATE_DIR);
-    match std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(&d)
-    {
-        Ok(()) => Ok(d),
+    match Sharing::of_dir(dir).and_then(|s| s.create_dir_all(&d).map(|()| s)) {
+        Ok(s) => Ok((d, s)),
         Err(e) => Err(std::io::Error::new(
             e.kind(),
             format!("create {}: {e}", d.display()),
@@ -135,13 +132,11 @@ pub fn add(dir: &Path, delta: &Counters) -> std::io::Result<()> {
     if delta.is_empty() {
         return Ok(());
     }
-    let state = ensure_state_dir(dir)?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(state.join(COUNTERS_LOCK))?;
+    let (state, sharing) = ensure_state_dir(dir)?;
+    let lock = sharing.open_or_create(
+        std::fs::OpenOptions::new().write(true),
+        &state.join(COUNTERS_LOCK),
+    )?;
     lock.lock()?;
     let result = (|| {
         let file = state.join(COUNTERS_FILE);
@@ -149,12 +144,13 @@ pub fn add(dir: &Path, delta: &Counters) -> std::io::Result<()> {
         let mut c = read_file(&file).unwrap_or_default();
         c.add(delta);
         let tmp = state.join(format!(".{COUNTERS_FILE}.{}.tmp", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = sharing.open(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+        )?;
         f.write_all(&serde_json::to_vec_pretty(&c).map_err(std::io::Error::other)?)?;
         f.sync_data()?;
         std::fs::rename(&tmp, &file)

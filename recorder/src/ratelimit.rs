@@ -23,7 +23,7 @@
 //! ```
 //! A file with another magic, boot id or bucket length is reset (it only holds counts).
 use std::fs::File;
-use std::os::unix::fs::{FileExt as _, OpenOptionsExt};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -198,15 +198,10 @@ impl RateLimiter {
         if specs.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let state = crate::counters::ensure_state_dir(dir)?;
+        let (state, sharing) = crate::counters::ensure_state_dir(dir)?;
         let path = state.join(STATE_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let file = sharing
+            .open_or_create(std::fs::OpenOptions::new().read(true).write(true), &path)
             .map_err(|e| std::io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
         Ok(Some(RateLimiter {
             file,

@@ -1,7 +1,6 @@
 //! What a writer's context says about the machine: collected once per process, the way the
 //! telemetrics client does, and the machine id (rotating or static).
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -213,13 +212,15 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     getrandom::fill(&mut raw)?;
     let secret = hex::encode(raw);
     let tmp: PathBuf = path.with_extension(format!("tmp.{}", std::process::id()));
+    let sharing = segment_log::Sharing::of_dir(path.parent().unwrap_or(Path::new(".")))?;
     {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = sharing.open(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+        )?;
         f.write_all(secret.as_bytes())?;
         f.sync_all()?;
     }

@@ -153,13 +153,17 @@ impl Recorder {
         opts.clock = clock.clone();
         opts.prepare_ahead = prepare_ahead;
         let dir = &config.log.dir;
+        if let Some(gid) = crate::config::system_log_group(dir) {
+            opts.dir_mode = segment_log::perms::SHARED_DIR_MODE;
+            opts.dir_group = Some(gid);
+        }
         let log = Log::open(dir, opts)?;
-        let state_dir =
+        let (state_dir, sharing) =
             crate::counters::ensure_state_dir(dir).map_err(|source| OpenError::State {
                 path: dir.clone(),
                 source,
             })?;
-        let (slot, slot_file) = acquire_slot(&state_dir)?;
+        let (slot, slot_file) = acquire_slot(&state_dir, sharing)?;
         let r = &config.recorder;
         let machine = MachineId::resolve(
             &r.static_machine_id_file,

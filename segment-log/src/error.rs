@@ -83,6 +83,17 @@ pub enum Error {
     /// Options that cannot work together.
     #[error("invalid options: {0}")]
     InvalidOptions(String),
+    /// This user may not write (or read) the log directory. The message names the directory,
+    /// its group and mode, and what to do (join the group, or use a log of one's own).
+    #[error("{message}")]
+    NoAccess {
+        /// The log directory.
+        path: PathBuf,
+        /// The group to join, when the log is shared.
+        group: Option<String>,
+        /// The whole sentence.
+        message: String,
+    },
     /// The directory is not a seglog log.
     #[error("{} is not a seglog log directory (no segments/ or log-id); check --dir", path.display())]
     NotALog {
@@ -115,6 +126,7 @@ impl Error {
             Error::Poisoned => "poisoned",
             Error::InvalidOptions(_) => "invalid_options",
             Error::NotALog { .. } => "not_a_log",
+            Error::NoAccess { .. } => "no_access",
         }
     }
 

@@ -2,16 +2,16 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::perms::Sharing;
 
 /// Sub-directory holding the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
-/// File holding the private log id (hex), mode 0600.
+/// File holding the private log id (hex), mode 0600 (0660 in a shared log).
 pub const LOG_ID_FILE: &str = "log-id";
 /// Extension of a live segment.
 pub const SEG_EXT: &str = "seg";
@@ -38,70 +38,18 @@ pub fn parse_segment_file_name(name: &str) -> Option<(u64, &str)> {
     Some((num.parse().ok()?, ext))
 }
 
-/// Mode of every file seglog creates.
-pub const PRIVATE_FILE_MODE: u32 = 0o600;
-/// Mode of every directory seglog creates (the log directory may be given a group mode,
-/// [`crate::Options::dir_mode`]).
-pub const PRIVATE_DIR_MODE: u32 = 0o700;
-
-/// Creates `dir` and each missing parent with exactly `mode` whatever the umask (each is
-/// chmod-ed after `mkdir`), and forces `mode` on `dir` itself when it existed with another
-/// mode (a `chmod` that changes nothing still dirties the inode, a metadata write for every
-/// one-shot writer). Parents that existed are left alone. Every directory seglog creates goes
-/// through here.
-pub fn create_private_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let missing: Vec<&Path> = dir
-        .ancestors()
-        .filter(|p| !p.as_os_str().is_empty())
-        .take_while(|p| fs::symlink_metadata(p).is_err())
-        .collect();
-    for p in missing.iter().rev() {
-        match fs::DirBuilder::new().mode(mode).create(p) {
-            Ok(()) => fs::set_permissions(p, fs::Permissions::from_mode(mode))?,
-            // Another process made it first; the leaf is forced below, parents are theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode) {
-        return Ok(());
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+/// Creates `dir` if needed and forces the policy's mode (0700, or 2770 in a shared log)
+/// whatever the umask.
+pub(crate) fn ensure_dir(sharing: Sharing, dir: &Path) -> Result<()> {
+    sharing
+        .create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))
 }
 
-/// Open options that create a file with mode 0600 (the umask can only take bits away).
-/// Every file seglog creates is opened with these.
-pub fn private_file_options() -> OpenOptions {
-    let mut o = OpenOptions::new();
-    o.mode(PRIVATE_FILE_MODE);
-    o
-}
-
-/// Creates or replaces `path` with `bytes`, mode 0600 whatever the umask.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = private_file_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    f.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
-    std::io::Write::write_all(&mut f, bytes)
-}
-
-/// Creates `dir` if needed and forces `mode` (0700 unless configured) whatever the umask.
-pub(crate) fn ensure_private_dir(dir: &Path, mode: u32) -> Result<()> {
-    create_private_dir(dir, mode).map_err(|e| Error::io("create directory", dir, e))
-}
-
-/// Opens (creating 0600) a lock file.
-pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
-    private_file_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+/// Opens (creating with the policy's mode) a lock file.
+pub(crate) fn open_lock_file(sharing: Sharing, path: &Path) -> Result<File> {
+    sharing
+        .open_or_create(OpenOptions::new().read(true).write(true), path)
         .map_err(|e| Error::io("open lock file", path, e))
 }
 
@@ -260,8 +208,8 @@ impl LogId {
         Sha256::digest(self.private).into()
     }
 
-    /// Loads `<dir>/log-id`, creating it (0600, atomically) when missing.
-    pub fn load_or_create(dir: &Path) -> Result<Self> {
+    /// Loads `<dir>/log-id`, creating it (with `sharing`'s mode, atomically) when missing.
+    pub fn load_or_create(dir: &Path, sharing: Sharing) -> Result<Self> {
         let path = dir.join(LOG_ID_FILE);
         if let Some(id) = Self::load(dir)? {
             return Ok(id);
@@ -269,11 +217,11 @@ impl LogId {
         let private: [u8; 32] = random_bytes()?;
         let tmp = dir.join(format!(".log-id.{}.tmp", std::process::id()));
         {
-            let mut f = private_file_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
+            let mut f = sharing
+                .open(
+                    OpenOptions::new().write(true).create(true).truncate(true),
+                    &tmp,
+                )
                 .map_err(|e| Error::io("create", &tmp, e))?;
             std::io::Write::write_all(&mut f, format!("{}\n", hex::encode(private)).as_bytes())
                 .and_then(|()| f.sync_all())
@@ -371,6 +319,7 @@ pub fn boot_time_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn segment_names_sort_numerically_and_parse_back() {
@@ -389,8 +338,8 @@ mod tests {
     #[test]
     fn log_id_is_created_once_and_private() {
         let d = tempfile::tempdir().unwrap();
-        let a = LogId::load_or_create(d.path()).unwrap();
-        let b = LogId::load_or_create(d.path()).unwrap();
+        let a = LogId::load_or_create(d.path(), Sharing::Private).unwrap();
+        let b = LogId::load_or_create(d.path(), Sharing::Private).unwrap();
         assert_eq!(a, b);
         assert_ne!(a.public(), a.private());
         let mode = fs::metadata(d.path().join(LOG_ID_FILE))

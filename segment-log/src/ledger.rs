@@ -13,10 +13,11 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::perms::Sharing;
 
 /// File name of the ledger in the log directory.
 pub const LEDGER_FILE: &str = "trim-ledger";
@@ -305,15 +306,12 @@ pub fn read(dir: &Path) -> Result<Ledger> {
     })
 }
 
-/// Opens the current ledger file locked exclusively (creating it, mode 0600).
+/// Opens the current ledger file locked exclusively (creating it with the log's mode).
 fn open_locked(p: &Path) -> Result<File> {
+    let sharing = log_sharing(p)?;
     loop {
-        let f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(p)
+        let f = sharing
+            .open_or_create(OpenOptions::new().read(true).append(true), p)
             .map_err(|e| Error::io("open trim ledger", p, e))?;
         f.lock().map_err(|e| Error::io("lock trim ledger", p, e))?;
         // A compaction may have renamed a new file over the one we opened.
@@ -325,6 +323,12 @@ fn open_locked(p: &Path) -> Result<File> {
             _ => continue,
         }
     }
+}
+
+/// The permission policy of the log holding ledger file `p`.
+fn log_sharing(p: &Path) -> Result<Sharing> {
+    let dir = p.parent().unwrap_or(Path::new("."));
+    Sharing::of_dir(dir).map_err(|e| Error::io("stat", dir, e))
 }
 
 /// Creates the ledger (header only, space reserved for appends) if there is none. Writers call
@@ -420,12 +424,11 @@ fn rewrite(p: &Path, l: &Ledger, keep_from: u64) -> Result<()> {
     for e in l.entries.range(keep_from..).map(|(_, e)| e) {
         buf.extend_from_slice(&e.encode());
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
+    let mut f = log_sharing(p)?
+        .open(
+            OpenOptions::new().write(true).create(true).truncate(true),
+            &tmp,
+        )
         .map_err(|e| Error::io("create", &tmp, e))?;
     f.write_all(&buf)
         .and_then(|()| f.sync_data())

@@ -42,6 +42,7 @@ pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ledger;
+pub mod perms;
 mod reader;
 mod recovery;
 mod reserve;
@@ -58,6 +59,7 @@ use std::time::Duration;
 pub use error::{Error, Result};
 pub use format::FrameKind;
 pub use fs::{Clock, LogId, SystemClock};
+pub use perms::Sharing;
 pub use reader::{Entry, FrameRef, OwnedEntry, OwnedFrame, Reader, ReaderOptions};
 pub use retention::{stats, RetentionPolicy, RetentionReport, Stats};
 pub use scan::{written_end, Damage, DamageReason};
@@ -124,8 +126,13 @@ pub struct Options {
     pub max_record_size: u64,
     /// What survives power loss.
     pub sync: SyncPolicy,
-    /// Mode of the log directory (default 0o700, applied whatever the umask).
+    /// Mode of the log directory when this open creates it, or when it exists and is not
+    /// group-writable (default 0o700, applied whatever the umask). A group-writable mode
+    /// (0o2770) makes a shared log ([`perms`]); the mode of an existing shared log
+    /// directory is left alone.
     pub dir_mode: u32,
+    /// Group of the log directory when this open creates it (default: the creator's).
+    pub dir_group: Option<u32>,
     /// Allocate and pre-fault the next segment in a background thread (default true).
     pub prepare_ahead: bool,
     /// If set, the background thread trims after each rotation so probes alone keep the
@@ -142,6 +149,7 @@ impl std::fmt::Debug for Options {
             .field("max_record_size", &self.max_record_size)
             .field("sync", &self.sync)
             .field("dir_mode", &format_args!("{:o}", self.dir_mode))
+            .field("dir_group", &self.dir_group)
             .field("prepare_ahead", &self.prepare_ahead)
             .field("retention", &self.retention)
             .finish()
@@ -155,6 +163,7 @@ impl Default for Options {
             max_record_size: 1 << 20,
             sync: SyncPolicy::Never,
             dir_mode: 0o700,
+            dir_group: None,
             prepare_ahead: true,
             retention: None,
             clock: Arc::new(SystemClock),

@@ -192,7 +192,8 @@ pub fn enforce(
     clock: &dyn Clock,
 ) -> Result<RetentionReport> {
     let path = dir.join(lfs::ROTATE_LOCK);
-    let lock = lfs::open_lock_file(&path)?;
+    let sharing = crate::Sharing::of_dir(dir).map_err(|e| Error::io("stat", dir, e))?;
+    let lock = lfs::open_lock_file(sharing, &path)?;
     lock.lock().map_err(|e| Error::io("lock", &path, e))?;
     let r = remove_locked(dir, policy, cursor, clock);
     let _ = lock.unlock();

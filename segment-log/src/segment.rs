@@ -41,11 +41,13 @@
 //!   compared with zero).
 //!
 //! Readers read files with `pread`, never through these mappings. Someone else truncating a
-//! segment file behind our back breaks the contract; the log directory's permissions exist
-//! to prevent that.
+//! segment file behind our back breaks the contract (the next touch of a page past the new end
+//! is a SIGBUS); the log directory's permissions exist to prevent that: only the owner of a
+//! private log, or a member of a shared log's group, may write its segments (README.md,
+//! "Security").
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,6 +56,7 @@ use memmap2::{Advice, MmapOptions, MmapRaw};
 use crate::close_mark;
 use crate::error::{Error, Result};
 use crate::format::{self, SegmentHeader, FRAME_ALIGN, HEADER_LEN, OFF_RESERVED_END};
+use crate::perms::Sharing;
 use crate::reserve::FrameMem;
 
 /// One segment file mapped read-write. `Send + Sync` because [`MmapRaw`] is: all access to
@@ -82,13 +85,17 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
 
 /// Creates a fully allocated segment file with its header at `tmp`, then renames it to
 /// `dest` so nobody ever sees a half-written header. Fails with `NoSpace` on a full disk.
-pub(crate) fn create_file(tmp: &Path, dest: &Path, header: &SegmentHeader) -> Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
+pub(crate) fn create_file(
+    sharing: Sharing,
+    tmp: &Path,
+    dest: &Path,
+    header: &SegmentHeader,
+) -> Result<File> {
+    let file = sharing
+        .open(
+            OpenOptions::new().read(true).write(true).create_new(true),
+            tmp,
+        )
         .map_err(|e| Error::io("create segment", tmp, e))?;
     let result = (|| {
         allocate(&file, header.capacity).map_err(|e| allocation_error(tmp, e))?;

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind, SegmentHeader, FORMAT_VERSION, HEADER_LEN};
 use crate::fs::{self as lfs, LogId, PREP_EXT, SEG_EXT};
+use crate::perms::Sharing;
 use crate::reserve::{self, FrameMem, Reservation};
 use crate::retention::{self, RetentionPolicy, RetentionReport};
 use crate::segment::{self, MappedSegment};
@@ -52,6 +53,8 @@ struct FillClock {
 struct Shared {
     dir: PathBuf,
     seg_dir: PathBuf,
+    /// The log's permission policy, decided by its directory at open.
+    sharing: Sharing,
     opts: Options,
     log_id: LogId,
     active: ArcSwap<MappedSegment>,
@@ -236,25 +239,27 @@ fn preamble_mark(segment: u64, version: u64) -> u64 {
 }
 
 impl Log {
-    /// Opens the log in `dir`, creating it (mode 0700, files 0600) when missing, and
-    /// recovering after a crash: the newest segment's reservation counter is checked against
+    /// Opens the log in `dir`, creating it (mode `opts.dir_mode`, 0700 by default) when
+    /// missing, and recovering after a crash. Files are 0600, or 0660 when the directory is
+    /// group-writable (a shared log, see [`crate::perms`]); a directory this user may not
+    /// write is an [`Error::NoAccess`] that says what to do. After a crash the newest segment's reservation counter is checked against
     /// its contents when no other writer is alive, and a counter that cannot be trusted is
     /// raised past the written data (or the segment sealed) so nothing is ever overwritten.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Log> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let seg_dir = dir.join(lfs::SEGMENTS_DIR);
-        lfs::ensure_private_dir(&dir, opts.dir_mode)?;
-        lfs::ensure_private_dir(&seg_dir, opts.dir_mode)?;
-        let log_id = LogId::load_or_create(&dir)?;
+        let sharing = crate::perms::prepare_log_dir(&dir, opts.dir_mode, opts.dir_group)?;
+        lfs::ensure_dir(sharing, &seg_dir)?;
+        let log_id = LogId::load_or_create(&dir, sharing)?;
         // Created (with space reserved) now, so retention can record counts on a full disk.
         let _ = crate::ledger::prepare(&dir);
 
         let open_path = dir.join(lfs::OPEN_LOCK);
-        let open_lock = lfs::open_lock_file(&open_path)?;
+        let open_lock = lfs::open_lock_file(sharing, &open_path)?;
         let _open_guard = flock(&open_lock, &open_path)?;
         let writers_path = dir.join(lfs::WRITERS_LOCK);
-        let writers_lock = lfs::open_lock_file(&writers_path)?;
+        let writers_lock = lfs::open_lock_file(sharing, &writers_path)?;
         let sole = writers_lock.try_lock().is_ok();
         if sole {
             let _ = writers_lock.unlock();
@@ -264,10 +269,10 @@ impl Log {
             .map_err(|e| Error::io("lock", &writers_path, e))?;
 
         let rotate_path = dir.join(lfs::ROTATE_LOCK);
-        let rotate_lock = lfs::open_lock_file(&rotate_path)?;
+        let rotate_lock = lfs::open_lock_file(sharing, &rotate_path)?;
         let active = {
             let _g = flock(&rotate_lock, &rotate_path)?;
-            open_active(&seg_dir, &opts, &log_id, sole)?
+            open_active(&seg_dir, sharing, &opts, &log_id, sole)?
         };
         let now = opts.clock.boot_ns();
         let reserved = active.load_reserved();
@@ -287,6 +292,7 @@ impl Log {
         let shared = Arc::new(Shared {
             dir,
             seg_dir,
+            sharing,
             log_id,
             active: ArcSwap::from_pointee(active),
             prepared: Mutex::new(None),
@@ -350,6 +356,12 @@ impl Log {
     /// The directory of this log.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// The log's permission policy (private, or shared with its directory's group), decided
+    /// at open: every file made in the log must follow it.
+    pub fn sharing(&self) -> Sharing {
+        self.shared.sharing
     }
 
     /// The log's identity.
@@ -619,15 +631,23 @@ fn tmp_path(seg_dir: &Path, n: u64) -> PathBuf {
 }
 
 /// Creates live segment `n` directly (no prepared file available).
-fn create_live(seg_dir: &Path, opts: &Options, log_id: &LogId, n: u64) -> Result<MappedSegment> {
+fn create_live(
+    seg_dir: &Path,
+    sharing: Sharing,
+    opts: &Options,
+    log_id: &LogId,
+    n: u64,
+) -> Result<MappedSegment> {
     let dest = seg_path(seg_dir, n, SEG_EXT);
-    let file = segment::create_file(&tmp_path(seg_dir, n), &dest, &new_header(opts, log_id, n))?;
+    let header = new_header(opts, log_id, n);
+    let file = segment::create_file(sharing, &tmp_path(seg_dir, n), &dest, &header)?;
     MappedSegment::map(file, dest)
 }
 
 /// Picks the segment to append to at open time. Caller holds the rotate lock.
 fn open_active(
     seg_dir: &Path,
+    sharing: Sharing,
     opts: &Options,
     log_id: &LogId,
     sole: bool,
@@ -661,7 +681,7 @@ fn open_active(
         let _ = std::fs::remove_file(p);
     }
     let Some(latest) = latest else {
-        let seg = create_live(seg_dir, opts, log_id, 1)?;
+        let seg = create_live(seg_dir, sharing, opts, log_id, 1)?;
         lfs::sync_dir(seg_dir)?;
         return Ok(seg);
     };
@@ -672,7 +692,7 @@ fn open_active(
         Err(e @ Error::UnsupportedVersion { .. }) => return Err(e),
         // A damaged newest segment is left for readers to report; writing continues after it.
         Err(_) => {
-            let seg = create_live(seg_dir, opts, log_id, latest + 1)?;
+            let seg = create_live(seg_dir, sharing, opts, log_id, latest + 1)?;
             lfs::sync_dir(seg_dir)?;
             return Ok(seg);
         }
@@ -855,7 +875,7 @@ impl Shared {
             return MappedSegment::map(file, live);
         }
         self.trim_locked();
-        create_live(&self.seg_dir, &self.opts, &self.log_id, n)
+        create_live(&self.seg_dir, self.sharing, &self.opts, &self.log_id, n)
     }
 
     /// The background thread: prepares the next segment and applies retention. It sleeps
@@ -976,6 +996,7 @@ impl Shared {
             } else {
                 self.trim_locked();
                 segment::create_file(
+                    self.sharing,
                     &tmp_path(&self.seg_dir, want),
                     &prep,
                     &new_header(&self.opts, &self.log_id, want),

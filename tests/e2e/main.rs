@@ -24,6 +24,7 @@ mod journal_follow;
 mod probe_full_disk;
 mod readme;
 mod recorder_e2e;
+mod system_mode;
 mod torture;
 mod trim_counts;
 mod umask;

@@ -8,7 +8,6 @@
 //! the end of the log when the request arrives; `done` with `ok: true` means everything
 //! written before that was acknowledged by the server.
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
@@ -92,7 +91,8 @@ pub fn serve(
     let path = socket_path(upload_dir);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // 0600, or 0660 in a shared log: any member may ask the daemon to flush.
+    segment_log::Sharing::of_dir(upload_dir)?.fix_path(&path)?;
     std::thread::Builder::new()
         .name("seglog-control".into())
         .spawn(move || {

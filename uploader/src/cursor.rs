@@ -235,9 +235,9 @@ fn now_ms() -> i64 {
 }
 
 impl CursorStore {
-    /// The store in `dir` (created when missing, mode 0700).
+    /// The store in `dir` (created when missing, mode 0700, or 2770 in a shared log).
     pub fn open(dir: &Path) -> std::io::Result<CursorStore> {
-        crate::state::ensure_private_dir(dir)?;
+        crate::state::ensure_dir(dir)?;
         Ok(CursorStore {
             dir: dir.to_path_buf(),
             last_seq: 0,
@@ -319,15 +319,18 @@ impl CursorStore {
     }
 }
 
-/// Replaces `dir/name` atomically and durably: temp file (0600), fsync, rename, fsync dir.
+/// Replaces `dir/name` atomically and durably: temp file (0600, or 0660 in a shared log),
+/// fsync, rename, fsync dir.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     {
-        let mut f = segment_log::fs::private_file_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = segment_log::Sharing::of_dir(dir)?.open(
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            &tmp,
+        )?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -47,7 +47,7 @@ pub fn store(
     max_bytes: u64,
 ) -> std::io::Result<PathBuf> {
     let d = dir(upload_dir);
-    crate::state::ensure_private_dir(&d)?;
+    crate::state::ensure_dir(&d)?;
     let id = b.id.to_hex();
     let meta = DeadLetter {
         batch_id: id.clone(),

@@ -1,7 +1,7 @@
 //! The uploader's files in `<log dir>/upload/` and its persisted status (`state.json`).
 //!
 //! ```text
-//! <log dir>/upload/            mode 0700
+//! <log dir>/upload/            mode 0700 (2770 in a shared log; files 0600, or 0660)
 //!   cursor.a, cursor.b         the cursor (see `cursor`)
 //!   state.json                 status: last success/error, totals, daily budget
 //!   uploader.lock              flock held by the one uploader of this log
@@ -17,6 +17,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use segment_log::Sharing;
 use serde::{Deserialize, Serialize};
 
 /// Sub-directory of the log directory holding the uploader's files.
@@ -37,9 +38,19 @@ pub fn upload_dir(log_dir: &Path) -> PathBuf {
     log_dir.join(UPLOAD_DIR)
 }
 
-/// Creates `dir` if needed with mode 0700 whatever the umask.
-pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    segment_log::fs::create_private_dir(dir, segment_log::fs::PRIVATE_DIR_MODE)
+/// Creates `dir` (the upload directory, or one inside it) if needed, with the mode of the
+/// log's directories whatever the umask: 0700, or 2770 in a shared log (the policy of its
+/// parent, see [`segment_log::perms`]; 0700 for missing parents). Returns the policy its files
+/// follow.
+pub fn ensure_dir(dir: &Path) -> std::io::Result<Sharing> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let sharing = match Sharing::of_dir(parent) {
+        // No log yet (`upload opt-in` first): a new log is private, parents included.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Sharing::Private,
+        other => other?,
+    };
+    sharing.create_dir_all(dir)?;
+    Ok(sharing)
 }
 
 /// Totals and last outcomes, persisted across runs.
@@ -133,11 +144,13 @@ impl Status {
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
         {
             use std::io::Write;
-            let mut f = segment_log::fs::private_file_options()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
+            let mut f = Sharing::of_dir(upload_dir)?.open(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true),
+                &tmp,
+            )?;
             f.write_all(&bytes)?;
         }
         fs::rename(&tmp, upload_dir.join(STATE_FILE))

@@ -1,33 +1,25 @@
 //! A writer's slot lock and its in-memory state (context and classification index).
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use segment_log::Sharing;
 
 use super::{MAX_SLOTS, SLOTS_DIR};
 use crate::errors::OpenError;
 use crate::record::{Classification, Context};
 
-pub(super) fn acquire_slot(state_dir: &Path) -> Result<(u32, File), OpenError> {
-    use std::os::unix::fs::DirBuilderExt;
+pub(super) fn acquire_slot(state_dir: &Path, sharing: Sharing) -> Result<(u32, File), OpenError> {
     let dir = state_dir.join(SLOTS_DIR);
     let err = |path: &Path, source| OpenError::State {
         path: path.to_path_buf(),
         source,
     };
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(&dir)
-        .map_err(|e| err(&dir, e))?;
+    sharing.create_dir_all(&dir).map_err(|e| err(&dir, e))?;
     for n in 0..MAX_SLOTS {
         let path = dir.join(format!("{n}.lock"));
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
+        let f = sharing
+            .open_or_create(std::fs::OpenOptions::new().write(true), &path)
             .map_err(|e| err(&path, e))?;
         if f.try_lock().is_ok() {
             return Ok((n, f));

@@ -131,6 +131,9 @@ pub fn run(cmd: UploadCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         }
         (_, Err(e)) => return Err(e),
     };
+    // A shared log this user may not use: say which group to join (status only reads).
+    let writes = !matches!(cmd, UploadCommand::Status(_));
+    segment_log::perms::check_access(&cfg.dir, writes)?;
     match cmd {
         UploadCommand::Run(a) => {
             if cfg.url.is_none() && cfg.policy.server_delivery {
@@ -160,23 +163,29 @@ pub fn run(cmd: UploadCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         }
         UploadCommand::OptIn => {
             let p = &cfg.opt_in_file;
+            // In the log directory the marker follows the log's policy (0660 in a shared
+            // log, so every uploader of the group sees it); elsewhere it is private.
+            let mut sharing = segment_log::Sharing::Private;
             if let Some(parent) = p.parent() {
                 if parent == cfg.upload_dir() {
-                    crate::state::ensure_private_dir(parent)?;
+                    sharing = crate::state::ensure_dir(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
                 } else if !parent.is_dir() {
-                    crate::state::ensure_private_dir(parent)
+                    segment_log::Sharing::Private
+                        .create_dir_all(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
             }
-            segment_log::fs::write_private_file(
-                p,
-                format!(
-                    "opted in at {}\n",
-                    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            sharing
+                .write_file(
+                    p,
+                    format!(
+                        "opted in at {}\n",
+                        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    )
+                    .as_bytes(),
                 )
-                .as_bytes(),
-            )
-            .with_context(|| format!("cannot create {}", p.display()))?;
+                .with_context(|| format!("cannot create {}", p.display()))?;
             println!("opted in: uploads are allowed ({} created)", p.display());
             Ok(ExitCode::SUCCESS)
         }

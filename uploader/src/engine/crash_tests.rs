@@ -56,7 +56,7 @@ fn crash_child_at(
 fn crash_at_every_point_loses_nothing_and_resends_with_the_same_id() {
     let d = tempfile::tempdir().unwrap();
     let s = FlakyServer::start(vec![]);
-    let public = segment_log::LogId::load_or_create(d.path())
+    let public = segment_log::LogId::load_or_create(d.path(), segment_log::Sharing::Private)
         .unwrap()
         .public();
     let plan = [

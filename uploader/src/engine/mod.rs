@@ -215,15 +215,11 @@ fn counters(dir: &std::path::Path, s: &Status, gaps: &[Gap]) -> Vec<(String, u64
 
 /// Takes the one-uploader lock of `updir` (fails at once if held).
 pub fn lock(updir: &std::path::Path) -> anyhow::Result<File> {
-    state::ensure_private_dir(updir)
-        .with_context(|| format!("cannot create {}", updir.display()))?;
+    let sharing =
+        state::ensure_dir(updir).with_context(|| format!("cannot create {}", updir.display()))?;
     let path = updir.join(state::LOCK_FILE);
-    let mut f = segment_log::fs::private_file_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
+    let mut f = sharing
+        .open_or_create(std::fs::OpenOptions::new().read(true).write(true), &path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     if f.try_lock().is_err() {
         let pid = std::fs::read_to_string(&path).unwrap_or_default();
@@ -244,6 +240,9 @@ pub fn lock(updir: &std::path::Path) -> anyhow::Result<File> {
 impl Uploader {
     /// Opens the uploader of `cfg.dir`. `Ok(None)` when there is no log yet.
     pub fn open(cfg: UploadConfig) -> anyhow::Result<Option<Uploader>> {
+        // The uploader writes its state in the log directory and trims segments: a shared
+        // log it may not write is an error that names the group to join.
+        segment_log::perms::check_access(&cfg.dir, true)?;
         let Some(id) = LogId::load(&cfg.dir)
             .with_context(|| format!("cannot read the log id in {}", cfg.dir.display()))?
         else {
