@@ -182,7 +182,7 @@ pub fn duration_value(d: Duration) -> toml::Value {
         (1000, "s"),
     ]
     .iter()
-    .find(|(unit, _)| ms != 0 && ms % unit == 0)
+    .find(|(unit, _)| ms != 0 && ms.is_multiple_of(*unit))
     .map_or_else(
         || {
             if ms == 0 {
