@@ -236,6 +236,48 @@ fn line(e: &Entry) -> (String, String) {
             format!("# {} = {SECRET}", e.key),
             format!("{comment}; secret"),
         ),
-        Some(v) => (format!("{} = {v}", e.key), comment),
+        Some(v) => (format!("{} = {}", e.key, toml_text(v)), comment),
+    }
+}
+
+/// `v` as TOML. (`toml::Value`'s own `Display` links toml's whole writer, ~100 KB of the
+/// device binary, for these few lines.)
+pub(super) fn toml_text(v: &toml::Value) -> String {
+    // A JSON string is a valid TOML basic string: the same quotes and escapes.
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"));
+    match v {
+        toml::Value::String(s) => quoted(s),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) if f.is_finite() && f.fract() == 0.0 => format!("{f:.1}"),
+        toml::Value::Float(f) if f.is_nan() => "nan".to_owned(),
+        toml::Value::Float(f) if f.is_infinite() => {
+            if *f > 0.0 { "inf" } else { "-inf" }.to_owned()
+        }
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(toml_text).collect();
+            format!("[{}]", items.join(", "))
+        }
+        toml::Value::Table(t) => {
+            let bare = |k: &str| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            let items: Vec<String> = t
+                .iter()
+                .map(|(k, v)| {
+                    let k = if bare(k) { k.clone() } else { quoted(k) };
+                    format!("{k} = {}", toml_text(v))
+                })
+                .collect();
+            if items.is_empty() {
+                "{}".to_owned()
+            } else {
+                format!("{{ {} }}", items.join(", "))
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use super::check::{first_key_named, Problem};
-use super::show::{effective, render, SECRET};
+use super::show::{effective, render, toml_text, SECRET};
 use super::*;
 
 fn layers(srcs: &[(&str, &str)]) -> Layers {
@@ -248,4 +248,25 @@ fn show_names_the_layer_of_every_value_and_hides_secrets() {
     // The output, secrets and unset keys being comments, is a valid config file.
     let back = layers(&[("shown", &text)]);
     check_layers(&back).unwrap();
+}
+
+#[test]
+fn values_are_written_as_toml_that_reads_back() {
+    let doc = r#"
+        s = "a \"quoted\" \\ line\nnext\u0001 é"
+        i = -3
+        f = 1.5
+        g = 2.0
+        b = true
+        d = 1979-05-27T07:32:00Z
+        a = [1, "x", [true]]
+        t = { a = 1, "b c" = "d" }
+        e = []
+    "#;
+    let t: toml::Table = doc.parse().unwrap();
+    for (k, v) in &t {
+        let line = format!("{k} = {}", toml_text(v));
+        let back: toml::Table = line.parse().unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(&back[k], v, "{line}");
+    }
 }
