@@ -44,8 +44,7 @@ enum Command {
     /// Run the whole pipeline end to end on a temporary log.
     #[cfg(feature = "collector")]
     Demo(demo::DemoArgs),
-    /// Check the configuration files (`config check`) or show the configuration in effect
-    /// with where each value came from (`config show`).
+    /// Check the configuration files, or show the configuration in effect.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
 }

@@ -8,7 +8,7 @@ use config_layers::spec::ParseFn;
 use config_layers::{ConfigError, GlobalArgs, Layers};
 use serde_json::json;
 
-use super::{overrides, parsers, read_files, with_origin, CheckArgs, Files, Override};
+use super::{overrides, parsers, read_files, with_origin, CheckArgs, FileState, Files, Override};
 
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ impl Problem {
 /// What `config check` found.
 pub(super) struct Report {
     /// (path, layer, read).
-    pub files: Vec<(String, &'static str, bool)>,
+    pub files: Vec<(String, &'static str, FileState)>,
     pub overrides: Vec<Override>,
     pub problems: Vec<Problem>,
     pub notes: Vec<String>,
@@ -127,11 +127,10 @@ pub(super) fn run(args: &CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         println!("{v:#}");
         return Ok(code);
     }
-    for (path, layer, read) in &r.files {
-        if *read {
-            println!("read {path} ({layer})");
-        } else {
-            println!("not present: {path} ({layer})");
+    for (path, layer, state) in &r.files {
+        match state {
+            FileState::Read => println!("read {path} ({layer})"),
+            other => println!("{}: {path} ({layer})", other.as_str()),
         }
     }
     for o in &r.overrides {
@@ -158,10 +157,12 @@ pub(super) fn run(args: &CheckArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
     Ok(code)
 }
 
-pub(super) fn files_json(files: &[(String, &'static str, bool)]) -> serde_json::Value {
+pub(super) fn files_json(files: &[(String, &'static str, FileState)]) -> serde_json::Value {
     files
         .iter()
-        .map(|(p, l, r)| json!({"path": p, "layer": l, "read": r}))
+        .map(|(p, l, s)| {
+            json!({"path": p, "layer": l, "read": *s == FileState::Read, "state": s.as_str()})
+        })
         .collect()
 }
 

@@ -17,17 +17,23 @@ mod tests;
 /// Check the configuration files or show the configuration in effect.
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
-    /// Validate every section of every configuration file: the distribution's defaults
-    /// (/usr/share/defaults/seglog/seglog.toml), the administrator's (/etc/seglog/seglog.toml)
-    /// and --config FILE, each on its own with the parser of each section, then the merged
-    /// result with SEGLOG_DIR and --dir.
+    /// Validate every section of every configuration file (exit 2 on a problem).
     ///
-    /// Prints the files read. Each problem names the file, the section and the key. Exit
-    /// codes: 0 valid, 2 a problem (listed on stderr, or in the JSON).
+    /// Reads the distribution's defaults (/usr/share/defaults/seglog/seglog.toml), the
+    /// administrator's file (/etc/seglog/seglog.toml) and --config FILE, each on its own with
+    /// the parser of each section ([log], [recorder], [upload], [collector]), then resolves
+    /// the merged result with SEGLOG_DIR and --dir (ranges, keys that go together, token
+    /// files). Prints the files read; each problem is printed as FILE: [section].key: what is
+    /// wrong. A build without the collector says that it cannot check [collector] keys.
+    ///
+    /// Exit codes: 0 valid, 2 a problem (listed on stderr, or in the JSON).
     Check(CheckArgs),
-    /// Print the configuration in effect: every key of every section with its value and
-    /// where it came from (the default, a derived default, a file, SEGLOG_DIR or --dir), as
-    /// commented TOML. Secrets (tokens) are shown as "(set)", never in clear.
+    /// Print the configuration in effect and where each value came from.
+    ///
+    /// Every key of every section, as commented TOML: its value, then where it came from
+    /// (default, derived from another key, from FILE, from SEGLOG_DIR, from --dir). Keys with
+    /// no value and secrets (tokens, shown as "(set)", never in clear) are comments, so the
+    /// output is itself a valid configuration file.
     Show(ShowArgs),
 }
 
@@ -201,11 +207,31 @@ fn layer_name(path: &std::path::Path, global: &GlobalArgs) -> &'static str {
     }
 }
 
+/// Whether a config file was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    Read,
+    /// Skipped: an optional layer that does not exist.
+    Absent,
+    /// Exists (or is required) but cannot be read: a problem.
+    Unreadable,
+}
+
+impl FileState {
+    fn as_str(self) -> &'static str {
+        match self {
+            FileState::Read => "read",
+            FileState::Absent => "not present",
+            FileState::Unreadable => "cannot be read",
+        }
+    }
+}
+
 /// The files of layers 2-4, each with whether it was there; files that exist but cannot be
 /// read or parsed are problems.
 struct Files {
-    /// (path, layer name, read).
-    list: Vec<(String, &'static str, bool)>,
+    /// (path, layer name, state).
+    list: Vec<(String, &'static str, FileState)>,
     /// The files that parsed.
     layers: Layers,
     problems: Vec<check::Problem>,
@@ -224,10 +250,10 @@ fn read_files(global: &GlobalArgs) -> Files {
                     Ok(_) => sources.push((shown.clone(), text)),
                     Err(e) => problems.push(check::Problem::file(&shown, &e)),
                 }
-                list.push((shown, layer, true));
+                list.push((shown, layer, FileState::Read));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-                list.push((shown, layer, false));
+                list.push((shown, layer, FileState::Absent));
             }
             Err(e) => {
                 problems.push(check::Problem {
@@ -236,7 +262,7 @@ fn read_files(global: &GlobalArgs) -> Files {
                     key: None,
                     message: format!("cannot read it: {e}"),
                 });
-                list.push((shown, layer, false));
+                list.push((shown, layer, FileState::Unreadable));
             }
         }
     }

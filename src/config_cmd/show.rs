@@ -6,7 +6,7 @@ use config_layers::{GlobalArgs, Layers};
 use serde_json::json;
 
 use super::check::{files_json, overrides_json};
-use super::{overrides, read_files, specs, Files, Override, ShowArgs};
+use super::{overrides, read_files, specs, FileState, Files, Override, ShowArgs};
 
 /// Shown instead of a secret's value.
 pub(super) const SECRET: &str = "(set)";
@@ -183,7 +183,7 @@ fn hide_secrets(entries: Vec<Entry>, spec: Option<&SectionSpec>) -> Vec<Entry> {
 
 /// Commented TOML.
 pub(super) fn render(
-    files: &[(String, &'static str, bool)],
+    files: &[(String, &'static str, FileState)],
     overrides: &[Override],
     shown: &[Shown],
 ) -> String {
@@ -191,9 +191,8 @@ pub(super) fn render(
         "# The seglog configuration in effect (`seglog config show`). Layers, later ones win:\n\
          #   built-in defaults\n",
     );
-    for (path, layer, read) in files {
-        let state = if *read { "read" } else { "not present" };
-        out.push_str(&format!("#   {path} ({layer}): {state}\n"));
+    for (path, layer, state) in files {
+        out.push_str(&format!("#   {path} ({layer}): {}\n", state.as_str()));
     }
     for o in overrides {
         out.push_str(&format!(

@@ -79,7 +79,10 @@ fn the_device_build_accepts_the_example_file_and_shows_the_collector_keys_as_wri
     let shown = effective(&l, &specs(&l, &global("/x")), &[]);
     let c = shown.iter().find(|s| s.name == COLLECTOR).unwrap();
     assert!(c.note.is_some_and(|n| n.contains("not checked")));
-    assert!(c.entries.iter().any(|e| e.key == "listen" && e.source == "file"));
+    assert!(c
+        .entries
+        .iter()
+        .any(|e| e.key == "listen" && e.source == "file"));
 }
 
 #[cfg(feature = "collector")]
