@@ -123,8 +123,15 @@ fn a_typo_in_each_section_is_named_by_file_section_and_key_with_exit_2() {
         );
         assert_eq!(code(&o), Some(2), "{}", describe(&o));
         assert!(text(&o.stderr).contains(&format!("in {}: [{section}].{key}", f.display())));
-        let o = env.run(Some(&f), &["--dir", dir.to_str().unwrap(), "journal"]);
-        assert_eq!(code(&o), Some(2), "{}", describe(&o));
+        for cmd in [&["journal"][..], &["upload", "status"], &["upload", "once"]] {
+            let o = env.run(Some(&f), &[&["--dir", dir.to_str().unwrap()], cmd].concat());
+            assert_eq!(code(&o), Some(2), "{cmd:?}: {}", describe(&o));
+            assert!(
+                text(&o.stderr).contains(&format!("[{section}].{key}")),
+                "{cmd:?}: {}",
+                describe(&o)
+            );
+        }
     }
     // A value out of range is found on the merged configuration and still names the file.
     let f = env.write("zstd.toml", "[upload]\nzstd_level = 30\n");
@@ -132,6 +139,22 @@ fn a_typo_in_each_section_is_named_by_file_section_and_key_with_exit_2() {
     assert_eq!(code(&o), Some(2), "{}", describe(&o));
     assert!(
         text(&o.stderr).contains(&format!("{}: [upload].zstd_level", f.display())),
+        "{}",
+        describe(&o)
+    );
+    // ...and the uploader refuses it too.
+    let o = env.run(
+        Some(&f),
+        &[
+            "--dir",
+            env.path("log-zstd").to_str().unwrap(),
+            "upload",
+            "status",
+        ],
+    );
+    assert_eq!(code(&o), Some(2), "{}", describe(&o));
+    assert!(
+        text(&o.stderr).contains(&format!("in {}: [upload].zstd_level", f.display())),
         "{}",
         describe(&o)
     );
