@@ -2,6 +2,7 @@
 //! to the crate that owns each subcommand.
 #![forbid(unsafe_code)]
 
+mod config_cmd;
 #[cfg(feature = "collector")]
 mod demo;
 
@@ -44,26 +45,22 @@ enum Command {
     /// Run the whole pipeline end to end on a temporary log.
     #[cfg(feature = "collector")]
     Demo(demo::DemoArgs),
-}
-
-/// Every top-level config section of every part of seglog; any other section in a config
-/// file is an error that names the file (each crate defines only its own).
-fn sections() -> Vec<&'static str> {
-    use config_layers::Section;
-    let mut all = recorder::config::SECTIONS.to_vec();
-    all.push(uploader::config::RawUpload::NAME);
-    // The device build has no collector, but a config file shared with a server may still
-    // carry its section: it is known, and ignored.
-    all.push("collector");
-    all
+    /// Check the configuration files, or show the configuration in effect.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = config_layers::Layers::load(&cli.global)
-        .and_then(|l| l.check_sections(&sections()))
-        .map_err(anyhow::Error::from)
-        .and_then(|()| dispatch(cli));
+    // Every command refuses a configuration with an unknown section, key or type in any
+    // file; `config check` lists every such problem itself.
+    let checked = match &cli.command {
+        Command::Config(config_cmd::ConfigCommand::Check(_)) => Ok(()),
+        _ => config_layers::Layers::load(&cli.global)
+            .map_err(anyhow::Error::from)
+            .and_then(|l| config_cmd::check_layers(&l)),
+    };
+    let result = checked.and_then(|()| dispatch(cli));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -89,19 +86,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collector(c) => collector::cli::run(c, &cli.global),
         #[cfg(feature = "collector")]
         Command::Demo(a) => demo::run(a, &cli.global),
+        Command::Config(c) => config_cmd::run(c, &cli.global),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(feature = "collector")]
-    #[test]
-    fn the_collector_section_name_is_the_collectors_own() {
-        use config_layers::Section;
-        assert!(sections().contains(&collector::CollectorSection::NAME));
-    }
 
     #[test]
     fn cli_definition_is_consistent() {

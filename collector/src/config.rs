@@ -8,6 +8,7 @@ use std::net::{AddrParseError, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use config_layers::spec::{duration_value, size_value, string_value, DefaultValue, SectionSpec};
 use config_layers::{DurationValue, GlobalArgs, Layers, Section, SizeValue};
 use serde::Deserialize;
 
@@ -386,6 +387,51 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+/// `[collector]` for `seglog config show` and `config check`: every key with its built-in
+/// default.
+pub fn collector_spec() -> SectionSpec {
+    let d = ServerConfig::new(default_data_dir());
+    let l = d.limits;
+    let v = DefaultValue::Value;
+    let int = |x: u64| v(toml::Value::Integer(i64::try_from(x).unwrap_or(i64::MAX)));
+    let count = |x: usize| int(u64::try_from(x).unwrap_or(u64::MAX));
+    SectionSpec::new::<CollectorSection>(
+        vec![
+            ("listen", v(string_value(d.listen.to_string()))),
+            (
+                "data_dir",
+                DefaultValue::Machine {
+                    value: string_value(d.data_dir.display().to_string()),
+                    note: "for this user",
+                },
+            ),
+            ("tokens", v(toml::Value::Array(Vec::new()))),
+            ("api_tokens", v(toml::Value::Array(Vec::new()))),
+            ("max_body_bytes", v(size_value(l.max_body_bytes))),
+            (
+                "max_decompressed_bytes",
+                v(size_value(l.max_decompressed_bytes)),
+            ),
+            ("max_records_per_batch", int(l.max_records_per_batch)),
+            ("max_concurrent_uploads", count(l.max_concurrent_uploads)),
+            (
+                "upload_queue_timeout",
+                v(duration_value(l.upload_queue_timeout)),
+            ),
+            ("max_response_bytes", v(size_value(l.max_response_bytes))),
+            ("shutdown_grace", v(duration_value(d.shutdown_grace))),
+            ("max_connections", count(l.max_connections)),
+            ("idle_timeout", v(duration_value(l.idle_timeout))),
+            ("body_timeout", v(duration_value(l.body_timeout))),
+            (
+                "receive_buffer_bytes",
+                v(size_value(l.receive_buffer_bytes)),
+            ),
+        ],
+        &["tokens", "api_tokens"],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +490,34 @@ mod tests {
         assert_eq!(c.limits.max_response_bytes, 4000);
         assert_eq!(c.shutdown_grace, Duration::from_millis(500));
         assert!(!c.is_open_on_network());
+    }
+
+    #[test]
+    fn the_spec_knows_every_key_and_its_defaults_are_the_built_in_ones() {
+        let spec = collector_spec();
+        let keys = spec.keys.unwrap();
+        assert_eq!(
+            keys.len(),
+            config_layers::spec::fields::<CollectorSection>().len()
+        );
+        let mut t = toml::Table::new();
+        let mut unset = Vec::new();
+        for k in &keys {
+            match k.default.value() {
+                Some(v) => {
+                    t.insert(k.name.to_owned(), v.clone());
+                }
+                None => unset.push(k.name),
+            }
+        }
+        assert_eq!(unset, ["token_file", "tls_cert", "tls_key"]);
+        let mut doc = toml::Table::new();
+        doc.insert("collector".into(), toml::Value::Table(t));
+        let c = CollectorSection::from_toml_str(&doc.to_string())
+            .unwrap()
+            .resolve(Path::new("/elsewhere"))
+            .unwrap();
+        assert_eq!(c, ServerConfig::new(default_data_dir()));
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! Each crate owns its section: it defines a struct with `#[serde(default,
 //! deny_unknown_fields)]`, implements [`Section`] for it, and exports the section name; the
 //! binary checks every file's top-level tables against the names of all crates
-//! ([`Layers::check_sections`]), so an unknown section is an error that names the file:
+//! ([`Layers::check_sections`]), so an unknown section is an error that names the file.
+//! A crate also describes its keys and their defaults with a [`spec::SectionSpec`], which
+//! `seglog config check` runs on each layer on its own and `seglog config show` prints:
 //!
 //! ```
 //! use config_layers::{self as config, Section};
@@ -37,6 +39,8 @@
 //! # Ok::<(), config::ConfigError>(())
 //! ```
 #![forbid(unsafe_code)]
+pub mod spec;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -189,12 +193,64 @@ impl Layers {
 
     /// Reads the standard files (layers 2-4) for `global`.
     pub fn load(global: &GlobalArgs) -> Result<Layers, ConfigError> {
-        let mut files: Vec<(PathBuf, bool)> =
-            vec![(DEFAULTS_FILE.into(), false), (SYSTEM_FILE.into(), false)];
-        if let Some(p) = &global.config {
-            files.push((p.clone(), true));
+        Self::load_files(&files(global))
+    }
+
+    /// Each layer's origin and table, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &toml::Table)> {
+        self.layers.iter().map(|(o, t)| (o.as_str(), t))
+    }
+
+    /// The origin of the last layer that sets `[section].key`.
+    pub fn set_by(&self, section: &str, key: &str) -> Option<&str> {
+        self.layers
+            .iter()
+            .rev()
+            .find(|(_, t)| {
+                t.get(section)
+                    .and_then(toml::Value::as_table)
+                    .is_some_and(|s| s.contains_key(key))
+            })
+            .map(|(o, _)| o.as_str())
+    }
+
+    /// Names the file in a [`ConfigError::Value`] that names a key but no file: the last
+    /// layer that sets that key (a resolved section's range checks cannot know it).
+    pub fn attribute(&self, e: ConfigError) -> ConfigError {
+        match e {
+            ConfigError::Value {
+                origin: None,
+                section,
+                key: Some(key),
+                message,
+            } => ConfigError::Value {
+                origin: self.set_by(section, &key).map(str::to_owned),
+                section,
+                key: Some(key),
+                message,
+            },
+            other => other,
         }
-        Self::load_files(&files)
+    }
+
+    /// The first `n` layers alone.
+    pub fn prefix(&self, n: usize) -> Layers {
+        let mut out = Layers::default();
+        for (origin, table) in self.layers.iter().take(n) {
+            merge(&mut out.merged, table);
+            out.layers.push((origin.clone(), table.clone()));
+        }
+        out
+    }
+
+    /// How many layers were read.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether no file was read.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
     }
 
     /// Reads `(path, required)` files in order; a missing optional file is skipped.
@@ -279,6 +335,17 @@ pub fn parse_section<T: Section>(table: &toml::Table) -> Result<T, ConfigError> 
         key: None,
         message: err.message().trim().to_string(),
     })
+}
+
+/// The files of layers 2-4 for `global`, in order, each with whether it must exist (only
+/// `--config FILE` must).
+pub fn files(global: &GlobalArgs) -> Vec<(PathBuf, bool)> {
+    let mut files: Vec<(PathBuf, bool)> =
+        vec![(DEFAULTS_FILE.into(), false), (SYSTEM_FILE.into(), false)];
+    if let Some(p) = &global.config {
+        files.push((p.clone(), true));
+    }
+    files
 }
 
 /// Reads and merges layers 2-4 (see [`Layers::load`]).

@@ -139,8 +139,11 @@ fn log_dir(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
         // An explicit directory needs no configuration (and works with a broken one).
         return Ok(d.clone());
     }
-    let table = config_layers::load_table(global)?;
-    Ok(recorder::config::LogConfig::from_table(&table, global)?.dir)
+    let layers = config_layers::Layers::load(global)?;
+    let raw = layers.section()?;
+    Ok(recorder::config::LogConfig::from_raw(raw, global)
+        .map_err(|e| layers.attribute(e))?
+        .dir)
 }
 
 #[cfg(test)]

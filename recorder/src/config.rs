@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use config_layers::spec::{duration_value, size_value, string_value, DefaultValue, SectionSpec};
 use config_layers::{
     default_dir, ConfigError, DurationValue, GlobalArgs, Layers, Section, SizeValue, DIR_ENV,
 };
@@ -50,7 +51,8 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// Segment file size in bytes (default 16 MiB).
     pub segment_size: u64,
-    /// Largest record in bytes, header included (default 1 MiB).
+    /// Largest record in bytes, header included (default 1 MiB, or a quarter of
+    /// `segment_size` when that is less: [`derived_max_record_size`]).
     pub max_record_size: u64,
     /// Durability policy (default `never`).
     pub sync: segment_log::SyncPolicy,
@@ -64,6 +66,20 @@ pub struct LogConfig {
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 /// Default record size limit: 1 MiB (crash reports fit; a runaway probe does not).
 pub const DEFAULT_MAX_RECORD_SIZE: u64 = 1 << 20;
+/// The largest `max_record_size` a segment of `segment_size` bytes allows: a quarter of it,
+/// so that the writer's context frame (itself at most `max_record_size`) and a record of the
+/// largest size always fit in a fresh segment together, with room to spare (segment-log's
+/// own rule, `Options::validate`, is half a segment minus headers, which this implies).
+pub fn largest_record_size(segment_size: u64) -> u64 {
+    segment_size / 4
+}
+
+/// `max_record_size` when no layer sets it: [`DEFAULT_MAX_RECORD_SIZE`], or less when
+/// `segment_size` is too small for it (`segment_size = "64KiB"` alone gives 16 KiB).
+pub fn derived_max_record_size(segment_size: u64) -> u64 {
+    DEFAULT_MAX_RECORD_SIZE.min(largest_record_size(segment_size))
+}
+
 /// Default disk budget: 256 MiB (weeks of telemetry on a device, a small share of its disk).
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 /// Default maximum age: 30 days (data older than that is rarely worth uploading).
@@ -104,11 +120,12 @@ impl LogConfig {
                 .bytes()
                 .ok_or_else(|| invalid("log", "segment_size", "must be positive"))?;
         }
-        if let Some(v) = raw.max_record_size {
-            c.max_record_size = v
+        c.max_record_size = match raw.max_record_size {
+            Some(v) => v
                 .bytes()
-                .ok_or_else(|| invalid("log", "max_record_size", "must be positive"))?;
-        }
+                .ok_or_else(|| invalid("log", "max_record_size", "must be positive"))?,
+            None => derived_max_record_size(c.segment_size),
+        };
         if let Some(s) = raw.sync {
             c.sync = s.parse().map_err(|e: String| invalid("log", "sync", e))?;
         }
@@ -118,31 +135,42 @@ impl LogConfig {
         if let Some(v) = raw.max_age {
             c.max_age = Some(v.get()).filter(|d| !d.is_zero());
         }
-        c.options().map_err(|message| ConfigError::Value {
-            origin: None,
-            section: "log",
-            key: None,
-            message,
-        })?;
+        c.check_sizes()?;
         Ok(c)
+    }
+
+    /// The size rules, as errors that name the key at fault.
+    fn check_sizes(&self) -> Result<(), ConfigError> {
+        if !self.segment_size.is_multiple_of(4096) || self.segment_size < 8192 {
+            return Err(invalid(
+                "log",
+                "segment_size",
+                format!(
+                    "{} bytes must be a multiple of 4096 and at least 8192",
+                    self.segment_size
+                ),
+            ));
+        }
+        let most = largest_record_size(self.segment_size);
+        if self.max_record_size == 0 || self.max_record_size > most {
+            return Err(invalid(
+                "log",
+                "max_record_size",
+                format!(
+                    "{} bytes must be between 1 and a quarter of segment_size ({} bytes), so at \
+                     most {most}; lower max_record_size, raise segment_size, or leave \
+                     max_record_size unset to derive it from segment_size",
+                    self.max_record_size, self.segment_size
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// segment-log options for this configuration (retention runs in the writer's
     /// background thread, so probes alone keep the directory within budget).
     pub fn options(&self) -> Result<segment_log::Options, String> {
-        if !self.segment_size.is_multiple_of(4096) || self.segment_size < 8192 {
-            return Err(format!(
-                "log.segment_size {} must be a multiple of 4096 and at least 8192",
-                self.segment_size
-            ));
-        }
-        if self.max_record_size == 0 || self.max_record_size > self.segment_size / 4 {
-            return Err(format!(
-                "log.max_record_size {} must be between 1 and a quarter of log.segment_size ({})",
-                self.max_record_size,
-                self.segment_size / 4
-            ));
-        }
+        self.check_sizes().map_err(|e| e.to_string())?;
         let retention = (self.max_bytes.is_some() || self.max_age.is_some()).then_some(
             segment_log::RetentionPolicy {
                 max_bytes: self.max_bytes,
@@ -337,8 +365,10 @@ impl Config {
 
     /// Resolves from already loaded layers.
     pub fn from_layers(layers: &Layers, global: &GlobalArgs) -> Result<Config, ConfigError> {
-        let log = LogConfig::from_raw(layers.section::<RawLog>()?, global)?;
-        let recorder = RecorderConfig::from_raw(layers.section::<RawRecorder>()?)?;
+        let log = LogConfig::from_raw(layers.section::<RawLog>()?, global)
+            .map_err(|e| layers.attribute(e))?;
+        let recorder = RecorderConfig::from_raw(layers.section::<RawRecorder>()?)
+            .map_err(|e| layers.attribute(e))?;
         Ok(Config { log, recorder })
     }
 
@@ -349,6 +379,95 @@ impl Config {
             recorder: RecorderConfig::default(),
         }
     }
+}
+
+/// `[log]` for `seglog config show` and `config check`: every key with its built-in default.
+/// `merged` is the merged configuration, from which `max_record_size`'s default is derived.
+pub fn log_spec(merged: &toml::Table) -> SectionSpec {
+    let segment_size = config_layers::parse_section::<RawLog>(merged)
+        .ok()
+        .and_then(|raw| raw.segment_size)
+        .and_then(SizeValue::bytes)
+        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let d = LogConfig::for_dir(default_dir());
+    SectionSpec::new::<RawLog>(
+        vec![
+            (
+                "dir",
+                DefaultValue::Machine {
+                    value: string_value(d.dir.display().to_string()),
+                    note: "for this user",
+                },
+            ),
+            (
+                "segment_size",
+                DefaultValue::Value(size_value(d.segment_size)),
+            ),
+            (
+                "max_record_size",
+                DefaultValue::Derived {
+                    value: size_value(derived_max_record_size(segment_size)),
+                    from: "segment_size",
+                },
+            ),
+            ("sync", DefaultValue::Value(string_value("never"))),
+            (
+                "max_bytes",
+                DefaultValue::Value(size_value(d.max_bytes.unwrap_or(0))),
+            ),
+            (
+                "max_age",
+                DefaultValue::Value(duration_value(d.max_age.unwrap_or_default())),
+            ),
+        ],
+        &[],
+    )
+}
+
+/// `[recorder]` for `seglog config show` and `config check`.
+pub fn recorder_spec() -> SectionSpec {
+    let d = RecorderConfig::default();
+    let limit = |l: Option<u64>| l.map_or(toml::Value::Integer(-1), size_value);
+    let v = DefaultValue::Value;
+    SectionSpec::new::<RawRecorder>(
+        vec![
+            (
+                "rate_limit_enabled",
+                v(toml::Value::Boolean(d.rate_limit_enabled)),
+            ),
+            (
+                "record_burst_limit",
+                v(toml::Value::Integer(
+                    d.record_burst_limit
+                        .and_then(|l| i64::try_from(l).ok())
+                        .unwrap_or(-1),
+                )),
+            ),
+            ("record_window_length", v(duration_value(d.record_window))),
+            ("byte_burst_limit", v(limit(d.byte_burst_limit))),
+            ("byte_window_length", v(duration_value(d.byte_window))),
+            (
+                "rate_limit_strategy",
+                v(string_value(match d.strategy {
+                    RateLimitStrategy::Drop => "drop",
+                    RateLimitStrategy::Spool => "spool",
+                })),
+            ),
+            (
+                "static_machine_id_file",
+                v(string_value(d.static_machine_id_file.display().to_string())),
+            ),
+            (
+                "machine_id_secret_file",
+                v(string_value(d.machine_id_secret_file.display().to_string())),
+            ),
+            (
+                "machine_id_rotation",
+                v(duration_value(d.machine_id_rotation)),
+            ),
+        ],
+        &[],
+    )
 }
 
 #[cfg(test)]

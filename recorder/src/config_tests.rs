@@ -90,7 +90,7 @@ fn unknown_key_is_an_error_naming_the_key_and_the_file() {
 fn bad_values_name_the_key() {
     for (text, key) in [
         ("[log]\nsync = \"sometimes\"\n", "[log].sync"),
-        ("[log]\nsegment_size = 5000\n", "log.segment_size"),
+        ("[log]\nsegment_size = 5000\n", "[log].segment_size"),
         ("[log]\nsegment_size = \"12 parsecs\"\n", "segment_size"),
         (
             "[recorder]\nrecord_window_length = \"0s\"\n",
@@ -181,4 +181,83 @@ fn recorder_durations_parse_with_units() {
     let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
     assert_eq!(c.recorder.byte_window, Duration::from_secs(30));
     assert_eq!(c.recorder.machine_id_rotation, Duration::from_secs(3600));
+}
+
+#[test]
+fn a_small_segment_size_alone_derives_max_record_size() {
+    let l = layers(&[("f.toml", "[log]\nsegment_size = \"64KiB\"\n")]).unwrap();
+    let c = Config::from_layers(&l, &global(Some("/x"))).unwrap();
+    assert_eq!(c.log.max_record_size, 16 << 10);
+    assert!(c.log.options().is_ok());
+    let big = layers(&[("f.toml", "[log]\nsegment_size = \"64MiB\"\n")]).unwrap();
+    let c = Config::from_layers(&big, &global(Some("/x"))).unwrap();
+    assert_eq!(c.log.max_record_size, DEFAULT_MAX_RECORD_SIZE);
+    assert_eq!(derived_max_record_size(8192), 2048);
+    // segment-log accepts every derived value.
+    for s in [8192, 64 << 10, 4 << 20, 16 << 20] {
+        let mut c = LogConfig::for_dir("/x");
+        c.segment_size = s;
+        c.max_record_size = derived_max_record_size(s);
+        let o = c.options().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        segment_log::Log::open(d.path(), o).unwrap();
+    }
+}
+
+#[test]
+fn an_explicit_record_size_too_large_for_the_segment_names_both_keys_and_the_file() {
+    let l = layers(&[
+        ("etc.toml", "[log]\nsegment_size = \"64KiB\"\n"),
+        ("mine.toml", "[log]\nmax_record_size = \"1MiB\"\n"),
+    ])
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        Config::from_layers(&l, &global(Some("/x"))).unwrap_err()
+    );
+    assert!(e.contains("in mine.toml: [log].max_record_size"), "{e}");
+    assert!(e.contains("segment_size") && e.contains("16384"), "{e}");
+}
+
+#[test]
+fn the_specs_know_every_key_and_their_defaults_are_the_built_in_ones() {
+    let empty = toml::Table::new();
+    let mut doc = toml::Table::new();
+    for (spec, raw_keys) in [
+        (log_spec(&empty), config_layers::spec::fields::<RawLog>()),
+        (
+            recorder_spec(),
+            config_layers::spec::fields::<RawRecorder>(),
+        ),
+    ] {
+        let keys = spec.keys.unwrap();
+        assert_eq!(keys.len(), raw_keys.len());
+        let mut t = toml::Table::new();
+        for k in keys {
+            if k.name == "dir" {
+                assert_eq!(
+                    k.default.value().and_then(|v| v.as_str()),
+                    Some(default_dir().to_str().unwrap())
+                );
+                continue;
+            }
+            let v = k.default.value().unwrap_or_else(|| panic!("{}", k.name));
+            t.insert(k.name.to_owned(), v.clone());
+        }
+        doc.insert(spec.name.to_owned(), toml::Value::Table(t));
+    }
+    let l = Layers::from_sources(vec![("spec".into(), doc.to_string())]).unwrap();
+    assert_eq!(
+        Config::from_layers(&l, &global(Some("/x"))).unwrap(),
+        Config::for_dir("/x")
+    );
+    let mut small = toml::Table::new();
+    small.insert("log".into(), toml::toml! { segment_size = "64KiB" }.into());
+    assert_eq!(
+        log_spec(&small).key("max_record_size").unwrap().default,
+        DefaultValue::Derived {
+            value: size_value(16 << 10),
+            from: "segment_size"
+        }
+    );
 }

@@ -14,6 +14,7 @@ mod support {
 mod architecture;
 mod collector_e2e;
 mod collector_modes;
+mod config_cli;
 mod demo;
 mod device_footprint;
 mod fuzz_replay;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use config_layers::spec::{duration_value, size_value, string_value, DefaultValue, SectionSpec};
 use config_layers::{ConfigError, DurationValue, GlobalArgs, Layers, Section, SizeValue};
 
 /// `[upload].key` holds a value that parses but is not allowed.
@@ -153,9 +154,16 @@ impl UploadConfig {
     /// overrides both: [`UploadConfig::override_url`]).
     pub fn load(global: &GlobalArgs) -> Result<UploadConfig, ConfigError> {
         let layers = Layers::load(global)?;
-        let log = LogConfig::from_table(layers.merged(), global)?;
+        Self::from_layers(&layers, global)
+    }
+
+    /// Resolves `[upload]` (and the `[log]` it needs) from already loaded layers; a value
+    /// error names the file that set the key.
+    pub fn from_layers(layers: &Layers, global: &GlobalArgs) -> Result<UploadConfig, ConfigError> {
+        let log =
+            LogConfig::from_raw(layers.section()?, global).map_err(|e| layers.attribute(e))?;
         let raw: RawUpload = layers.section()?;
-        let mut c = Self::resolve(raw, &log)?;
+        let mut c = Self::resolve(raw, &log).map_err(|e| layers.attribute(e))?;
         if let Ok(url) = std::env::var(URL_ENV) {
             c.override_url(&url, URL_ENV)?;
         }
@@ -311,6 +319,59 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// `[upload]` for `seglog config show` and `config check`: every key with its built-in
+/// default; `log_dir` is the effective log directory (`opt_in_file` is derived from it).
+pub fn upload_spec(log_dir: &Path) -> SectionSpec {
+    let d = UploadConfig::for_dir(log_dir);
+    let p = &d.policy;
+    let v = DefaultValue::Value;
+    let dur = |x: Duration| v(duration_value(x));
+    let int = |x: u64| v(toml::Value::Integer(i64::try_from(x).unwrap_or(i64::MAX)));
+    SectionSpec::new::<RawUpload>(
+        vec![
+            (
+                "server_delivery",
+                v(toml::Value::Boolean(p.server_delivery)),
+            ),
+            (
+                "mode",
+                v(string_value(match p.mode {
+                    Mode::Interval => "interval",
+                    Mode::OnDemand => "on-demand",
+                })),
+            ),
+            ("interval", dur(p.interval)),
+            ("min_backlog_bytes", v(size_value(p.min_backlog_bytes))),
+            ("max_delay", dur(p.max_delay.unwrap_or_default())),
+            ("daily_budget", v(size_value(p.daily_budget.unwrap_or(0)))),
+            ("require_opt_in", v(toml::Value::Boolean(p.require_opt_in))),
+            (
+                "opt_in_file",
+                DefaultValue::Derived {
+                    value: string_value(d.opt_in_file.display().to_string()),
+                    from: "[log] dir",
+                },
+            ),
+            ("zstd_level", int(u64::try_from(d.zstd_level).unwrap_or(1))),
+            ("batch_max_bytes", v(size_value(d.batch_max_bytes))),
+            ("batch_max_records", int(d.batch_max_records)),
+            ("connect_timeout", dur(d.connect_timeout)),
+            ("timeout", dur(d.timeout)),
+            ("backoff_base", dur(d.backoff_base)),
+            ("backoff_cap", dur(d.backoff_cap)),
+            ("startup_delay", dur(d.startup_delay)),
+            ("dead_letter_after", int(u64::from(d.dead_letter_after))),
+            (
+                "dead_letter_max_bytes",
+                v(size_value(d.dead_letter_max_bytes)),
+            ),
+            ("max_attempts", int(u64::from(d.max_attempts))),
+            ("retention", v(toml::Value::Boolean(true))),
+        ],
+        &["token"],
+    )
+}
+
 fn read_token(p: &Path) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
         path: p.to_owned(),
@@ -396,6 +457,62 @@ retention = false
             c.endpoint(&[0; 32]).unwrap(),
             format!("http://127.0.0.1:9/v1/logs/{}/batches", "00".repeat(32))
         );
+    }
+
+    #[test]
+    fn the_spec_knows_every_key_and_its_defaults_are_the_built_in_ones() {
+        let spec = upload_spec(Path::new("/tmp/x"));
+        let keys = spec.keys.unwrap();
+        assert_eq!(keys.len(), config_layers::spec::fields::<RawUpload>().len());
+        let mut t = toml::Table::new();
+        let mut unset = Vec::new();
+        for k in &keys {
+            match k.default.value() {
+                Some(v) => {
+                    t.insert(k.name.to_owned(), v.clone());
+                }
+                None => unset.push(k.name),
+            }
+        }
+        assert_eq!(unset, ["url", "token", "token_file"]);
+        assert!(keys.iter().any(|k| k.name == "token" && k.secret));
+        let mut doc = toml::Table::new();
+        doc.insert("upload".into(), toml::Value::Table(t));
+        let c = parse(&doc.to_string()).unwrap();
+        assert_eq!(
+            format!("{c:?}"),
+            format!("{:?}", parse("").unwrap()),
+            "the spec's defaults resolve to the built-in configuration"
+        );
+    }
+
+    #[test]
+    fn a_value_error_names_the_file_that_set_it() {
+        let layers = Layers::from_sources(vec![
+            (
+                "a.toml".into(),
+                "[upload]
+zstd_level = 3
+"
+                .into(),
+            ),
+            (
+                "b.toml".into(),
+                "[upload]
+zstd_level = 30
+"
+                .into(),
+            ),
+        ])
+        .unwrap();
+        let global = GlobalArgs {
+            dir: Some("/tmp/x".into()),
+            config: None,
+        };
+        let e = UploadConfig::from_layers(&layers, &global)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("in b.toml: [upload].zstd_level"), "{e}");
     }
 
     #[test]
