@@ -30,8 +30,18 @@ pub(crate) fn repair_counter(seg: &MappedSegment) -> Result<()> {
         return Ok(()); // sealed: nobody will write here again
     }
     let mut safe = reserved.max(HEADER_LEN).next_multiple_of(FRAME_ALIGN);
-    if let Some(end) = last_data_end(seg, reserved.max(HEADER_LEN))? {
+    let data_end = last_data_end(seg, reserved.max(HEADER_LEN))?;
+    if let Some(end) = data_end {
         safe = safe.max(end.next_multiple_of(FRAME_ALIGN));
+    }
+    if reserved < HEADER_LEN && data_end.is_none() {
+        // Damage, never a rollback (a segment gets its name only once its header, counter =
+        // HEADER_LEN, is written), and nothing after the header to say what the counter
+        // covered: the same damage may have zeroed frames. Raised to the header, the segment
+        // would read as clean and empty, hiding that loss; sealed (counter = capacity, no
+        // seal frame), readers scan it whole and report the zeroes as a hole.
+        seg.seal_counter();
+        return Ok(());
     }
     if safe == reserved {
         return Ok(());

@@ -571,3 +571,36 @@ fn a_writer_reopening_after_a_counter_rollback_appends_after_the_data_and_nothin
         assert_eq!(got.len(), frames.len() + 1, "counter {bad}");
     }
 }
+
+/// The model test's seed 86f94122: damage that zeroes the counter *and* every frame of the
+/// newest segment left nothing past the header, so a writer reopening the log raised the
+/// counter to the header and the segment read as clean and empty: every record in it lost
+/// without a report. The writer now seals such a segment and the reader reports the zeroes.
+#[test]
+fn a_zeroed_counter_over_zeroed_frames_is_reported_after_a_writer_reopens() {
+    let (d, frames) = small_log();
+    let seg = seg_file(d.path(), 1);
+    let last = frames.last().unwrap();
+    let end = last.position.offset + format::frame_len(last.payload.len() as u64);
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&u64::to_le_bytes(0), OFF_RESERVED_END as u64)
+        .unwrap();
+    f.write_all_at(&vec![0u8; (end - HEADER_LEN) as usize], HEADER_LEN)
+        .unwrap();
+    drop(f);
+    let log = Log::open(d.path(), tiny()).unwrap();
+    let pos = log.append(&payload(2, 0, 30)).unwrap();
+    drop(log);
+    assert!(
+        pos.segment > 1,
+        "appended into the damaged segment at {pos}"
+    );
+    let (got, damage) = read_all(d.path());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        damage.iter().any(|x| x.segment == 1
+            && x.offset <= frames[0].position.offset
+            && x.offset + x.len >= end),
+        "the zeroed frames are not reported: {damage:?}"
+    );
+}
