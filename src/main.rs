@@ -1,49 +1,11 @@
-//! `seglog`: the single user-facing binary. It only parses the command line and dispatches
-//! to the crate that owns each subcommand.
+//! `seglog`: the single user-facing binary. It only parses the command line (defined in
+//! `src/lib.rs`) and dispatches to the crate that owns each subcommand.
 #![forbid(unsafe_code)]
-
-#[cfg(feature = "collector")]
-mod demo;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use config_layers::GlobalArgs;
-
-/// On-device telemetry buffer: record, inspect, upload, collect.
-///
-/// Exit codes: 0 success; 1 the command ran and found a problem (journal verify found damage,
-/// upload once/flush did not deliver everything); 2 error (bad arguments, unreadable files,
-/// server unreachable); 3 nothing to do because policy forbids it (upload once).
-#[derive(Debug, Parser)]
-#[command(name = "seglog", version, about, long_about = None, propagate_version = true)]
-struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Write one record to the log.
-    Record(recorder::cli::RecordArgs),
-    /// Run a built-in probe.
-    #[command(subcommand)]
-    Probe(recorder::cli::ProbeCommand),
-    /// Upload the log to a collector (daemon, cron pass, flush on demand, status).
-    #[command(subcommand)]
-    Upload(uploader::cli::UploadCommand),
-    /// Inspect and verify the log offline (read-only).
-    Journal(journal::JournalArgs),
-    /// Run the reference collector server.
-    #[cfg(feature = "collector")]
-    #[command(subcommand)]
-    Collector(collector::cli::CollectorCommand),
-    /// Run the whole pipeline end to end on a temporary log.
-    #[cfg(feature = "collector")]
-    Demo(demo::DemoArgs),
-}
+use clap::Parser;
+use seglog::{Cli, Command};
 
 /// Every top-level config section of every part of seglog; any other section in a config
 /// file is an error that names the file (each crate defines only its own).
@@ -87,7 +49,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "collector")]
         Command::Collector(c) => collector::cli::run(c, &cli.global),
         #[cfg(feature = "collector")]
-        Command::Demo(a) => demo::run(a, &cli.global),
+        Command::Demo(a) => seglog::demo::run(a, &cli.global),
     }
 }
 
