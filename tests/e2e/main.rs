@@ -8,6 +8,7 @@
 mod support {
     pub mod full_disk;
     pub mod proxy;
+    pub mod system;
     pub mod upload_env;
 }
 
@@ -16,11 +17,13 @@ mod collector_e2e;
 mod collector_modes;
 mod demo;
 mod device_footprint;
+mod dist_units;
 mod fuzz_replay;
 mod gap_report_e2e;
 mod journal;
 mod journal_counter;
 mod journal_follow;
+mod package;
 mod probe_full_disk;
 mod recorder_e2e;
 mod torture;
@@ -28,3 +31,4 @@ mod trim_counts;
 mod umask;
 mod upload_e2e;
 mod upload_network;
+mod version;
