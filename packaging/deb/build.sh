@@ -90,6 +90,13 @@ put() { # put MODE SOURCE DEST (DEST relative to the package root)
 doc="usr/share/doc/$package"
 
 put 0755 "$bin" "usr/bin/$program"
+# No debug info in the package (the release profile keeps line tables; the device profile
+# strips already, a no-op then).
+if command -v strip >/dev/null; then
+    strip --strip-debug "$stage/usr/bin/$program"
+else
+    echo "build.sh: warning: strip not found (package binutils): debug info stays in the binary" >&2
+fi
 for page in "$docs"/man/*.1; do
     put 0644 "$page" "usr/share/man/man1/$(basename "$page")"
     gzip -9n "$stage/usr/share/man/man1/$(basename "$page")"
