@@ -12,8 +12,8 @@
 #   --out DIR         where the .deb goes (default: target/deb)
 #   --compression X   dpkg-deb's -Z: xz (default), gzip, zstd or none
 #
-# Prints the path of the .deb on its last line. Exit status 0 on success, 2 on any error
-# (with a message that says what is missing).
+# Prints the path of the .deb on its last line. Exit status 0 on success, 2 when an argument
+# or an input file is wrong (with a message that says which), else the failing command's.
 set -euo pipefail
 # Modes in the package must not depend on the caller's umask (install -D makes directories).
 umask 022
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --docs) docs=${2:?--docs needs a directory}; shift 2 ;;
     --out) out=${2:?--out needs a directory}; shift 2 ;;
     --compression) compression=${2:?--compression needs a type}; shift 2 ;;
-    -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
