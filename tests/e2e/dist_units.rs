@@ -276,6 +276,14 @@ fn the_cron_line_runs_as_the_uploader_and_mails_only_failures_with_their_reason(
     .unwrap();
     std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     let (user, cmd) = cron_command(&stub);
+    // uploader/README.md quotes the line: the same one.
+    let cron = std::fs::read_to_string(dist().join("seglog-upload.cron")).unwrap();
+    let line = cron.lines().find(|l| l.starts_with("*/")).unwrap();
+    let readme = std::fs::read_to_string(dist().join("../uploader/README.md")).unwrap();
+    assert!(
+        readme.lines().any(|l| l == line),
+        "uploader/README.md does not quote dist/seglog-upload.cron's line"
+    );
     assert_eq!(
         user, "seglog-upload",
         "the cron line runs as the uploader's user"
