@@ -1,54 +1,12 @@
-//! `seglog`: the single user-facing binary. It only parses the command line and dispatches
-//! to the crate that owns each subcommand.
+//! `seglog`: the single user-facing binary. It only parses the command line (defined in
+//! `src/lib.rs`) and dispatches to the crate that owns each subcommand.
 #![forbid(unsafe_code)]
-
-mod config_cmd;
-#[cfg(feature = "collector")]
-mod demo;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use config_layers::GlobalArgs;
-
-/// On-device telemetry buffer: record, inspect, upload, collect.
-///
-/// Exit codes: 0 success; 1 the command ran and found a problem (journal verify found damage,
-/// upload once/flush did not deliver everything, e.g. the server was unreachable: transient,
-/// the next pass retries); 2 error (bad arguments or configuration, no or wrong upload URL,
-/// unreadable files); 3 nothing to do because policy forbids it (upload once).
-#[derive(Debug, Parser)]
-#[command(name = "seglog", version, about, long_about = None, propagate_version = true)]
-struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Write one record to the log.
-    Record(recorder::cli::RecordArgs),
-    /// Run a built-in probe.
-    #[command(subcommand)]
-    Probe(recorder::cli::ProbeCommand),
-    /// Upload the log to a collector (daemon, cron pass, flush on demand, status).
-    #[command(subcommand)]
-    Upload(uploader::cli::UploadCommand),
-    /// Inspect and verify the log offline (read-only).
-    Journal(journal::JournalArgs),
-    /// Run the reference collector server.
-    #[cfg(feature = "collector")]
-    #[command(subcommand)]
-    Collector(collector::cli::CollectorCommand),
-    /// Run the whole pipeline end to end on a temporary log.
-    #[cfg(feature = "collector")]
-    Demo(demo::DemoArgs),
-    /// Check the configuration files, or show the configuration in effect.
-    #[command(subcommand)]
-    Config(config_cmd::ConfigCommand),
-}
+use clap::Parser;
+use seglog::config_cmd;
+use seglog::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -85,18 +43,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "collector")]
         Command::Collector(c) => collector::cli::run(c, &cli.global),
         #[cfg(feature = "collector")]
-        Command::Demo(a) => demo::run(a, &cli.global),
+        Command::Demo(a) => seglog::demo::run(a, &cli.global),
         Command::Config(c) => config_cmd::run(c, &cli.global),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
     }
 }

@@ -8,6 +8,7 @@
 mod support {
     pub mod full_disk;
     pub mod proxy;
+    pub mod system;
     pub mod upload_env;
 }
 
@@ -17,11 +18,13 @@ mod collector_modes;
 mod config_cli;
 mod demo;
 mod device_footprint;
+mod dist_units;
 mod fuzz_replay;
 mod gap_report_e2e;
 mod journal;
 mod journal_counter;
 mod journal_follow;
+mod package;
 mod probe_full_disk;
 mod readme;
 mod recorder_e2e;
@@ -32,3 +35,4 @@ mod umask;
 mod upload_e2e;
 mod upload_manners;
 mod upload_network;
+mod version;
