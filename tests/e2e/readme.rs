@@ -32,7 +32,10 @@ fn the_readme_everyday_block_runs_verbatim_and_delivers_every_record() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
     let block = tested_block(&readme);
-    assert!(block.lines().any(|l| l.starts_with("seglog upload")), "{block}");
+    assert!(
+        block.lines().any(|l| l.starts_with("seglog upload")),
+        "{block}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("bin");
@@ -65,7 +68,11 @@ fn the_readme_everyday_block_runs_verbatim_and_delivers_every_record() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "the README block failed ({}):\n{text}", out.status);
+    assert!(
+        out.status.success(),
+        "the README block failed ({}):\n{text}",
+        out.status
+    );
 
     // Everything the block wrote reached the collector: as many records as the log holds.
     let listed = Command::new(bin.join("seglog"))
@@ -77,7 +84,10 @@ fn the_readme_everyday_block_runs_verbatim_and_delivers_every_record() {
         .unwrap();
     assert!(listed.status.success(), "{text}");
     let in_log = String::from_utf8_lossy(&listed.stdout).lines().count() as u64;
-    assert!(in_log >= 3, "record, two piped lines and netstat: {in_log}\n{text}");
+    assert!(
+        in_log >= 3,
+        "record, two piped lines and netstat: {in_log}\n{text}"
+    );
     assert_eq!(stored_records(&url), in_log, "{text}");
     drop(server);
 }

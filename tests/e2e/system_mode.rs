@@ -369,6 +369,8 @@ fn members_of_the_group_share_one_log_and_others_are_told_to_join() {
         println!("SKIPPED: needs root to create users");
         return;
     }
+    // Users and groups are machine state: the package test adds and removes some too.
+    let _machine = crate::support::system::exclusive();
     let acc = Accounts::create();
     let group = acc.group.clone();
     let gid = gid_of(&group);
