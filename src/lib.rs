@@ -17,7 +17,8 @@ use config_layers::GlobalArgs;
 pub const VERSION: &str = env!("SEGLOG_VERSION");
 
 /// The exit statuses of every command, shown under `seglog --help` (README.md "Exit codes").
-pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 the command ran and found a problem (journal \
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 success; 1 the command ran and found a problem (journal \
 verify found damage, an upload did not deliver everything, e.g. the server was unreachable: the \
 next pass retries); 2 error (bad arguments or configuration, no or wrong upload URL, unreadable \
 files); 3 nothing done because policy forbids it (upload once).";
