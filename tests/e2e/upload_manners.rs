@@ -206,13 +206,14 @@ fn an_unreachable_server_is_exit_1_in_the_binary_and_in_every_document() {
     };
     assert!(row("1").contains("unreachable"), "{}", row("1"));
     assert!(!row("2").contains("unreachable"), "{}", row("2"));
-    let main = std::fs::read_to_string(root.join("src/main.rs")).unwrap();
-    let codes: String = main
-        .lines()
-        .skip_while(|l| !l.contains("/// Exit codes"))
-        .take_while(|l| l.starts_with("///"))
-        .collect();
-    let (one, two) = codes.split_once(" 2 ").expect("main.rs: exit code 2");
+    // `seglog --help` ends with the exit codes (src/lib.rs, EXIT_CODES).
+    let top = e.run(&["--help"]);
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    let codes = top
+        .split_once("Exit codes:")
+        .unwrap_or_else(|| panic!("seglog --help has no exit codes: {top}"))
+        .1;
+    let (one, two) = codes.split_once(" 2 ").expect("seglog --help: exit code 2");
     assert!(one.contains("unreachable"), "{codes}");
     assert!(!two.contains("unreachable"), "{codes}");
     let up = std::fs::read_to_string(root.join("uploader/README.md")).unwrap();
