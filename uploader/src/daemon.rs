@@ -13,7 +13,7 @@ use segment_log::Position;
 use crate::config::UploadConfig;
 use crate::control::{self, Event, FlushRequest, Reply};
 use crate::engine::{PassOptions, PassOutcome, Progress, Uploader, Waiter};
-use crate::policy::{Decision, Inputs, Trigger};
+use crate::policy::{Decision, Trigger};
 use crate::state::now_ms;
 
 /// Daemon options from the command line.
@@ -84,20 +84,6 @@ impl Waiter for DaemonWaiter<'_> {
             self.absorb(e);
         }
         self.stop
-    }
-}
-
-fn inputs(up: &Uploader) -> Inputs {
-    let cfg = up.config();
-    let mut status = up.status().clone();
-    let now = now_ms();
-    Inputs {
-        now_ms: now,
-        opted_in: cfg.opted_in(),
-        backlog_bytes: up.backlog_bytes(),
-        oldest_record_ms: crate::backlog::oldest_record_ms(&cfg.dir, up.cursor().position),
-        last_pass_ms: status.last_pass_ms,
-        budget_used: status.budget_used(now),
     }
 }
 
@@ -232,7 +218,7 @@ pub fn run(
                 }
             }
         } else {
-            match cfg.policy.decide(Trigger::Scheduled, &inputs(&up)) {
+            match up.decide(Trigger::Scheduled) {
                 Decision::Upload => {
                     waiter.wake_on_flush = false;
                     let total = up.backlog_bytes();
@@ -308,7 +294,7 @@ fn serve_flushes(
     log: &dyn Fn(&str),
 ) -> anyhow::Result<()> {
     let target = flushes.borrow().iter().map(|f| f.target).max().flatten();
-    let decision = up.config().policy.decide(Trigger::Flush, &inputs(up));
+    let decision = up.decide(Trigger::Flush);
     let reply_all = |ok: bool, forbidden: bool, message: String| {
         for f in flushes.borrow_mut().drain(..) {
             let _ = f.reply.send(Reply::Done {

@@ -11,8 +11,7 @@ use super::waiter::{Lines, SignalWaiter};
 use crate::config::UploadConfig;
 use crate::control::{self, Reply};
 use crate::engine::{PassOptions, PassOutcome, Progress, Uploader};
-use crate::policy::{Decision, Inputs, Trigger};
-use crate::state::now_ms;
+use crate::policy::{Decision, Trigger};
 
 /// The result of `once` or `flush` (`--json` prints it).
 #[derive(Debug, Clone, Serialize)]
@@ -183,20 +182,6 @@ pub(super) fn report(
     Ok(code)
 }
 
-fn inputs(up: &Uploader) -> Inputs {
-    let cfg = up.config();
-    let mut st = up.status().clone();
-    let now = now_ms();
-    Inputs {
-        now_ms: now,
-        opted_in: cfg.opted_in(),
-        backlog_bytes: up.backlog_bytes(),
-        oldest_record_ms: crate::backlog::oldest_record_ms(&cfg.dir, up.cursor().position),
-        last_pass_ms: st.last_pass_ms,
-        budget_used: st.budget_used(now),
-    }
-}
-
 fn print_warnings(up: &mut Uploader, human: &Human) {
     for w in up.warnings.drain(..) {
         human.err(&format!("warning: {w}"));
@@ -262,7 +247,7 @@ pub(super) fn once(cfg: UploadConfig, r: &mut Report, human: &Human) -> anyhow::
     print_warnings(&mut up, human);
     let retention = up.retention();
     print_warnings(&mut up, human);
-    let decision = up.config().policy.decide(Trigger::Scheduled, &inputs(&up));
+    let decision = up.decide(Trigger::Scheduled);
     if let Some(code) = r.gate(&decision, human) {
         retention?;
         return Ok(code);
@@ -411,7 +396,7 @@ fn flush_here(
 ) -> anyhow::Result<ExitCode> {
     print_warnings(&mut up, human);
     let target = crate::backlog::log_end(&up.config().dir);
-    let decision = up.config().policy.decide(Trigger::Flush, &inputs(&up));
+    let decision = up.decide(Trigger::Flush);
     if let Some(code) = r.gate(&decision, human) {
         return Ok(code);
     }

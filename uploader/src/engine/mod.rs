@@ -11,7 +11,7 @@ use segment_log::{LogId, Position, ReaderOptions, SystemClock};
 use crate::batch::{BatchBuilder, BatchLimits, Built, End, Observer};
 use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
-use crate::policy::Trigger;
+use crate::policy::{Decision, Inputs, Trigger};
 use crate::protocol::{self, Gap, GapReason};
 use crate::state::{self, now_ms, Status};
 use crate::transport::{Backoff, Transport};
@@ -346,6 +346,21 @@ impl Uploader {
     /// Bytes not uploaded yet.
     pub fn backlog_bytes(&self) -> u64 {
         crate::backlog::backlog_bytes(&self.cfg.dir, self.cursor.position)
+    }
+
+    /// What the `[upload]` policy says to `trigger` now, given this log's backlog, opt-in,
+    /// last pass and budget.
+    pub fn decide(&self, trigger: Trigger) -> Decision {
+        let now = now_ms();
+        let inputs = Inputs {
+            now_ms: now,
+            opted_in: self.cfg.opted_in(),
+            backlog_bytes: self.backlog_bytes(),
+            oldest_record_ms: crate::backlog::oldest_record_ms(&self.cfg.dir, self.cursor.position),
+            last_pass_ms: self.status.last_pass_ms,
+            budget_used: self.status.clone().budget_used(now),
+        };
+        self.cfg.policy.decide(trigger, &inputs)
     }
 
     fn limits(&self) -> BatchLimits {
