@@ -9,7 +9,6 @@
 //! Reasons used by seglog: `rate_limit_records`, `rate_limit_bytes` (recorder), and
 //! `events_dir.<reason>` (the events-dir probe). Probes may add their own.
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -143,17 +142,9 @@ pub fn add(dir: &Path, delta: &Counters) -> std::io::Result<()> {
         // A damaged file is replaced rather than blocking counting forever.
         let mut c = read_file(&file).unwrap_or_default();
         c.add(delta);
-        let tmp = state.join(format!(".{COUNTERS_FILE}.{}.tmp", std::process::id()));
-        let mut f = sharing.open(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            &tmp,
-        )?;
-        f.write_all(&serde_json::to_vec_pretty(&c).map_err(std::io::Error::other)?)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, &file)
+        // Under the lock: this process is the only writer of the file.
+        let bytes = serde_json::to_vec_pretty(&c).map_err(std::io::Error::other)?;
+        sharing.replace_file(&file, &bytes, true)
     })();
     let _ = lock.unlock();
     result

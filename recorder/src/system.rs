@@ -1,7 +1,6 @@
 //! What a writer's context says about the machine: collected once per process, the way the
 //! telemetrics client does, and the machine id (rotating or static).
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -211,29 +210,17 @@ fn load_or_create_secret(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw)?;
     let secret = hex::encode(raw);
-    let tmp: PathBuf = path.with_extension(format!("tmp.{}", std::process::id()));
     let sharing = segment_log::Sharing::of_dir(path.parent().unwrap_or(Path::new(".")))?;
-    {
-        let mut f = sharing.open(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            &tmp,
-        )?;
-        f.write_all(secret.as_bytes())?;
-        f.sync_all()?;
+    if sharing.create_file_once(path, secret.as_bytes())? {
+        return Ok(secret.into_bytes());
     }
-    // hard_link fails if another process created the secret first; theirs wins.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(secret.into_bytes()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_trimmed(path).map(String::into_bytes).ok_or(e)
-        }
-        Err(e) => Err(e),
-    }
+    // Another process created the secret first; theirs wins.
+    read_trimmed(path).map(String::into_bytes).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} exists but holds no secret", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -215,33 +215,17 @@ impl LogId {
             return Ok(id);
         }
         let private: [u8; 32] = random_bytes()?;
-        let tmp = dir.join(format!(".log-id.{}.tmp", std::process::id()));
+        let text = format!("{}\n", hex::encode(private));
+        // The first process to create it wins; the others load theirs.
+        if sharing
+            .create_file_once(&path, text.as_bytes())
+            .map_err(|e| Error::io("create", &path, e))?
         {
-            let mut f = sharing
-                .open(
-                    OpenOptions::new().write(true).create(true).truncate(true),
-                    &tmp,
-                )
-                .map_err(|e| Error::io("create", &tmp, e))?;
-            std::io::Write::write_all(&mut f, format!("{}\n", hex::encode(private)).as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| Error::io("write", &tmp, e))?;
+            return Ok(LogId { private });
         }
-        // hard_link fails if the file exists: the first process to create it wins.
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(dir)?;
-                Ok(LogId { private })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Self::load(dir)?.ok_or_else(|| Error::NotALog {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(e) => Err(Error::io("create", &path, e)),
-        }
+        Self::load(dir)?.ok_or_else(|| Error::NotALog {
+            path: dir.to_path_buf(),
+        })
     }
 
     /// Loads `<dir>/log-id` if present.

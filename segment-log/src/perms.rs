@@ -132,15 +132,56 @@ impl Sharing {
 
     /// Makes an empty file at `path` unless one exists, through a temporary name.
     fn link_new_file(self, path: &Path) -> io::Result<()> {
+        self.create_file_once(path, b"").map(|_| ())
+    }
+
+    /// Creates `path` holding `bytes` unless it exists, atomically: a temporary file with the
+    /// policy's mode and group, synced, then hard-linked into place (a link never replaces).
+    /// Returns whether this call made it; `false` means another process's file was there
+    /// first, and theirs is the one to use.
+    pub fn create_file_once(self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
         let tmp = temp_path(path);
-        let made = self.open(OpenOptions::new().write(true).create_new(true), &tmp);
-        let linked = made.and_then(|_| fs::hard_link(&tmp, path));
+        let made = self
+            .open(OpenOptions::new().write(true).create_new(true), &tmp)
+            .and_then(|mut f| {
+                io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            });
+        let linked = made.and_then(|()| fs::hard_link(&tmp, path));
         let _ = fs::remove_file(&tmp);
         match linked {
-            // Another process made it first: theirs is used.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            other => other,
+            Ok(()) => {
+                sync_parent(path)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Replaces `path` with `bytes` atomically: `.<name>.tmp` beside it (the policy's mode
+    /// and group whatever the umask), then a rename. With `durable`, the data and the new
+    /// directory entry are synced before it returns. The temporary name is fixed, so the
+    /// caller must be the only writer of `path` at a time (it holds a lock): a writer
+    /// killed half-way leaves one stale temporary, which the next write reuses.
+    pub fn replace_file(self, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(".{}.tmp", name.unwrap_or_default()));
+        {
+            let mut f = self.open(
+                OpenOptions::new().write(true).create(true).truncate(true),
+                &tmp,
+            )?;
+            io::Write::write_all(&mut f, bytes)?;
+            if durable {
+                f.sync_data()?;
+            }
+        }
+        fs::rename(&tmp, path)?;
+        if durable {
+            sync_parent(path)?;
+        }
+        Ok(())
     }
 
     /// Creates or replaces `path` with `bytes`, with the policy's mode whatever the umask (a
@@ -215,6 +256,15 @@ fn allowed(r: io::Result<()>) -> io::Result<()> {
 }
 
 /// `.<name>.<pid>-<seq>.tmp` next to `path`.
+/// Syncs the directory holding `path`, so a new or renamed entry survives power loss.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
 fn temp_path(path: &Path) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -32,8 +32,7 @@
 //! the same batch id and the server drops the duplicate.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used)]
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use segment_log::Position;
@@ -322,20 +321,7 @@ impl CursorStore {
 /// Replaces `dir/name` atomically and durably: temp file (0600, or 0660 in a shared log),
 /// fsync, rename, fsync dir.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = segment_log::Sharing::of_dir(dir)?.open(
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-            &tmp,
-        )?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
+    segment_log::Sharing::of_dir(dir)?.replace_file(&dir.join(name), bytes, true)
 }
 
 #[cfg(test)]

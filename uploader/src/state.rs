@@ -140,20 +140,8 @@ impl Status {
 
     /// Writes `state.json` atomically (no fsync: losing the last update costs a count).
     pub fn save(&self, upload_dir: &Path) -> std::io::Result<()> {
-        let tmp = upload_dir.join(".state.json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        {
-            use std::io::Write;
-            let mut f = Sharing::of_dir(upload_dir)?.open(
-                fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true),
-                &tmp,
-            )?;
-            f.write_all(&bytes)?;
-        }
-        fs::rename(&tmp, upload_dir.join(STATE_FILE))
+        Sharing::of_dir(upload_dir)?.replace_file(&upload_dir.join(STATE_FILE), &bytes, false)
     }
 
     /// What is known about the records before the cursor and the in-flight batch's end.
