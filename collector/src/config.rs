@@ -495,25 +495,14 @@ mod tests {
     #[test]
     fn the_spec_knows_every_key_and_its_defaults_are_the_built_in_ones() {
         let spec = collector_spec();
-        let keys = spec.keys.unwrap();
+        let keys = spec.keys.clone().unwrap();
         assert_eq!(
             keys.len(),
             config_layers::spec::fields::<CollectorSection>().len()
         );
-        let mut t = toml::Table::new();
-        let mut unset = Vec::new();
-        for k in &keys {
-            match k.default.value() {
-                Some(v) => {
-                    t.insert(k.name.to_owned(), v.clone());
-                }
-                None => unset.push(k.name),
-            }
-        }
+        let (doc, unset) = spec.defaults_document();
         assert_eq!(unset, ["token_file", "tls_cert", "tls_key"]);
-        let mut doc = toml::Table::new();
-        doc.insert("collector".into(), toml::Value::Table(t));
-        let c = CollectorSection::from_toml_str(&doc.to_string())
+        let c = CollectorSection::from_toml_str(&doc)
             .unwrap()
             .resolve(Path::new("/elsewhere"))
             .unwrap();

@@ -112,6 +112,25 @@ impl SectionSpec {
     pub fn key(&self, key: &str) -> Option<&KeySpec> {
         self.keys.as_ref()?.iter().find(|k| k.name == key)
     }
+
+    /// A config file that sets every key with a default to that default (`[name]` and one
+    /// line per key), and the keys left out because they have none. Parsed, it must give the
+    /// built-in configuration: each section's tests check that its spec tells the truth.
+    pub fn defaults_document(&self) -> (String, Vec<&'static str>) {
+        let mut table = toml::Table::new();
+        let mut unset = Vec::new();
+        for k in self.keys.iter().flatten() {
+            match k.default.value() {
+                Some(v) => {
+                    table.insert(k.name.to_owned(), v.clone());
+                }
+                None => unset.push(k.name),
+            }
+        }
+        let mut doc = toml::Table::new();
+        doc.insert(self.name.to_owned(), toml::Value::Table(table));
+        (doc.to_string(), unset)
+    }
 }
 
 /// The field names of a struct that derives `Deserialize` (the keys of a section), in

@@ -462,23 +462,12 @@ retention = false
     #[test]
     fn the_spec_knows_every_key_and_its_defaults_are_the_built_in_ones() {
         let spec = upload_spec(Path::new("/tmp/x"));
-        let keys = spec.keys.unwrap();
+        let keys = spec.keys.clone().unwrap();
         assert_eq!(keys.len(), config_layers::spec::fields::<RawUpload>().len());
-        let mut t = toml::Table::new();
-        let mut unset = Vec::new();
-        for k in &keys {
-            match k.default.value() {
-                Some(v) => {
-                    t.insert(k.name.to_owned(), v.clone());
-                }
-                None => unset.push(k.name),
-            }
-        }
+        let (doc, unset) = spec.defaults_document();
         assert_eq!(unset, ["url", "token", "token_file"]);
         assert!(keys.iter().any(|k| k.name == "token" && k.secret));
-        let mut doc = toml::Table::new();
-        doc.insert("upload".into(), toml::Value::Table(t));
-        let c = parse(&doc.to_string()).unwrap();
+        let c = parse(&doc).unwrap();
         assert_eq!(
             format!("{c:?}"),
             format!("{:?}", parse("").unwrap()),
