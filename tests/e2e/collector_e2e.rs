@@ -4,7 +4,7 @@
 //! every API validation error, a zip bomb and a truncated body refused with bounded memory,
 //! graceful shutdown on SIGTERM and SIGINT, and the HTML view in headless Chromium.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -41,16 +41,11 @@ impl Collector {
             cmd.arg("--config").arg(c);
         }
         let mut child = cmd.spawn().expect("spawning seglog");
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
+        let url = crate::support::upload_env::listening_url(&mut child);
+        let addr = url
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("not an http://address URL: {url:?}"));
         Collector { child, addr }
     }
 

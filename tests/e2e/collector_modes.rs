@@ -2,7 +2,6 @@
 //! `umask 000`, `seglog collector serve` creates its data directories 0700 and
 //! `collector.sqlite3`, `-wal` and `-shm` 0600.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
@@ -28,11 +27,7 @@ fn under_umask_000_the_collector_creates_0700_dirs_and_0600_database_files() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on "), "{line:?}");
+    crate::support::upload_env::listening_url(&mut child);
     let checks = [
         (tmp.path().join("a"), 0o700),
         (data.clone(), 0o700),

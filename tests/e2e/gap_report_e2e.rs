@@ -3,7 +3,7 @@
 //! of its range then meets a refusal, a connection reset and a 503 before it gets through.
 //! The collector ends up with the `dead_lettered` gap and an unbroken position chain.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -90,15 +90,7 @@ fn a_dead_lettered_batch_reaches_the_real_collector_as_a_gap_despite_5xx_and_res
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(collector.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_owned();
+    let addr = crate::support::upload_env::listening_url(&mut collector);
     let target = addr.strip_prefix("http://").unwrap().parse().unwrap();
     let proxy = Proxy::start(target);
     proxy.set(Fault::Refuse(422));

@@ -12,7 +12,6 @@
 //!   (SKIPPED) when anything it would create already exists.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -359,15 +358,7 @@ fn start_collector() -> (Child, String) {
     .stderr(Stdio::inherit())
     .spawn()
     .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("collector printed {line:?}"))
-        .to_owned();
+    let url = crate::support::upload_env::listening_url(&mut child);
     (child, url)
 }
 

@@ -3,7 +3,6 @@
 //! uploader's), also when the segment was trimmed with the upload cursor inside it and the
 //! uploader was not running; and the real collector's lost total equals the records lost.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -38,15 +37,7 @@ fn collector(home: &Path) -> Collector {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_owned();
+    let addr = crate::support::upload_env::listening_url(&mut child);
     Collector { child, addr }
 }
 

@@ -478,15 +478,7 @@ fn daemon_uploads_into_the_real_collector() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(collector.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .to_owned();
+    let addr = crate::support::upload_env::listening_url(&mut collector);
     let e = Env::new(
         &format!("{addr}/"),
         "require_opt_in = false\ninterval = \"1s\"",

@@ -244,3 +244,18 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The base URL (`http://127.0.0.1:PORT`) a `seglog collector serve --print-address` child
+/// prints as its first line, `listening on URL`; panics with the line when it is anything else.
+pub fn listening_url(child: &mut Child) -> String {
+    let out = child
+        .stdout
+        .as_mut()
+        .expect("the collector's stdout is piped");
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the collector printed {line:?}, not \"listening on URL\""))
+        .to_owned()
+}
