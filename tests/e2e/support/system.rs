@@ -26,8 +26,7 @@ pub fn exclusive() -> SystemLock {
 
 /// Whether this process runs as root (what installing packages and adding users needs).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    segment_log::perms::effective_uid() == 0
 }
 
 /// The first `name` on PATH, or a loud "SKIPPED" line (naming `why`) and `None`.
