@@ -70,6 +70,82 @@ pub struct RawUpload {
     pub max_attempts: Option<u32>,
     /// Run retention ([log] max_bytes / max_age) after uploading.
     pub retention: Option<bool>,
+    /// `seglog` (the collector's protocol) or `otlp` (OTLP/HTTP logs, OTLP.md).
+    pub protocol: Option<WireProtocol>,
+    /// `Content-Encoding` of OTLP requests: `zstd` or `none`.
+    pub compression: Option<Compression>,
+    /// Extra request headers (vendor API keys...).
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// What the uploader speaks (`[upload] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireProtocol {
+    /// seglog's own protocol (PROTOCOL.md), to seglog's collector.
+    #[default]
+    Seglog,
+    /// OTLP/HTTP logs, binary protobuf (OTLP.md), to any OTLP receiver.
+    Otlp,
+}
+
+impl WireProtocol {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireProtocol::Seglog => "seglog",
+            WireProtocol::Otlp => "otlp",
+        }
+    }
+}
+
+/// `Content-Encoding` of the request body (`[upload] compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// zstd at `zstd_level` (the seglog protocol requires it).
+    #[default]
+    Zstd,
+    /// No compression (OTLP only).
+    None,
+}
+
+impl Compression {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+}
+
+/// Headers the uploader sets itself; `[upload] headers` may not name them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "content-digest",
+    "host",
+    "transfer-encoding",
+    "seglog-batch-id",
+    "seglog-protocol",
+];
+
+/// Checks one `[upload] headers` entry: an RFC 9110 token as the name, a value without
+/// control characters.
+fn check_header(name: &str, value: &str) -> Result<(), String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!("{name:?} is set by the uploader itself"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!("the value of {name:?} holds a control character"));
+    }
+    Ok(())
 }
 
 impl Section for RawUpload {
@@ -115,6 +191,12 @@ pub struct UploadConfig {
     pub max_attempts: u32,
     /// Retention limits applied by the uploader (`None`: retention off).
     pub retention: Option<segment_log::RetentionPolicy>,
+    /// What the uploader speaks (default seglog).
+    pub protocol: WireProtocol,
+    /// Body compression (default zstd).
+    pub compression: Compression,
+    /// Extra request headers, in name order.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Default payload bytes per batch: 4 MiB compresses to ~0.5 MiB, far inside the server's
@@ -146,6 +228,9 @@ impl UploadConfig {
             dead_letter_max_bytes: 64 << 20,
             max_attempts: 5,
             retention: None,
+            protocol: WireProtocol::Seglog,
+            compression: Compression::Zstd,
+            headers: Vec::new(),
         }
     }
 
@@ -267,6 +352,18 @@ impl UploadConfig {
             c.dead_letter_max_bytes = b.bytes().unwrap_or(0);
         }
         c.max_attempts = raw.max_attempts.unwrap_or(c.max_attempts).max(1);
+        c.protocol = raw.protocol.unwrap_or_default();
+        c.compression = raw.compression.unwrap_or_default();
+        if c.protocol == WireProtocol::Seglog && c.compression != Compression::Zstd {
+            return Err(invalid(
+                "compression",
+                "the seglog protocol is always zstd; \"none\" is for protocol = \"otlp\"",
+            ));
+        }
+        for (k, v) in raw.headers.unwrap_or_default() {
+            check_header(&k, &v).map_err(|m| invalid("headers", m))?;
+            c.headers.push((k, v));
+        }
         if raw.retention.unwrap_or(true) && (log.max_bytes.is_some() || log.max_age.is_some()) {
             c.retention = Some(segment_log::RetentionPolicy {
                 max_bytes: log.max_bytes,
@@ -279,6 +376,10 @@ impl UploadConfig {
     /// The full upload URL for log private id `private`.
     pub fn endpoint(&self, private: &[u8; 32]) -> Option<String> {
         let base = self.url.as_deref()?;
+        if self.protocol == WireProtocol::Otlp {
+            // The full OTLP/HTTP logs endpoint, as configured (usually `.../v1/logs`).
+            return Some(base.to_owned());
+        }
         let sep = if base.ends_with('/') { "" } else { "/" };
         Some(format!(
             "{base}{sep}{}",
@@ -367,8 +468,10 @@ pub fn upload_spec(log_dir: &Path) -> SectionSpec {
             ),
             ("max_attempts", int(u64::from(d.max_attempts))),
             ("retention", v(toml::Value::Boolean(true))),
+            ("protocol", v(string_value(d.protocol.as_str()))),
+            ("compression", v(string_value(d.compression.as_str()))),
         ],
-        &["token"],
+        &["token", "headers"],
     )
 }
 
@@ -465,7 +568,7 @@ retention = false
         let keys = spec.keys.clone().unwrap();
         assert_eq!(keys.len(), config_layers::spec::fields::<RawUpload>().len());
         let (doc, unset) = spec.defaults_document();
-        assert_eq!(unset, ["url", "token", "token_file"]);
+        assert_eq!(unset, ["url", "token", "token_file", "headers"]);
         assert!(keys.iter().any(|k| k.name == "token" && k.secret));
         let c = parse(&doc).unwrap();
         assert_eq!(
@@ -512,6 +615,11 @@ zstd_level = 30
             ("[upload]\nbogus = 1", "bogus"),
             ("[upload]\nmode = \"sometimes\"", "sometimes"),
             ("[upload]\nbatch_max_records = 0", "batch_max_records"),
+            ("[upload]\nprotocol = \"grpc\"", "grpc"),
+            ("[upload]\ncompression = \"none\"", "compression"),
+            ("[upload]\nprotocol = \"otlp\"\nheaders = { \"bad name\" = \"x\" }", "headers"),
+            ("[upload]\nprotocol = \"otlp\"\nheaders = { \"Content-Type\" = \"x\" }", "headers"),
+            ("[upload]\nprotocol = \"otlp\"\nheaders = { \"x-key\" = \"a\\nb\" }", "headers"),
         ] {
             let e = format!("{:#}", parse(toml).unwrap_err());
             assert!(e.contains(key), "{toml}: {e}");

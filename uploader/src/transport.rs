@@ -17,8 +17,11 @@ pub enum Outcome {
         verdict: Verdict,
         /// `Retry-After`, if present and parseable.
         retry_after: Option<Duration>,
-        /// The start of the response body (at most 512 bytes), for error reports.
+        /// The start of the response body (at most 512 bytes), for error reports; for an
+        /// OTLP error answer, the `google.rpc.Status` message when it decodes.
         body: String,
+        /// OTLP only: the `partial_success` of a 2xx answer that rejected records.
+        partial: Option<otlp::PartialSuccess>,
     },
     /// No answer: connection refused, host not found, timeout...
     Transport(String),
@@ -101,6 +104,15 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// What the requests look like: the body format and the configured extra headers.
+#[derive(Debug, Clone, Default)]
+pub struct Wire {
+    /// The body format (seglog or OTLP).
+    pub format: crate::batch::BodyFormat,
+    /// `[upload] headers`.
+    pub headers: Vec<(String, String)>,
+}
+
 /// Sends batches to one endpoint.
 #[derive(Clone)]
 pub struct Transport {
@@ -108,6 +120,7 @@ pub struct Transport {
     url: Endpoint,
     token: Option<String>,
     timeout: Duration,
+    wire: Arc<Wire>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -152,7 +165,14 @@ impl Transport {
             url: Endpoint::new(url),
             token,
             timeout,
+            wire: Arc::new(Wire::default()),
         }
+    }
+
+    /// The same transport sending `wire`'s format and headers.
+    pub fn with_wire(mut self, wire: Wire) -> Transport {
+        self.wire = Arc::new(wire);
+        self
     }
 
     /// Posts one compressed batch, but gives up at `deadline` and as soon as `stop` says so
@@ -204,6 +224,11 @@ impl Transport {
         }
     }
 
+    /// `text` with the private id removed (see [`Endpoint::scrub`]).
+    pub fn scrub(&self, text: &str) -> String {
+        self.url.scrub(text)
+    }
+
     /// Whether the server at the URL's address speaks another scheme than the URL's
     /// (see [`crate::scheme`]): the sentence to show, or `None`.
     pub fn scheme_mismatch(&self, timeout: Duration) -> Option<String> {
@@ -223,17 +248,38 @@ impl Transport {
             .post(self.url.expose())
             .config()
             .timeout_global(Some(limit))
-            .build()
-            .header("Content-Type", protocol::CONTENT_TYPE)
-            .header("Content-Encoding", "zstd")
-            .header(
-                protocol::HEADER_PROTOCOL,
-                protocol::PROTOCOL_VERSION.to_string(),
-            )
-            .header(protocol::HEADER_BATCH_ID, id.to_hex())
-            .header(protocol::HEADER_CONTENT_DIGEST, &digest);
+            .build();
+        let otlp = match self.wire.format {
+            crate::batch::BodyFormat::Seglog => {
+                req = req
+                    .header("Content-Type", protocol::CONTENT_TYPE)
+                    .header("Content-Encoding", "zstd")
+                    .header(
+                        protocol::HEADER_PROTOCOL,
+                        protocol::PROTOCOL_VERSION.to_string(),
+                    )
+                    .header(protocol::HEADER_BATCH_ID, id.to_hex())
+                    .header(protocol::HEADER_CONTENT_DIGEST, &digest);
+                false
+            }
+            crate::batch::BodyFormat::Otlp { zstd } => {
+                req = req
+                    .header("Content-Type", otlp::CONTENT_TYPE)
+                    .header(otlp::HEADER_BATCH_ID, id.to_hex());
+                if zstd {
+                    req = req.header("Content-Encoding", "zstd");
+                }
+                true
+            }
+        };
+        for (k, v) in &self.wire.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if otlp {
+            return self.answer_otlp(req.send(body));
         }
         let mut resp = match req.send(body) {
             Ok(r) => r,
@@ -266,7 +312,73 @@ impl Transport {
             verdict,
             retry_after,
             body: self.url.scrub(&String::from_utf8_lossy(&buf)),
+            partial: None,
         }
+    }
+
+    /// Classifies an OTLP/HTTP answer (OTLP.md, "Delivery").
+    fn answer_otlp(&self, sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Outcome {
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = self.url.scrub(&format!("{}: {e}", self.url));
+                return if is_unreachable(&e) {
+                    Outcome::Transport(msg)
+                } else {
+                    Outcome::Broken(msg)
+                };
+            }
+        };
+        let code = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+        let retry_after =
+            header("Retry-After").and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        let protobuf = header("Content-Type")
+            .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with(otlp::CONTENT_TYPE));
+        let mut buf = Vec::new();
+        // Bounded: a larger answer is cut (and then does not decode).
+        let limit = otlp::MAX_RESPONSE_BYTES as u64;
+        let _ = resp.body_mut().as_reader().take(limit).read_to_end(&mut buf);
+        let verdict = otlp_verdict(code);
+        let (partial, text) = if verdict == Verdict::Acknowledged {
+            // A 2xx whose body does not decode is still a success: the records were taken.
+            let p = if protobuf {
+                otlp::decode_response(&buf).ok().flatten()
+            } else {
+                None
+            };
+            (p, String::new())
+        } else {
+            let status = protobuf.then(|| otlp::decode_status(&buf).ok()).flatten();
+            let text = match status {
+                Some(s) if !s.message.is_empty() => s.message,
+                _ => String::from_utf8_lossy(buf.get(..512).unwrap_or(&buf)).into_owned(),
+            };
+            (None, text)
+        };
+        Outcome::Status {
+            code,
+            verdict,
+            retry_after,
+            body: self.url.scrub(&text),
+            partial,
+        }
+    }
+}
+
+/// What the uploader does with an OTLP/HTTP status (the OTLP specification's rules, with
+/// seglog's reading of the statuses it leaves open; OTLP.md, "Delivery"): 429, 502, 503, 504
+/// wait for `Retry-After`; 400 and other 4xx are permanent (dead-lettered at once); 401, 403,
+/// 404 and 415 are configuration problems; 413 splits; 408 and other 5xx are retried.
+pub fn otlp_verdict(code: u16) -> Verdict {
+    match code {
+        200..=299 => Verdict::Acknowledged,
+        413 => Verdict::Split,
+        429 | 502 | 503 | 504 => Verdict::RetryAfter,
+        408 => Verdict::Retry,
+        401 | 403 | 404 | 415 => Verdict::Configuration,
+        400..=499 => Verdict::Rejected,
+        _ => Verdict::Retry,
     }
 }
 

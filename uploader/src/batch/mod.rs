@@ -20,6 +20,7 @@ use segment_log::{DamageReason, Entry, FrameKind, Position, Reader, ReaderOption
 
 use crate::protocol::{BatchEncoder, BatchId, Gap, RecordRef};
 
+pub use body::{encode as encode_body, BodyFormat};
 pub use parts::{context_fields, gap_reason};
 use parts::{undecodable, Candidate, Pending, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
 
@@ -105,6 +106,9 @@ pub struct BatchBuilder {
     frame_bytes: u64,
     oldest: Option<i64>,
     memo: std::collections::VecDeque<(Position, u64)>,
+    format: BodyFormat,
+    otlp: otlp::Encoder,
+    obuf: Vec<u8>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -179,7 +183,20 @@ impl BatchBuilder {
             frame_bytes: 0,
             oldest: None,
             memo: std::collections::VecDeque::new(),
+            format: BodyFormat::Seglog,
+            otlp: otlp::Encoder::new(),
+            obuf: Vec::new(),
         })
+    }
+
+    /// Makes the bodies of the following batches in `format` (default [`BodyFormat::Seglog`]).
+    pub fn set_format(&mut self, format: BodyFormat) {
+        self.format = format;
+    }
+
+    /// The body format.
+    pub fn format(&self) -> BodyFormat {
+        self.format
     }
 
     fn remember(&mut self, p: Position, before: u64) {
@@ -537,24 +554,35 @@ impl BatchBuilder {
             self.remember(last, n);
         }
         let id = self.enc.finish(last, &mut self.raw)?;
+        let mut raw_len = self.raw.len();
         let body = if self.enc.records() == 0 && gaps.is_empty() {
             Vec::new()
         } else {
-            let bound = zstd::zstd_safe::compress_bound(self.raw.len());
-            if self.zbuf.len() < bound {
-                self.zbuf.resize(bound, 0);
+            let plain = match self.format {
+                BodyFormat::Seglog => &self.raw,
+                BodyFormat::Otlp { .. } => {
+                    body::otlp_from_raw(&self.raw, &mut self.otlp, &mut self.obuf)?;
+                    raw_len = self.obuf.len();
+                    &self.obuf
+                }
+            };
+            if self.format == (BodyFormat::Otlp { zstd: false }) {
+                plain.clone()
+            } else {
+                let bound = zstd::zstd_safe::compress_bound(plain.len());
+                if self.zbuf.len() < bound {
+                    self.zbuf.resize(bound, 0);
+                }
+                let n = self.compressor.compress_to_buffer(plain, &mut self.zbuf[..])?;
+                self.zbuf.get(..n).unwrap_or_default().to_vec()
             }
-            let n = self
-                .compressor
-                .compress_to_buffer(&self.raw, &mut self.zbuf[..])?;
-            self.zbuf.get(..n).unwrap_or_default().to_vec()
         };
         Ok(Built {
             id,
             first: from,
             last,
             body,
-            raw_len: self.raw.len(),
+            raw_len,
             records: self.enc.records(),
             payload_bytes: self.enc.payload_bytes(),
             frame_bytes: self.frame_bytes,
@@ -581,6 +609,7 @@ pub enum BuildError {
     Io(#[from] std::io::Error),
 }
 
+mod body;
 mod parts;
 
 #[cfg(test)]

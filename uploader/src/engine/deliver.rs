@@ -122,9 +122,16 @@ impl Uploader {
             let (wait, msg) = match outcome {
                 Outcome::Status {
                     verdict: Verdict::Acknowledged,
+                    code,
+                    partial,
                     ..
                 } => {
                     crash_point_for_test("after_ack");
+                    if let Some(ps) = partial.filter(|ps| ps.rejected_log_records > 0) {
+                        // OTLP partial success: the receiver kept the rest and must not get
+                        // the batch again; what it rejected is counted and kept.
+                        self.partially_rejected(&b, code, &ps)?;
+                    }
                     self.acknowledged(&b, p);
                     self.persist()?;
                     crash_point_for_test("after_cursor");
@@ -160,7 +167,16 @@ impl Uploader {
                     ..
                 } => {
                     let url = self.cfg.url.as_deref().map(redact).unwrap_or_default();
+                    let otlp = self.builder.format() != crate::batch::BodyFormat::Seglog;
                     let hint = match code {
+                        404 if otlp => {
+                            "check [upload] url: the full OTLP/HTTP logs endpoint, usually \
+                             ending in /v1/logs"
+                        }
+                        415 if otlp => {
+                            "the receiver does not take this body: try [upload] compression = \
+                             \"none\""
+                        }
                         404 => "check [upload] url",
                         401 | 403 => "check [upload] token",
                         _ => "the server speaks another protocol version: upgrade one side",
@@ -177,7 +193,9 @@ impl Uploader {
                     ..
                 } => {
                     refusals += 1;
-                    if refusals >= self.cfg.dead_letter_after {
+                    // OTLP has no confirmation header: a 400 is permanent by the spec.
+                    let permanent = self.builder.format() != crate::batch::BodyFormat::Seglog;
+                    if permanent || refusals >= self.cfg.dead_letter_after {
                         let why =
                             format!("server refused the batch {refusals} times (HTTP {code})");
                         self.dead_letter(&b, Some(code), &why, &body, GapReason::DeadLettered, p)?;
@@ -356,6 +374,40 @@ impl Uploader {
         Ok(Ok(()))
     }
 
+    /// An OTLP receiver took batch `b` but rejected `ps.rejected_log_records` of its records:
+    /// the batch is kept in the dead-letter folder with the server's message (which records
+    /// were rejected is not said by OTLP), and the records are counted as dead-lettered.
+    fn partially_rejected(
+        &mut self,
+        b: &Built,
+        code: u16,
+        ps: &otlp::PartialSuccess,
+    ) -> anyhow::Result<()> {
+        let why = format!(
+            "the OTLP receiver accepted the batch but rejected {} of its {} records: {}",
+            ps.rejected_log_records,
+            b.records,
+            self.transport
+                .as_ref()
+                .map_or_else(|| ps.error_message.clone(), |t| t.scrub(&ps.error_message))
+        );
+        let path = crate::deadletter::store(
+            &self.updir,
+            b,
+            Some(code),
+            &why,
+            &ps.error_message,
+            self.cfg.dead_letter_max_bytes,
+        )
+        .context("cannot write to the dead-letter folder")?;
+        self.warnings
+            .push(format!("batch {} kept in {}: {why}", b.id, path.display()));
+        self.status.dead_lettered_batches += 1;
+        self.status.dead_lettered_records += ps.rejected_log_records;
+        self.note_error(&why);
+        Ok(())
+    }
+
     /// Moves a refused batch to the dead-letter folder and makes its range a pending gap
     /// report (a gap-only batch over the same range, so under the same id, which the server
     /// never stored), persisted before it is sent: [`Uploader::deliver`] sends it next, and
@@ -450,7 +502,7 @@ impl Uploader {
             id: b.id,
             first: b.first,
             last: b.last,
-            body: protocol::encode_batch(&batch, self.cfg.zstd_level)
+            body: crate::batch::encode_body(&batch, self.builder.format(), self.cfg.zstd_level)
                 .context("cannot encode the gap report")?,
             raw_len: 0,
             records: 0,

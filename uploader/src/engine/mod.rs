@@ -262,11 +262,18 @@ impl Uploader {
             .map(|e| crate::transport::scrub_private_id(&e, &id.private()));
         let mut warnings = loaded.warnings;
         warnings.extend(w);
-        let builder =
+        let mut builder =
             BatchBuilder::new(&cfg.dir, public, cfg.zstd_level, ReaderOptions::default())?;
-        let transport = cfg
-            .endpoint(&id.private())
-            .map(|url| Transport::new(url, cfg.token.clone(), cfg.connect_timeout, cfg.timeout));
+        let format = crate::batch::BodyFormat::of(&cfg);
+        builder.set_format(format);
+        let transport = cfg.endpoint(&id.private()).map(|url| {
+            Transport::new(url, cfg.token.clone(), cfg.connect_timeout, cfg.timeout).with_wire(
+                crate::transport::Wire {
+                    format,
+                    headers: cfg.headers.clone(),
+                },
+            )
+        });
         let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
         // A gap report is pending only while its range is the one in flight.
         let report = match report::load(&updir, &public) {

@@ -1,0 +1,76 @@
+//! What a batch's body is on the wire: the seglog batch compressed (PROTOCOL.md), or the
+//! same content as an OTLP `ExportLogsServiceRequest` (OTLP.md), zstd-compressed or plain.
+//! One batch builder, two encoders: ranges, ids, gaps and counters are the same for both.
+use crate::protocol::{self, Batch, Limits};
+
+/// The body format of the batches a builder makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyFormat {
+    /// The seglog batch, zstd (PROTOCOL.md).
+    #[default]
+    Seglog,
+    /// OTLP/HTTP logs protobuf; `zstd`: compressed (`Content-Encoding: zstd`).
+    Otlp {
+        /// Whether the body is zstd-compressed.
+        zstd: bool,
+    },
+}
+
+impl BodyFormat {
+    /// The format `cfg` asks for.
+    pub fn of(cfg: &crate::config::UploadConfig) -> BodyFormat {
+        match cfg.protocol {
+            crate::config::WireProtocol::Seglog => BodyFormat::Seglog,
+            crate::config::WireProtocol::Otlp => BodyFormat::Otlp {
+                zstd: cfg.compression == crate::config::Compression::Zstd,
+            },
+        }
+    }
+}
+
+/// The time gap and counter records carry in an OTLP body (they have none of their own).
+pub(crate) fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Encodes a decoded batch as the body of `format` (the gap report of a dead-lettered batch).
+pub fn encode(batch: &Batch, format: BodyFormat, level: i32) -> Result<Vec<u8>, protocol::ProtocolError> {
+    match format {
+        BodyFormat::Seglog => protocol::encode_batch(batch, level),
+        BodyFormat::Otlp { zstd } => {
+            let pb = otlp::encode_request(batch, now_ns());
+            if zstd {
+                protocol::compress(&pb, level)
+            } else {
+                Ok(pb)
+            }
+        }
+    }
+}
+
+/// The OTLP request of the seglog batch `raw` (just encoded by the builder) into `out`.
+pub(super) fn otlp_from_raw(
+    raw: &[u8],
+    enc: &mut otlp::Encoder,
+    out: &mut Vec<u8>,
+) -> Result<(), protocol::ProtocolError> {
+    // Our own bytes, just encoded: no limits but the checks of the format; it is the same
+    // `Batch` the collector's forwarder maps.
+    let limits = Limits {
+        max_body_bytes: u64::MAX,
+        max_decompressed_bytes: u64::MAX,
+        max_records: u64::MAX,
+        max_contexts: u64::MAX,
+        max_context_fields: u64::MAX,
+        max_gaps: u64::MAX,
+        max_counters: u64::MAX,
+        max_classifications: u64::MAX,
+        max_payload_bytes: u64::MAX,
+    };
+    let batch = protocol::decode_batch_raw(raw, &limits)?;
+    out.clear();
+    enc.encode(&batch, now_ns(), out);
+    Ok(())
+}
