@@ -7,6 +7,7 @@
 
 mod support {
     pub mod full_disk;
+    pub mod otlp;
     pub mod proxy;
     pub mod system;
     pub mod upload_env;
@@ -24,6 +25,7 @@ mod gap_report_e2e;
 mod journal;
 mod journal_counter;
 mod journal_follow;
+mod otlp_e2e;
 mod package;
 mod probe_full_disk;
 mod readme;
