@@ -22,7 +22,7 @@ mod tests;
 pub use encode::{encode_request, severity_number, severity_text, Encoder};
 pub use response::{decode_response, decode_status, PartialSuccess, ResponseError, RpcStatus};
 
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing {
     //! Entry points for `fuzz/`.
@@ -30,6 +30,17 @@ pub mod fuzzing {
     pub fn response_decode(data: &[u8]) {
         let _ = crate::decode_response(data);
         let _ = crate::decode_status(data);
+    }
+
+    #[test]
+    fn the_committed_corpus_replays_without_panics() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/otlp_response");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("committed corpus") {
+            response_decode(&std::fs::read(e.expect("entry").path()).expect("file"));
+            n += 1;
+        }
+        assert!(n >= 5, "only {n} corpus files in {}", dir.display());
     }
 }
 

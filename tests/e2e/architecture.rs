@@ -56,6 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config-layers", &[]),
     ("records", &["segment-log"]),
     ("protocol", &["segment-log"]),
+    ("otlp", &["segment-log", "records", "protocol"]),
     ("recorder", &["segment-log", "records", "config-layers"]),
     (
         "uploader",
@@ -63,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "segment-log",
             "records",
             "protocol",
+            "otlp",
             "config-layers",
             "recorder",
         ],
@@ -80,7 +82,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("capi", &["records", "config-layers", "recorder"]),
     (
         "collector",
-        &["segment-log", "records", "protocol", "config-layers"],
+        &["segment-log", "records", "protocol", "otlp", "config-layers"],
     ),
     (
         "seglog",
