@@ -98,6 +98,8 @@ pub struct CollectorSection {
     pub body_timeout: Option<DurationValue>,
     /// `receive_buffer_bytes`: upload body bytes held in memory at once while they arrive.
     pub receive_buffer_bytes: Option<SizeValue>,
+    /// `[collector.forward]`: forward what is stored to an OTLP/HTTP endpoint.
+    pub forward: Option<crate::forward::ForwardSection>,
 }
 
 impl Section for CollectorSection {
@@ -199,6 +201,11 @@ impl CollectorSection {
                 .shutdown_grace
                 .map_or(d.shutdown_grace, DurationValue::get),
             handle_signals: false,
+            forward: self
+                .forward
+                .as_ref()
+                .map(|f| f.resolve().map_err(ConfigError::Invalid))
+                .transpose()?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -312,6 +319,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Stop gracefully on SIGINT and SIGTERM (the CLI sets this; libraries usually don't).
     pub handle_signals: bool,
+    /// `[collector.forward]`, when set.
+    pub forward: Option<crate::forward::ForwardConfig>,
 }
 
 impl ServerConfig {
@@ -328,6 +337,7 @@ impl ServerConfig {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             handle_signals: false,
+            forward: None,
         }
     }
 
@@ -428,7 +438,7 @@ pub fn collector_spec() -> SectionSpec {
                 v(size_value(l.receive_buffer_bytes)),
             ),
         ],
-        &["tokens", "api_tokens"],
+        &["tokens", "api_tokens", "forward"],
     )
 }
 

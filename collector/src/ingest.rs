@@ -367,6 +367,14 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
                     Ok(v) => v,
                     Err(r) => return Ok(Err((r, Some(received)))),
                 };
+            if let Some(f) = &s.forward {
+                // Queued before the store commits: whatever is stored is in the queue.
+                if let Err(e) = f.queue(&batch.id().0, &bytes) {
+                    let why = format!("cannot queue the batch for forwarding ({e}); resend it");
+                    let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "forward_queue", why);
+                    return Ok(Err((r, None)));
+                }
+            }
             drop(bytes);
             let meta = IngestMeta {
                 body_bytes: body_len,

@@ -15,6 +15,7 @@ pub mod fixtures;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod forward;
 pub mod ingest;
 pub mod metrics;
 mod routes;

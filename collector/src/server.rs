@@ -57,6 +57,9 @@ pub enum ServerError {
     /// rustls refused the certificate and key.
     #[error("TLS certificate and key do not match or are unsupported")]
     Tls(#[source] rustls::Error),
+    /// The `[collector.forward]` queue could not be opened, or its thread started.
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     /// The listen address could not be bound.
     #[error("binding {addr}")]
     Bind {
@@ -91,6 +94,8 @@ pub struct RunningServer {
     grace: Duration,
     thread: Option<JoinHandle<Result<(), ServerError>>>,
     state: Arc<AppState>,
+    /// The `[collector.forward]` thread, stopped after the server.
+    forward: Option<crate::forward::Running>,
 }
 
 impl Server {
@@ -118,7 +123,19 @@ impl Server {
             .thread_name("seglog-collector")
             .build()
             .map_err(ServerError::Start)?;
-        let state = Arc::new(AppState::new(cfg, store, records));
+        let forward = match &cfg.forward {
+            Some(fc) => {
+                let f = crate::forward::Forwarder::open(&cfg.data_dir, cfg.limits.max_body_bytes)?;
+                let limits = cfg.limits.protocol();
+                let running = crate::forward::Running::start(f, fc.clone(), limits)
+                    .map_err(|source| crate::forward::ForwardError::Thread { source })?;
+                Some(running)
+            }
+            None => None,
+        };
+        let mut state = AppState::new(cfg, store, records);
+        state.forward = forward.as_ref().map(|r| r.forwarder().clone());
+        let state = Arc::new(state);
         let handle = axum_server::Handle::new();
         let grace = state.cfg.shutdown_grace;
         let app = crate::routes::router(state.clone());
@@ -141,6 +158,7 @@ impl Server {
             grace,
             thread: Some(thread),
             state,
+            forward,
         })
     }
 }
@@ -297,10 +315,15 @@ impl RunningServer {
     }
 
     fn join(&mut self) -> Result<(), ServerError> {
-        match self.thread.take() {
+        let r = match self.thread.take() {
             Some(t) => t.join().map_err(|_| ServerError::Panicked)?,
             None => Ok(()),
+        };
+        // No upload can queue anything any more: the forwarder stops at its cursor.
+        if let Some(f) = self.forward.take() {
+            f.stop();
         }
+        r
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     /// stats reader never sees a count in neither place (or in both). `reject` never takes it:
     /// the async handlers do not wait on a database write.
     reject_flush: Mutex<()>,
+    /// `[collector.forward]`'s queue, when forwarding.
+    pub(crate) forward: Option<Arc<crate::forward::Forwarder>>,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             api_tokens: TokenSet::new(&cfg.api_tokens),
             pending_rejects: Mutex::new(BTreeMap::new()),
             reject_flush: Mutex::new(()),
+            forward: None,
             cfg,
         }
     }

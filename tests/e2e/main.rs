@@ -26,6 +26,7 @@ mod journal;
 mod journal_counter;
 mod journal_follow;
 mod otlp_e2e;
+mod otlp_forward;
 mod package;
 mod probe_full_disk;
 mod readme;

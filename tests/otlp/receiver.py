@@ -7,7 +7,8 @@ Usage: receiver.py OUT_JSONL [SCRIPT]
   Listens on 127.0.0.1 on a free port and prints "port N" on stdout once ready.
   Every POST to /v1/logs is decoded and written to OUT_JSONL as one JSON object (headers,
   every resource, scope and log record with every field), then answered by the next step of
-  SCRIPT (comma-separated; after the last step, every answer is "ok"):
+  SCRIPT (comma-separated; after the last step, every answer is "ok", or "503" while the
+  file OUT_JSONL.hold exists):
     ok                 200, empty ExportLogsServiceResponse
     partial:N:MESSAGE  200 with partial_success (N rejected, MESSAGE)
     429:SECONDS        429 with Retry-After: SECONDS and a google.rpc.Status
@@ -16,9 +17,11 @@ Usage: receiver.py OUT_JSONL [SCRIPT]
   A request that does not decode is answered 400 and written as {"error": ...}.
 """
 import gzip
+import os
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import zstandard
@@ -87,12 +90,16 @@ def request_json(req):
 class State:
     def __init__(self, out, script):
         self.out = open(out, "a", buffering=1)
+        self.hold = out + ".hold"
         self.script = [s for s in script.split(",") if s] if script else []
         self.lock = threading.Lock()
 
     def next_step(self):
         with self.lock:
-            return self.script.pop(0) if self.script else "ok"
+            if self.script:
+                return self.script.pop(0)
+        # After the script: 503 while OUT_JSONL.hold exists, else ok.
+        return "503" if os.path.exists(self.hold) else "ok"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -122,6 +129,7 @@ class Handler(BaseHTTPRequestHandler):
             "authorization": self.headers.get("Authorization"),
             "x_api_key": self.headers.get("X-Api-Key"),
             "wire_bytes": len(raw),
+            "at": time.time(),
         }
         try:
             enc = (self.headers.get("Content-Encoding") or "").lower()

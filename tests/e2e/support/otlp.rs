@@ -157,3 +157,29 @@ pub fn accepted_records(
     }
     out
 }
+
+impl Receiver {
+    /// Makes the receiver answer 503 after its script until [`Receiver::release`].
+    pub fn hold(&self) {
+        std::fs::write(self.out.with_extension("jsonl.hold"), b"").unwrap();
+    }
+
+    /// Ends [`Receiver::hold`].
+    pub fn release(&self) {
+        let _ = std::fs::remove_file(self.out.with_extension("jsonl.hold"));
+    }
+
+    /// Cheap progress without parsing: (requests, record ids in accepted requests).
+    pub fn progress(&self) -> (usize, usize) {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let mut ids = 0;
+        let mut n = 0;
+        for l in text.lines() {
+            n += 1;
+            if l.contains("\"answer\": \"ok\"") || l.contains("\"answer\": \"partial") {
+                ids += l.matches("\"seglog.record_id\"").count();
+            }
+        }
+        (n, ids)
+    }
+}
