@@ -149,8 +149,14 @@ pub fn accepted_records(
         }
         for rl in r["resource_logs"].as_array().unwrap() {
             for sl in rl["scopes"].as_array().unwrap() {
+                // The scope without its records (cloning those for each record is quadratic).
+                let scope = serde_json::json!({
+                    "name": sl["name"],
+                    "version": sl["version"],
+                    "attributes": sl["attributes"],
+                });
                 for rec in sl["records"].as_array().unwrap() {
-                    out.push((rl["resource"].clone(), sl.clone(), rec.clone()));
+                    out.push((rl["resource"].clone(), scope.clone(), rec.clone()));
                 }
             }
         }
