@@ -511,7 +511,7 @@ mod tests {
             config_layers::spec::fields::<CollectorSection>().len()
         );
         let (doc, unset) = spec.defaults_document();
-        assert_eq!(unset, ["token_file", "tls_cert", "tls_key"]);
+        assert_eq!(unset, ["token_file", "tls_cert", "tls_key", "forward"]);
         let c = CollectorSection::from_toml_str(&doc)
             .unwrap()
             .resolve(Path::new("/elsewhere"))

@@ -267,3 +267,37 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_section_parses_as_a_table_of_collector() {
+        let s = crate::config::CollectorSection::from_toml_str(
+            "[collector.forward]\nurl = \"http://o:4318/v1/logs\"\ncompression = \"none\"\nheaders = { \"X-Key\" = \"k\" }\n",
+        )
+        .unwrap();
+        let c = s.resolve(Path::new("/tmp/x")).unwrap().forward.unwrap();
+        assert_eq!(c.url, "http://o:4318/v1/logs");
+        assert!(!c.zstd);
+        assert_eq!(c.headers, [("X-Key".to_owned(), "k".to_owned())]);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (doc, key) in [
+            ("[collector.forward]\ncompression = \"gzip\"", "forward.url"),
+            ("[collector.forward]\nurl = \"ftp://x\"", "forward.url"),
+            ("[collector.forward]\nurl = \"http://x\"\ncompression = \"br\"", "forward.compression"),
+            ("[collector.forward]\nurl = \"http://x\"\nheaders = { \"Host\" = \"x\" }", "forward.headers"),
+            ("[collector.forward]\nurl = \"http://x\"\nbogus = 1", "bogus"),
+        ] {
+            let e = crate::config::CollectorSection::from_toml_str(doc)
+                .map_err(|e| e.to_string())
+                .and_then(|s| s.resolve(Path::new("/tmp/x")).map_err(|e| e.to_string()));
+            let e = e.unwrap_err();
+            assert!(e.contains(key), "{doc}: {e}");
+        }
+    }
+}
