@@ -42,6 +42,11 @@ pub struct DemoArgs {
     /// Keep the temporary directory when the demo ends.
     #[arg(long)]
     keep: bool,
+    /// Also forward everything the collector stores to this OTLP/HTTP logs endpoint (an
+    /// OpenTelemetry Collector's `http://HOST:4318/v1/logs`, Grafana Alloy, a vendor) through
+    /// `[collector.forward]`, and wait until it took all of it (OTLP.md).
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
 }
 
 /// Runs the demo.
@@ -87,6 +92,17 @@ fn demo(args: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
     server_cfg.listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    if let Some(u) = &args.otlp {
+        let section = collector::forward::ForwardSection {
+            url: Some(u.clone()),
+            ..Default::default()
+        };
+        let f = section
+            .resolve()
+            .map_err(|e| anyhow::anyhow!("--otlp: {e}"))?;
+        println!("forwarding what the collector stores to {}", f.url);
+        server_cfg.forward = Some(f);
+    }
     let server = collector::Server::start(server_cfg).context("cannot start the collector")?;
     let url = server.url();
     println!("collector listening on {url}");
@@ -175,6 +191,14 @@ fn demo(args: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
         }
     }
 
+    let forwarded = match server.forward_stats() {
+        Some(f) => {
+            step(6, "forwarding to the OTLP endpoint");
+            Some(wait_forwarded(f)?)
+        }
+        None => None,
+    };
+
     println!("\n== summary");
     println!("records written        {}", written.records);
     println!("records stored         {stored} (in {batches} batches, {dup_batches} resent batches deduplicated)");
@@ -189,11 +213,18 @@ fn demo(args: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
             raw as f64 / wire as f64
         );
     }
+    if let Some((batches, records, rejected)) = forwarded {
+        println!(
+            "forwarded over OTLP    {records} records in {batches} batches ({rejected} rejected by the receiver)"
+        );
+    }
     println!(
         "total time             {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    let ok = stored == written.records && duplicates == 0;
+    let ok = stored == written.records
+        && duplicates == 0
+        && forwarded.is_none_or(|(_, records, rejected)| records == stored && rejected == 0);
     if !ok {
         eprintln!(
             "seglog demo: MISMATCH: {} records written but {stored} stored",
@@ -211,6 +242,38 @@ fn demo(args: &DemoArgs, root: &Path) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Waits until the forwarder has passed on every batch it queued: (batches, records,
+/// records rejected by the receiver).
+fn wait_forwarded(f: &collector::forward::ForwardStats) -> anyhow::Result<(u64, u64, u64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = None;
+    loop {
+        let (queued, done, dead) = (
+            f.queued.load(Relaxed),
+            f.forwarded.load(Relaxed),
+            f.dead_lettered.load(Relaxed),
+        );
+        if last != Some(done) {
+            println!("forwarded {done} of {queued} batches");
+            last = Some(done);
+        }
+        if done + dead >= queued {
+            if dead > 0 {
+                println!("{dead} batches refused for good (see the collector's forward/dead-letter/)");
+            }
+            return Ok((done, f.forwarded_records.load(Relaxed), f.rejected_records.load(Relaxed)));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the OTLP endpoint took {done} of {queued} batches in 2 minutes (retries: {}); is it up?",
+                f.retries.load(Relaxed)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn write_config(path: &Path, log_dir: &Path, url: &str) -> anyhow::Result<()> {

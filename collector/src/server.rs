@@ -284,6 +284,11 @@ impl RunningServer {
         self.addr
     }
 
+    /// The counters of the `[collector.forward]` forwarder, when forwarding.
+    pub fn forward_stats(&self) -> Option<&crate::forward::ForwardStats> {
+        self.forward.as_ref().map(|f| &f.forwarder().stats)
+    }
+
     /// `http://addr` or `https://addr`: the base URL for uploaders and browsers.
     pub fn url(&self) -> String {
         format!(

@@ -86,3 +86,42 @@ fn the_collector_forwards_everything_it_stores_across_a_restart() {
     eprintln!("forwarded 3000 records; {dup} more than once (at least once)");
     c2.shutdown().unwrap();
 }
+
+/// `seglog demo --otlp URL`: the whole pipeline, then the collector forwards to the
+/// independent receiver; the demo waits for it and reports the count.
+#[test]
+fn the_demo_forwards_to_an_otlp_endpoint() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(&py, &tmp.path().join("requests.jsonl"), "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seglog"))
+        .args(["demo", "--exit", "--records", "300", "--threads", "2", "--netstat", "1s"])
+        .arg("--otlp")
+        .arg(rx.url())
+        .arg("--dir")
+        .arg(tmp.path().join("demo"))
+        .env_remove("SEGLOG_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("records stored"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("forwarded over OTLP"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains(&format!(" {stored} records")), "{line}");
+    let got = accepted_records(&rx.requests())
+        .iter()
+        .filter(|(_, _, r)| r["event_name"] == "")
+        .count();
+    assert_eq!(got, stored, "the receiver got what the collector stored");
+}
