@@ -262,9 +262,15 @@ fn wait_forwarded(f: &collector::forward::ForwardStats) -> anyhow::Result<(u64, 
         }
         if done + dead >= queued {
             if dead > 0 {
-                println!("{dead} batches refused for good (see the collector's forward/dead-letter/)");
+                println!(
+                    "{dead} batches refused for good (see the collector's forward/dead-letter/)"
+                );
             }
-            return Ok((done, f.forwarded_records.load(Relaxed), f.rejected_records.load(Relaxed)));
+            return Ok((
+                done,
+                f.forwarded_records.load(Relaxed),
+                f.rejected_records.load(Relaxed),
+            ));
         }
         if Instant::now() > deadline {
             bail!(

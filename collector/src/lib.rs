@@ -12,10 +12,10 @@ mod connections;
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod fixtures;
+pub mod forward;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod forward;
 pub mod ingest;
 pub mod metrics;
 mod routes;

@@ -232,9 +232,17 @@ impl Encoder {
                 Ok(s) => pb::string(o, AV_STRING, s),
                 Err(_) => pb::bytes(o, AV_BYTES, &r.payload),
             });
-            attr(o, LR_ATTRIBUTES, "seglog.classification", Value::Str(&r.classification));
+            attr(
+                o,
+                LR_ATTRIBUTES,
+                "seglog.classification",
+                Value::Str(&r.classification),
+            );
             self.hex.clear();
-            push_hex(&mut self.hex, RecordId::derive(public, r.position).as_bytes());
+            push_hex(
+                &mut self.hex,
+                RecordId::derive(public, r.position).as_bytes(),
+            );
             attr(o, LR_ATTRIBUTES, "seglog.record_id", Value::Str(&self.hex));
             if let Some(e) = &r.event_id {
                 self.hex.clear();
@@ -268,9 +276,24 @@ impl Scope<'_> {
         pb::message(out, SL_SCOPE, |o| {
             pb::string(o, IS_NAME, crate::SCOPE_NAME);
             pb::string(o, IS_VERSION, env!("CARGO_PKG_VERSION"));
-            attr(o, IS_ATTRIBUTES, "seglog.batch_id", Value::Str(self.batch_id));
-            attr(o, IS_ATTRIBUTES, "seglog.batch.first", Value::Str(&self.first));
-            attr(o, IS_ATTRIBUTES, "seglog.batch.last", Value::Str(&self.last));
+            attr(
+                o,
+                IS_ATTRIBUTES,
+                "seglog.batch_id",
+                Value::Str(self.batch_id),
+            );
+            attr(
+                o,
+                IS_ATTRIBUTES,
+                "seglog.batch.first",
+                Value::Str(&self.first),
+            );
+            attr(
+                o,
+                IS_ATTRIBUTES,
+                "seglog.batch.last",
+                Value::Str(&self.last),
+            );
         });
     }
 }
@@ -300,9 +323,24 @@ fn gap(out: &mut Vec<u8>, g: &Gap, now_ns: u64) {
             g.detail
         );
         pb::message(o, LR_BODY, |o| pb::string(o, AV_STRING, &body));
-        attr(o, LR_ATTRIBUTES, "seglog.gap.reason", Value::Str(g.reason.name()));
-        attr(o, LR_ATTRIBUTES, "seglog.gap.start", Value::Str(&position_text(g.start)));
-        attr(o, LR_ATTRIBUTES, "seglog.gap.end", Value::Str(&position_text(g.end)));
+        attr(
+            o,
+            LR_ATTRIBUTES,
+            "seglog.gap.reason",
+            Value::Str(g.reason.name()),
+        );
+        attr(
+            o,
+            LR_ATTRIBUTES,
+            "seglog.gap.start",
+            Value::Str(&position_text(g.start)),
+        );
+        attr(
+            o,
+            LR_ATTRIBUTES,
+            "seglog.gap.end",
+            Value::Str(&position_text(g.end)),
+        );
         attr(o, LR_ATTRIBUTES, "seglog.gap.segments", int(g.segments));
         attr(o, LR_ATTRIBUTES, "seglog.gap.records", int(g.records));
         attr(o, LR_ATTRIBUTES, "seglog.gap.bytes", int(g.bytes));

@@ -34,7 +34,8 @@ pub mod fuzzing {
 
     #[test]
     fn the_committed_corpus_replays_without_panics() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/otlp_response");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/otlp_response");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).expect("committed corpus") {
             response_decode(&std::fs::read(e.expect("entry").path()).expect("file"));

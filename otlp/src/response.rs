@@ -197,13 +197,22 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_errors() {
-        assert_eq!(decode_status(&[0x12, 0x05, b'a']), Err(ResponseError::Truncated));
+        assert_eq!(
+            decode_status(&[0x12, 0x05, b'a']),
+            Err(ResponseError::Truncated)
+        );
         assert_eq!(decode_status(&[0x00]), Err(ResponseError::Tag(0)));
         assert_eq!(decode_status(&[0x0b]), Err(ResponseError::Tag(0x0b)));
         assert!(decode_status(&[0x08; 12]).is_ok());
-        assert_eq!(decode_status(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), Err(ResponseError::Varint));
+        assert_eq!(
+            decode_status(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            Err(ResponseError::Varint)
+        );
         let big = vec![0u8; crate::MAX_RESPONSE_BYTES + 1];
-        assert_eq!(decode_response(&big), Err(ResponseError::TooLarge(big.len())));
+        assert_eq!(
+            decode_response(&big),
+            Err(ResponseError::TooLarge(big.len()))
+        );
     }
 
     proptest! {

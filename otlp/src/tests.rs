@@ -18,7 +18,10 @@ pub(crate) fn vector_batch() -> Batch {
         last: p(4, 320),
         contexts: vec![Context {
             fields: vec![
-                ("machine_id".into(), "0123456789abcdef0123456789abcdef".into()),
+                (
+                    "machine_id".into(),
+                    "0123456789abcdef0123456789abcdef".into(),
+                ),
                 ("arch".into(), "x86_64".into()),
                 ("build".into(), "42".into()),
                 ("site".into(), "lab".into()),
@@ -64,7 +67,9 @@ pub(crate) const VECTOR_NOW_NS: u64 = 1_700_000_000_005_000_000;
 
 fn doc_block(doc: &str, name: &str) -> Vec<u8> {
     let marker = format!("<!-- test-vector:{name} -->");
-    let at = doc.find(&marker).unwrap_or_else(|| panic!("{marker} missing in OTLP.md"));
+    let at = doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{marker} missing in OTLP.md"));
     let rest = &doc[at..];
     let start = rest.find("```text\n").unwrap() + 8;
     let end = rest[start..].find("```").unwrap() + start;
@@ -76,7 +81,12 @@ fn doc_block(doc: &str, name: &str) -> Vec<u8> {
 
 fn hex_lines(b: &[u8]) -> String {
     b.chunks(16)
-        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
+        .map(|c| {
+            c.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -82,7 +82,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("capi", &["records", "config-layers", "recorder"]),
     (
         "collector",
-        &["segment-log", "records", "protocol", "otlp", "config-layers"],
+        &[
+            "segment-log",
+            "records",
+            "protocol",
+            "otlp",
+            "config-layers",
+        ],
     ),
     (
         "seglog",

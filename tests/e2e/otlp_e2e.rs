@@ -28,8 +28,11 @@ fn write(e: &Env, from: u64, to: u64) {
             c.recorder = RecorderConfig::unlimited();
             c.recorder.static_machine_id_file = e.home.join("no-static-id");
             c.recorder.machine_id_secret_file = e.home.join(format!("secret-{w}"));
-            std::fs::write(e.home.join(format!("secret-{w}")), format!("writer {w} secret"))
-                .unwrap();
+            std::fs::write(
+                e.home.join(format!("secret-{w}")),
+                format!("writer {w} secret"),
+            )
+            .unwrap();
             recorder::Recorder::open(&c).unwrap()
         })
         .collect();
@@ -126,7 +129,10 @@ fn every_mapped_field_reaches_an_independent_otlp_receiver() {
         assert_eq!(id.len(), 64);
         for rl in r["resource_logs"].as_array().unwrap() {
             for sl in rl["scopes"].as_array().unwrap() {
-                assert_eq!(sl["attributes"]["seglog.batch_id"], id, "header = scope attribute");
+                assert_eq!(
+                    sl["attributes"]["seglog.batch_id"], id,
+                    "header = scope attribute"
+                );
                 assert_eq!(sl["name"], "seglog");
             }
         }
@@ -159,11 +165,20 @@ fn every_mapped_field_reaches_an_independent_otlp_receiver() {
             .unwrap_or_else(|| panic!("record {rid} is not in the log: {rec}"));
         assert!(seen.insert(rid.clone(), ()).is_none(), "{rid} twice");
         let wall = j["wall_ms"].as_i64().unwrap();
-        assert_eq!(rec["time_unix_nano"].as_u64().unwrap(), wall as u64 * 1_000_000);
+        assert_eq!(
+            rec["time_unix_nano"].as_u64().unwrap(),
+            wall as u64 * 1_000_000
+        );
         assert_eq!(rec["observed_time_unix_nano"], rec["time_unix_nano"]);
         let sev = j["severity"].as_u64().unwrap();
-        assert_eq!(rec["severity_number"].as_u64().unwrap(), [9, 13, 17, 21][sev as usize - 1]);
-        assert_eq!(rec["severity_text"], ["low", "medium", "high", "critical"][sev as usize - 1]);
+        assert_eq!(
+            rec["severity_number"].as_u64().unwrap(),
+            [9, 13, 17, 21][sev as usize - 1]
+        );
+        assert_eq!(
+            rec["severity_text"],
+            ["low", "medium", "high", "critical"][sev as usize - 1]
+        );
         assert_eq!(a["seglog.classification"], j["classification"]);
         assert_eq!(a["seglog.boot_ms"], j["boot_ms"]);
         match j["event_id"].as_str() {
@@ -173,7 +188,10 @@ fn every_mapped_field_reaches_an_independent_otlp_receiver() {
         match (j.get("payload"), j.get("payload_hex")) {
             (Some(t), _) => assert_eq!(&rec["body"], t),
             (None, Some(h)) => {
-                assert_eq!(rec["body"].as_str().unwrap(), format!("hex:{}", h.as_str().unwrap()))
+                assert_eq!(
+                    rec["body"].as_str().unwrap(),
+                    format!("hex:{}", h.as_str().unwrap())
+                )
             }
             _ => panic!("{j}"),
         }
@@ -217,7 +235,11 @@ fn partial_success_429_and_400_follow_the_otlp_rules() {
     let e = Env::new(&rx.url(), "protocol = \"otlp\"\ncompression = \"none\"");
     // Retry-After is capped at backoff_cap: lift the cap so the 1 s shows.
     let cfg = std::fs::read_to_string(&e.config).unwrap();
-    std::fs::write(&e.config, cfg.replace("backoff_cap = \"100ms\"", "backoff_cap = \"5s\"")).unwrap();
+    std::fs::write(
+        &e.config,
+        cfg.replace("backoff_cap = \"100ms\"", "backoff_cap = \"5s\""),
+    )
+    .unwrap();
     write(&e, 0, 900);
     let started = std::time::Instant::now();
     let o = e.run(&["upload", "flush", "--json"]);
@@ -225,11 +247,20 @@ fn partial_success_429_and_400_follow_the_otlp_rules() {
     assert_eq!(code(&o), 0, "{out}");
     let reqs = rx.requests();
     let answers: Vec<&str> = reqs.iter().map(|r| r["answer"].as_str().unwrap()).collect();
-    assert_eq!(&answers[..3], ["429:1", "partial:7:seven too old", "400:bad timestamp"]);
-    assert!(reqs.iter().all(|r| r["content_encoding"].is_null()), "compression = none");
+    assert_eq!(
+        &answers[..3],
+        ["429:1", "partial:7:seven too old", "400:bad timestamp"]
+    );
+    assert!(
+        reqs.iter().all(|r| r["content_encoding"].is_null()),
+        "compression = none"
+    );
     // 429: the same batch again, after Retry-After.
     assert_eq!(reqs[0]["batch_id"], reqs[1]["batch_id"]);
-    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After honoured");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After honoured"
+    );
     // 400: permanent, dead-lettered at once (never resent); its range goes out as a gap
     // report under the same batch id.
     let refused = reqs[2]["batch_id"].as_str().unwrap();

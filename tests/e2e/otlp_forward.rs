@@ -25,7 +25,10 @@ fn collector(data: &std::path::Path, forward_url: &str) -> collector::RunningSer
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let t = Instant::now();
     while !done() {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -46,7 +49,11 @@ fn the_collector_forwards_everything_it_stores_across_a_restart() {
     // Mid-forward: two batches forwarded, the third refused again and again.
     wait_for("refusals", || rx.progress().0 >= 4);
     c1.shutdown().unwrap();
-    assert_eq!(rx.progress().1, 600, "two batches of 300 before the restart");
+    assert_eq!(
+        rx.progress().1,
+        600,
+        "two batches of 300 before the restart"
+    );
     let cursor = std::fs::read_to_string(data.join("forward/cursor")).unwrap();
     let c2 = collector(&data, &rx.url());
     // The new forwarder resumes at its cursor: the refused batch again, still refused.
@@ -65,7 +72,9 @@ fn the_collector_forwards_everything_it_stores_across_a_restart() {
     let refused: Vec<_> = reqs.iter().filter(|r| r["answer"] == "503").collect();
     assert!(refused.len() >= 3, "{}", refused.len());
     assert!(
-        refused.iter().all(|r| r["batch_id"] == refused[0]["batch_id"]),
+        refused
+            .iter()
+            .all(|r| r["batch_id"] == refused[0]["batch_id"]),
         "the same batch, before and after the restart (cursor {cursor:?})"
     );
     for r in &reqs {
@@ -80,7 +89,10 @@ fn the_collector_forwards_everything_it_stores_across_a_restart() {
         .filter_map(|(_, _, r)| r["body"].as_str().map(str::to_owned))
         .collect();
     for i in [0u64, 1499, 2999] {
-        assert!(bodies.contains(&format!("line {i:09} over a cut network")), "{i}");
+        assert!(
+            bodies.contains(&format!("line {i:09} over a cut network")),
+            "{i}"
+        );
     }
     let dup = got.values().filter(|&&n| n > 1).count();
     eprintln!("forwarded 3000 records; {dup} more than once (at least once)");
@@ -95,7 +107,16 @@ fn the_demo_forwards_to_an_otlp_endpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let rx = Receiver::start(&py, &tmp.path().join("requests.jsonl"), "");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_seglog"))
-        .args(["demo", "--exit", "--records", "300", "--threads", "2", "--netstat", "1s"])
+        .args([
+            "demo",
+            "--exit",
+            "--records",
+            "300",
+            "--threads",
+            "2",
+            "--netstat",
+            "1s",
+        ])
         .arg("--otlp")
         .arg(rx.url())
         .arg("--dir")

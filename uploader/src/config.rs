@@ -617,9 +617,18 @@ zstd_level = 30
             ("[upload]\nbatch_max_records = 0", "batch_max_records"),
             ("[upload]\nprotocol = \"grpc\"", "grpc"),
             ("[upload]\ncompression = \"none\"", "compression"),
-            ("[upload]\nprotocol = \"otlp\"\nheaders = { \"bad name\" = \"x\" }", "headers"),
-            ("[upload]\nprotocol = \"otlp\"\nheaders = { \"Content-Type\" = \"x\" }", "headers"),
-            ("[upload]\nprotocol = \"otlp\"\nheaders = { \"x-key\" = \"a\\nb\" }", "headers"),
+            (
+                "[upload]\nprotocol = \"otlp\"\nheaders = { \"bad name\" = \"x\" }",
+                "headers",
+            ),
+            (
+                "[upload]\nprotocol = \"otlp\"\nheaders = { \"Content-Type\" = \"x\" }",
+                "headers",
+            ),
+            (
+                "[upload]\nprotocol = \"otlp\"\nheaders = { \"x-key\" = \"a\\nb\" }",
+                "headers",
+            ),
         ] {
             let e = format!("{:#}", parse(toml).unwrap_err());
             assert!(e.contains(key), "{toml}: {e}");

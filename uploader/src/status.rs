@@ -74,6 +74,7 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
         "public_log_id": hex::encode(id.public()),
         "url": cfg.url,
         "url_source": cfg.url_source,
+        "protocol": cfg.protocol.as_str(),
         "server_delivery": cfg.policy.server_delivery,
         "opted_in": cfg.opted_in(),
         "require_opt_in": cfg.policy.require_opt_in,
@@ -156,8 +157,13 @@ pub fn print(v: &serde_json::Value, out: &mut dyn Write) -> std::io::Result<()> 
     )?;
     writeln!(
         out,
-        "server:           {}{} (delivery {}, mode {}, opted in: {})",
+        "server:           {}{}{} (delivery {}, mode {}, opted in: {})",
         s("url"),
+        if v["protocol"] == "otlp" {
+            " (OTLP)"
+        } else {
+            ""
+        },
         v["url_source"]
             .as_str()
             .map(|src| format!(" from {src}"))

@@ -333,12 +333,19 @@ impl Transport {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
         let retry_after =
             header("Retry-After").and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        let protobuf = header("Content-Type")
-            .is_some_and(|t| t.trim().to_ascii_lowercase().starts_with(otlp::CONTENT_TYPE));
+        let protobuf = header("Content-Type").is_some_and(|t| {
+            t.trim()
+                .to_ascii_lowercase()
+                .starts_with(otlp::CONTENT_TYPE)
+        });
         let mut buf = Vec::new();
         // Bounded: a larger answer is cut (and then does not decode).
         let limit = otlp::MAX_RESPONSE_BYTES as u64;
-        let _ = resp.body_mut().as_reader().take(limit).read_to_end(&mut buf);
+        let _ = resp
+            .body_mut()
+            .as_reader()
+            .take(limit)
+            .read_to_end(&mut buf);
         let verdict = otlp_verdict(code);
         let (partial, text) = if verdict == Verdict::Acknowledged {
             // A 2xx whose body does not decode is still a success: the records were taken.
@@ -592,6 +599,28 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
         for _ in 0..200 {
             assert!(b.next_delay() <= Duration::from_secs(600));
+        }
+    }
+
+    #[test]
+    fn otlp_statuses_follow_the_otlp_specification() {
+        for (code, v) in [
+            (200, Verdict::Acknowledged),
+            (204, Verdict::Acknowledged),
+            (400, Verdict::Rejected),
+            (422, Verdict::Rejected),
+            (401, Verdict::Configuration),
+            (404, Verdict::Configuration),
+            (415, Verdict::Configuration),
+            (413, Verdict::Split),
+            (429, Verdict::RetryAfter),
+            (502, Verdict::RetryAfter),
+            (503, Verdict::RetryAfter),
+            (504, Verdict::RetryAfter),
+            (408, Verdict::Retry),
+            (500, Verdict::Retry),
+        ] {
+            assert_eq!(otlp_verdict(code), v, "{code}");
         }
     }
 

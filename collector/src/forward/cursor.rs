@@ -49,7 +49,10 @@ mod tests {
     fn round_trips_and_refuses_garbage() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(load(d.path()).unwrap(), None);
-        let p = Position { segment: 3, offset: 4096 };
+        let p = Position {
+            segment: 3,
+            offset: 4096,
+        };
         save(d.path(), p).unwrap();
         assert_eq!(load(d.path()).unwrap(), Some(p));
         std::fs::write(path(d.path()), "3 x").unwrap();

@@ -72,12 +72,18 @@ impl ForwardSection {
             .filter(|u| !u.trim().is_empty())
             .ok_or("forward.url is required: the OTLP/HTTP logs endpoint, e.g. \"http://otel-collector:4318/v1/logs\"")?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(format!("forward.url {url:?} must start with http:// or https://"));
+            return Err(format!(
+                "forward.url {url:?} must start with http:// or https://"
+            ));
         }
         let zstd = match self.compression.as_deref() {
             None | Some("zstd") => true,
             Some("none") => false,
-            Some(o) => return Err(format!("forward.compression {o:?}: use \"zstd\" or \"none\"")),
+            Some(o) => {
+                return Err(format!(
+                    "forward.compression {o:?}: use \"zstd\" or \"none\""
+                ))
+            }
         };
         let mut headers = Vec::new();
         for (k, v) in self.headers.clone().unwrap_or_default() {
@@ -86,13 +92,23 @@ impl ForwardSection {
                 return Err(format!("forward.headers: {k:?} is not a valid header name"));
             }
             let lower = k.to_ascii_lowercase();
-            if ["content-type", "content-encoding", "content-length", "host", "seglog-batch-id"]
-                .contains(&lower.as_str())
+            if [
+                "content-type",
+                "content-encoding",
+                "content-length",
+                "host",
+                "seglog-batch-id",
+            ]
+            .contains(&lower.as_str())
             {
-                return Err(format!("forward.headers: {k:?} is set by the forwarder itself"));
+                return Err(format!(
+                    "forward.headers: {k:?} is set by the forwarder itself"
+                ));
             }
             if v.chars().any(|c| c.is_control() && c != '\t') {
-                return Err(format!("forward.headers: the value of {k:?} holds a control character"));
+                return Err(format!(
+                    "forward.headers: the value of {k:?} holds a control character"
+                ));
             }
             headers.push((k, v));
         }
@@ -188,8 +204,12 @@ impl Forwarder {
     pub fn open(data_dir: &Path, max_body: u64) -> Result<Arc<Forwarder>, ForwardError> {
         let dir = data_dir.join("forward");
         let queue = dir.join("queue");
-        let log = segment_log::Log::open(&queue, queue_options(max_body))
-            .map_err(|source| ForwardError::Queue { dir: queue.clone(), source })?;
+        let log = segment_log::Log::open(&queue, queue_options(max_body)).map_err(|source| {
+            ForwardError::Queue {
+                dir: queue.clone(),
+                source,
+            }
+        })?;
         Ok(Arc::new(Forwarder {
             log,
             dir,
@@ -232,10 +252,13 @@ impl Forwarder {
     }
 
     fn append(&self, body: &[u8]) -> Result<Option<segment_log::Position>, ForwardError> {
-        let p = self.log.append(body).map_err(|source| ForwardError::Queue {
-            dir: self.dir.join("queue"),
-            source,
-        })?;
+        let p = self
+            .log
+            .append(body)
+            .map_err(|source| ForwardError::Queue {
+                dir: self.dir.join("queue"),
+                source,
+            })?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut n) = self.wake.0.lock() {
             *n += 1;
@@ -289,9 +312,18 @@ mod tests {
         for (doc, key) in [
             ("[collector.forward]\ncompression = \"gzip\"", "forward.url"),
             ("[collector.forward]\nurl = \"ftp://x\"", "forward.url"),
-            ("[collector.forward]\nurl = \"http://x\"\ncompression = \"br\"", "forward.compression"),
-            ("[collector.forward]\nurl = \"http://x\"\nheaders = { \"Host\" = \"x\" }", "forward.headers"),
-            ("[collector.forward]\nurl = \"http://x\"\nbogus = 1", "bogus"),
+            (
+                "[collector.forward]\nurl = \"http://x\"\ncompression = \"br\"",
+                "forward.compression",
+            ),
+            (
+                "[collector.forward]\nurl = \"http://x\"\nheaders = { \"Host\" = \"x\" }",
+                "forward.headers",
+            ),
+            (
+                "[collector.forward]\nurl = \"http://x\"\nbogus = 1",
+                "bogus",
+            ),
         ] {
             let e = crate::config::CollectorSection::from_toml_str(doc)
                 .map_err(|e| e.to_string())

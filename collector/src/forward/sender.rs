@@ -156,7 +156,10 @@ impl Sender {
                 from = next;
                 if let Err(e) = cursor::save(&dir, from) {
                     // The batch goes again after a restart: at least once.
-                    log(&format!("cannot save {}: {e}", cursor::path(&dir).display()));
+                    log(&format!(
+                        "cannot save {}: {e}",
+                        cursor::path(&dir).display()
+                    ));
                 }
                 remove_consumed(&queue, from.segment);
             }
@@ -230,7 +233,8 @@ impl Sender {
                         200..=299 => {
                             let s = &self.fwd.stats;
                             s.forwarded.fetch_add(1, Ordering::Relaxed);
-                            s.forwarded_records.fetch_add(records as u64, Ordering::Relaxed);
+                            s.forwarded_records
+                                .fetch_add(records as u64, Ordering::Relaxed);
                             if let Ok(Some(p)) = otlp::decode_response(&buf) {
                                 s.rejected_records
                                     .fetch_add(p.rejected_log_records, Ordering::Relaxed);
@@ -244,7 +248,13 @@ impl Sender {
                         429 | 502 | 503 | 504 | 408 => (retry_after, format!("HTTP {code}")),
                         401 | 403 | 404 | 415 => {
                             // Not the batch's fault: never dropped; fix [collector.forward].
-                            (None, format!("HTTP {code} ({}): check [collector.forward]", message(&buf)))
+                            (
+                                None,
+                                format!(
+                                    "HTTP {code} ({}): check [collector.forward]",
+                                    message(&buf)
+                                ),
+                            )
                         }
                         400..=499 => {
                             self.dead_letter(id, wire, code, &message(&buf));
@@ -262,12 +272,15 @@ impl Sender {
             let wait = wait.map_or_else(|| jitter(step), |w| w.min(cap));
             attempt = attempt.saturating_add(1);
             if attempt == 1 || attempt.is_power_of_two() {
-                log(&format!("batch {id}: {why}; retrying in {wait:?} (attempt {attempt})"));
+                log(&format!(
+                    "batch {id}: {why}; retrying in {wait:?} (attempt {attempt})"
+                ));
             }
             let until = Instant::now() + wait;
             let mut seen = u64::MAX;
             while Instant::now() < until && !self.fwd.stopping() {
-                self.fwd.wait(&mut seen, until.saturating_duration_since(Instant::now()));
+                self.fwd
+                    .wait(&mut seen, until.saturating_duration_since(Instant::now()));
             }
         }
     }
@@ -278,15 +291,15 @@ impl Sender {
         let saved = std::fs::create_dir_all(&d)
             .and_then(|()| std::fs::write(d.join(format!("{id}.otlp")), wire))
             .and_then(|()| {
-                std::fs::write(
-                    d.join(format!("{id}.txt")),
-                    format!("HTTP {code}: {why}\n"),
-                )
+                std::fs::write(d.join(format!("{id}.txt")), format!("HTTP {code}: {why}\n"))
             });
         log(&format!(
             "batch {id} refused for good (HTTP {code}: {why}); kept in {}{}",
             d.display(),
-            saved.err().map(|e| format!(" (could not write it: {e})")).unwrap_or_default()
+            saved
+                .err()
+                .map(|e| format!(" (could not write it: {e})"))
+                .unwrap_or_default()
         ));
     }
 }
@@ -306,7 +319,10 @@ fn retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX)));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// A wait in `[d/2, d]`.

@@ -36,7 +36,11 @@ pub(crate) fn now_ns() -> u64 {
 }
 
 /// Encodes a decoded batch as the body of `format` (the gap report of a dead-lettered batch).
-pub fn encode(batch: &Batch, format: BodyFormat, level: i32) -> Result<Vec<u8>, protocol::ProtocolError> {
+pub fn encode(
+    batch: &Batch,
+    format: BodyFormat,
+    level: i32,
+) -> Result<Vec<u8>, protocol::ProtocolError> {
     match format {
         BodyFormat::Seglog => protocol::encode_batch(batch, level),
         BodyFormat::Otlp { zstd } => {

@@ -573,7 +573,9 @@ impl BatchBuilder {
                 if self.zbuf.len() < bound {
                     self.zbuf.resize(bound, 0);
                 }
-                let n = self.compressor.compress_to_buffer(plain, &mut self.zbuf[..])?;
+                let n = self
+                    .compressor
+                    .compress_to_buffer(plain, &mut self.zbuf[..])?;
                 self.zbuf.get(..n).unwrap_or_default().to_vec()
             }
         };

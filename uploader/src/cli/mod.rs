@@ -19,7 +19,9 @@ pub use pass::{Delivered, Report, Verdict};
 #[derive(Debug, clap::Subcommand)]
 #[command(
     after_help = "The collector URL comes from --url URL, else the environment variable \
-SEGLOG_UPLOAD_URL, else url in the [upload] section of the config files. \
+SEGLOG_UPLOAD_URL, else url in the [upload] section of the config files. With \
+[upload] protocol = \"otlp\" it is the full OTLP/HTTP logs endpoint (e.g. \
+http://otel-collector:4318/v1/logs; OTLP.md). \
 Exit status of once and flush: 0 everything delivered (or nothing pending); 1 not everything \
 delivered (server unreachable, deadline, held-back records: the next pass retries); \
 2 error (arguments, configuration, no or wrong URL, token refused); 3 the policy says not now."
@@ -48,8 +50,9 @@ pub enum UploadCommand {
 /// `--url`, shared by the commands that upload or show the URL.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct UrlArg {
-    /// Collector base URL, e.g. http://127.0.0.1:8780/. Overrides the environment variable
-    /// SEGLOG_UPLOAD_URL, which overrides upload.url in the config files.
+    /// Collector base URL, e.g. http://127.0.0.1:8780/ (with [upload] protocol = "otlp": the
+    /// OTLP/HTTP logs endpoint). Overrides the environment variable SEGLOG_UPLOAD_URL, which
+    /// overrides upload.url in the config files.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
 }

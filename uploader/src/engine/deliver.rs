@@ -498,11 +498,12 @@ impl Uploader {
             counters,
             ..protocol::Batch::default()
         };
-        let report = Built {
+        // Saved in seglog's encoding (report::load re-encodes it for the wire).
+        let mut report = Built {
             id: b.id,
             first: b.first,
             last: b.last,
-            body: crate::batch::encode_body(&batch, self.builder.format(), self.cfg.zstd_level)
+            body: protocol::encode_batch(&batch, self.cfg.zstd_level)
                 .context("cannot encode the gap report")?,
             raw_len: 0,
             records: 0,
@@ -520,6 +521,11 @@ impl Uploader {
             )
         })?;
         crash_point_for_test("report_saved");
+        if self.builder.format() != crate::batch::BodyFormat::Seglog {
+            report.body =
+                crate::batch::encode_body(&batch, self.builder.format(), self.cfg.zstd_level)
+                    .context("cannot encode the gap report")?;
+        }
         self.report = Some(report);
         self.note_error(why);
         Ok(())

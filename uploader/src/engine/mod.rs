@@ -276,7 +276,7 @@ impl Uploader {
         });
         let backoff = Backoff::new(cfg.backoff_base, cfg.backoff_cap);
         // A gap report is pending only while its range is the one in flight.
-        let report = match report::load(&updir, &public) {
+        let report = match report::load(&updir, &public, format, cfg.zstd_level) {
             Ok(Some(r)) if loaded.state.inflight == Some((r.first, r.last)) => Some(r),
             Ok(stale) => {
                 if stale.is_some() {

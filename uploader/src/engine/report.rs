@@ -35,7 +35,14 @@ pub(super) fn remove(updir: &Path) -> std::io::Result<()> {
 
 /// Loads the pending report of log `public`: `Ok(None)` when there is none; `Err` names why
 /// an existing file is unusable (damaged, another log's).
-pub(super) fn load(updir: &Path, public: &[u8; 32]) -> Result<Option<Built>, String> {
+/// The saved report (always in seglog's encoding, whatever the wire protocol), with its body
+/// encoded for the wire as `format` says.
+pub(super) fn load(
+    updir: &Path,
+    public: &[u8; 32],
+    format: crate::batch::BodyFormat,
+    level: i32,
+) -> Result<Option<Built>, String> {
     let path = updir.join(GAP_REPORT_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -53,11 +60,16 @@ pub(super) fn load(updir: &Path, public: &[u8; 32]) -> Result<Option<Built>, Str
     if batch.public_log_id != *public {
         return Err(format!("{} belongs to another log", path.display()));
     }
+    let body = match format {
+        crate::batch::BodyFormat::Seglog => body.to_vec(),
+        _ => crate::batch::encode_body(&batch, format, level)
+            .map_err(|e| format!("{} cannot be re-encoded: {e}", path.display()))?,
+    };
     Ok(Some(Built {
         id: BatchId::new(public, batch.first, batch.last),
         first: batch.first,
         last: batch.last,
-        body: body.to_vec(),
+        body,
         raw_len: 0,
         records: 0,
         payload_bytes: 0,
