@@ -42,7 +42,7 @@ fn write(e: &Env, from: u64, to: u64) {
         let mut b = RecordBuilder::parse(&class, (i % 4 + 1) as i64)
             .unwrap()
             .payload(&payload);
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&(i + 1).to_le_bytes());
             b = b.event_id(EventId::from_bytes(id));
@@ -53,7 +53,7 @@ fn write(e: &Env, from: u64, to: u64) {
 
 /// Even records are UTF-8 text, odd ones binary (not UTF-8).
 fn payload(i: u64) -> Vec<u8> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("rec {i:06} ünïcødé ✓").into_bytes()
     } else {
         let mut p = vec![0xff, 0xfe];

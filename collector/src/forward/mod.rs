@@ -172,12 +172,15 @@ pub struct ForwardStats {
     pub retries: AtomicU64,
 }
 
+/// Batch ids queued lately: the set, and the same ids oldest first (for eviction).
+type Recent = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
 /// The queue side, shared with the ingest path.
 #[derive(Debug)]
 pub struct Forwarder {
     log: segment_log::Log,
     dir: PathBuf,
-    recent: Mutex<(HashSet<[u8; 32]>, VecDeque<[u8; 32]>)>,
+    recent: Mutex<Recent>,
     wake: (Mutex<u64>, Condvar),
     stop: AtomicBool,
     /// Counters.
