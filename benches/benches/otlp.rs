@@ -237,7 +237,7 @@ fn report(cor: &Corpus, batches: &[uploader::protocol::Batch]) {
     });
     out.push_str(&format!(
         "  otlp::Encoder::encode alone (mapping + protobuf, no read, no zstd): {mbs:6.1} MB/s per core, {:.0} ns per record\n",
-        cor.payload_bytes as f64 / mbs / 1e3 / records as f64
+        cor.payload_bytes as f64 * 1e3 / (mbs * records as f64)
     ));
     eprint!("{out}");
     let _ = std::fs::write(report_dir().join("otlp.txt"), out);
