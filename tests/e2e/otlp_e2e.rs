@@ -225,12 +225,12 @@ fn every_mapped_field_reaches_an_independent_otlp_receiver() {
 fn partial_success_429_and_400_follow_the_otlp_rules() {
     let Some(py) = python() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    // Batch 1: 429 (Retry-After 1 s), then partial success; batch 2: 400; batch 3: the gap
-    // report of batch 2, ok; the rest ok.
+    // Batch 1: 429 (Retry-After 1 s), then partial success; batch 2: 400; then the gap
+    // report of batch 2, acknowledged with a warning (partial success, 0 rejected); the rest ok.
     let rx = Receiver::start(
         &py,
         &tmp.path().join("requests.jsonl"),
-        "429:1,partial:7:seven too old,400:bad timestamp",
+        "429:1,partial:7:seven too old,400:bad timestamp,partial:0:just a warning",
     );
     let e = Env::new(&rx.url(), "protocol = \"otlp\"\ncompression = \"none\"");
     // Retry-After is capped at backoff_cap: lift the cap so the 1 s shows.
@@ -254,6 +254,10 @@ fn partial_success_429_and_400_follow_the_otlp_rules() {
     assert!(
         reqs.iter().all(|r| r["content_encoding"].is_null()),
         "compression = none"
+    );
+    assert!(
+        out.contains("the OTLP receiver warns: just a warning"),
+        "{out}"
     );
     // 429: the same batch again, after Retry-After.
     assert_eq!(reqs[0]["batch_id"], reqs[1]["batch_id"]);

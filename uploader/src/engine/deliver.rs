@@ -127,10 +127,18 @@ impl Uploader {
                     ..
                 } => {
                     crash_point_for_test("after_ack");
-                    if let Some(ps) = partial.filter(|ps| ps.rejected_log_records > 0) {
+                    match partial {
                         // OTLP partial success: the receiver kept the rest and must not get
                         // the batch again; what it rejected is counted and kept.
-                        self.partially_rejected(&b, code, &ps)?;
+                        Some(ps) if ps.rejected_log_records > 0 => {
+                            self.partially_rejected(&b, code, &ps)?
+                        }
+                        // Nothing rejected but a message: a warning (OTLP specification).
+                        Some(ps) => self.warnings.push(format!(
+                            "batch {}: the OTLP receiver warns: {}",
+                            b.id, ps.error_message
+                        )),
+                        None => {}
                     }
                     self.acknowledged(&b, p);
                     self.persist()?;
