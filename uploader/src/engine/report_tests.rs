@@ -201,3 +201,63 @@ fn a_damaged_pending_report_is_removed_with_a_warning_and_the_range_reported_aga
     assert_chain_unbroken(&s);
     assert!(!path.exists());
 }
+
+/// A report is saved in seglog's encoding whatever the wire protocol, and loaded in the
+/// wire format of the current configuration (an OTLP uploader restarted with a pending
+/// report sends OTLP).
+#[test]
+fn a_saved_report_is_loaded_in_the_configured_wire_format() {
+    let d = tempfile::tempdir().unwrap();
+    let public = [7u8; 32];
+    let first = Position {
+        segment: 1,
+        offset: 64,
+    };
+    let last = Position {
+        segment: 2,
+        offset: 64,
+    };
+    let gap = protocol::Gap {
+        reason: GapReason::DeadLettered,
+        start: first,
+        end: last,
+        segments: 0,
+        records: 5,
+        bytes: 0,
+        detail: "refused".into(),
+    };
+    let batch = protocol::Batch {
+        public_log_id: public,
+        first,
+        last,
+        gaps: vec![gap],
+        ..protocol::Batch::default()
+    };
+    let saved = crate::batch::Built {
+        id: batch.id(),
+        first,
+        last,
+        body: protocol::encode_batch(&batch, 1).unwrap(),
+        raw_len: 0,
+        records: 0,
+        payload_bytes: 0,
+        frame_bytes: 0,
+        gaps: batch.gaps.clone(),
+        end: crate::batch::End::Full,
+        oldest_wall_ms: None,
+        last_records_before: None,
+    };
+    report::save(d.path(), &saved).unwrap();
+    let plain = crate::batch::BodyFormat::Otlp { zstd: false };
+    let r = report::load(d.path(), &public, plain, 1).unwrap().unwrap();
+    assert_eq!(r.id, batch.id());
+    assert!(
+        r.body.windows(10).any(|w| w == b"seglog.gap"),
+        "an OTLP gap record"
+    );
+    assert!(!r.body.starts_with(b"SGLB"));
+    let s = report::load(d.path(), &public, crate::batch::BodyFormat::Seglog, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.body, saved.body, "the seglog body as saved");
+}
