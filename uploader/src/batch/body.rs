@@ -78,3 +78,38 @@ pub(super) fn otlp_from_raw(
     enc.encode(&batch, now_ns(), out);
     Ok(())
 }
+
+impl super::BatchBuilder {
+    /// Makes the bodies of the following batches in `format` (default [`BodyFormat::Seglog`]).
+    pub fn set_format(&mut self, format: BodyFormat) {
+        self.format = format;
+    }
+
+    /// The body format.
+    pub fn format(&self) -> BodyFormat {
+        self.format
+    }
+
+    /// The wire body of the batch just encoded into `self.raw`, and its size before
+    /// compression.
+    pub(super) fn wire_body(&mut self) -> Result<(Vec<u8>, usize), super::BuildError> {
+        let plain = match self.format {
+            BodyFormat::Seglog => &self.raw,
+            BodyFormat::Otlp { .. } => {
+                otlp_from_raw(&self.raw, &mut self.otlp, &mut self.obuf)?;
+                &self.obuf
+            }
+        };
+        if self.format == (BodyFormat::Otlp { zstd: false }) {
+            return Ok((plain.clone(), plain.len()));
+        }
+        let bound = zstd::zstd_safe::compress_bound(plain.len());
+        if self.zbuf.len() < bound {
+            self.zbuf.resize(bound, 0);
+        }
+        let n = self
+            .compressor
+            .compress_to_buffer(plain, &mut self.zbuf[..])?;
+        Ok((self.zbuf.get(..n).unwrap_or_default().to_vec(), plain.len()))
+    }
+}

@@ -189,16 +189,6 @@ impl BatchBuilder {
         })
     }
 
-    /// Makes the bodies of the following batches in `format` (default [`BodyFormat::Seglog`]).
-    pub fn set_format(&mut self, format: BodyFormat) {
-        self.format = format;
-    }
-
-    /// The body format.
-    pub fn format(&self) -> BodyFormat {
-        self.format
-    }
-
     fn remember(&mut self, p: Position, before: u64) {
         if self.memo.iter().any(|&(q, _)| q == p) {
             return;
@@ -554,30 +544,10 @@ impl BatchBuilder {
             self.remember(last, n);
         }
         let id = self.enc.finish(last, &mut self.raw)?;
-        let mut raw_len = self.raw.len();
-        let body = if self.enc.records() == 0 && gaps.is_empty() {
-            Vec::new()
+        let (body, raw_len) = if self.enc.records() == 0 && gaps.is_empty() {
+            (Vec::new(), self.raw.len())
         } else {
-            let plain = match self.format {
-                BodyFormat::Seglog => &self.raw,
-                BodyFormat::Otlp { .. } => {
-                    body::otlp_from_raw(&self.raw, &mut self.otlp, &mut self.obuf)?;
-                    raw_len = self.obuf.len();
-                    &self.obuf
-                }
-            };
-            if self.format == (BodyFormat::Otlp { zstd: false }) {
-                plain.clone()
-            } else {
-                let bound = zstd::zstd_safe::compress_bound(plain.len());
-                if self.zbuf.len() < bound {
-                    self.zbuf.resize(bound, 0);
-                }
-                let n = self
-                    .compressor
-                    .compress_to_buffer(plain, &mut self.zbuf[..])?;
-                self.zbuf.get(..n).unwrap_or_default().to_vec()
-            }
+            self.wire_body()?
         };
         Ok(Built {
             id,
