@@ -18,7 +18,7 @@ pub struct Cursor(pub i64);
 /// A validated record query; see `api::parse_records_query` for the HTTP parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordQuery {
-    /// Exact classification.
+    /// Classification: exact, or a prefix ending in `*` (`org.example/*`).
     pub classification: Option<String>,
     /// Exact severity.
     pub severity: Option<u8>,
@@ -239,16 +239,16 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
 fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
     let mut conds: Vec<&str> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
+    if let Some(v) = &q.classification {
+        // Exact, or a prefix ending in `*` (store/views.rs).
+        let (cond, values) = super::views::class_condition(v);
+        conds.push(cond);
+        args.extend(values);
+    }
     let mut push = |cond: &'static str, v: Value| {
         conds.push(cond);
         args.push(v);
     };
-    if let Some(v) = &q.classification {
-        push(
-            "r.class_ref = (SELECT id FROM classes WHERE name = ?)",
-            Value::Text(v.clone()),
-        );
-    }
     if let Some(v) = q.severity {
         push("r.severity = ?", Value::Integer(i64::from(v)));
     }
