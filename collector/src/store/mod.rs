@@ -9,6 +9,7 @@
 
 mod query;
 mod schema;
+pub mod views;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

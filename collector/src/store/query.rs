@@ -194,7 +194,7 @@ pub struct Stats {
 /// Rows in each "by ..." list of the stats.
 const STATS_TOP: i64 = 100;
 
-fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
+pub(super) fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
     let v: Vec<u8> = row.get(i)?;
     v.try_into().map_err(|v: Vec<u8>| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -236,7 +236,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
 }
 
 /// Builds the WHERE clause and its parameters for `q`.
-fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
+pub(super) fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
     let mut conds: Vec<&str> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     if let Some(v) = &q.classification {
