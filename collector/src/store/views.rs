@@ -253,6 +253,35 @@ impl Store {
         })
     }
 
+    /// Whether a record of device `log_id` matching `q` (cursor ignored) lies at or after
+    /// `from` and before `to` (positions as (segment, offset)).
+    pub fn any_record_between(
+        &self,
+        q: &RecordQuery,
+        log_id: [u8; 32],
+        from: (u64, u64),
+        to: (u64, u64),
+    ) -> Result<bool, StoreError> {
+        let q = RecordQuery {
+            cursor: None,
+            log_id: Some(log_id),
+            ..q.clone()
+        };
+        self.read(|conn| {
+            let (cond, mut args) = where_clause(&q);
+            // where_clause always has the log_id condition here, so `cond` starts with WHERE.
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM records r {cond}
+                 AND (r.segment > ? OR (r.segment = ? AND r.offset >= ?))
+                 AND (r.segment < ? OR (r.segment = ? AND r.offset < ?)))"
+            );
+            for v in [from.0, from.0, from.1, to.0, to.0, to.1] {
+                args.push(Value::Integer(v as i64));
+            }
+            Ok(conn.query_row(&sql, params_from_iter(args), |r| r.get::<_, bool>(0))?)
+        })
+    }
+
     /// Gap entries, newest first, optionally of one device, before gap id `before`.
     pub fn gap_views(
         &self,

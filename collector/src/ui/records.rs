@@ -180,37 +180,47 @@ fn gap_row(g: &GapView) -> Markup {
 }
 
 /// Where each gap falls among `records` (newest first): `(index, gap)` means the gap's row
-/// goes before row `index`. A gap of a device is shown when records of that device lie on
-/// both sides of it, or on one side at the end of the whole list (first or last page).
+/// goes before row `index`. A gap of a device goes right after the device's oldest shown
+/// record at or past the gap's end, when that record is the first one after the gap
+/// (`between(gap, oldest)` says whether other matching records lie between them, i.e. on a
+/// later page); a gap newer than every record of its device shows on the first page.
 fn place_gaps(
     records: &[RecordRow],
     gaps: Vec<GapView>,
     first_page: bool,
-    last_page: bool,
+    mut between: impl FnMut(&GapView, (u64, u64)) -> bool,
 ) -> Vec<(usize, GapView)> {
+    let pos = |r: &RecordRow| (r.segment, r.offset);
     let mut placed = Vec::new();
     for g in gaps {
-        let pos = |r: &RecordRow| (r.segment, r.offset);
         let mine: Vec<usize> = (0..records.len())
             .filter(|&i| records.get(i).is_some_and(|r| r.log_id == g.log_id))
             .collect();
-        if mine.is_empty() {
-            continue;
-        }
-        // Rows of this device newer than the gap (at or past its end) come before it.
-        let newer = mine
+        let newer: Vec<usize> = mine
             .iter()
-            .filter(|&&i| records.get(i).is_some_and(|r| pos(r) >= g.end))
-            .count();
-        let older = mine.len() - newer;
-        let fits =
-            (newer > 0 && older > 0) || (newer == 0 && first_page) || (older == 0 && last_page);
-        if !fits {
-            continue;
-        }
-        let at = match mine.get(newer) {
-            Some(&i) => i,
-            None => mine.last().map_or(0, |&i| i + 1),
+            .copied()
+            .filter(|&i| records.get(i).is_some_and(|r| pos(r) >= g.end))
+            .collect();
+        let older = mine.iter().any(|&i| records.get(i).is_some_and(|r| pos(r) < g.start));
+        let at = match newer.iter().copied().min_by_key(|&i| records.get(i).map(pos)) {
+            // The oldest record after the gap is shown: the gap goes just under it, unless
+            // more records after the gap come before it (then the gap is on a later page).
+            Some(i) => {
+                let oldest = records.get(i).map(pos).unwrap_or_default();
+                if !older && between(&g, oldest) {
+                    continue;
+                }
+                // Under the oldest newer row, but above any older row of the device.
+                let next_older = mine.iter().copied().find(|&j| {
+                    j > i && records.get(j).is_some_and(|r| pos(r) < g.end)
+                });
+                next_older.unwrap_or(i + 1)
+            }
+            None if first_page && older => match mine.first() {
+                Some(&i) => i,
+                None => continue,
+            },
+            None => continue,
         };
         placed.push((at, g));
     }
@@ -279,7 +289,19 @@ fn load(store: &Store, q: &RecordQuery) -> Result<Loaded, StoreError> {
         Vec::new()
     } else {
         let all = store.gaps_of_logs(&logs, GAPS_LOOKED_AT)?;
-        place_gaps(&page.records, all, q.cursor.is_none(), page.next.is_none())
+        let mut failed = None;
+        let placed = place_gaps(&page.records, all, q.cursor.is_none(), |g, oldest| {
+            store
+                .any_record_between(q, g.log_id, g.end, oldest)
+                .unwrap_or_else(|e| {
+                    failed = Some(e);
+                    true
+                })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        placed
     };
     Ok(Loaded {
         page,
@@ -423,22 +445,26 @@ mod tests {
     }
 
     #[test]
-    fn gaps_go_between_the_records_of_their_device() {
+    fn gaps_go_under_the_first_record_after_them() {
         // Newest first: device 1 segments 9, 8, then 3; device 2 segment 5.
         let recs = [row(1, 9, 4), row(1, 8, 3), row(2, 5, 2), row(1, 3, 1)];
-        let placed = place_gaps(
-            &recs,
-            vec![gap(1, 1, 4, 8), gap(2, 2, 1, 2), gap(3, 3, 1, 2)],
-            false,
-            false,
-        );
-        let at: Vec<(usize, i64)> = placed.iter().map(|(i, g)| (*i, g.id)).collect();
-        // Gap 1 (device 1, segments 4..8) between segment 8 (row 1) and segment 3 (row 3);
-        // gap 2 is older than everything of device 2 on a middle page: not shown here;
-        // gap 3's device has no records here.
-        assert_eq!(at, [(3, 1)]);
-        let last = place_gaps(&recs, vec![gap(2, 2, 1, 2)], false, true);
-        assert_eq!(last.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [3]);
+        let at = |gaps: Vec<GapView>, first: bool, between: bool| -> Vec<(usize, i64)> {
+            place_gaps(&recs, gaps, first, |_, _| between)
+                .iter()
+                .map(|(i, g)| (*i, g.id))
+                .collect()
+        };
+        // Device 1's gap 4..8 lies between segment 8 (row 1) and segment 3 (row 3).
+        assert_eq!(at(vec![gap(1, 1, 4, 8)], false, true), [(3, 1)]);
+        // Device 2's gap 1..2 is older than its only record here: under it, when no other
+        // record comes between (else a later page shows it).
+        assert_eq!(at(vec![gap(2, 2, 1, 2)], false, false), [(3, 2)]);
+        assert!(at(vec![gap(2, 2, 1, 2)], false, true).is_empty());
+        // A gap newer than all of device 1's records: on the first page only, above them.
+        assert_eq!(at(vec![gap(5, 1, 10, 11)], true, false), [(0, 5)]);
+        assert!(at(vec![gap(5, 1, 10, 11)], false, false).is_empty());
+        // A device with no records here: nowhere.
+        assert!(at(vec![gap(3, 3, 1, 2)], true, false).is_empty());
     }
 
     #[test]
