@@ -557,17 +557,22 @@ impl Recorder {
             .base_wall_ms
             .saturating_add(i64::try_from(boot_delta_ms).unwrap_or(i64::MAX));
         let encode = |(r, hold_ms): &Admitted<'_, '_>, out: &mut Vec<u8>| {
+            let own = r.wall_ms.unwrap_or(wall_ms);
             let time = RecordTime::Relative {
                 boot_delta_ms,
-                wall_skew_ms: r.wall_ms.unwrap_or(wall_ms).saturating_sub(expected),
+                wall_skew_ms: own.saturating_sub(expected),
             };
+            // A hold counts from the record's time: one dated earlier is held that much
+            // longer, so its release time stays now + hold.
+            let earlier = u64::try_from(wall_ms.saturating_sub(own)).unwrap_or(0);
+            let hold_ms = hold_ms.map(|h| h.saturating_add(earlier));
             let h = RecordHeader {
                 slot: st.ctx.slot,
                 class: ClassRef::Index(st.class_index(&r.classification).unwrap_or(u32::MAX)),
                 severity: r.severity,
                 time,
                 event_id: r.event_id,
-                hold_ms: *hold_ms,
+                hold_ms,
             };
             encode_record(&h, r.payload, out)
                 .map_err(|e| RecordError::State(std::io::Error::other(e.to_string())))

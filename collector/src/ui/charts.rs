@@ -91,7 +91,7 @@ pub(super) fn stacked(id: &str, title: &str, labels: &[String], series: &[Series
                     rect.bar x=(format!("{x:.1}")) y=(format!("{top:.1}")) width=(format!("{w:.1}")) height=(format!("{h:.1}")) fill=(colour) { title { (tip) } }
                 }
                 @for (i, l) in labels.iter().enumerate() {
-                    @if i % every == 0 {
+                    @if i.is_multiple_of(every) {
                         text x=(format!("{:.1}", LEFT + col * i as f64 + col / 2.0)) y=(H - 6.0) text-anchor="middle" { (l) }
                     }
                 }

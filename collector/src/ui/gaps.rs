@@ -61,7 +61,7 @@ pub(super) fn loss_summary(s: &LossSummary) -> Markup {
             p {
                 "Lost records: at least " strong #lost { (num(s.known_lost())) }
                 @if s.unknown_gaps > 0 {
-                    ", plus an unknown number in " (num(s.unknown_gaps)) " gaps"
+                    ", plus an unknown number in " (num(s.unknown_gaps)) (if s.unknown_gaps == 1 { " gap" } else { " gaps" })
                     @if s.unknown_segments > 0 { " (" (num(s.unknown_segments)) " whole segments" }
                     @if s.unknown_bytes > 0 {
                         @if s.unknown_segments > 0 { ", " } @else { " (" }
@@ -72,7 +72,7 @@ pub(super) fn loss_summary(s: &LossSummary) -> Markup {
                 "."
             }
             ul {
-                li { (num(s.gap_records)) " records named by " (num(s.gaps)) " gap entries" }
+                li { (num(s.gap_records)) " records named by " (num(s.gaps)) (if s.gaps == 1 { " gap entry" } else { " gap entries" }) }
                 li { (num(s.expired_on_devices)) " records expired on devices before upload (uploader.expired_records; the same records as trimmed gaps, counted once)" }
                 li { (num(s.refused_on_devices)) " records refused by the devices' recorders (recorder.dropped.*: rate limits, probes)" }
             }

@@ -201,8 +201,14 @@ fn place_gaps(
             .copied()
             .filter(|&i| records.get(i).is_some_and(|r| pos(r) >= g.end))
             .collect();
-        let older = mine.iter().any(|&i| records.get(i).is_some_and(|r| pos(r) < g.start));
-        let at = match newer.iter().copied().min_by_key(|&i| records.get(i).map(pos)) {
+        let older = mine
+            .iter()
+            .any(|&i| records.get(i).is_some_and(|r| pos(r) < g.start));
+        let at = match newer
+            .iter()
+            .copied()
+            .min_by_key(|&i| records.get(i).map(pos))
+        {
             // The oldest record after the gap is shown: the gap goes just under it, unless
             // more records after the gap come before it (then the gap is on a later page).
             Some(i) => {
@@ -211,9 +217,10 @@ fn place_gaps(
                     continue;
                 }
                 // Under the oldest newer row, but above any older row of the device.
-                let next_older = mine.iter().copied().find(|&j| {
-                    j > i && records.get(j).is_some_and(|r| pos(r) < g.end)
-                });
+                let next_older = mine
+                    .iter()
+                    .copied()
+                    .find(|&j| j > i && records.get(j).is_some_and(|r| pos(r) < g.end));
                 next_older.unwrap_or(i + 1)
             }
             None if first_page && older => match mine.first() {
