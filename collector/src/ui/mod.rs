@@ -53,7 +53,7 @@ button{font:inherit;padding:.2rem .8rem;border-radius:4px;border:1px solid #2c5e
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.8rem}
 th,td{border-bottom:1px solid #e3e7eb;padding:.12rem .4rem;text-align:left;vertical-align:top;white-space:nowrap}
 th{background:#eef1f4;font-weight:600}
-td.msg{font-family:ui-monospace,monospace;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:40rem;width:100%}
+td.msg{font-family:ui-monospace,monospace;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:0;width:100%}
 .mono,code{font-family:ui-monospace,monospace;font-size:.78rem}
 details.ctx summary{cursor:pointer;color:#2c5ea8;list-style:none}
 details.ctx[open]{white-space:normal}

@@ -171,7 +171,6 @@ fn chromium_renders_every_page_with_its_parts_and_screenshots_them() {
     // Page 2: newer and older links, and A's gap between records 200 and 119.
     let next = href_of(&dom, "next").expect("an older link");
     let dom2 = dump_dom(&format!("{}{next}", h.url)).unwrap();
-    screenshot(&format!("{}{next}", h.url), "records-older");
     assert_eq!(rows(&dom2), 100, "second page");
     assert!(dom2.contains("id=\"newer\""), "{dom2}");
     let gap_at = dom2
@@ -188,6 +187,14 @@ fn chromium_renders_every_page_with_its_parts_and_screenshots_them() {
         gap_row.contains("record 118:"),
         "records 119 and older are under the gap"
     );
+    // A's records 205..200 (received as seq 126..121), its gap, then 119 and older.
+    let around = format!("{}/ui/records?log_id={device_a}&limit=25&cursor=127", h.url);
+    let near = dump_dom(&around).unwrap();
+    screenshot(&around, "records-gap");
+    assert_eq!(near.matches("<tr class=\"gap\">").count(), 1, "{near}");
+    let (above, below) = near.split_once("<tr class=\"gap\">").unwrap();
+    assert!(above.contains("record 200:") && !above.contains("record 118:"));
+    assert!(below.contains("record 118:") && !below.contains("record 200:"));
     let newer = href_of(&dom2, "newer").unwrap();
     let back = dump_dom(&format!("{}{newer}", h.url)).unwrap();
     assert_eq!(back, dom, "newer leads back to the first page");
