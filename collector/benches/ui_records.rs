@@ -102,6 +102,19 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
+    // The parts of a middle page, to see where its time goes.
+    let q = collector::api::parse_records_query(
+        &collector::api::query_pairs(Some(&middle)).expect("query"),
+        100,
+        now,
+    )
+    .expect("query");
+    g.bench_function("part_query_records", |bch| {
+        bch.iter(|| black_box(store.query_records(&q).expect("page")))
+    });
+    g.bench_function("part_count_records", |bch| {
+        bch.iter(|| black_box(store.count_records(&q).expect("count")))
+    });
     g.throughput(Throughput::Elements(RECORDS));
     g.sample_size(10);
     g.bench_function("walk_all_10000_records", |bch| {

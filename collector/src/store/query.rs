@@ -379,7 +379,8 @@ fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, Store
     );
     // One more than asked tells whether another page exists.
     args.push(Value::Integer(i64::from(q.limit) + 1));
-    let mut stmt = conn.prepare(&sql)?;
+    // Cached: the web view runs this for every page.
+    let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
     let mut out = Vec::new();
     let mut payload_bytes = 0u64;

@@ -29,8 +29,11 @@ pub fn check_class_pattern(v: &str) -> Result<(), String> {
 /// `p` lies in `[p, p + "\x7f")` under binary collation.
 pub fn class_condition(v: &str) -> (&'static str, Vec<Value>) {
     match v.strip_suffix('*') {
+        // `+r.class_ref`: no index on it, so the newest-first page walks `seq` downwards and
+        // stops at the limit (the class index would fetch every match of several classes
+        // and sort them all).
         Some(prefix) => (
-            "r.class_ref IN (SELECT id FROM classes WHERE name >= ? AND name < ?)",
+            "+r.class_ref IN (SELECT id FROM classes WHERE name >= ? AND name < ?)",
             vec![
                 Value::Text(prefix.to_owned()),
                 Value::Text(format!("{prefix}\u{7f}")),
@@ -188,7 +191,7 @@ fn gap_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GapView> {
 
 fn u64_sum(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<u64, StoreError> {
     // Values are u64 stored bit for bit as i64: summed here, saturating.
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
     let mut total = 0u64;
     while let Some(r) = rows.next()? {
@@ -198,7 +201,7 @@ fn u64_sum(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<u64, StoreE
 }
 
 fn pairs(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map(params_from_iter(args), |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
     })?;
@@ -240,7 +243,7 @@ impl Store {
             );
             args.push(Value::Integer(first_seq));
             args.push(Value::Integer(i64::from(limit) + 1));
-            let mut stmt = conn.prepare(&sql)?;
+            let mut stmt = conn.prepare_cached(&sql)?;
             let seqs = stmt
                 .query_map(params_from_iter(args), |r| r.get::<_, i64>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -270,12 +273,12 @@ impl Store {
         self.read(|conn| {
             let (cond, mut args) = where_clause(&q);
             // where_clause always has the log_id condition here, so `cond` starts with WHERE.
+            // Row values: a range on the records_position index (log_ref, segment, offset).
             let sql = format!(
                 "SELECT EXISTS (SELECT 1 FROM records r {cond}
-                 AND (r.segment > ? OR (r.segment = ? AND r.offset >= ?))
-                 AND (r.segment < ? OR (r.segment = ? AND r.offset < ?)))"
+                 AND (r.segment, r.offset) >= (?, ?) AND (r.segment, r.offset) < (?, ?))"
             );
-            for v in [from.0, from.0, from.1, to.0, to.0, to.1] {
+            for v in [from.0, from.1, to.0, to.1] {
                 args.push(Value::Integer(v as i64));
             }
             Ok(conn.query_row(&sql, params_from_iter(args), |r| r.get::<_, bool>(0))?)
@@ -310,7 +313,7 @@ impl Store {
                 "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref {cond}
                  ORDER BY g.id DESC LIMIT ?"
             );
-            let mut stmt = conn.prepare(&sql)?;
+            let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params_from_iter(args), gap_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -329,7 +332,7 @@ impl Store {
             );
             let mut args: Vec<Value> = logs.iter().map(|l| Value::Blob(l.to_vec())).collect();
             args.push(Value::Integer(i64::from(limit)));
-            let mut stmt = conn.prepare(&sql)?;
+            let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params_from_iter(args), gap_from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -423,7 +426,7 @@ impl Store {
                 GROUP BY b, class_ref, severity) g"
         );
         self.read(|conn| {
-            let mut stmt = conn.prepare(&sql)?;
+            let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map([since_ms, until_ms, width_ms.max(1)], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -494,7 +497,7 @@ impl Store {
     /// Every device (log), most recently heard from first.
     pub fn devices(&self, limit: u32) -> Result<Vec<DeviceRow>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT l.log_id,
                     COALESCE((SELECT c.machine_id FROM records r JOIN contexts c
                               ON c.id = r.context_ref WHERE r.log_ref = l.id

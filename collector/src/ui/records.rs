@@ -120,20 +120,24 @@ fn message(r: &RecordRow) -> String {
     out
 }
 
-fn context(r: &RecordRow) -> Markup {
+/// A record's context: the main fields in a row's `<details>`; `all` adds every context
+/// field as sent (the record's own view: a row stays light, 100 to a page).
+fn context(r: &RecordRow, all: bool) -> Markup {
     let rid = hex::encode(r.record_id);
     html! {
-        details.ctx {
+        details.ctx open[all] {
             summary { "context" }
             dl.kv {
                 dt { "record id" } dd { a href={ "/ui/records?" (qs(&[("record_id", &rid)])) } { (rid) } }
                 dt { "received" } dd { (api::rfc3339(r.received_ms)) }
                 dt { "created" } dd { (api::rfc3339(r.created_ms)) }
-                dt { "boot time" } dd { (r.boot_ms) " ms" }
+                dt { "boot" } dd { (r.boot_id) ", " (r.boot_ms) " ms after boot" }
                 dt { "device (log id)" } dd { a href=(device_href(&r.log_id)) { (hex::encode(r.log_id)) } }
-                dt { "position" } dd { (r.segment) ":" (r.offset) }
-                dt { "payload" } dd { (r.payload_len) " bytes" }
-                @for (k, v) in &r.context { dt { (k) } dd { (v) } }
+                dt { "machine id" } dd { (r.machine_id) }
+                dt { "build" } dd { (r.system_name) " " (r.build) ", kernel " (r.kernel_version) ", " (r.arch) }
+                dt { "platform" } dd { (r.platform) }
+                dt { "position" } dd { (r.segment) ":" (r.offset) ", " (r.payload_len) " bytes" }
+                @if all { @for (k, v) in &r.context { dt { (k) } dd { (v) } } }
             }
         }
     }
@@ -157,7 +161,7 @@ fn record_row(r: &RecordRow) -> Markup {
                 }
             }
             td.msg { (message(r)) }
-            td { (context(r)) }
+            td { (context(r, false)) }
         }
     }
 }
@@ -192,7 +196,15 @@ fn place_gaps(
 ) -> Vec<(usize, GapView)> {
     let pos = |r: &RecordRow| (r.segment, r.offset);
     let mut placed = Vec::new();
+    // Newest gap first per device: once records lie between a gap and the oldest shown
+    // record, they lie between every older gap and it too, so those need no query.
+    let mut gaps = gaps;
+    gaps.sort_by(|a, b| a.log_id.cmp(&b.log_id).then(b.end.cmp(&a.end)));
+    let mut buried: Vec<[u8; 32]> = Vec::new();
     for g in gaps {
+        if buried.contains(&g.log_id) {
+            continue;
+        }
         let mine: Vec<usize> = (0..records.len())
             .filter(|&i| records.get(i).is_some_and(|r| r.log_id == g.log_id))
             .collect();
@@ -214,6 +226,7 @@ fn place_gaps(
             Some(i) => {
                 let oldest = records.get(i).map(pos).unwrap_or_default();
                 if !older && between(&g, oldest) {
+                    buried.push(g.log_id);
                     continue;
                 }
                 // Under the oldest newer row, but above any older row of the device.
@@ -263,7 +276,7 @@ fn pager(pairs: &[(String, String)], p: &RecordPage, newer: Option<Option<i64>>)
 fn record_detail(r: &RecordRow) -> Markup {
     html! {
         h2 { "Record " code { (hex::encode(r.record_id)) } }
-        (context(r))
+        (context(r, true))
         @if let Some(p) = &r.payload {
             @let (v, enc) = api::payload_value(p);
             h3 { "Payload (" (enc) ")" }
