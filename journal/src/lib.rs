@@ -12,8 +12,10 @@
 //! newest segment) is simply where the log ends, never damage.
 //!
 //! Layout: this file holds the clap arguments and the dispatch; [`source`] opens the log and
-//! turns frames into decoded records; [`filter`] selects records; [`output`] renders them;
-//! [`list`], [`verify`], [`stats`] and [`export`] are the subcommands.
+//! turns frames into decoded records; [`filter`] selects records (times read by [`when`], in
+//! the local zone unless `--utc`); [`short`] renders the journalctl-like text forms and
+//! [`output`] JSON; [`pager`] pipes a terminal's output through `$PAGER`; [`list`],
+//! [`verify`], [`stats`] and [`export`] are the subcommands.
 
 #![forbid(unsafe_code)]
 
