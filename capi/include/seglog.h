@@ -38,7 +38,7 @@ enum seglog_status {
     SEGLOG_E_INVALID_ARGUMENT = -1,   /* NULL handle/pointer, or a string that is not UTF-8 */
     SEGLOG_E_CLASSIFICATION = -2,     /* not DOMAIN/PROBE/REST, printable, <= 140 bytes */
     SEGLOG_E_SEVERITY = -3,           /* not 1 to 4 */
-    SEGLOG_E_EVENT_ID = -4,           /* not 32 lowercase hex characters */
+    SEGLOG_E_EVENT_ID = -4,           /* not 32 hex characters */
     SEGLOG_E_PAYLOAD_TOO_LARGE = -5,  /* larger than log.max_record_size allows */
     SEGLOG_E_RATE_LIMITED = -6,       /* over a rate limit with strategy "drop" (counted) */
     SEGLOG_E_CONFIG = -7,             /* the configuration files or values are invalid */

@@ -256,7 +256,7 @@ pub extern "C" fn seglog_strerror(code: c_int) -> *const c_char {
             c"invalid classification: use DOMAIN/PROBE/REST, printable ASCII, at most 140 bytes"
         }
         SEGLOG_E_SEVERITY => c"invalid severity: use 1 (low) to 4 (critical)",
-        SEGLOG_E_EVENT_ID => c"invalid event id: use 32 lowercase hex characters",
+        SEGLOG_E_EVENT_ID => c"invalid event id: use 32 hex characters",
         SEGLOG_E_PAYLOAD_TOO_LARGE => c"payload too large for log.max_record_size",
         SEGLOG_E_RATE_LIMITED => c"rate limit reached; the record was dropped and counted",
         SEGLOG_E_CONFIG => c"invalid configuration",

@@ -107,14 +107,13 @@ pub fn rfc3339(ms: i64) -> String {
 
 fn parse_hex<const N: usize>(param: &str, v: &str) -> Result<[u8; N], ApiError> {
     let want = N * 2;
-    let ok = v.len() == want
-        && v.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    // Either case, as everywhere an id is read (the CLI too); ids are shown in lower case.
+    let ok = v.len() == want && v.bytes().all(|b| b.is_ascii_hexdigit());
     let mut out = [0u8; N];
     if !ok || hex::decode_to_slice(v, &mut out).is_err() {
         return Err(ApiError::bad(
             param,
-            format!("{param} must be {want} lower-case hex characters"),
+            format!("{param} must be {want} hex characters"),
         ));
     }
     Ok(out)
@@ -203,19 +202,20 @@ pub fn parse_records_query(
                         format!("classification must be at most {MAX_CLASSIFICATION} characters"),
                     ));
                 }
+                crate::store::views::check_class_pattern(v)
+                    .map_err(|why| ApiError::bad(name, why))?;
                 q.classification = Some(v.clone());
             }
             "severity" => {
-                let s = v
-                    .parse::<i64>()
-                    .map_err(|_| ApiError::bad(name, "severity must be an integer"))?;
-                let s = u8::try_from(s)
-                    .ok()
-                    .filter(|s| (1..=4).contains(s))
-                    .ok_or_else(|| {
-                        ApiError::bad(name, "severity must be an integer from 1 to 4")
-                    })?;
-                q.severity = Some(s);
+                // Exactly this severity, as `record -s` sets it and `journal -s` selects it;
+                // the number or the name.
+                let s = v.parse::<records::Severity>().map_err(|_| {
+                    ApiError::bad(
+                        name,
+                        "severity must be 1 (low), 2 (medium), 3 (high) or 4 (critical), or the name",
+                    )
+                })?;
+                q.severity = Some(s.get());
             }
             "machine_id" => {
                 if v.chars().count() != MACHINE_ID_LEN {

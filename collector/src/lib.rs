@@ -22,7 +22,7 @@ mod routes;
 mod server;
 mod state;
 pub mod store;
-mod ui;
+pub mod ui;
 
 pub use config::{CollectorSection, ConfigError, Limits, ServerConfig, TlsFiles};
 pub use server::{RunningServer, Server, ServerError};

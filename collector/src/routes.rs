@@ -57,6 +57,14 @@ pub(crate) fn routes() -> Vec<Route> {
         route(Method::GET, "/api/stats", Read, get(api_stats)),
         route(Method::GET, "/ui/records", Read, get(ui::records_page)),
         route(Method::GET, "/ui/stats", Read, get(ui::stats_page)),
+        route(Method::GET, "/ui/gaps", Read, get(ui::gaps_page)),
+        route(Method::GET, "/ui/devices", Read, get(ui::devices_page)),
+        route(
+            Method::GET,
+            "/ui/devices/{log_id}",
+            Read,
+            get(ui::device_page),
+        ),
         route(Method::GET, "/metrics", Read, get(metrics)),
         route(
             Method::GET,

@@ -28,13 +28,29 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
     /// Write to FILE (created 0600; replaced when the export completes) instead of stdout.
-    #[arg(short = 'o', long, value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// Output form: `json` (JSON lines, the only form export writes; accepted so that `-o`
+    /// means the same as in `journal list`). A file name here is refused: use --output-file.
+    #[arg(short = 'o', long, value_name = "MODE", value_parser = parse_export_mode)]
+    pub output: Option<String>,
     /// Never show a progress bar (it is shown only when stderr is a terminal).
     #[arg(long)]
     pub no_progress: bool,
     #[command(flatten)]
     pub read: ReadArgs,
+}
+
+/// `-o` on export: only `json`; anything else (such as the file name `-o` took before
+/// --output-file) is refused with what to write instead.
+fn parse_export_mode(s: &str) -> Result<String, String> {
+    match s {
+        "json" => Ok(s.to_owned()),
+        _ => Err(format!(
+            "export writes JSON lines only, so -o/--output takes `json`; to write to a file use \
+             --output-file {s}"
+        )),
+    }
 }
 
 /// Update the progress bar every this many bytes of log read (its atomics and clock reads
@@ -64,7 +80,7 @@ pub fn run(args: ExportArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         ProgressBar::hidden()
     };
     let mut warnings = Warnings::default();
-    let exported = match &args.output {
+    let exported = match &args.output_file {
         None => {
             let stdout = io::stdout();
             let mut out = BufWriter::with_capacity(256 << 10, stdout.lock());
@@ -96,7 +112,7 @@ pub fn run(args: ExportArgs, dir: &Path) -> anyhow::Result<ExitCode> {
     progress.finish_and_clear();
     warnings.finish();
     let to = args
-        .output
+        .output_file
         .as_ref()
         .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
     eprintln!(
@@ -116,6 +132,7 @@ fn export(
     let mut json = Json::new(JsonShape {
         payload: true,
         context: true,
+        pretty: false,
     });
     let mut n = Exported::default();
     let mut last = src.position();

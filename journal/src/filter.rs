@@ -1,35 +1,50 @@
-//! Which records to show: time window, classification, minimum severity, record id, event
-//! id. [`FilterArgs`] is what clap parses (no I/O, no clock); [`FilterArgs::into_filter`]
+//! Which records to show: time window, classification, severity (exact or a priority
+//! range), boot, record id, event id. [`FilterArgs`] is what clap parses (no I/O, no clock); [`FilterArgs::into_filter`]
 //! validates it and resolves relative times against a given "now".
 
 use anyhow::{bail, Context as _};
 use records::{EventId, RecordId, Severity};
 
 use super::record::Rec;
+use super::when::{parse_time, Zone};
 
 /// Record filters shared by `list` and `export`. All given filters must match.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct FilterArgs {
-    /// Only records created at or after TIME: RFC 3339 (`2024-05-01T12:00:00Z`, UTC), a date
-    /// (`2024-05-01`), `now`, or relative (`-1h`, `-30min`, `2 days ago`).
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    /// Only records created at or after TIME: `now`, `today`, `yesterday`, `tomorrow`,
+    /// relative (`-1h`, `-30min`, `2 days ago`), `@EPOCH` seconds, RFC 3339 with `Z` or an
+    /// offset (`2024-05-01T12:00:00+02:00`), or a local date/time (`2024-05-01`,
+    /// `"2024-05-01 12:00"`, `12:00`; local unless --utc).
+    #[arg(short = 'S', long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Only records created before TIME (same forms as --since).
-    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    #[arg(short = 'U', long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Only this classification: exact (`org.seglog/hello/world`) or a prefix ending in `*`
     /// (`org.seglog/*`). Repeat to allow several.
     #[arg(short = 'c', long = "classification", value_name = "CLASS")]
     pub classifications: Vec<String>,
-    /// Only records of at least this severity (1 low, 2 medium, 3 high, 4 critical).
+    /// Only records of exactly this severity (1 low, 2 medium, 3 high, 4 critical, or the
+    /// name), as `record -s` sets it.
     #[arg(short = 's', long, value_name = "SEV")]
     pub severity: Option<String>,
-    /// Only the record with this id (32 hex characters).
+    /// Only records of this priority or higher (`high`, `3`), or in a range
+    /// (`low..high`, `2..`, `..medium`), like `journalctl -p`.
+    #[arg(short = 'p', long, value_name = "PRIO")]
+    pub priority: Option<String>,
+    /// Only records of this boot: the current one without a value, else a boot id (32 hex
+    /// characters, dashes allowed, as in /proc/sys/kernel/random/boot_id).
+    #[arg(short = 'b', long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+    pub boot: Option<String>,
+    /// Only the record with this id (32 hex characters, either case).
     #[arg(short = 'r', long, value_name = "ID")]
     pub record_id: Option<String>,
-    /// Only records of this event (32 hex characters).
+    /// Only records of this event (32 hex characters, either case).
     #[arg(short = 'e', long, value_name = "ID")]
     pub event_id: Option<String>,
+    /// Show and read times in UTC instead of the local time zone.
+    #[arg(long)]
+    pub utc: bool,
 }
 
 /// A validated filter.
@@ -38,7 +53,9 @@ pub struct Filter {
     since_ms: Option<i64>,
     until_ms: Option<i64>,
     classes: Vec<ClassPattern>,
-    min_severity: Option<Severity>,
+    /// Lowest and highest severity shown (both inclusive).
+    severities: Option<(Severity, Severity)>,
+    boot_id: Option<[u8; 16]>,
     record_id: Option<RecordId>,
     event_id: Option<EventId>,
 }
@@ -75,19 +92,25 @@ impl ClassPattern {
 }
 
 impl FilterArgs {
+    /// The zone times are shown and read in.
+    pub fn zone(&self) -> Zone {
+        Zone::pick(self.utc)
+    }
+
     /// Validates the filters; relative times are taken relative to `now_ms` (milliseconds
     /// since the epoch).
     pub fn into_filter(self, now_ms: i64) -> anyhow::Result<Filter> {
+        let zone = self.zone();
         let since_ms = self
             .since
             .as_deref()
-            .map(|s| parse_time(s, now_ms))
+            .map(|s| parse_time(s, now_ms, &zone))
             .transpose()
             .context("--since")?;
         let until_ms = self
             .until
             .as_deref()
-            .map(|s| parse_time(s, now_ms))
+            .map(|s| parse_time(s, now_ms, &zone))
             .transpose()
             .context("--until")?;
         if let (Some(a), Some(b)) = (since_ms, until_ms) {
@@ -100,20 +123,24 @@ impl FilterArgs {
             .iter()
             .map(|c| ClassPattern::parse(c))
             .collect::<Result<Vec<_>, _>>()?;
-        let min_severity = self
-            .severity
-            .as_deref()
-            .map(|s| s.parse::<Severity>())
-            .transpose()
-            .map_err(|_| {
+        let mut severities = self.priority.as_deref().map(parse_priority).transpose()?;
+        if let Some(s) = self.severity.as_deref() {
+            let sev = s.parse::<Severity>().map_err(|_| {
                 anyhow::anyhow!(
-                    "invalid --severity: use 1 (low), 2 (medium), 3 (high) or 4 (critical)"
+                    "invalid --severity {s:?}: use 1 (low), 2 (medium), 3 (high) or 4 (critical), or the name"
                 )
             })?;
+            let (lo, hi) = severities.unwrap_or((Severity::LOW, Severity::CRITICAL));
+            if sev < lo || sev > hi {
+                bail!("--severity {s} is outside --priority: nothing can match");
+            }
+            severities = Some((sev, sev));
+        }
+        let boot_id = self.boot.as_deref().map(parse_boot).transpose()?;
         let record_id = self
             .record_id
             .as_deref()
-            .map(|s| RecordId::parse(&s.trim().to_ascii_lowercase()))
+            .map(|s| RecordId::parse(s.trim()))
             .transpose()
             .map_err(|why| {
                 anyhow::anyhow!(
@@ -123,28 +150,74 @@ impl FilterArgs {
         let event_id = self
             .event_id
             .as_deref()
-            .map(|s| EventId::parse(&s.trim().to_ascii_lowercase()))
+            .map(|s| EventId::parse(s.trim()))
             .transpose()
             .context("invalid --event-id")?;
         Ok(Filter {
             since_ms,
             until_ms,
             classes,
-            min_severity,
+            severities,
+            boot_id,
             record_id,
             event_id,
         })
     }
 }
 
+/// `--priority`: a severity (that one or higher) or a range `A..B`, `A..`, `..B`.
+fn parse_priority(s: &str) -> anyhow::Result<(Severity, Severity)> {
+    let sev = |t: &str, default: Severity| -> anyhow::Result<Severity> {
+        if t.trim().is_empty() {
+            return Ok(default);
+        }
+        t.parse::<Severity>().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --priority {s:?}: use a severity (1 low, 2 medium, 3 high, 4 critical, or \
+                 the name) for that one or higher, or a range such as low..high, 2.. or ..medium"
+            )
+        })
+    };
+    let (lo, hi) = match s.split_once("..") {
+        Some((a, b)) => (sev(a, Severity::LOW)?, sev(b, Severity::CRITICAL)?),
+        None => (sev(s, Severity::LOW)?, Severity::CRITICAL),
+    };
+    if lo > hi {
+        bail!("invalid --priority {s:?}: the range is empty (the lower end comes first, e.g. low..high)");
+    }
+    Ok((lo, hi))
+}
+
+/// `--boot`: empty for the current boot, else a boot id with or without dashes.
+fn parse_boot(s: &str) -> anyhow::Result<[u8; 16]> {
+    const KERNEL: &str = "/proc/sys/kernel/random/boot_id";
+    let text = if s.trim().is_empty() {
+        std::fs::read_to_string(KERNEL).with_context(|| {
+            format!(
+                "--boot without an id needs the current boot id from {KERNEL}; give the id instead"
+            )
+        })?
+    } else {
+        s.to_owned()
+    };
+    let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+    let mut out = [0u8; 16];
+    if hex.len() != 32 || hex::decode_to_slice(&hex, &mut out).is_err() {
+        bail!("invalid --boot {s:?}: give a boot id, 32 hex characters (dashes allowed), as `journal -o verbose` shows");
+    }
+    Ok(out)
+}
+
 impl Filter {
     /// Whether `r` passes every filter.
     pub fn matches(&self, r: &Rec<'_>) -> bool {
         let t = r.meta.wall_ms;
+        let sev = r.meta.severity;
         self.since_ms.is_none_or(|s| t >= s)
             && self.until_ms.is_none_or(|u| t < u)
-            && self.min_severity.is_none_or(|m| r.meta.severity >= m)
+            && self.severities.is_none_or(|(lo, hi)| sev >= lo && sev <= hi)
             && self.event_id.is_none_or(|e| r.meta.event_id == Some(e))
+            && self.boot_id.is_none_or(|b| r.context.boot_id == b)
             && (self.classes.is_empty()
                 || self
                     .classes
@@ -160,74 +233,11 @@ impl Filter {
     }
 }
 
-/// Parses a time for --since/--until into milliseconds since the epoch.
-pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
-    let t = s.trim();
-    if t.eq_ignore_ascii_case("now") {
-        return Ok(now_ms);
-    }
-    let relative = |body: &str, sign: i64| -> anyhow::Result<i64> {
-        let d = humantime::parse_duration(body.trim()).with_context(|| {
-            format!("invalid relative time {s:?} (examples: -1h, -30min, \"2 days ago\")")
-        })?;
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        Ok(now_ms.saturating_add(sign.saturating_mul(ms)))
-    };
-    if let Some(body) = t.strip_prefix('-') {
-        return relative(body, -1);
-    }
-    if let Some(body) = t.strip_prefix('+') {
-        return relative(body, 1);
-    }
-    if let Some(body) = t.strip_suffix("ago") {
-        return relative(body, -1);
-    }
-    let full;
-    let t = if t.len() == 10 && t.as_bytes().get(4) == Some(&b'-') {
-        full = format!("{t}T00:00:00Z");
-        full.as_str()
-    } else {
-        t
-    };
-    let at = humantime::parse_rfc3339_weak(t).with_context(|| {
-        format!("invalid time {s:?}: use RFC 3339 in UTC (2024-05-01T12:00:00Z), a date (2024-05-01), now, or relative (-1h)")
-    })?;
-    Ok(super::timefmt::system_time_ms(at))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000;
-
-    #[test]
-    fn relative_times_count_back_from_now() {
-        assert_eq!(parse_time("-1h", NOW).unwrap(), NOW - 3_600_000);
-        assert_eq!(parse_time("-30min", NOW).unwrap(), NOW - 1_800_000);
-        assert_eq!(parse_time("2 days ago", NOW).unwrap(), NOW - 2 * 86_400_000);
-        assert_eq!(parse_time("+10s", NOW).unwrap(), NOW + 10_000);
-        assert_eq!(parse_time("now", NOW).unwrap(), NOW);
-    }
-
-    #[test]
-    fn absolute_times_accept_rfc3339_and_plain_dates() {
-        assert_eq!(parse_time("2023-11-14T22:13:20Z", NOW).unwrap(), NOW);
-        assert_eq!(
-            parse_time("2023-11-14T22:13:20.5Z", NOW).unwrap(),
-            NOW + 500
-        );
-        assert_eq!(parse_time("2023-11-14 22:13:20", NOW).unwrap(), NOW);
-        assert_eq!(parse_time("1970-01-02", NOW).unwrap(), 86_400_000);
-    }
-
-    #[test]
-    fn bad_times_say_which_forms_work() {
-        let e = format!("{:#}", parse_time("yesterday-ish", NOW).unwrap_err());
-        assert!(e.contains("RFC 3339"), "{e}");
-        let e = format!("{:#}", parse_time("-fortnight", NOW).unwrap_err());
-        assert!(e.contains("-1h"), "{e}");
-    }
 
     #[test]
     fn classification_patterns_are_exact_or_trailing_star_prefixes() {
@@ -251,6 +261,11 @@ mod tests {
             ..Default::default()
         };
         assert!(format!("{:#}", bad_sev.into_filter(NOW).unwrap_err()).contains("--severity"));
+        let bad_boot = FilterArgs {
+            boot: Some("xyz".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", bad_boot.into_filter(NOW).unwrap_err()).contains("--boot"));
         let bad_id = FilterArgs {
             record_id: Some("xyz".into()),
             ..Default::default()
@@ -270,5 +285,52 @@ mod tests {
             upper.into_filter(NOW).unwrap().record_id(),
             Some(RecordId::from_bytes([0xaa; 16]))
         );
+    }
+
+    #[test]
+    fn priorities_are_a_severity_and_up_or_a_range() {
+        use Severity as S;
+        assert_eq!(parse_priority("high").unwrap(), (S::HIGH, S::CRITICAL));
+        assert_eq!(parse_priority("3").unwrap(), (S::HIGH, S::CRITICAL));
+        assert_eq!(parse_priority("low..high").unwrap(), (S::LOW, S::HIGH));
+        assert_eq!(parse_priority("2..").unwrap(), (S::MEDIUM, S::CRITICAL));
+        assert_eq!(parse_priority("..Medium").unwrap(), (S::LOW, S::MEDIUM));
+        for bad in ["critical..low", "5", "hi..", "x"] {
+            let e = format!("{:#}", parse_priority(bad).unwrap_err());
+            assert!(e.contains("--priority"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn severity_is_exact_and_must_lie_inside_the_priority() {
+        let f = FilterArgs {
+            severity: Some("medium".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.into_filter(NOW).unwrap().severities,
+            Some((Severity::MEDIUM, Severity::MEDIUM))
+        );
+        let f = FilterArgs {
+            severity: Some("1".into()),
+            priority: Some("high".into()),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", f.into_filter(NOW).unwrap_err()).contains("outside"));
+    }
+
+    #[test]
+    fn boot_ids_take_dashes_and_either_case() {
+        assert_eq!(
+            parse_boot("B0B0B0B0-b0b0-b0b0-b0b0-b0b0b0b0b0b0").unwrap(),
+            [0xb0; 16]
+        );
+        assert!(parse_boot("b0b0").is_err());
+        if std::path::Path::new("/proc/sys/kernel/random/boot_id").exists() {
+            assert!(
+                parse_boot("").is_ok(),
+                "the current boot id is read from /proc"
+            );
+        }
     }
 }

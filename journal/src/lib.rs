@@ -12,8 +12,10 @@
 //! newest segment) is simply where the log ends, never damage.
 //!
 //! Layout: this file holds the clap arguments and the dispatch; [`source`] opens the log and
-//! turns frames into decoded records; [`filter`] selects records; [`output`] renders them;
-//! [`list`], [`verify`], [`stats`] and [`export`] are the subcommands.
+//! turns frames into decoded records; [`filter`] selects records (times read by [`when`], in
+//! the local zone unless `--utc`); [`short`] renders the journalctl-like text forms and
+//! [`output`] JSON; [`pager`] pipes a terminal's output through `$PAGER`; [`list`],
+//! [`verify`], [`stats`] and [`export`] are the subcommands.
 
 #![forbid(unsafe_code)]
 
@@ -21,13 +23,16 @@ mod export;
 mod filter;
 mod list;
 mod output;
+mod pager;
 mod record;
+mod short;
 mod source;
 mod stats;
 mod timefmt;
 mod upload_state;
 mod verify;
 mod warnings;
+mod when;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +59,6 @@ directory.";
 #[derive(Debug, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
-    disable_version_flag = true,
     after_help = EXIT_CODES
 )]
 pub struct JournalArgs {
@@ -67,8 +71,8 @@ pub struct JournalArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum JournalCommand {
-    /// List records, one line each (the default).
-    #[command(disable_version_flag = true, after_help = EXIT_CODES)]
+    /// List records, one line each like `journalctl` (the default).
+    #[command(after_help = EXIT_CODES)]
     List(list::ListArgs),
     /// Check every segment header and frame; print each damaged range and a summary.
     ///
@@ -78,13 +82,14 @@ enum JournalCommand {
     /// reserved is waited for (--hole-timeout) before it counts as abandoned, and the space
     /// after the newest reservation is simply where the log ends. Verify checks what existed
     /// when it started.
-    #[command(disable_version_flag = true, after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Verify(verify::VerifyArgs),
     /// Segments, bytes, records, oldest and newest record, uploader cursor and backlog.
-    #[command(disable_version_flag = true, after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Stats(stats::StatsArgs),
-    /// Write every record (with its payload and context) as JSON lines.
-    #[command(disable_version_flag = true, after_help = EXIT_CODES)]
+    /// Write every record (with its payload and context) as JSON lines, to stdout or
+    /// --output-file.
+    #[command(after_help = EXIT_CODES)]
     Export(export::ExportArgs),
 }
 
@@ -175,20 +180,24 @@ mod tests {
     }
 
     #[test]
+    fn lines_without_a_value_is_ten_and_output_takes_the_journalctl_modes() {
+        let cli = Cli::try_parse_from(["journal", "-n", "-o", "json-pretty"]).unwrap();
+        assert_eq!(cli.journal.list.lines, Some(10));
+        assert_eq!(cli.journal.list.output, list::OutputMode::JsonPretty);
+        let cli = Cli::try_parse_from(["journal", "list", "-n"]).unwrap();
+        match cli.journal.command.map(|c| *c) {
+            Some(JournalCommand::List(l)) => assert_eq!(l.lines, Some(10)),
+            other => panic!("expected list, got {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["journal", "-o", "xml"]).is_err());
+    }
+
+    #[test]
     fn verify_subcommand_parses_hole_timeout() {
         let cli = Cli::try_parse_from(["journal", "verify", "--hole-timeout", "0"]).unwrap();
         match cli.journal.command.map(|c| *c) {
             Some(JournalCommand::Verify(v)) => assert_eq!(v.read.hole_timeout, Duration::ZERO),
             other => panic!("expected verify, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn headers_flag_is_capital_v() {
-        let cli = Cli::try_parse_from(["journal", "list", "-V"]).unwrap();
-        match cli.journal.command.map(|c| *c) {
-            Some(JournalCommand::List(l)) => assert!(l.headers),
-            other => panic!("expected list, got {other:?}"),
         }
     }
 

@@ -1,5 +1,6 @@
-//! `seglog journal [list]`: records one per line (or JSON), filtered, optionally only the last
-//! N, optionally following the live log.
+//! `seglog journal [list]`: records one per line like `journalctl` (or JSON, or every field),
+//! filtered, optionally only the last N, optionally following the live log; through a pager
+//! on a terminal.
 //!
 //! Memory stays constant whatever the log size: records stream from the reader straight into
 //! a buffered stdout; `-n N` keeps only the rendered lines of the last N matches in a ring of
@@ -11,34 +12,66 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use super::filter::{Filter, FilterArgs};
-use super::output::{self, Json, JsonShape, Text};
+use super::output::{Json, JsonShape};
+use super::pager::Sink;
 use super::record::Rec;
+use super::short::{ShortText, TextForm};
 use super::source::{Item, Source};
 use super::timefmt::system_time_ms;
 pub use super::warnings::Warnings;
+use super::when::ZonedFmt;
 use super::ReadArgs;
+
+/// How records are shown (`-o`), as in `journalctl -o`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputMode {
+    /// Time, classification, severity and the message (the payload as text), one line each.
+    #[default]
+    Short,
+    /// The message only.
+    Cat,
+    /// One JSON object per line, with the payload.
+    Json,
+    /// JSON objects indented over several lines, with the payload.
+    JsonPretty,
+    /// Every field of the record and its writer's context, one per line.
+    Verbose,
+}
 
 /// List records.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
-    /// Show only the last N matching records (with --follow: then keep following).
-    #[arg(short = 'n', long = "lines", value_name = "N")]
+    /// Show only the last N matching records (10 when N is left out; with --follow: then
+    /// keep following).
+    #[arg(
+        short = 'n',
+        long = "lines",
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "10"
+    )]
     pub lines: Option<usize>,
-    /// Show each record's payload under it: text, or hex when it is not UTF-8.
-    #[arg(short = 'i', long)]
-    pub include_payload: bool,
-    /// One JSON object per line instead of text.
-    #[arg(long)]
+    /// Output form: short (time, classification, severity, message), cat (the message),
+    /// json (one object per line, with the payload), json-pretty, verbose (every field).
+    #[arg(short = 'o', long, value_name = "MODE", value_enum, default_value_t)]
+    pub output: OutputMode,
+    /// The same as `-o json` (kept for older scripts).
+    #[arg(long, hide = true)]
     pub json: bool,
+    /// Accepted for older scripts and ignored: the message is on every line now, and JSON
+    /// always carries the payload.
+    #[arg(short = 'i', long, hide = true)]
+    pub include_payload: bool,
     /// Keep running and print records as they are written (like `journalctl -f`). Past the
     /// first 10 warnings, skipped data is summarised on stderr every 10 s or 1000 skips.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Print a line of column headings first (text output).
-    #[arg(short = 'V', long = "headers")]
-    pub headers: bool,
+    /// Write straight to standard output, without a pager (there is none anyway when the
+    /// output is not a terminal, and none with --follow).
+    #[arg(long)]
+    pub no_pager: bool,
     /// How often --follow looks for new records.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = super::parse_duration)]
     pub poll_interval: Duration,
@@ -46,11 +79,22 @@ pub struct ListArgs {
     pub read: ReadArgs,
 }
 
+impl ListArgs {
+    fn mode(&self) -> OutputMode {
+        if self.json {
+            OutputMode::Json
+        } else {
+            self.output
+        }
+    }
+}
+
 /// Output buffer: large enough that a write syscall carries hundreds of lines.
 const OUT_BUF: usize = 256 << 10;
 
 /// Runs `seglog journal list`.
 pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
+    let zone = args.filter.zone();
     let filter = args
         .filter
         .clone()
@@ -60,16 +104,16 @@ pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         // Without --follow, list what was there at the start, even if writers outpace us.
         src.stop_at_current_end()?;
     }
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(OUT_BUF, stdout.lock());
-    let render = if args.json {
-        let shape = JsonShape {
-            payload: args.include_payload,
+    let mode = args.mode();
+    let render = match mode {
+        OutputMode::Json | OutputMode::JsonPretty => Render::Json(Json::new(JsonShape {
+            payload: true,
             context: false,
-        };
-        Render::Json(Json::new(shape))
-    } else {
-        Render::Text(Text::new(args.include_payload))
+            pretty: mode == OutputMode::JsonPretty,
+        })),
+        OutputMode::Short => Render::Text(ShortText::new(TextForm::Short, ZonedFmt::new(zone))),
+        OutputMode::Cat => Render::Text(ShortText::new(TextForm::Cat, ZonedFmt::new(zone))),
+        OutputMode::Verbose => Render::Text(ShortText::new(TextForm::Verbose, ZonedFmt::new(zone))),
     };
     let mut lister = Lister {
         args: &args,
@@ -77,30 +121,26 @@ pub fn run(args: ListArgs, dir: &Path) -> anyhow::Result<ExitCode> {
         render,
         warnings: Warnings::default(),
         found_id: false,
+        shown: 0,
     };
-    if args.headers && !args.json {
-        output::write_text_headings(&mut out)?;
-    }
-    match args.lines {
-        Some(n) => lister.last_n(&mut src, &mut out, n)?,
-        None => lister.stream(&mut src, &mut out)?,
-    }
-    if args.follow {
-        loop {
-            out.flush()?;
-            std::thread::sleep(args.poll_interval);
-            lister.stream(&mut src, &mut out)?;
-            out.flush()?;
-            lister.warnings.tick();
-        }
-    }
-    out.flush()?;
+    let sink = Sink::open(!args.no_pager && !args.follow);
+    let mut out = BufWriter::with_capacity(OUT_BUF, sink);
+    let result = lister.run(&mut src, &mut out, mode);
+    // Hand the rest to the pager and wait for the person to quit it, whatever happened.
+    let flushed = out.flush();
+    let finished = match out.into_inner() {
+        Ok(sink) => sink.finish(),
+        Err(e) => Err(e.into_error()),
+    };
+    result?;
+    flushed?;
+    finished?;
     lister.warnings.finish();
     Ok(ExitCode::SUCCESS)
 }
 
 enum Render {
-    Text(Text),
+    Text(ShortText),
     Json(Json),
 }
 
@@ -111,9 +151,38 @@ struct Lister<'a> {
     warnings: Warnings,
     /// The record asked for with --record-id was printed: ids are unique, stop reading.
     found_id: bool,
+    /// Records shown so far.
+    shown: u64,
 }
 
 impl Lister<'_> {
+    fn run(
+        &mut self,
+        src: &mut Source,
+        out: &mut impl Write,
+        mode: OutputMode,
+    ) -> anyhow::Result<()> {
+        match self.args.lines {
+            Some(n) => self.last_n(src, out, n)?,
+            None => self.stream(src, out)?,
+        }
+        let json = matches!(mode, OutputMode::Json | OutputMode::JsonPretty);
+        if self.shown == 0 && !json {
+            // As journalctl: an empty result says so (JSON stays parseable: nothing).
+            out.write_all(b"-- No entries --\n")?;
+        }
+        if self.args.follow {
+            loop {
+                out.flush()?;
+                std::thread::sleep(self.args.poll_interval);
+                self.stream(src, out)?;
+                out.flush()?;
+                self.warnings.tick();
+            }
+        }
+        Ok(())
+    }
+
     fn render(&mut self, out: &mut impl Write, r: &Rec<'_>) -> io::Result<()> {
         match &mut self.render {
             Render::Json(j) => j.write(out, r),
@@ -133,6 +202,7 @@ impl Lister<'_> {
                 Item::Record(r) => {
                     if self.filter.matches(&r) {
                         self.render(out, &r)?;
+                        self.shown += 1;
                         self.found_id |= self.filter.record_id().is_some();
                     }
                 }
@@ -164,6 +234,7 @@ impl Lister<'_> {
                 other => self.warnings.note(&other),
             }
         }
+        self.shown += ring.slots.len() as u64;
         ring.write_to(out)?;
         Ok(())
     }

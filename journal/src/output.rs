@@ -1,11 +1,9 @@
-//! Rendering records as text lines and JSON objects, without allocating per record.
+//! Rendering records as JSON objects, without allocating per record (the text forms are in
+//! [`super::short`]).
 //!
-//! Text: one line per record (time, classification, severity, record id, event id, machine
-//! id, payload size), with the payload on the following line(s) when asked for, indented by
-//! four spaces. JSON: one object per line; the payload is `payload` (UTF-8 text) or
-//! `payload_hex` (anything else), never both.
-//!
-//! Each renderer builds a record in a reused buffer and hands it to the output in one write.
+//! JSON: one object per line (or pretty-printed); the payload is `payload` (UTF-8 text) or
+//! `payload_hex` (anything else), never both. The renderer builds a record in a reused
+//! buffer and hands it to the output in one write.
 
 use std::fmt::{self, Display};
 use std::io::{self, Write};
@@ -15,12 +13,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use super::record::Rec;
-use super::timefmt::{self, TimeFmt};
-
-/// Width of the classification column (telemctl's); longer ones push the line right.
-const CLASS_WIDTH: usize = 30;
-/// Width of the id columns (32 hex characters).
-const ID_WIDTH: usize = 32;
+use super::timefmt::TimeFmt;
 
 /// Whether `e` (anywhere in its chain) is a closed pipe on output.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -45,150 +38,6 @@ impl Display for Hex<'_> {
     }
 }
 
-/// The column headings (`-V`).
-pub fn write_text_headings(out: &mut impl Write) -> io::Result<()> {
-    writeln!(
-        out,
-        "{:<24} {:<CLASS_WIDTH$} {:>3} {:<ID_WIDTH$} {:<ID_WIDTH$} {:<ID_WIDTH$} {:>6}",
-        "Time", "Classification", "Sev", "Record ID", "Event ID", "Machine ID", "Size"
-    )
-}
-
-/// Renders records as text lines.
-#[derive(Debug, Default)]
-pub struct Text {
-    line: Vec<u8>,
-    time: TimeFmt,
-    payload: bool,
-}
-
-impl Text {
-    /// A renderer; `payload` adds each record's payload under its line.
-    pub fn new(payload: bool) -> Self {
-        Text {
-            payload,
-            ..Text::default()
-        }
-    }
-
-    /// Writes one record.
-    pub fn write(&mut self, out: &mut impl Write, r: &Rec<'_>) -> io::Result<()> {
-        let l = &mut self.line;
-        l.clear();
-        match self.time.format(r.meta.wall_ms) {
-            Some(t) => l.extend_from_slice(t.as_bytes()),
-            None => push_padded(l, format!("@{}", r.meta.wall_ms).as_bytes(), timefmt::LEN),
-        }
-        l.push(b' ');
-        push_padded(l, r.meta.classification.as_str().as_bytes(), CLASS_WIDTH);
-        l.extend_from_slice(b"   ");
-        l.push(b'0' + r.meta.severity.get());
-        l.push(b' ');
-        push_hex16(l, r.id().as_bytes());
-        l.push(b' ');
-        match &r.meta.event_id {
-            Some(e) => push_hex16(l, e.as_bytes()),
-            None => push_padded(l, b"-", ID_WIDTH),
-        }
-        l.push(b' ');
-        let machine = r.context.machine_id.as_bytes();
-        if machine.iter().all(u8::is_ascii_graphic) {
-            push_padded(l, machine, ID_WIDTH);
-        } else {
-            // A context is data from disk: never let it carry a newline or an escape.
-            let start = l.len();
-            write_escaped(l, &r.context.machine_id)?;
-            let n = l.len() - start;
-            l.resize(l.len() + ID_WIDTH.saturating_sub(n), b' ');
-        }
-        l.push(b' ');
-        push_number(l, r.payload.len() as u64, 6);
-        l.push(b'\n');
-        if self.payload {
-            write_payload_text(l, r.payload)?;
-        }
-        out.write_all(l)
-    }
-}
-
-fn push_padded(l: &mut Vec<u8>, s: &[u8], width: usize) {
-    l.extend_from_slice(s);
-    l.resize(l.len() + width.saturating_sub(s.len()), b' ');
-}
-
-fn push_hex16(l: &mut Vec<u8>, b: &[u8; 16]) {
-    let mut buf = [0u8; 32];
-    if hex::encode_to_slice(b, &mut buf).is_ok() {
-        l.extend_from_slice(&buf);
-    }
-}
-
-/// `v` in decimal, right-aligned in `width` columns.
-fn push_number(l: &mut Vec<u8>, mut v: u64, width: usize) {
-    let mut buf = [0u8; 20];
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
-        start -= 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let digits = buf.get(start..).unwrap_or_default();
-    l.resize(l.len() + width.saturating_sub(digits.len()), b' ');
-    l.extend_from_slice(digits);
-}
-
-/// The payload under its record line: each line of UTF-8 text indented by four spaces,
-/// control characters other than tab escaped (so a payload cannot forge record lines or
-/// terminal escapes); anything that is not UTF-8 as one `hex:` line.
-pub fn write_payload_text(out: &mut impl Write, payload: &[u8]) -> io::Result<()> {
-    match std::str::from_utf8(payload) {
-        Ok(text) => {
-            let text = text.strip_suffix('\n').unwrap_or(text);
-            for line in text.split('\n') {
-                out.write_all(b"    ")?;
-                write_escaped(out, line)?;
-                out.write_all(b"\n")?;
-            }
-            Ok(())
-        }
-        Err(_) => writeln!(out, "    hex: {}", Hex(payload)),
-    }
-}
-
-/// Whether `b` holds a byte that can be (part of) a control character other than tab: C0
-/// controls, DEL, or 0xC2 (the only lead byte of C1 controls, U+0080..=U+009F, though also
-/// of harmless characters such as `°`). Branch-free per 32-byte block, so it vectorizes.
-fn may_need_escape(b: &[u8]) -> bool {
-    b.chunks(32).any(|block| {
-        block.iter().fold(false, |hit, &c| {
-            hit | ((c < 0x20) & (c != b'\t')) | (c == 0x7f) | (c == 0xc2)
-        })
-    })
-}
-
-/// Writes `s`, escaping control characters (except tab) as `\r`, `\x1b`, `\u{85}`...
-fn write_escaped(out: &mut impl Write, s: &str) -> io::Result<()> {
-    if !may_need_escape(s.as_bytes()) {
-        return out.write_all(s.as_bytes());
-    }
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if c.is_control() && c != '\t' {
-            out.write_all(s.get(start..i).unwrap_or_default().as_bytes())?;
-            match c {
-                '\r' => out.write_all(b"\\r")?,
-                c if (c as u32) < 0x80 => write!(out, "\\x{:02x}", c as u32)?,
-                c => write!(out, "\\u{{{:x}}}", c as u32)?,
-            }
-            start = i + c.len_utf8();
-        }
-    }
-    out.write_all(s.get(start..).unwrap_or_default().as_bytes())
-}
-
 /// What a JSON record line holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonShape {
@@ -196,6 +45,8 @@ pub struct JsonShape {
     pub payload: bool,
     /// Include the whole writer context (OS, kernel, hardware...), as `export` does.
     pub context: bool,
+    /// Indented over several lines (`-o json-pretty`) instead of one line per record.
+    pub pretty: bool,
 }
 
 /// Renders records as single-line JSON objects.
@@ -229,8 +80,14 @@ impl Json {
             time: self.time.format(r.meta.wall_ms),
             payload: self.shape.payload,
         };
-        serde_json::to_writer(&mut self.line, &rec).map_err(io::Error::from)?;
-        if self.shape.context {
+        if self.shape.pretty {
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"  ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut self.line, fmt);
+            rec.serialize(&mut ser).map_err(io::Error::from)?;
+        } else {
+            serde_json::to_writer(&mut self.line, &rec).map_err(io::Error::from)?;
+        }
+        if self.shape.context && !self.shape.pretty {
             let ctx = match &mut self.context {
                 Some((serial, json)) if *serial == r.context_serial => json,
                 cache => {
@@ -370,119 +227,6 @@ mod tests {
     }
 
     #[test]
-    fn text_lines_line_up_with_the_headings() {
-        let ctx = fixture::context();
-        let r = fixture::rec(
-            &ctx,
-            AT,
-            "org.seglog/hello/world",
-            2,
-            1_700_000_000_123,
-            None,
-            b"hello",
-        );
-        let mut out = Vec::new();
-        write_text_headings(&mut out).unwrap();
-        Text::new(false).write(&mut out, &r).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0].len(), lines[1].len(), "{text}");
-        for heading in [
-            "Classification",
-            "Sev",
-            "Record ID",
-            "Event ID",
-            "Machine ID",
-        ] {
-            let col = lines[0].find(heading).unwrap();
-            let above = lines[1].as_bytes()[col - 1];
-            assert_eq!(above, b' ', "column {heading} starts after a space: {text}");
-        }
-        let expected = format!(
-            "2023-11-14T22:13:20.123Z {:<30}   2 {} {:<32} {} {:>6}",
-            "org.seglog/hello/world",
-            r.id(),
-            "-",
-            "m".repeat(32),
-            5
-        );
-        assert_eq!(lines[1], expected);
-    }
-
-    #[test]
-    fn a_machine_id_with_control_characters_cannot_break_the_line() {
-        let mut ctx = fixture::context();
-        ctx.machine_id = "evil\nline".into();
-        let r = fixture::rec(&ctx, AT, "a/b/c", 1, 0, Some([0xee; 16]), b"");
-        let mut out = Vec::new();
-        Text::new(false).write(&mut out, &r).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
-        assert!(
-            text.contains("evil\\x0aline") && text.contains(&"ee".repeat(16)),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn times_outside_rfc3339_print_raw_and_keep_the_columns() {
-        let ctx = fixture::context();
-        let r = fixture::rec(&ctx, AT, "a/b/c", 1, -1, None, b"");
-        let mut out = Vec::new();
-        Text::new(false).write(&mut out, &r).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with(&format!("{:<24} a/b/c", "@-1")), "{text}");
-    }
-
-    #[test]
-    fn numbers_are_right_aligned() {
-        let mut l = Vec::new();
-        push_number(&mut l, 0, 6);
-        push_number(&mut l, 1_234_567, 6);
-        push_number(&mut l, u64::MAX, 3);
-        assert_eq!(
-            String::from_utf8(l).unwrap(),
-            format!("     01234567{}", u64::MAX)
-        );
-    }
-
-    #[test]
-    fn payload_text_is_indented_and_control_characters_are_escaped() {
-        let mut out = Vec::new();
-        write_payload_text(&mut out, b"line one\nline\ttwo\x1b[31m\r\n").unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "    line one\n    line\ttwo\\x1b[31m\\r\n"
-        );
-        let mut out = Vec::new();
-        write_payload_text(&mut out, "caf\u{e9} \u{85}".as_bytes()).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "    caf\u{e9} \\u{85}\n");
-        let mut out = Vec::new();
-        write_payload_text(&mut out, "21\u{b0}C\tok\u{7f}".as_bytes()).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "    21\u{b0}C\tok\\x7f\n");
-    }
-
-    #[test]
-    fn the_escape_check_finds_every_control_character_in_any_block() {
-        for pos in [0usize, 31, 32, 33, 95] {
-            for bad in [0x00u8, 0x1b, b'\n', 0x7f, 0xc2] {
-                let mut b = vec![b'a'; 96];
-                b[pos] = bad;
-                assert!(may_need_escape(&b), "byte {bad:#x} at {pos}");
-            }
-        }
-        assert!(!may_need_escape(b"plain\ttext with spaces and \xc3\xa9"));
-        assert!(!may_need_escape(b""));
-    }
-
-    #[test]
-    fn binary_payload_prints_as_one_hex_line() {
-        let mut out = Vec::new();
-        write_payload_text(&mut out, &[0xff, 0x00, 0x10]).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "    hex: ff0010\n");
-    }
-
-    #[test]
     fn json_objects_hold_every_field_and_the_payload_in_one_of_two_forms() {
         let ctx = fixture::context();
         let text = fixture::rec(
@@ -498,6 +242,7 @@ mod tests {
         let mut json = Json::new(JsonShape {
             payload: true,
             context: true,
+            pretty: false,
         });
         let mut out = Vec::new();
         json.write(&mut out, &text).unwrap();
@@ -528,6 +273,7 @@ mod tests {
         let mut lean = Json::new(JsonShape {
             payload: false,
             context: false,
+            pretty: false,
         });
         let mut out = Vec::new();
         lean.write(&mut out, &text).unwrap();
@@ -546,6 +292,7 @@ mod tests {
         let mut json = Json::new(JsonShape {
             payload: false,
             context: true,
+            pretty: false,
         });
         let mut out = Vec::new();
         for (ctx, serial) in [(&a, 1), (&a, 1), (&b, 2), (&a, 3)] {

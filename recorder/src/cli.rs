@@ -20,7 +20,8 @@ pub struct RecordArgs {
     /// parts of printable ASCII, at most 140 bytes).
     #[arg(short = 'c', long = "class", value_name = "CLASS")]
     pub class: Classification,
-    /// Severity: 1 (low), 2 (medium), 3 (high) or 4 (critical).
+    /// Severity: 1 (low), 2 (medium), 3 (high) or 4 (critical), or the name (the record's own
+    /// severity; `journal -s` selects records of exactly this severity, `journal -p` a range).
     #[arg(short = 's', long = "severity", value_name = "SEV")]
     pub severity: Severity,
     /// The payload text.
@@ -34,7 +35,7 @@ pub struct RecordArgs {
     /// Read the payload from FILE ("-" for standard input).
     #[arg(short = 'P', long = "payload-file", value_name = "FILE")]
     pub payload_file: Option<PathBuf>,
-    /// Event id grouping records of one event: 32 lowercase hex characters.
+    /// Event id grouping records of one event: 32 hex characters (either case).
     #[arg(short = 'e', long = "event-id", value_name = "EVENT_ID")]
     pub event_id: Option<EventId>,
 }

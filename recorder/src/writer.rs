@@ -26,6 +26,9 @@ pub struct RecordBuilder<'a> {
     severity: Severity,
     payload: &'a [u8],
     event_id: Option<EventId>,
+    /// The record's own wall time (ms since the epoch) when it is not "now": an event
+    /// collected later keeps the time it happened.
+    wall_ms: Option<i64>,
 }
 
 impl RecordBuilder<'static> {
@@ -36,6 +39,7 @@ impl RecordBuilder<'static> {
             severity,
             payload: &[],
             event_id: None,
+            wall_ms: None,
         }
     }
 
@@ -56,11 +60,18 @@ impl<'a> RecordBuilder<'a> {
             severity: self.severity,
             payload,
             event_id: self.event_id,
+            wall_ms: self.wall_ms,
         }
     }
     /// Sets the event id.
     pub fn event_id(mut self, id: EventId) -> Self {
         self.event_id = Some(id);
+        self
+    }
+    /// Sets the record's wall time (ms since the Unix epoch) instead of the time of the
+    /// append: for events that happened before they were collected.
+    pub fn wall_ms(mut self, wall_ms: i64) -> Self {
+        self.wall_ms = Some(wall_ms);
         self
     }
     /// The classification.
@@ -545,18 +556,23 @@ impl Recorder {
             .ctx
             .base_wall_ms
             .saturating_add(i64::try_from(boot_delta_ms).unwrap_or(i64::MAX));
-        let time = RecordTime::Relative {
-            boot_delta_ms,
-            wall_skew_ms: wall_ms.saturating_sub(expected),
-        };
         let encode = |(r, hold_ms): &Admitted<'_, '_>, out: &mut Vec<u8>| {
+            let own = r.wall_ms.unwrap_or(wall_ms);
+            let time = RecordTime::Relative {
+                boot_delta_ms,
+                wall_skew_ms: own.saturating_sub(expected),
+            };
+            // A hold counts from the record's time: one dated earlier is held that much
+            // longer, so its release time stays now + hold.
+            let earlier = u64::try_from(wall_ms.saturating_sub(own)).unwrap_or(0);
+            let hold_ms = hold_ms.map(|h| h.saturating_add(earlier));
             let h = RecordHeader {
                 slot: st.ctx.slot,
                 class: ClassRef::Index(st.class_index(&r.classification).unwrap_or(u32::MAX)),
                 severity: r.severity,
                 time,
                 event_id: r.event_id,
-                hold_ms: *hold_ms,
+                hold_ms,
             };
             encode_record(&h, r.payload, out)
                 .map_err(|e| RecordError::State(std::io::Error::other(e.to_string())))

@@ -106,19 +106,23 @@ pub enum ValidationError {
         reason: &'static str,
     },
     /// The severity is not 1 to 4.
-    #[error("invalid severity {value}: use 1 (low), 2 (medium), 3 (high) or 4 (critical)")]
+    #[error(
+        "invalid severity {value}: use 1 (low), 2 (medium), 3 (high) or 4 (critical), or the name"
+    )]
     Severity {
         /// The refused value.
         value: i64,
     },
     /// The severity is not a number.
-    #[error("invalid severity {text:?}: use 1 (low), 2 (medium), 3 (high) or 4 (critical)")]
+    #[error(
+        "invalid severity {text:?}: use 1 (low), 2 (medium), 3 (high) or 4 (critical), or the name"
+    )]
     SeverityText {
         /// The refused text.
         text: String,
     },
-    /// The event id is not 32 lowercase hex characters.
-    #[error("invalid event id {value:?}: {reason}; use 32 lowercase hex characters (e.g. 5de9de8d5f3c6a7d445d75ba01cc3322)")]
+    /// The event id is not 32 hex characters.
+    #[error("invalid event id {value:?}: {reason}; use 32 hex characters (e.g. 5de9de8d5f3c6a7d445d75ba01cc3322)")]
     EventId {
         /// The refused value (cut to 160 characters).
         value: String,
@@ -273,6 +277,16 @@ impl Severity {
     pub fn get(self) -> u8 {
         self.0
     }
+
+    /// The name: `low`, `medium`, `high` or `critical`.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "low",
+            2 => "medium",
+            3 => "high",
+            _ => "critical",
+        }
+    }
 }
 
 impl fmt::Display for Severity {
@@ -283,8 +297,14 @@ impl fmt::Display for Severity {
 impl FromStr for Severity {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, ValidationError> {
-        let v = s
-            .trim()
+        let t = s.trim();
+        // The names as well as the numbers, in any case (`high`, `HIGH`, `3`).
+        for sev in [Self::LOW, Self::MEDIUM, Self::HIGH, Self::CRITICAL] {
+            if t.eq_ignore_ascii_case(sev.name()) {
+                return Ok(sev);
+            }
+        }
+        let v = t
             .parse::<i64>()
             .map_err(|_| ValidationError::SeverityText { text: s.to_owned() })?;
         Severity::new(v)
@@ -295,11 +315,10 @@ fn parse_hex16(s: &str) -> Result<[u8; 16], &'static str> {
     if s.len() != 32 {
         return Err("it must be exactly 32 characters");
     }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err("it must use only 0-9 and a-f (lowercase)");
+    // Upper case is accepted everywhere an id is read (CLI, API, C API); ids are always
+    // written in lower case.
+    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("it must use only 0-9 and a-f");
     }
     let mut out = [0u8; 16];
     hex::decode_to_slice(s, &mut out).map_err(|_| "it is not hex")?;
@@ -311,7 +330,7 @@ fn parse_hex16(s: &str) -> Result<[u8; 16], &'static str> {
 pub struct EventId([u8; 16]);
 
 impl EventId {
-    /// Parses 32 lowercase hex characters.
+    /// Parses 32 hex characters in either case.
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         parse_hex16(s)
             .map(EventId)
@@ -371,7 +390,7 @@ impl RecordId {
         id.copy_from_slice(&digest[..16]);
         RecordId(id)
     }
-    /// Parses 32 lowercase hex characters.
+    /// Parses 32 hex characters in either case.
     pub fn parse(s: &str) -> Result<Self, &'static str> {
         parse_hex16(s).map(RecordId)
     }

@@ -69,18 +69,25 @@ fn severity_is_one_to_four() {
     }
     assert_eq!("3".parse::<Severity>().unwrap(), Severity::HIGH);
     assert!("x".parse::<Severity>().is_err());
+    assert_eq!("High".parse::<Severity>().unwrap(), Severity::HIGH);
+    assert_eq!(
+        " critical ".parse::<Severity>().unwrap(),
+        Severity::CRITICAL
+    );
+    assert_eq!(Severity::LOW.name(), "low");
 }
 
 #[test]
-fn event_id_is_32_lowercase_hex() {
+fn event_id_is_32_hex_in_either_case_and_shown_in_lowercase() {
     let s = "5de9de8d5f3c6a7d445d75ba01cc3322";
     assert_eq!(EventId::parse(s).unwrap().to_string(), s);
-    for bad in [
-        "5DE9DE8D5F3C6A7D445D75BA01CC3322",
-        "5de9",
-        "5de9de8d5f3c6a7d445d75ba01cc332g",
-        "",
-    ] {
+    assert_eq!(
+        EventId::parse("5DE9DE8D5F3C6A7D445D75BA01CC3322")
+            .unwrap()
+            .to_string(),
+        s
+    );
+    for bad in ["5de9", "5de9de8d5f3c6a7d445d75ba01cc332g", ""] {
         assert_eq!(EventId::parse(bad).unwrap_err().field(), "event_id");
     }
     assert_ne!(EventId::random(), EventId::random());

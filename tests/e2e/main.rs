@@ -23,6 +23,7 @@ mod dist_units;
 mod fuzz_replay;
 mod gap_report_e2e;
 mod journal;
+mod journal_cli;
 mod journal_counter;
 mod journal_follow;
 mod otlp_e2e;

@@ -18,6 +18,7 @@ struct Rec {
     event_id: Option<String>,
     payload: Vec<u8>,
     machine_id: String,
+    wall_ms: i64,
 }
 
 fn seglog(dir: &Path) -> Command {
@@ -77,6 +78,7 @@ fn records(dir: &Path) -> Vec<Rec> {
                 event_id: v.meta.event_id.map(|e| e.to_string()),
                 payload: v.payload.to_vec(),
                 machine_id: v.context.machine_id.clone(),
+                wall_ms: v.meta.wall_ms,
             }),
             RecordEntry::Context { .. } => {}
             other => panic!("unexpected entry {other:?}"),
@@ -293,7 +295,7 @@ fn probe_pipe_records_every_line_in_order() {
 }
 
 #[test]
-fn probe_events_dir_ingests_valid_events_and_deletes_the_files() {
+fn probe_events_dir_ingests_valid_events_deletes_the_files_and_quarantines_the_broken() {
     let d = tempfile::tempdir().unwrap();
     let events = d.path().join("agent");
     std::fs::create_dir(&events).unwrap();
@@ -324,10 +326,19 @@ fn probe_events_dir_ingests_valid_events_and_deletes_the_files() {
             && err.contains("invalid_json=1"),
         "{err}"
     );
+    let left: Vec<String> = std::fs::read_dir(&events)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(
-        std::fs::read_dir(&events).unwrap().count(),
-        0,
-        "every file was consumed"
+        left,
+        [".quarantine"],
+        "every file was consumed or quarantined"
+    );
+    assert_eq!(
+        std::fs::read(events.join(".quarantine/invalid_json/agent_3.json")).unwrap(),
+        b"[{\"broken\"",
+        "the file that does not parse is kept, with its reason"
     );
     let recs = records(d.path());
     assert_eq!(recs.len(), 2);
@@ -336,6 +347,10 @@ fn probe_events_dir_ingests_valid_events_and_deletes_the_files() {
         ("org.seglog/events/agent", 3)
     );
     assert_eq!(recs[1].severity, 1);
+    assert!(
+        recs.iter().all(|r| r.wall_ms == 1_704_164_645_000),
+        "each record has its event's Timestamp as its time"
+    );
     assert_eq!(
         recs[0].event_id.as_deref(),
         Some("60c014cd469340f1b334548cd932949b")

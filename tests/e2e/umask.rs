@@ -1,6 +1,6 @@
 //! Under `umask 000`, everything seglog creates is private: `record`, the probes, `upload
 //! opt-in`, `upload flush` (with a dead-lettered batch and its gap report), the upload daemon
-//! and its control socket, and `journal` (including `export -o`) are run as child processes
+//! and its control socket, and `journal` (including `export --output-file`) are run as child processes
 //! with the umask cleared, into a log directory whose parents do not exist yet; then the tree
 //! is walked and no file or directory may be group- or other-accessible.
 
@@ -144,7 +144,12 @@ fn under_umask_000_everything_seglog_creates_is_private() {
     e.ok(&["journal", "verify"]);
     e.ok(&["journal", "stats"]);
     let export = e.root.join("export.jsonl");
-    e.ok(&["journal", "export", "-o", export.to_str().unwrap()]);
+    e.ok(&[
+        "journal",
+        "export",
+        "--output-file",
+        export.to_str().unwrap(),
+    ]);
     assert!(export.is_file());
     let n = assert_private(&e.root, "after record, probes, upload flush, journal");
     assert!(n > 15, "only {n} entries were checked");

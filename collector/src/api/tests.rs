@@ -82,7 +82,7 @@ fn each_bad_parameter_is_a_400_naming_it() {
     let long_build = "b".repeat(257);
     let cases: Vec<(String, &str)> = vec![
         (format!("classification={long_class}"), "classification"),
-        ("severity=high".into(), "severity"),
+        ("severity=huge".into(), "severity"),
         ("severity=1.5".into(), "severity"),
         ("severity=5".into(), "severity"),
         ("severity=0".into(), "severity"),
@@ -102,7 +102,8 @@ fn each_bad_parameter_is_a_400_naming_it() {
         ("until=2023-13-01T00:00:00Z".into(), "until"),
         ("since=2000&until=1000".into(), "until"),
         ("log_id=xyz".into(), "log_id"),
-        (format!("log_id={}", "AB".repeat(32)), "log_id"),
+        (format!("log_id={}", "AG".repeat(32)), "log_id"),
+        ("classification=org.*/x".into(), "classification"),
         (format!("event_id={}", "a".repeat(31)), "event_id"),
         ("record_id=00".into(), "record_id"),
         ("include_payload=maybe".into(), "include_payload"),
@@ -144,6 +145,21 @@ fn limits_at_the_edges_are_accepted() {
     assert_eq!(parse("limit=1").unwrap().limit, 1);
     assert_eq!(parse("limit=10000").unwrap().limit, 10_000);
     assert_eq!(parse("severity=4").unwrap().severity, Some(4));
+    // Names as in `record -s` and `journal -s`, ids in either case as on the command line.
+    assert_eq!(parse("severity=High").unwrap().severity, Some(3));
+    assert_eq!(
+        parse(&format!("log_id={}", "AB".repeat(32)))
+            .unwrap()
+            .log_id,
+        Some([0xab; 32])
+    );
+    assert_eq!(
+        parse("classification=org.example%2F*")
+            .unwrap()
+            .classification
+            .as_deref(),
+        Some("org.example/*")
+    );
     // 140 characters, more than 140 bytes: the limit counts characters, as telemetrics does.
     assert!(parse(&format!("classification={}", "é".repeat(140))).is_ok());
 }

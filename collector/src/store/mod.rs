@@ -7,8 +7,10 @@
 //! equivalently the record id), so a record that arrives again in a batch with different
 //! boundaries, e.g. after the uploader's batch size changed, is stored once.
 
+mod device_views;
 mod query;
 mod schema;
+pub mod views;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use segment_log::Position;
 use sha2::{Digest, Sha256};
 
+pub use device_views::{DeviceRow, DeviceView};
 pub use query::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, TimeBound};
 pub use schema::latest_version;
 

@@ -18,7 +18,7 @@ pub struct Cursor(pub i64);
 /// A validated record query; see `api::parse_records_query` for the HTTP parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordQuery {
-    /// Exact classification.
+    /// Classification: exact, or a prefix ending in `*` (`org.example/*`).
     pub classification: Option<String>,
     /// Exact severity.
     pub severity: Option<u8>,
@@ -194,7 +194,7 @@ pub struct Stats {
 /// Rows in each "by ..." list of the stats.
 const STATS_TOP: i64 = 100;
 
-fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
+pub(super) fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
     let v: Vec<u8> = row.get(i)?;
     v.try_into().map_err(|v: Vec<u8>| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -236,19 +236,19 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
 }
 
 /// Builds the WHERE clause and its parameters for `q`.
-fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
+pub(super) fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
     let mut conds: Vec<&str> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
+    if let Some(v) = &q.classification {
+        // Exact, or a prefix ending in `*` (store/views.rs).
+        let (cond, values) = super::views::class_condition(v);
+        conds.push(cond);
+        args.extend(values);
+    }
     let mut push = |cond: &'static str, v: Value| {
         conds.push(cond);
         args.push(v);
     };
-    if let Some(v) = &q.classification {
-        push(
-            "r.class_ref = (SELECT id FROM classes WHERE name = ?)",
-            Value::Text(v.clone()),
-        );
-    }
     if let Some(v) = q.severity {
         push("r.severity = ?", Value::Integer(i64::from(v)));
     }
@@ -379,7 +379,8 @@ fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, Store
     );
     // One more than asked tells whether another page exists.
     args.push(Value::Integer(i64::from(q.limit) + 1));
-    let mut stmt = conn.prepare(&sql)?;
+    // Cached: the web view runs this for every page.
+    let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
     let mut out = Vec::new();
     let mut payload_bytes = 0u64;

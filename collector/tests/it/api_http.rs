@@ -182,7 +182,7 @@ fn the_records_view_escapes_payloads_and_pages() {
     assert!(!page2.contains("id=\"next\""));
     let (s, bad) = h.get_text("/ui/records?severity=banana");
     assert_eq!(s, 400);
-    assert!(bad.contains("severity must be an integer"), "{bad}");
+    assert!(bad.contains("severity must be 1 (low)"), "{bad}");
     let (s, stats) = h.get_text("/ui/stats");
     assert_eq!(s, 200);
     assert!(

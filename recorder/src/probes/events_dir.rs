@@ -11,12 +11,16 @@
 //! whose fields add up to more than 6144 characters is dropped; at most `--max-events`
 //! events per source per `--period` are recorded (files that do not fit wait for the next
 //! period; a single file larger than the cap keeps its first events and drops the rest).
-//! A file that does not parse is retried (it may still be being written) and dropped after
-//! the third try. A file is deleted only after its events were appended.
+//! A file that does not parse is retried (it may still be being written); after the third
+//! try it is moved, with the file too large for the cap and one that holds no event object,
+//! into `DIR/.quarantine/<reason>/` (named `<source>_<file>`) for a person to look at,
+//! never deleted. A file is deleted only after its events were appended.
 //!
 //! Each event becomes a record `<class-prefix>/<source>` with severity from `EventLevel`
 //! (Critical 4, Error 3, Warning 2, else 1), an event id from `OperationId` when it is a
-//! GUID, and the normalised event as a JSON payload. Dropped events are counted by reason
+//! GUID, the event's own `Timestamp` (RFC 3339, UTC when it has no offset) as the record
+//! time (the time of collection when it does not parse), and the normalised event as a JSON
+//! payload. Dropped events are counted by reason
 //! in the log's counters (`events_dir.<reason>`) and reported on standard error.
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -38,6 +42,8 @@ pub const MAX_EVENT_CHARS: usize = 6 * 1024;
 pub const MAX_MESSAGE_CHARS: usize = 3 * 1024;
 /// Tries to parse a file before it is dropped as invalid.
 pub const PARSE_TRIES: u32 = 3;
+/// Where files that cannot be parsed are kept, under the events directory (never scanned).
+pub const QUARANTINE_DIR: &str = ".quarantine";
 /// The fields every event must have.
 pub const REQUIRED_FIELDS: [&str; 8] = [
     "Version",
@@ -92,6 +98,8 @@ pub struct Report {
     pub recorded: u64,
     /// Files left for a later period (cap reached).
     pub deferred: u64,
+    /// Files moved to the quarantine folder (they do not parse).
+    pub quarantined: u64,
     /// Dropped events (files, for file-level reasons) by reason.
     pub dropped: BTreeMap<&'static str, u64>,
     /// Events the rate limiter spooled (recorded, held back from upload).
@@ -110,6 +118,13 @@ impl std::fmt::Display for Report {
             "events-dir: {} files, {} events recorded, {} files deferred",
             self.files, self.recorded, self.deferred
         )?;
+        if self.quarantined > 0 {
+            write!(
+                f,
+                ", {} unparseable files moved to {QUARANTINE_DIR}/",
+                self.quarantined
+            )?;
+        }
         if !self.dropped.is_empty() {
             let parts: Vec<String> = self
                 .dropped
@@ -165,6 +180,16 @@ impl Event {
             Some("warning") => Severity::MEDIUM,
             _ => Severity::LOW,
         }
+    }
+
+    /// `Timestamp` as milliseconds since the epoch: RFC 3339 (`2024-05-01T12:00:00.1234567Z`,
+    /// any number of fraction digits; no offset means UTC); `None` when it does not parse.
+    pub fn wall_ms(&self) -> Option<i64> {
+        let t = self.fields.get("Timestamp")?.trim();
+        let t = t.strip_suffix(['Z', 'z']).unwrap_or(t);
+        let at = humantime::parse_rfc3339_weak(t).ok()?;
+        let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+        i64::try_from(ms).ok()
     }
 
     /// `OperationId` as an event id when it is a GUID (or 32 hex characters).
@@ -334,6 +359,9 @@ impl EventsDir {
                 .collect();
             subs.sort_by_key(|e| e.file_name());
             for e in subs {
+                if e.file_name() == QUARANTINE_DIR {
+                    continue;
+                }
                 let name = sanitize(&e.file_name().to_string_lossy(), self.prefix_room);
                 out.push((name.clone(), e.path()));
                 let nested = e.path().join("events");
@@ -388,7 +416,8 @@ impl EventsDir {
                 FileRead::Gone => continue,
                 FileRead::Dropped(reason) => {
                     *report.dropped.entry(reason).or_default() += 1;
-                    remove(path)?;
+                    quarantine(&self.args.dir, source, path, reason)?;
+                    report.quarantined += 1;
                     report.files += 1;
                     continue;
                 }
@@ -444,6 +473,31 @@ impl EventsDir {
     }
 }
 
+/// Moves a file that cannot be parsed to `<events dir>/.quarantine/<reason>/<source>_<name>`.
+fn quarantine(events_dir: &Path, source: &str, path: &Path, reason: &str) -> anyhow::Result<()> {
+    let folder = events_dir.join(QUARANTINE_DIR).join(reason);
+    std::fs::create_dir_all(&folder).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the quarantine folder {}: {e}",
+            folder.display()
+        )
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let to = folder.join(format!("{source}_{name}"));
+    match std::fs::rename(path, &to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot move {} (it does not parse: {reason}) to {}: {e}",
+            path.display(),
+            to.display()
+        )),
+    }
+}
+
 fn remove(path: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -480,8 +534,11 @@ fn record_events(
         }
         let batch: Vec<RecordBuilder<'_>> = (start..end)
             .map(|i| {
-                let b =
+                let mut b =
                     RecordBuilder::new(class.clone(), events[i].severity()).payload(&payloads[i]);
+                if let Some(ms) = events[i].wall_ms() {
+                    b = b.wall_ms(ms);
+                }
                 match events[i].event_id() {
                     Some(id) => b.event_id(id),
                     None => b,

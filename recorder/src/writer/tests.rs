@@ -473,3 +473,38 @@ fn a_one_shot_recorder_starts_no_background_thread() {
     let probe = Recorder::open_with(&cfg, FakeClock::new(), true).unwrap();
     assert!(probe.log().background_thread_started());
 }
+
+/// Issue 17: a record with its own (earlier) time keeps it, and a hold still ends when the
+/// rate limiter said: the hold counts from the record's time, so it is lengthened by the
+/// difference.
+#[test]
+fn a_record_with_its_own_time_keeps_it_and_its_hold_still_ends_on_time() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(d.path());
+    cfg.recorder.rate_limit_enabled = true;
+    cfg.recorder.record_burst_limit = Some(1);
+    cfg.recorder.byte_burst_limit = None;
+    cfg.recorder.strategy = RateLimitStrategy::Spool;
+    let rec = Recorder::open_with(&cfg, FakeClock::new(), false).unwrap();
+    let day_ago = 1_700_000_000_000 - 86_400_000; // FakeClock starts at 1_700_000_000_000
+    let class = RecordBuilder::parse("org.test/own/time", 1).unwrap();
+    let batch: Vec<RecordBuilder<'_>> = (0..2)
+        .map(|_| class.clone().payload(b"e").wall_ms(day_ago))
+        .collect();
+    let out = rec.record_batch(&batch).unwrap();
+    let until = out[1].as_ref().unwrap().held_back_until().expect("spooled");
+    drop(rec);
+    let all = read_all(d.path());
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|r| r.1.wall_ms == day_ago), "own time kept");
+    assert_eq!(all[0].1.hold_until_wall_ms, None);
+    assert_eq!(
+        all[1].1.hold_until_wall_ms,
+        Some(until),
+        "the stored release time is the one the recorder reported"
+    );
+    assert!(
+        until > day_ago + 86_400_000 - 1000,
+        "released from now, not a day early"
+    );
+}

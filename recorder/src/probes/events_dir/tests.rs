@@ -127,6 +127,26 @@ fn files_are_recorded_then_deleted_and_bad_ones_counted_by_reason() {
         "org.seglog/events/Microsoft.Test.Ext"
     );
     assert!(all.iter().all(|r| r.1.event_id.is_some()));
+    assert!(
+        all.iter().all(|r| r.1.wall_ms == 1_514_930_892_510),
+        "each record keeps its event's own Timestamp: {:?}",
+        all.iter().map(|r| r.1.wall_ms).collect::<Vec<_>>()
+    );
+    let kept = dir
+        .join(QUARANTINE_DIR)
+        .join("invalid_json")
+        .join("ext_3.json");
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        b"{ not json",
+        "a file that does not parse is kept for a person, not deleted"
+    );
+    assert_eq!(r.quarantined, 1);
+    assert!(r.to_string().contains("moved to .quarantine/"), "{r}");
+    // The quarantine folder is never scanned as a source: a second pass records nothing.
+    let again = c.pass(&rec).unwrap();
+    assert_eq!((again.recorded, again.files), (0, 0), "{again}");
+    assert!(kept.exists());
     drop(rec);
     let counters = crate::counters::read(&d.path().join("log")).unwrap();
     assert_eq!(counters.dropped.get("events_dir.invalid_json"), Some(&1));
@@ -175,6 +195,11 @@ fn oversized_files_are_dropped_whole() {
     let r = EventsDir::new(args(&dir)).unwrap().pass(&rec).unwrap();
     assert_eq!(r.dropped.get("file_too_large"), Some(&1));
     assert!(!dir.join("7.json").exists());
+    assert!(dir
+        .join(QUARANTINE_DIR)
+        .join("file_too_large")
+        .join("ext_7.json")
+        .exists());
 }
 
 #[test]
@@ -196,6 +221,19 @@ fn a_file_still_being_written_is_retried_until_it_parses() {
     writer.join().unwrap();
     assert_eq!(r.recorded, 1, "{r}");
     assert!(r.dropped.is_empty());
+}
+
+#[test]
+fn event_timestamps_parse_with_any_fraction_and_fall_back_when_unreadable() {
+    let with = |t: &str| {
+        let mut v = event("x");
+        v["Timestamp"] = json!(t);
+        validate(&v).unwrap().wall_ms()
+    };
+    assert_eq!(with("2018-01-02T22:08:12.510696Z"), Some(1_514_930_892_510));
+    assert_eq!(with("2018-01-02T22:08:12Z"), Some(1_514_930_892_000));
+    assert_eq!(with("2018-01-02 22:08:12.5"), Some(1_514_930_892_500));
+    assert_eq!(with("yesterday"), None);
 }
 
 #[test]
