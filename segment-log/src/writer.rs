@@ -217,11 +217,14 @@ fn with_active<R>(s: &Shared, f: impl FnOnce(&MappedSegment) -> R) -> R {
         };
         let current = matches!(&*c, Some(e) if e.log_uid == s.uid && e.epoch == epoch);
         if !current {
-            *c = Some(ActiveCache {
+            let old = c.replace(ActiveCache {
                 log_uid: s.uid,
                 epoch,
                 seg: s.active.load_full(),
             });
+            if let Some(old) = old {
+                s.retire(old.seg);
+            }
         }
         if let (Some(e), Some(f)) = (c.as_ref(), f.take()) {
             out = Some(f(&e.seg));
@@ -350,7 +353,10 @@ impl Log {
     /// as far as it decided) and not rotated into yet.
     #[cfg(test)]
     pub(crate) fn prepared_segment(&self) -> Option<u64> {
-        lock(&self.shared.prepared).as_ref().map(|p| p.number)
+        lock(&self.shared.prepared)
+            .as_ref()
+            .filter(|p| p.prefaulted.load(Ordering::Acquire))
+            .map(|p| p.number)
     }
 
     /// The directory of this log.
@@ -513,7 +519,7 @@ impl Log {
                         if matches!(s.opts.sync, SyncPolicy::Always) {
                             if let Err(e) = seg.flush_range(start, total) {
                                 s.poisoned.store(true, Ordering::Relaxed);
-                                failed = Some(Error::io("msync", &seg.path, e));
+                                failed = Some(Error::io("msync", seg.path(), e));
                             }
                         }
                         // One load and compare: only the append that reaches the armed
@@ -731,6 +737,17 @@ impl Shared {
         })
     }
 
+    /// Drops a reference to a segment that is no longer active. The last reference unmaps
+    /// it (`munmap` of 16 MiB: milliseconds), so while the background thread runs the
+    /// reference goes to it instead of being dropped on an appending thread.
+    #[cold]
+    #[inline(never)]
+    fn retire(&self, seg: Arc<MappedSegment>) {
+        if lock(&self.worker).is_some() {
+            lock(&self.retired).push(seg);
+        }
+    }
+
     /// Rotates away from segment `from` (full, or forced full when `filled` is false).
     fn rotate(self: &Arc<Self>, from: u64, filled: bool) -> Result<()> {
         let _g = self.lock_rotate()?;
@@ -747,7 +764,7 @@ impl Shared {
             if !full {
                 self.activated(&seg, filled.then_some((from, left)));
             }
-            let old = self.active.swap(Arc::new(seg));
+            let old = self.active.swap(seg);
             self.epoch.fetch_add(1, Ordering::Release);
             if !matches!(self.opts.sync, SyncPolicy::Never) {
                 lock(&self.unsynced).push(old.clone());
@@ -845,7 +862,7 @@ impl Shared {
 
     /// The segment after `from`: one another process already made live, our prepared one,
     /// another process's prepared one, or a fresh one. Caller holds the rotate lock.
-    fn next_segment(&self, from: u64) -> Result<MappedSegment> {
+    fn next_segment(&self, from: u64) -> Result<Arc<MappedSegment>> {
         let mut n = from + 1;
         // Another process may have rotated (several times) already.
         while seg_path(&self.seg_dir, n + 1, SEG_EXT).exists() {
@@ -855,7 +872,7 @@ impl Shared {
         let prepared = lock(&self.prepared).take();
         if live.exists() {
             let file = segment::open_rw(&live)?;
-            return MappedSegment::map(file, live);
+            return MappedSegment::map(file, live).map(Arc::new);
         }
         let prep = seg_path(&self.seg_dir, n, PREP_EXT);
         if prep.exists() {
@@ -864,18 +881,19 @@ impl Shared {
                 if let Ok(meta) = std::fs::metadata(&live) {
                     use std::os::unix::fs::MetadataExt;
                     if (meta.dev(), meta.ino()) == p.ino {
-                        // Our mapping is of the same inode; only its path changed.
-                        if let Ok(seg) = Arc::try_unwrap(p) {
-                            return Ok(seg.renamed(live));
-                        }
+                        // Our mapping is of the same inode; only its path changed. The
+                        // preparer may still be pre-faulting it: it is used as it is, never
+                        // mapped again here (an mmap would wait for the populate's lock).
+                        p.renamed(live);
+                        return Ok(p);
                     }
                 }
             }
             let file = segment::open_rw(&live)?;
-            return MappedSegment::map(file, live);
+            return MappedSegment::map(file, live).map(Arc::new);
         }
         self.trim_locked();
-        create_live(&self.seg_dir, self.sharing, &self.opts, &self.log_id, n)
+        create_live(&self.seg_dir, self.sharing, &self.opts, &self.log_id, n).map(Arc::new)
     }
 
     /// The background thread: prepares the next segment and applies retention. It sleeps
@@ -888,6 +906,7 @@ impl Shared {
     /// rotation. How much of it is pre-faulted depends on how fast the log fills
     /// ([`prefault_len`]).
     fn worker_loop(self: Arc<Self>) {
+        crate::fs::batch_scheduling_for_this_thread();
         loop {
             let (rotated, crossed) = {
                 let sig = lock(&self.signal);
@@ -896,7 +915,13 @@ impl Shared {
                     .wait_while(sig, |s| !s.rotated && !s.crossed && !s.stop)
                     .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
+                    let rotated = sig.rotated;
                     drop(sig);
+                    // A rotation not handled yet still gets its sealed count (this thread
+                    // runs at batch priority and may not have woken since).
+                    if rotated {
+                        retention::seal_previous(&self.dir, &self.dir.join(lfs::WRITERS_LOCK));
+                    }
                     // Segments trimmed since the last count still need their ledger entries.
                     self.count_trimmed();
                     return;
@@ -986,26 +1011,54 @@ impl Shared {
             return Ok(());
         }
         let prep = seg_path(&self.seg_dir, want, PREP_EXT);
-        let file = {
+        let live = seg_path(&self.seg_dir, want, SEG_EXT);
+        // The rotate lock is held only for the checks, retention and the rename, never
+        // across the allocation: a rotating appender must not wait for an `fallocate`.
+        {
             let _g = self.lock_rotate()?;
-            if seg_path(&self.seg_dir, want, SEG_EXT).exists() {
+            if live.exists() {
                 return Ok(());
             }
-            if prep.exists() {
+            if !prep.exists() {
+                self.trim_locked();
+            }
+        }
+        let file = if prep.exists() {
+            segment::open_rw(&prep)?
+        } else {
+            let tmp = tmp_path(&self.seg_dir, want);
+            let file = segment::create_temp(
+                self.sharing,
+                &tmp,
+                &new_header(&self.opts, &self.log_id, want),
+            )?;
+            let _g = self.lock_rotate()?;
+            if live.exists() || prep.exists() {
+                // Another writer got there first: use its file (or nothing, if live).
+                let _ = std::fs::remove_file(&tmp);
+                if live.exists() {
+                    return Ok(());
+                }
                 segment::open_rw(&prep)?
             } else {
-                self.trim_locked();
-                segment::create_file(
-                    self.sharing,
-                    &tmp_path(&self.seg_dir, want),
-                    &prep,
-                    &new_header(&self.opts, &self.log_id, want),
-                )?
+                if let Err(e) = segment::rename_noreplace(&tmp, &prep) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+                file
             }
         };
-        let seg = MappedSegment::map(file, prep)?;
-        seg.prefault(prefault_len(lock(&self.fill).last, seg.capacity));
-        *lock(&self.prepared) = Some(Arc::new(seg));
+        // Published before it is pre-faulted: a rotation that comes before the populate is
+        // done takes this mapping as it is (its appends fault in what is not populated yet)
+        // rather than waiting for the preparer or mapping the file again.
+        let seg = Arc::new(MappedSegment::map(file, prep)?);
+        *lock(&self.prepared) = Some(seg.clone());
+        // Not `prefault(prefault_len(lock(..).last, ..))`: the guard of a temporary lives to
+        // the end of the statement, and a rotation (`activated`) would wait for the whole
+        // populate on `fill`.
+        let last = lock(&self.fill).last;
+        seg.prefault(prefault_len(last, seg.capacity));
+        seg.prefaulted.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -1035,9 +1088,13 @@ impl Shared {
         let retired: Vec<_> = std::mem::take(&mut *lock(&self.unsynced));
         let active = self.active.load_full();
         for seg in retired.iter().chain(std::iter::once(&active)) {
-            if let Err(e) = seg.flush() {
+            // Only what was reserved so far (every append before this call ends at or before
+            // the counter read here). Syncing the pre-faulted rest would write zeros and
+            // write-protect pages the appender is about to fill: one fault per page.
+            let used = seg.load_reserved().min(seg.capacity);
+            if let Err(e) = seg.flush_range(0, used) {
                 self.poisoned.store(true, Ordering::Relaxed);
-                return Err(Error::io("msync", &seg.path, e));
+                return Err(Error::io("msync", seg.path(), e));
             }
         }
         if self.dir_dirty.swap(false, Ordering::Relaxed) {
