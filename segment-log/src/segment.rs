@@ -394,8 +394,9 @@ impl FrameMem for MappedSegment {
     }
 
     #[inline]
-    fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
-        let total = format::frame_len(payload.len() as u64);
+    fn write_body(&self, offset: u64, word1: [u8; 8], head: &[u8], body: &[u8]) {
+        let len = head.len() + body.len();
+        let total = format::frame_len(len as u64);
         // Guaranteed by `reserve` (which validates the counter); checked again because a
         // violation would be a write outside the mapping.
         assert!(
@@ -413,9 +414,10 @@ impl FrameMem for MappedSegment {
         unsafe {
             let dst = self.map.as_mut_ptr().add(offset as usize);
             std::ptr::copy_nonoverlapping(word1.as_ptr(), dst.add(8), 8);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(16), payload.len());
-            let pad = (total - 16) as usize - payload.len();
-            std::ptr::write_bytes(dst.add(16 + payload.len()), 0, pad);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), dst.add(16), head.len());
+            std::ptr::copy_nonoverlapping(body.as_ptr(), dst.add(16 + head.len()), body.len());
+            let pad = (total - 16) as usize - len;
+            std::ptr::write_bytes(dst.add(16 + len), 0, pad);
         }
     }
 

@@ -237,6 +237,36 @@ fn with_active<R>(s: &Shared, f: impl FnOnce(&MappedSegment) -> R) -> R {
     }
 }
 
+/// A record's payload as the append path sees it: one slice, or a head and a body written
+/// one after the other.
+trait FramePayload {
+    fn parts(&self) -> (&[u8], &[u8]);
+    fn len(&self) -> usize {
+        let (h, b) = self.parts();
+        h.len() + b.len()
+    }
+}
+
+impl<T: AsRef<[u8]>> FramePayload for T {
+    #[inline(always)]
+    fn parts(&self) -> (&[u8], &[u8]) {
+        (&[], self.as_ref())
+    }
+}
+
+/// The payload of [`Log::append_parts`].
+struct Parts<'a> {
+    head: &'a [u8],
+    body: &'a [u8],
+}
+
+impl FramePayload for Parts<'_> {
+    #[inline(always)]
+    fn parts(&self) -> (&[u8], &[u8]) {
+        (self.head, self.body)
+    }
+}
+
 fn preamble_mark(segment: u64, version: u64) -> u64 {
     (version << 40) ^ segment
 }
@@ -427,7 +457,26 @@ impl Log {
     #[inline]
     pub fn append(&self, payload: &[u8]) -> Result<Position> {
         let mut pos = Position::default();
-        self.append_with(std::slice::from_ref(&payload), |p| pos = p)?;
+        self.append_with(std::slice::from_ref(&payload), |p| pos = p, || ())?;
+        Ok(pos)
+    }
+
+    /// Appends one record whose payload is `head` followed by `body`, without joining them
+    /// first (a writer's encoded header and its caller's bytes). `reserved` runs once, as
+    /// soon as the record's place in the log is fixed and before its bytes are written:
+    /// a caller that must keep something from changing until its record is ordered (the
+    /// recorder's context lock) can let go there, before the frame's stores, rather than
+    /// after them. It does not run when the append fails before reserving.
+    #[inline]
+    pub fn append_parts(
+        &self,
+        head: &[u8],
+        body: &[u8],
+        reserved: impl FnOnce(),
+    ) -> Result<Position> {
+        let mut pos = Position::default();
+        let parts = Parts { head, body };
+        self.append_with(std::slice::from_ref(&parts), |p| pos = p, reserved)?;
         Ok(pos)
     }
 
@@ -435,14 +484,15 @@ impl Log {
     /// same segment. Fails with `BatchTooLarge` when they cannot fit in one segment.
     pub fn append_batch<R: AsRef<[u8]>>(&self, payloads: &[R]) -> Result<Vec<Position>> {
         let mut out = Vec::with_capacity(payloads.len());
-        self.append_with(payloads, |p| out.push(p))?;
+        self.append_with(payloads, |p| out.push(p), || ())?;
         Ok(out)
     }
 
-    fn append_with<R: AsRef<[u8]>>(
+    fn append_with<R: FramePayload>(
         &self,
         records: &[R],
         mut on_pos: impl FnMut(Position),
+        reserved: impl FnOnce(),
     ) -> Result<()> {
         let s = &*self.shared;
         if s.poisoned.load(Ordering::Relaxed) {
@@ -450,7 +500,7 @@ impl Log {
         }
         let mut body = 0u64;
         for r in records {
-            let len = r.as_ref().len();
+            let len = r.len();
             self.check_len(len)?;
             body += format::frame_len(len as u64);
         }
@@ -469,6 +519,7 @@ impl Log {
         // segment to rotate from) and parks the rare error aside: a wide `Result` copied back
         // through the stack after the frame stores measurably slowed every append.
         let mut failed: Option<Error> = None;
+        let mut reserved = Some(reserved);
         loop {
             let full = with_active(s, |seg| -> u64 {
                 // The preamble is loaded only when this handle has not written the current
@@ -489,6 +540,9 @@ impl Log {
                 let total = body + pre_len;
                 match reserve::reserve(seg, total) {
                     Reservation::At(start) => {
+                        if let Some(f) = reserved.take() {
+                            f();
+                        }
                         let mut off = start;
                         if let Some(p) = preamble {
                             off = reserve::write_frame(
@@ -504,12 +558,14 @@ impl Log {
                                 segment: seg.number,
                                 offset: off,
                             });
-                            off = reserve::write_frame(
+                            let (head, body) = r.parts();
+                            off = reserve::write_frame_parts(
                                 seg,
                                 seg.number,
                                 off,
                                 FrameKind::Record,
-                                r.as_ref(),
+                                head,
+                                body,
                             );
                         }
                         if let Some(p) = preamble {
