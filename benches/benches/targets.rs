@@ -16,7 +16,7 @@
 //!
 //! Run: `just bench-targets` or `cargo bench -p seglog-benches --bench targets` (env
 //! `SEGLOG_TARGETS_ROUNDS`, default 5; `SEGLOG_TARGETS_RECORDS`, default 1,000,000 per
-//! contender and round). The tables are also written to `<target>/seglog-bench/targets.md`.
+//! contender and round; `SEGLOG_TARGETS_CONTENDER=<substring>` to profile one contender). The tables are also written to `<target>/seglog-bench/targets.md`.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -29,7 +29,7 @@ use recorder::config::{Config, RecorderConfig};
 use recorder::{RecordBuilder, Recorder};
 use seglog_benches::{
     cpu_times, drop_page_cache, loghub_lines, median, percentiles, remove_segments_below,
-    report_dir, synthetic_payload, temp_dir, BufWriterSink, RawMmapSink,
+    report_dir, synthetic_payload, temp_dir, thread_faults, BufWriterSink, RawMmapSink,
 };
 use segment_log::{stats, Entry, Log, Options, Position, Reader, ReaderOptions, SyncPolicy};
 
@@ -55,9 +55,12 @@ fn load() -> String {
 struct Run {
     secs: f64,
     cpu: f64,
+    /// Page faults the calling thread took.
+    faults: u64,
 }
 
 fn timed(f: impl FnOnce()) -> Run {
+    let f0 = thread_faults().0;
     let (c0, _) = cpu_times();
     let t = Instant::now();
     f();
@@ -65,6 +68,7 @@ fn timed(f: impl FnOnce()) -> Run {
     Run {
         secs,
         cpu: (cpu_times().0 - c0).as_secs_f64(),
+        faults: thread_faults().0 - f0,
     }
 }
 
@@ -74,10 +78,16 @@ type Contender<'a> = (&'a str, Box<dyn FnMut(u64) -> Run + 'a>);
 /// Runs every contender once per round (rotating the order), `rounds` times. Returns per
 /// contender the runs of every round.
 fn interleave(rounds: usize, n: u64, contenders: &mut [Contender<'_>]) -> Vec<Vec<Run>> {
+    // `SEGLOG_TARGETS_CONTENDER=<substring>` runs only matching contenders (for `perf
+    // record`); the ratios of the others then print as NaN.
+    let only = std::env::var("SEGLOG_TARGETS_CONTENDER").unwrap_or_default();
     let mut out = vec![Vec::new(); contenders.len()];
     for r in 0..rounds {
         for k in 0..contenders.len() {
             let i = (k + r) % contenders.len();
+            if !contenders[i].0.contains(only.as_str()) {
+                continue;
+            }
             let run = (contenders[i].1)(n);
             out[i].push(run);
         }
@@ -199,12 +209,15 @@ fn section_append(md: &mut String, rounds: usize, n: u64) {
     );
     let _ = writeln!(
         md,
-        "| contender | records/s | thread CPU ns/record |\n| --- | ---: | ---: |"
+        "| contender | records/s | thread CPU ns/record | appender page faults per 1M |\n\
+         | --- | ---: | ---: | ---: |"
     );
     for (name, r) in names.iter().zip(&runs) {
+        let per_m = |r: &Run| r.faults as f64 * 1e6 / n as f64;
+        let faults = median(&mut r.iter().map(per_m).collect::<Vec<_>>());
         let _ = writeln!(
             md,
-            "| {name} | {:.2}M | {:.1} |",
+            "| {name} | {:.2}M | {:.1} | {faults:.0} |",
             rate(r, n) / 1e6,
             cpu_ns(r, n)
         );
