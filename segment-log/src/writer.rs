@@ -222,7 +222,8 @@ fn with_active<R>(s: &Shared, f: impl FnOnce(&MappedSegment) -> R) -> R {
                 epoch,
                 seg: s.active.load_full(),
             });
-            if let Some(old) = old {
+            // Only the last reference unmaps: that one goes to the background thread.
+            if let Some(old) = old.filter(|o| Arc::strong_count(&o.seg) == 1) {
                 s.retire(old.seg);
             }
         }
