@@ -282,20 +282,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// Puts the calling thread under `SCHED_BATCH` (same nice level and CPU share as before):
-/// the scheduler then never lets its wake-up preempt a running thread. Used by the
-/// background preparer, which an append wakes: on a busy machine the woken preparer would
-/// otherwise take the appender's CPU in the middle of that append (milliseconds of latency
-/// at every rotation). Best effort: returns whether the policy was applied.
-pub(crate) fn batch_scheduling_for_this_thread() -> bool {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `param` is a valid `sched_param` for the duration of the call, which only
-    // reads it; pid 0 means the calling thread.
-    #[expect(unsafe_code, reason = "libc sched_setscheduler(SCHED_BATCH)")]
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-    rc == 0
-}
-
 /// CLOCK_BOOTTIME in nanoseconds.
 pub fn boot_time_ns() -> u64 {
     let mut ts = libc::timespec {

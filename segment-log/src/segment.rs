@@ -106,8 +106,7 @@ pub(crate) fn create_file(
 }
 
 /// The first half of [`create_file`]: a fully allocated segment file with its header at
-/// `tmp` (removed again on failure), not yet renamed. The slow part (`fallocate`) of making
-/// a segment, which the preparer does without holding the rotate lock.
+/// `tmp` (removed again on failure), not yet renamed.
 pub(crate) fn create_temp(sharing: Sharing, tmp: &Path, header: &SegmentHeader) -> Result<File> {
     let file = sharing
         .open(

@@ -963,7 +963,6 @@ impl Shared {
     /// rotation. How much of it is pre-faulted depends on how fast the log fills
     /// ([`prefault_len`]).
     fn worker_loop(self: Arc<Self>) {
-        crate::fs::batch_scheduling_for_this_thread();
         loop {
             let (rotated, crossed) = {
                 let sig = lock(&self.signal);
@@ -972,13 +971,7 @@ impl Shared {
                     .wait_while(sig, |s| !s.rotated && !s.crossed && !s.stop)
                     .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
-                    let rotated = sig.rotated;
                     drop(sig);
-                    // A rotation not handled yet still gets its sealed count (this thread
-                    // runs at batch priority and may not have woken since).
-                    if rotated {
-                        retention::seal_previous(&self.dir, &self.dir.join(lfs::WRITERS_LOCK));
-                    }
                     // Segments trimmed since the last count still need their ledger entries.
                     self.count_trimmed();
                     return;
@@ -1068,41 +1061,25 @@ impl Shared {
             return Ok(());
         }
         let prep = seg_path(&self.seg_dir, want, PREP_EXT);
-        let live = seg_path(&self.seg_dir, want, SEG_EXT);
-        // The rotate lock is held only for the checks, retention and the rename, never
-        // across the allocation: a rotating appender must not wait for an `fallocate`.
-        {
+        // The allocation stays under the rotate lock: retention runs just before it, so disk
+        // use stays within `max_bytes` plus the one segment being added, whatever other
+        // writers do meanwhile (an allocation outside the lock broke that bound in the
+        // torture harness).
+        let file = {
             let _g = self.lock_rotate()?;
-            if live.exists() {
+            if seg_path(&self.seg_dir, want, SEG_EXT).exists() {
                 return Ok(());
             }
-            if !prep.exists() {
-                self.trim_locked();
-            }
-        }
-        let file = if prep.exists() {
-            segment::open_rw(&prep)?
-        } else {
-            let tmp = tmp_path(&self.seg_dir, want);
-            let file = segment::create_temp(
-                self.sharing,
-                &tmp,
-                &new_header(&self.opts, &self.log_id, want),
-            )?;
-            let _g = self.lock_rotate()?;
-            if live.exists() || prep.exists() {
-                // Another writer got there first: use its file (or nothing, if live).
-                let _ = std::fs::remove_file(&tmp);
-                if live.exists() {
-                    return Ok(());
-                }
+            if prep.exists() {
                 segment::open_rw(&prep)?
             } else {
-                if let Err(e) = segment::rename_noreplace(&tmp, &prep) {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e);
-                }
-                file
+                self.trim_locked();
+                segment::create_file(
+                    self.sharing,
+                    &tmp_path(&self.seg_dir, want),
+                    &prep,
+                    &new_header(&self.opts, &self.log_id, want),
+                )?
             }
         };
         // Published before it is pre-faulted: a rotation that comes before the populate is
