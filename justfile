@@ -53,6 +53,19 @@ loom:
 bench:
     cargo bench -p seglog-benches
 
+# Every issue-14 performance target in one interleaved run; prints the tables of
+# BENCHMARKS.md ("Targets") with the load average beside each (also written to
+# target/seglog-bench/targets.md). Env: SEGLOG_TARGETS_ROUNDS (5), SEGLOG_TARGETS_RECORDS
+# (1000000), SEGLOG_TARGETS_ONLY=append,loghub,record,threads,procs,rotation,scan.
+# The upload row has its own harness: `just bench-upload`.
+bench-targets:
+    cargo bench -p seglog-benches --bench targets
+
+# The upload pass to a loopback sink (MB/s of records per core, BENCHMARKS.md "Upload"):
+# the filter matches no criterion row, so only the report (median of 5 passes) runs.
+bench-upload:
+    cargo bench -p seglog-benches --bench upload -- report-only
+
 # Device footprint of the release binary (BENCHMARKS.md, "Device footprint"): idle wake-ups,
 # slow-writer write amplification, one-shot record (hyperfine when installed).
 footprint bin="target/release/seglog" idle="60" slow="60":

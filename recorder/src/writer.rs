@@ -1,9 +1,8 @@
 //! [`Recorder`]: validates, rate-limits and appends records; keeps the writer's context.
-use std::cell::RefCell;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use segment_log::{Clock, Log, Position};
 
@@ -12,8 +11,9 @@ use crate::counters::PendingCounters;
 pub use crate::errors::{OpenError, RecordError};
 use crate::ratelimit::{Admission, RateLimiter};
 use crate::record::{
-    encode_context, encode_record, ClassRef, Classification, Context, EventId, Receipt,
-    RecordHeader, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS, RECORD_VERSION,
+    encode_context, encode_record, encode_v2_header, ClassRef, Classification, Context, EventId,
+    Receipt, RecordHeader, RecordTime, Severity, ValidationError, MAX_CLASSIFICATIONS,
+    MAX_V2_HEADER, RECORD_VERSION,
 };
 use crate::system::{MachineId, SystemInfo};
 use state::{acquire_slot, ClassIndex, WriterState};
@@ -106,10 +106,6 @@ pub const WALL_RECHECK_MS: u64 = 1000;
 const REBASE_SOFT_MS: u64 = 1 << 21;
 /// Boot-delta above which a writer always takes a new base time (2^28 ms, about 3 days).
 const REBASE_HARD_MS: u64 = 1 << 28;
-
-thread_local! {
-    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// A writer of records into one log directory.
 ///
@@ -289,7 +285,7 @@ impl Recorder {
         (wall_ms, boot_ms)
     }
 
-    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, WriterState> {
+    fn read_state(&self) -> RwLockReadGuard<'_, WriterState> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -452,7 +448,7 @@ impl Recorder {
             {
                 let st = self.read_state();
                 if !self.needs_update(&st, admitted, wall_ms, boot_ms) {
-                    return self.encode_and_append(&st, admitted, wall_ms, boot_ms, on_pos);
+                    return self.encode_and_append(st, admitted, wall_ms, boot_ms, on_pos);
                 }
             }
             self.update_context(admitted, wall_ms, boot_ms)?;
@@ -543,49 +539,61 @@ impl Recorder {
         Ok(())
     }
 
+    /// Encodes and appends `admitted` under the context lock `st`. A single record is
+    /// written as its header (encoded on the stack) and the caller's payload, and the lock is
+    /// let go as soon as the record's place in the log is fixed: a context change can then
+    /// only be ordered after it, which is all it needs (FORMAT.md of records: a record
+    /// follows the context frame it names), and the release is not a locked instruction
+    /// waiting behind the frame's stores.
     fn encode_and_append(
         &self,
-        st: &WriterState,
+        guard: RwLockReadGuard<'_, WriterState>,
         admitted: &[Admitted<'_, '_>],
         wall_ms: i64,
         boot_ms: u64,
         mut on_pos: impl FnMut(Position),
     ) -> Result<(), RecordError> {
+        let st = &*guard;
         let boot_delta_ms = boot_ms - st.ctx.base_boot_ms;
         let expected = st
             .ctx
             .base_wall_ms
             .saturating_add(i64::try_from(boot_delta_ms).unwrap_or(i64::MAX));
-        let encode = |(r, hold_ms): &Admitted<'_, '_>, out: &mut Vec<u8>| {
+        let header = |(r, hold_ms): &Admitted<'_, '_>| {
             let own = r.wall_ms.unwrap_or(wall_ms);
-            let time = RecordTime::Relative {
-                boot_delta_ms,
-                wall_skew_ms: own.saturating_sub(expected),
-            };
             // A hold counts from the record's time: one dated earlier is held that much
             // longer, so its release time stays now + hold.
             let earlier = u64::try_from(wall_ms.saturating_sub(own)).unwrap_or(0);
-            let hold_ms = hold_ms.map(|h| h.saturating_add(earlier));
-            let h = RecordHeader {
+            RecordHeader {
                 slot: st.ctx.slot,
                 class: ClassRef::Index(st.class_index(&r.classification).unwrap_or(u32::MAX)),
                 severity: r.severity,
-                time,
+                time: RecordTime::Relative {
+                    boot_delta_ms,
+                    wall_skew_ms: own.saturating_sub(expected),
+                },
                 event_id: r.event_id,
-                hold_ms,
-            };
-            encode_record(&h, r.payload, out)
-                .map_err(|e| RecordError::State(std::io::Error::other(e.to_string())))
+                hold_ms: hold_ms.map(|h| h.saturating_add(earlier)),
+            }
+        };
+        let state_err = |e: crate::record::EncodeError| {
+            RecordError::State(std::io::Error::other(e.to_string()))
         };
         if let [one] = admitted {
-            return BUF.with(|b| {
-                let mut buf = b.borrow_mut();
-                buf.clear();
-                encode(one, &mut buf)?;
-                on_pos(self.log.append(&buf)?);
-                Ok(())
-            });
+            let mut head = [0u8; MAX_V2_HEADER];
+            let n = encode_v2_header(&header(one), &mut head).map_err(state_err)?;
+            let mut guard = Some(guard);
+            let pos =
+                self.log
+                    .append_parts(head.get(..n).unwrap_or_default(), one.0.payload, || {
+                        drop(guard.take())
+                    })?;
+            on_pos(pos);
+            return Ok(());
         }
+        let encode = |a: &Admitted<'_, '_>, out: &mut Vec<u8>| {
+            encode_record(&header(a), a.0.payload, out).map_err(state_err)
+        };
         // All frames in one buffer (one allocation per batch, not one per record), sliced.
         let total: usize = admitted
             .iter()

@@ -158,6 +158,56 @@ fn enc(e: postcard::Error) -> EncodeError {
     EncodeError::Postcard(e.to_string())
 }
 
+/// Encodes a layout-2 record header (index class, relative times) into `buf`; returns its
+/// length. The record's frame payload is these bytes followed by the payload, so a writer
+/// can hand both to the log without copying the payload into a buffer first
+/// (`encode_record` is this plus the payload).
+pub fn encode_v2_header(
+    header: &RecordHeader,
+    buf: &mut [u8; MAX_V2_HEADER],
+) -> Result<usize, EncodeError> {
+    let (
+        ClassRef::Index(class),
+        RecordTime::Relative {
+            boot_delta_ms,
+            wall_skew_ms,
+        },
+    ) = (&header.class, header.time)
+    else {
+        return Err(EncodeError::MixedLayout);
+    };
+    let mut meta = header.severity.get() - 1;
+    if header.event_id.is_some() {
+        meta |= META_EVENT_ID;
+    }
+    if header.hold_ms.is_some() {
+        meta |= META_HOLD;
+    }
+    // Serialize into the caller's stack buffer (postcard's slice flavour): far cheaper than
+    // growing a Vec byte by byte.
+    let fixed = V2Fixed {
+        slot: header.slot,
+        class: *class,
+        meta,
+        boot_delta_ms,
+        wall_skew_ms,
+    };
+    let (first, rest) = buf.split_at_mut(1);
+    first.fill(RECORD_VERSION);
+    let mut len = 1 + postcard::to_slice(&fixed, rest).map_err(enc)?.len();
+    if let Some(e) = header.event_id {
+        if let Some(dst) = buf.get_mut(len..len + 16) {
+            dst.copy_from_slice(e.as_bytes());
+        }
+        len += 16;
+    }
+    if let Some(h) = header.hold_ms {
+        let dst = buf.get_mut(len..).unwrap_or_default();
+        len += postcard::to_slice(&h, dst).map_err(enc)?.len();
+    }
+    Ok(len)
+}
+
 /// Appends the encoded `header` and `payload` to `out`. Index class + relative times is
 /// written as layout 2; inline class + absolute times as layout 1 (kept for tools and tests).
 pub fn encode_record(
@@ -166,43 +216,9 @@ pub fn encode_record(
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     match (&header.class, header.time) {
-        (
-            ClassRef::Index(class),
-            RecordTime::Relative {
-                boot_delta_ms,
-                wall_skew_ms,
-            },
-        ) => {
-            let mut meta = header.severity.get() - 1;
-            if header.event_id.is_some() {
-                meta |= META_EVENT_ID;
-            }
-            if header.hold_ms.is_some() {
-                meta |= META_HOLD;
-            }
-            // Serialize into a stack buffer (postcard's slice flavour) and copy once: far
-            // cheaper than growing the Vec byte by byte.
+        (ClassRef::Index(_), RecordTime::Relative { .. }) => {
             let mut buf = [0u8; MAX_V2_HEADER];
-            let fixed = V2Fixed {
-                slot: header.slot,
-                class: *class,
-                meta,
-                boot_delta_ms,
-                wall_skew_ms,
-            };
-            let (first, rest) = buf.split_at_mut(1);
-            first.fill(RECORD_VERSION);
-            let mut len = 1 + postcard::to_slice(&fixed, rest).map_err(enc)?.len();
-            if let Some(e) = header.event_id {
-                if let Some(dst) = buf.get_mut(len..len + 16) {
-                    dst.copy_from_slice(e.as_bytes());
-                }
-                len += 16;
-            }
-            if let Some(h) = header.hold_ms {
-                let dst = buf.get_mut(len..).unwrap_or_default();
-                len += postcard::to_slice(&h, dst).map_err(enc)?.len();
-            }
+            let len = encode_v2_header(header, &mut buf)?;
             out.reserve(len + payload.len());
             out.extend_from_slice(buf.get(..len).unwrap_or_default());
         }

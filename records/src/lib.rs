@@ -71,8 +71,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use codec::{
-    decode_context, decode_frame, decode_record, encode_context, encode_record, DecodeError,
-    Decoded, EncodeError, MAX_V2_HEADER,
+    decode_context, decode_frame, decode_record, encode_context, encode_record, encode_v2_header,
+    DecodeError, Decoded, EncodeError, MAX_V2_HEADER,
 };
 pub use contexts::{SlotContexts, SlotFrame, MAX_SLOTS};
 pub use reader::{ContextTracker, Observed, RecordEntry, RecordReader, RecordView, ResolveError};

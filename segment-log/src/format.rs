@@ -260,13 +260,7 @@ pub const fn word0(payload_len: u32) -> u64 {
 /// then the payload. Binding the position in means a frame copied elsewhere does not verify.
 #[inline]
 pub fn frame_crc(segment: u64, offset: u64, len: u32, kind: FrameKind, payload: &[u8]) -> u32 {
-    let mut pre = [0u8; 24];
-    pre[..8].copy_from_slice(&segment.to_le_bytes());
-    pre[8..16].copy_from_slice(&offset.to_le_bytes());
-    pre[16..20].copy_from_slice(&len.to_le_bytes());
-    pre[20] = kind as u8;
-    let crc = crc32c::crc32c(&pre);
-    crc32c::crc32c_append(crc, payload)
+    crate::crc::frame_crc(segment, offset, len, kind as u8, payload)
 }
 
 /// Bytes 8..16 of a frame header: checksum, kind, flags (0), reserved (0).

@@ -35,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod close_mark;
+mod crc;
 mod error;
 pub mod format;
 pub mod fs;

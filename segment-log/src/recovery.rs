@@ -83,7 +83,7 @@ pub(crate) fn unwritten_after(seg: &MappedSegment, counter: u64) -> bool {
 /// The offset after the last non-zero byte in `from..capacity`, if any.
 fn last_data_end(seg: &MappedSegment, from: u64) -> Result<Option<u64>> {
     let file =
-        std::fs::File::open(&seg.path).map_err(|e| Error::io("open segment", &seg.path, e))?;
+        std::fs::File::open(seg.path()).map_err(|e| Error::io("open segment", seg.path(), e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = from;
     let mut end = None;
@@ -92,7 +92,7 @@ fn last_data_end(seg: &MappedSegment, from: u64) -> Result<Option<u64>> {
         let chunk = buf.get_mut(..want).unwrap_or_default();
         let n = file
             .read_at(chunk, off)
-            .map_err(|e| Error::io("read segment", &seg.path, e))?;
+            .map_err(|e| Error::io("read segment", seg.path(), e))?;
         if n == 0 {
             break;
         }
@@ -117,7 +117,7 @@ fn only_whole_frames_past(seg: &MappedSegment, counter: u64) -> bool {
         probe: None,
         timeout: Duration::ZERO,
     };
-    let Ok(mut sc) = SegmentScanner::open(&seg.path, seg.number, 1 << 20, holes) else {
+    let Ok(mut sc) = SegmentScanner::open(seg.path(), seg.number, 1 << 20, holes) else {
         return false;
     };
     loop {

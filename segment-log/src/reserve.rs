@@ -37,9 +37,10 @@ pub(crate) trait FrameMem {
     /// The 8-byte word at `offset` (8-aligned, `HEADER_LEN <= offset`, `offset + 8 <=
     /// capacity`; callers check), loaded relaxed: zero means unwritten.
     fn load_word(&self, offset: u64) -> u64;
-    /// Writes bytes `8..` of the frame at `offset`: `word1`, then `payload` and zero padding.
-    /// The caller owns `offset..offset + frame_len(payload.len())` exclusively.
-    fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]);
+    /// Writes bytes `8..` of the frame at `offset`: `word1`, then the payload `head` ‖
+    /// `body` and zero padding. The caller owns `offset..offset + frame_len(head.len() +
+    /// body.len())` exclusively.
+    fn write_body(&self, offset: u64, word1: [u8; 8], head: &[u8], body: &[u8]);
     /// Stores the first word of the frame at `offset` with release ordering.
     fn publish(&self, offset: u64, word0: u64);
 }
@@ -110,9 +111,23 @@ pub(crate) fn write_frame<M: FrameMem + ?Sized>(
     kind: FrameKind,
     payload: &[u8],
 ) -> u64 {
-    let len = payload.len() as u32;
-    let crc = format::frame_crc(segment, offset, len, kind, payload);
-    mem.write_body(offset, format::word1(crc, kind), payload);
+    write_frame_parts(mem, segment, offset, kind, &[], payload)
+}
+
+/// [`write_frame`] for a payload given in two parts, `head` ‖ `body` (a record header
+/// encoded on the stack and the caller's bytes: no copy into a buffer first).
+#[inline]
+pub(crate) fn write_frame_parts<M: FrameMem + ?Sized>(
+    mem: &M,
+    segment: u64,
+    offset: u64,
+    kind: FrameKind,
+    head: &[u8],
+    body: &[u8],
+) -> u64 {
+    let len = (head.len() + body.len()) as u32;
+    let crc = crate::crc::frame_crc_parts(segment, offset, len, kind as u8, head, body);
+    mem.write_body(offset, format::word1(crc, kind), head, body);
     mem.publish(offset, format::word0(len));
     offset + format::frame_len(u64::from(len))
 }

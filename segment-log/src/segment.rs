@@ -64,13 +64,19 @@ use crate::reserve::FrameMem;
 pub(crate) struct MappedSegment {
     pub(crate) number: u64,
     pub(crate) capacity: u64,
-    pub(crate) path: PathBuf,
+    /// The path the segment was mapped under (a prepared segment's `.prep` name).
+    mapped_path: PathBuf,
+    /// The path after the rename that made a prepared segment live (set once).
+    live_path: std::sync::OnceLock<PathBuf>,
     /// Identity of the file, to recognise a prepared segment after a rename.
     pub(crate) ino: (u64, u64),
     /// The reservation end at or past which this handle's next append wakes its preparer
     /// (`u64::MAX`: none). Armed when the segment becomes active, disarmed by the append that
     /// reaches it, so exactly one append of this handle notifies (see `writer.rs`).
     pub(crate) prepare_at: AtomicU64,
+    /// Set by the preparer once its pre-fault pass over this segment is done (tests wait
+    /// for it; a rotation does not: it takes the mapping as it is).
+    pub(crate) prefaulted: std::sync::atomic::AtomicBool,
     map: MmapRaw,
     file: File,
 }
@@ -91,6 +97,17 @@ pub(crate) fn create_file(
     dest: &Path,
     header: &SegmentHeader,
 ) -> Result<File> {
+    let file = create_temp(sharing, tmp, header)?;
+    if let Err(e) = rename_noreplace(tmp, dest) {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// The first half of [`create_file`]: a fully allocated segment file with its header at
+/// `tmp` (removed again on failure), not yet renamed.
+pub(crate) fn create_temp(sharing: Sharing, tmp: &Path, header: &SegmentHeader) -> Result<File> {
     let file = sharing
         .open(
             OpenOptions::new().read(true).write(true).create_new(true),
@@ -100,8 +117,7 @@ pub(crate) fn create_file(
     let result = (|| {
         allocate(&file, header.capacity).map_err(|e| allocation_error(tmp, e))?;
         std::os::unix::fs::FileExt::write_all_at(&file, &header.encode(), 0)
-            .map_err(|e| Error::io("write segment header", tmp, e))?;
-        rename_noreplace(tmp, dest)
+            .map_err(|e| Error::io("write segment header", tmp, e))
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(tmp);
@@ -203,9 +219,11 @@ impl MappedSegment {
         Ok(MappedSegment {
             number: header.segment,
             capacity: header.capacity,
-            path,
+            mapped_path: path,
+            live_path: std::sync::OnceLock::new(),
             ino: (meta.dev(), meta.ino()),
             prepare_at: AtomicU64::new(u64::MAX),
+            prefaulted: std::sync::atomic::AtomicBool::new(false),
             map,
             file,
         })
@@ -216,10 +234,16 @@ impl MappedSegment {
         &self.file
     }
 
-    /// The same mapping under a new path (after a rename of the file).
-    pub(crate) fn renamed(mut self, path: PathBuf) -> Self {
-        self.path = path;
-        self
+    /// Records the file's new path after a rename (a prepared segment made live). The
+    /// mapping may be shared (the preparer may still be pre-faulting it), so this takes
+    /// `&self`; only the first call counts.
+    pub(crate) fn renamed(&self, path: PathBuf) {
+        let _ = self.live_path.set(path);
+    }
+
+    /// The segment file's current path.
+    pub(crate) fn path(&self) -> &Path {
+        self.live_path.get().unwrap_or(&self.mapped_path)
     }
 
     /// The shared word at `offset` as an atomic. Callers pass an 8-aligned offset with
@@ -302,9 +326,10 @@ impl MappedSegment {
     /// kernel writes it back, zeros go to disk. The writer sizes `len` by how fast the log
     /// fills (see `writer::prefault_len`).
     pub(crate) fn prefault(&self, len: u64) {
-        // In 2 MiB steps: each `madvise` holds the process's mmap lock, and a writer rotating
-        // meanwhile (mmap/munmap) must not wait for a whole segment's populate.
-        const STEP: u64 = 2 << 20;
+        // In 256 KiB steps: each `madvise` holds the process's mmap lock (shared), and a
+        // writer that maps a segment meanwhile (mmap takes it exclusively) waits for at most
+        // one step (~64 page allocations), not a whole segment's populate.
+        const STEP: u64 = 256 << 10;
         let end = len.next_multiple_of(4096).min(self.capacity);
         let mut off = 0u64;
         while off < end {
@@ -339,11 +364,6 @@ impl MappedSegment {
         let end = (offset + len).min(self.capacity);
         self.map.flush_range(start as usize, (end - start) as usize)
     }
-
-    /// msync of the whole mapping.
-    pub(crate) fn flush(&self) -> std::io::Result<()> {
-        self.map.flush()
-    }
 }
 
 impl FrameMem for MappedSegment {
@@ -373,8 +393,9 @@ impl FrameMem for MappedSegment {
     }
 
     #[inline]
-    fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
-        let total = format::frame_len(payload.len() as u64);
+    fn write_body(&self, offset: u64, word1: [u8; 8], head: &[u8], body: &[u8]) {
+        let len = head.len() + body.len();
+        let total = format::frame_len(len as u64);
         // Guaranteed by `reserve` (which validates the counter); checked again because a
         // violation would be a write outside the mapping.
         assert!(
@@ -392,9 +413,10 @@ impl FrameMem for MappedSegment {
         unsafe {
             let dst = self.map.as_mut_ptr().add(offset as usize);
             std::ptr::copy_nonoverlapping(word1.as_ptr(), dst.add(8), 8);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(16), payload.len());
-            let pad = (total - 16) as usize - payload.len();
-            std::ptr::write_bytes(dst.add(16 + payload.len()), 0, pad);
+            std::ptr::copy_nonoverlapping(head.as_ptr(), dst.add(16), head.len());
+            std::ptr::copy_nonoverlapping(body.as_ptr(), dst.add(16 + head.len()), body.len());
+            let pad = (total - 16) as usize - len;
+            std::ptr::write_bytes(dst.add(16 + len), 0, pad);
         }
     }
 

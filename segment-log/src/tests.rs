@@ -34,6 +34,42 @@ fn seg_file(dir: &Path, n: u64) -> std::path::PathBuf {
     dir.join("segments").join(fs::segment_file_name(n, "seg"))
 }
 
+/// `append_parts` writes `head` ‖ `body` as one record (across rotations too) and runs its
+/// hook exactly once per append, after the place is fixed: an append made from inside the
+/// hook lands after the record.
+#[test]
+fn records_appended_in_two_parts_read_back_joined_and_the_hook_runs_once() {
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(d.path(), small()).unwrap();
+    let mut want = Vec::new();
+    for i in 0..2000u32 {
+        let head = format!("h{}:", i % 13);
+        let body = vec![b'a' + (i % 26) as u8; (i % 300) as usize];
+        let mut calls = 0;
+        let pos = log
+            .append_parts(head.as_bytes(), &body, || calls += 1)
+            .unwrap();
+        assert_eq!(calls, 1);
+        let mut joined = head.into_bytes();
+        joined.extend_from_slice(&body);
+        want.push((pos, joined));
+    }
+    let mut inner = None;
+    let outer = log
+        .append_parts(b"outer", b"", || {
+            inner = Some(log.append(b"inner").unwrap())
+        })
+        .unwrap();
+    assert!(inner.unwrap() > outer);
+    let (frames, damage) = read_all(d.path());
+    assert!(damage.is_empty(), "{damage:?}");
+    assert_eq!(frames.len(), want.len() + 2);
+    for (f, (pos, bytes)) in frames.iter().zip(&want) {
+        assert_eq!((&f.position, &f.payload), (pos, bytes));
+    }
+    assert!(log.active_segment() > 1, "rotated");
+}
+
 #[test]
 fn appended_records_read_back_in_order_with_positions() {
     let d = tempfile::tempdir().unwrap();

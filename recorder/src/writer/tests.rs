@@ -508,3 +508,63 @@ fn a_record_with_its_own_time_keeps_it_and_its_hold_still_ends_on_time() {
         "released from now, not a day early"
     );
 }
+
+/// A single record lets go of the context lock once its place in the log is fixed, before
+/// its bytes are written (`Log::append_parts`). Context changes racing with appends on other
+/// threads (new classifications, and rebases forced by clock jumps) must still leave every
+/// record after the context it was encoded with: each decodes to its own classification and
+/// a time inside the window its writer saw around the call.
+#[test]
+fn records_racing_context_changes_decode_with_their_own_context() {
+    let d = tempfile::tempdir().unwrap();
+    let clock = FakeClock::new();
+    let rec = Recorder::open_with(&test_config(d.path()), clock.clone(), false).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let windows: Vec<Vec<(u64, u64)>> = std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..30 {
+                std::thread::sleep(Duration::from_millis(2));
+                clock.advance(REBASE_HARD_MS + 1);
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let (rec, clock, stop) = (&rec, &clock, &stop);
+                s.spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut i = 0u32;
+                    while !stop.load(Ordering::SeqCst) || i < 2000 {
+                        let class = format!("org.example/t{t}/c{}", i % 97);
+                        let mut payload = t.to_le_bytes().to_vec();
+                        payload.extend_from_slice(&i.to_le_bytes());
+                        payload.extend_from_slice(class.as_bytes());
+                        let b = RecordBuilder::parse(&class, 3).unwrap();
+                        let before = clock.boot_ms.load(Ordering::SeqCst);
+                        rec.record(&b.payload(&payload)).unwrap();
+                        seen.push((before, clock.boot_ms.load(Ordering::SeqCst)));
+                        i += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        writers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let all = read_all(d.path());
+    assert_eq!(all.len(), windows.iter().map(Vec::len).sum::<usize>());
+    let mut rebased = std::collections::HashSet::new();
+    for (_, meta, _, payload) in &all {
+        let t = u32::from_le_bytes(payload[..4].try_into().unwrap()) as usize;
+        let i = u32::from_le_bytes(payload[4..8].try_into().unwrap()) as usize;
+        assert_eq!(meta.classification.as_str().as_bytes(), &payload[8..]);
+        let (before, after) = windows[t][i];
+        assert!(
+            (before..=after).contains(&meta.boot_ms),
+            "thread {t} record {i}: boot {} outside {before}..={after}",
+            meta.boot_ms
+        );
+        rebased.insert(before);
+    }
+    assert!(rebased.len() > 5, "the clock moved during the appends");
+}

@@ -77,7 +77,9 @@ impl FrameMem for LoomMem {
         self.word(offset).load(Ordering::Relaxed)
     }
 
-    fn write_body(&self, offset: u64, word1: [u8; 8], payload: &[u8]) {
+    fn write_body(&self, offset: u64, word1: [u8; 8], head: &[u8], body: &[u8]) {
+        let joined: Vec<u8> = head.iter().chain(body).copied().collect();
+        let payload = &joined[..];
         let total = format::frame_len(payload.len() as u64);
         assert!(
             offset >= HEADER_LEN && offset + total <= self.capacity,
