@@ -98,6 +98,10 @@ pub struct CollectorSection {
     pub body_timeout: Option<DurationValue>,
     /// `receive_buffer_bytes`: upload body bytes held in memory at once while they arrive.
     pub receive_buffer_bytes: Option<SizeValue>,
+    /// `ingest_queue_bytes`: decoded batches waiting for the database writer (429 above).
+    pub ingest_queue_bytes: Option<SizeValue>,
+    /// `retain_days`: delete what was received more than this many days ago (none = keep).
+    pub retain_days: Option<u32>,
 }
 
 impl Section for CollectorSection {
@@ -187,6 +191,11 @@ impl CollectorSection {
                 self.receive_buffer_bytes,
                 dl.receive_buffer_bytes,
             )?,
+            ingest_queue_bytes: size(
+                "ingest_queue_bytes",
+                self.ingest_queue_bytes,
+                dl.ingest_queue_bytes,
+            )?,
         };
         let cfg = ServerConfig {
             listen,
@@ -199,6 +208,7 @@ impl CollectorSection {
                 .shutdown_grace
                 .map_or(d.shutdown_grace, DurationValue::get),
             handle_signals: false,
+            retain_days: self.retain_days,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -258,6 +268,9 @@ pub struct Limits {
     /// arrive (`max_concurrent_uploads * max_body_bytes`, 64 MiB by default). A body that
     /// cannot get room in time gets 503 with `Retry-After`.
     pub receive_buffer_bytes: u64,
+    /// Estimated memory of decoded batches waiting for the database writer (256 MiB). An
+    /// upload that finds it full is answered 429 with `Retry-After` at once.
+    pub ingest_queue_bytes: u64,
 }
 
 impl Default for Limits {
@@ -274,6 +287,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             receive_buffer_bytes: 4 * p.max_body_bytes,
+            ingest_queue_bytes: 256 << 20,
         }
     }
 }
@@ -312,6 +326,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Stop gracefully on SIGINT and SIGTERM (the CLI sets this; libraries usually don't).
     pub handle_signals: bool,
+    /// Delete records, gaps and batches received more than this many days ago (checked at
+    /// start and every `RETENTION_INTERVAL`); `None` keeps everything.
+    pub retain_days: Option<u32>,
 }
 
 impl ServerConfig {
@@ -328,6 +345,7 @@ impl ServerConfig {
             limits: Limits::default(),
             shutdown_grace: Duration::from_secs(10),
             handle_signals: false,
+            retain_days: None,
         }
     }
 
@@ -359,6 +377,14 @@ impl ServerConfig {
              body of the largest size could never be received",
             l.receive_buffer_bytes,
             l.max_body_bytes
+        );
+        ensure!(
+            l.ingest_queue_bytes > 0,
+            "ingest_queue_bytes must be above 0"
+        );
+        ensure!(
+            self.retain_days != Some(0),
+            "retain_days must be at least 1 (leave it out to keep everything)"
         );
         for t in self.tokens.iter().chain(&self.api_tokens) {
             ensure!(
@@ -427,6 +453,7 @@ pub fn collector_spec() -> SectionSpec {
                 "receive_buffer_bytes",
                 v(size_value(l.receive_buffer_bytes)),
             ),
+            ("ingest_queue_bytes", v(size_value(l.ingest_queue_bytes))),
         ],
         &["tokens", "api_tokens"],
     )
@@ -501,7 +528,7 @@ mod tests {
             config_layers::spec::fields::<CollectorSection>().len()
         );
         let (doc, unset) = spec.defaults_document();
-        assert_eq!(unset, ["token_file", "tls_cert", "tls_key"]);
+        assert_eq!(unset, ["token_file", "tls_cert", "tls_key", "retain_days"]);
         let c = CollectorSection::from_toml_str(&doc)
             .unwrap()
             .resolve(Path::new("/elsewhere"))
