@@ -67,11 +67,6 @@ impl<'a, 'c> Inserter<'a, 'c> {
         Ok(Inserter { tx, caches })
     }
 
-    /// After a rollback to a savepoint: ids interned since may be gone.
-    pub(crate) fn forget_cached(&mut self) {
-        self.caches.clear();
-    }
-
     /// Stores `batch` unless a batch with its id is stored (in this transaction or before).
     pub(crate) fn ingest(
         &mut self,

@@ -86,9 +86,6 @@ pub enum StoreError {
     /// The writer thread stopped (the store is shutting down, or it panicked).
     #[error("the database writer has stopped")]
     WriterGone,
-    /// The transaction this batch was written in failed to commit; nothing of it is stored.
-    #[error("committing the batch group failed: {0}")]
-    GroupFailed(String),
 }
 
 /// What ingesting a batch did.

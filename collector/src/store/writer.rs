@@ -1,8 +1,9 @@
 //! The single SQLite writer: one thread owns the write connection and commits ingested
 //! batches in groups. Every batch queued while the previous group was being written joins
 //! the next group: one transaction, one fsync (WAL, `synchronous = FULL`), then every batch
-//! in it is answered. A batch that fails is rolled back to its own savepoint, so it fails
-//! alone; a commit that fails fails the whole group, and nothing of it was acknowledged.
+//! in it is answered. When anything in a group fails, the group is rolled back and its
+//! batches are written again one transaction each, so only the bad batch fails; nothing is
+//! acknowledged before the transaction holding it has committed.
 //!
 //! The queue in front of the writer is bounded by the memory of the decoded batches it
 //! holds ([`WriterLimits::queue_bytes`]); [`Writer::try_submit`] refuses at once when it is
@@ -152,11 +153,17 @@ impl Writer {
         &self.shared.stats
     }
 
-    /// Seconds the writer needs for `queued_records` at its recent rate (1 to 60).
+    /// Seconds the writer needs for `queued_records` at its recent rate, spread over up to
+    /// twice that so that the devices refused together do not all come back together
+    /// (uploaders honour `Retry-After` exactly). 1 to 60.
     fn retry_after(&self, queued_records: u64) -> u64 {
         // Unknown before the first commit: assume a slow writer.
         let rate = self.shared.stats.rate().max(1000.0);
-        ((queued_records as f64 / rate).ceil() as u64).clamp(1, 60)
+        let need = ((queued_records as f64 / rate).ceil() as u64).clamp(1, 30);
+        // A cheap spread without a random source: the shed count, scrambled.
+        let n = self.shared.stats.shed.load(Ordering::Relaxed);
+        let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+        need + spread % (need + 1)
     }
 
     fn push(&self, q: &mut Queue, job: Job, cost: u64) {
@@ -373,57 +380,76 @@ fn write_group(
     let started = Instant::now();
     let records: u64 = group.iter().map(|(b, ..)| b.records.len() as u64).sum();
     let n = group.len() as u64;
-    let mut results: Vec<Result<IngestOutcome, StoreError>> = Vec::with_capacity(group.len());
-    let committed = (|| -> Result<(), StoreError> {
+    // Fast path: the whole group in one transaction, no savepoints (they copy every page a
+    // batch touches into the statement journal).
+    let all = (|| -> Result<Vec<IngestOutcome>, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(group.len());
         {
             let mut ins = Inserter::new(&tx, caches)?;
             for (batch, meta, _) in &group {
-                tx.execute_batch("SAVEPOINT batch")?;
-                match ins.ingest(batch, *meta) {
-                    Ok(o) => {
-                        tx.execute_batch("RELEASE batch")?;
-                        results.push(Ok(o));
-                    }
-                    Err(e) => {
-                        tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
-                        // Ids interned inside the rolled-back part are gone.
-                        ins.forget_cached();
-                        results.push(Err(e));
-                    }
-                }
+                out.push(ins.ingest(batch, *meta)?);
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(out)
     })();
-    match committed {
-        Ok(()) => {
+    let results: Vec<Result<IngestOutcome, StoreError>> = match all {
+        Ok(out) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.committed_batches.fetch_add(n, Ordering::Relaxed);
-            let secs = started.elapsed().as_secs_f64().max(1e-6);
-            let rate = records.max(1) as f64 / secs;
-            let old = stats.rate();
-            let new = if old == 0.0 {
-                rate
-            } else {
-                0.8 * old + 0.2 * rate
-            };
-            stats
-                .rate_milli
-                .store((new * 1000.0) as u64, Ordering::Relaxed);
-            for ((_, _, reply), r) in group.into_iter().zip(results) {
-                let _ = reply.send(r);
-            }
+            out.into_iter().map(Ok).collect()
+        }
+        Err(_) if group.len() > 1 => {
+            // Something in the group failed and all of it was rolled back: write each batch
+            // in its own transaction so that only the bad one fails.
+            caches.clear();
+            group
+                .iter()
+                .map(|(batch, meta, _)| {
+                    let r = write_one(conn, caches, batch, *meta);
+                    match &r {
+                        Ok(_) => {
+                            stats.commits.fetch_add(1, Ordering::Relaxed);
+                            stats.committed_batches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => caches.clear(),
+                    }
+                    r
+                })
+                .collect()
         }
         Err(e) => {
             caches.clear();
-            let msg = e.to_string();
-            for (_, _, reply) in group {
-                let _ = reply.send(Err(StoreError::GroupFailed(msg.clone())));
-            }
+            vec![Err(e)]
         }
+    };
+    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    let rate = records.max(1) as f64 / secs;
+    let old = stats.rate();
+    let new = if old == 0.0 {
+        rate
+    } else {
+        0.8 * old + 0.2 * rate
+    };
+    stats
+        .rate_milli
+        .store((new * 1000.0) as u64, Ordering::Relaxed);
+    for ((_, _, reply), r) in group.into_iter().zip(results) {
+        let _ = reply.send(r);
     }
+}
+
+fn write_one(
+    conn: &mut Connection,
+    caches: &mut Caches,
+    batch: &Batch,
+    meta: IngestMeta,
+) -> Result<IngestOutcome, StoreError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let out = Inserter::new(&tx, caches)?.ingest(batch, meta)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 #[cfg(test)]
