@@ -94,6 +94,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("seglog-benches", &["segment-log"]),
+    ("fleet-sim", &["uploader", "collector"]),
 ];
 
 #[test]

@@ -263,8 +263,7 @@ pub fn run(
                         }
                     }
                 }
-                Decision::Wait { recheck_in, .. } => Some(recheck_in),
-                Decision::Nothing | Decision::Forbidden { .. } => Some(cfg.policy.interval),
+                other => cfg.policy.idle_after(&other, fastrand::f64()),
             }
         };
         if let Some(d) = idle {

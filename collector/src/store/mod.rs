@@ -11,6 +11,7 @@ mod ingest_sql;
 mod query;
 mod retention;
 mod schema;
+pub mod shed;
 mod writer;
 
 use std::path::{Path, PathBuf};

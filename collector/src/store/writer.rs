@@ -75,6 +75,7 @@ struct Queue {
     jobs: VecDeque<Job>,
     bytes: u64,
     records: u64,
+    shed: super::shed::ShedWindow,
     stop: bool,
 }
 
@@ -129,6 +130,12 @@ fn batch_cost(b: &Batch, meta: &IngestMeta) -> u64 {
         .saturating_add(b.records.len() as u64 * RECORD_OVERHEAD_BYTES)
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Writer {
     /// Starts the writer thread on `conn`.
     pub(crate) fn start(conn: Connection, limits: WriterLimits) -> Result<Writer, StoreError> {
@@ -151,19 +158,6 @@ impl Writer {
 
     pub(crate) fn stats(&self) -> &WriterStats {
         &self.shared.stats
-    }
-
-    /// Seconds the writer needs for `queued_records` at its recent rate, spread over up to
-    /// twice that so that the devices refused together do not all come back together
-    /// (uploaders honour `Retry-After` exactly). 1 to 60.
-    fn retry_after(&self, queued_records: u64) -> u64 {
-        // Unknown before the first commit: assume a slow writer.
-        let rate = self.shared.stats.rate().max(1000.0);
-        let need = ((queued_records as f64 / rate).ceil() as u64).clamp(1, 30);
-        // A cheap spread without a random source: the shed count, scrambled.
-        let n = self.shared.stats.shed.load(Ordering::Relaxed);
-        let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
-        need + spread % (need + 1)
     }
 
     fn push(&self, q: &mut Queue, job: Job, cost: u64) {
@@ -191,9 +185,17 @@ impl Writer {
             Err(p) => p.into_inner(),
         };
         if !q.jobs.is_empty() && q.bytes.saturating_add(cost) > self.shared.limits.queue_bytes {
-            self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+            let nonce = self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+            let now = now_ms();
+            q.shed.add(now, batch.records.len() as u64);
+            let recent = q.shed.recent(now);
             return Err(Overloaded {
-                retry_after_secs: self.retry_after(q.records),
+                retry_after_secs: super::shed::retry_after_secs(
+                    q.records,
+                    self.shared.stats.rate(),
+                    recent,
+                    nonce,
+                ),
             });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
