@@ -100,6 +100,9 @@ pub struct Report {
     pub steady_mean: f64,
     /// Highest requests in one second after the outage ended.
     pub peak_after: u32,
+    /// Highest requests in one second during the hour after the backlog drained (steady
+    /// again, or still in step).
+    pub peak_after_drain: u32,
     /// Seconds from the end of the outage until every record written before it was stored
     /// (`None`: not within `max_after_ms`).
     pub drain_secs: Option<f64>,
@@ -356,6 +359,12 @@ pub fn run(p: &Params) -> Report {
     let keep = usize::try_from(stop_at / 1000)
         .unwrap_or(0)
         .min(requests.len());
+    let drained_sec = drained_at.map_or(keep, |d| {
+        usize::try_from((recovery + d) / 1000).unwrap_or(keep)
+    });
+    let peak_after_drain = requests
+        .get(drained_sec.min(keep)..keep)
+        .map_or(0, |r| r.iter().copied().max().unwrap_or(0));
     requests.truncate(keep);
     shed.truncate(keep);
     Report {
@@ -363,6 +372,7 @@ pub fn run(p: &Params) -> Report {
         shed_per_sec: shed,
         steady_mean,
         peak_after,
+        peak_after_drain,
         drain_secs: drained_at.map(|d| d as f64 / 1000.0),
         longest_wait_secs: longest_wait as f64 / 1000.0,
         slowest_first_success_secs: devices

@@ -46,6 +46,10 @@ fn main() -> ExitCode {
         r.peak_after,
         r.peak_to_mean()
     );
+    println!(
+        "in the hour after draining: peak {} requests/s",
+        r.peak_after_drain
+    );
     match r.drain_secs {
         Some(d) => println!("time to drain: {d:.0} s"),
         None => println!("time to drain: not within {} s", p.max_after_ms / 1000),
