@@ -250,8 +250,8 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// Most records in one batch (200 000, the protocol's default).
     pub max_records_per_batch: u64,
-    /// Uploads decoded and stored at once (4: SQLite has one writer anyway, and this keeps
-    /// the memory bound above small).
+    /// Uploads decoded at once (4: decoding is CPU work, and this keeps the memory bound
+    /// above small); decoded batches then wait for the writer in its queue.
     pub max_concurrent_uploads: usize,
     /// How long an upload waits for a slot before it gets 503 with `Retry-After` (30 s).
     pub upload_queue_timeout: Duration,

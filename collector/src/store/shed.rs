@@ -84,7 +84,7 @@ mod tests {
             .map(|n| retry_after_secs(100_000, 50_000.0, 10_000_000, n))
             .collect();
         let (lo, hi) = (*hints.iter().min().unwrap(), *hints.iter().max().unwrap());
-        assert!(lo <= 10 && hi >= 190 && hi <= 202, "{lo}..{hi}");
+        assert!(lo <= 10 && (190..=202).contains(&hi), "{lo}..{hi}");
         // Never above the cap, never 0, also for nonsense rates.
         assert_eq!(
             retry_after_secs(u64::MAX, 1.0, u64::MAX, 7),
