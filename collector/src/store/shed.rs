@@ -3,10 +3,10 @@
 //!
 //! A device refused now comes back after exactly the `Retry-After` it got (the uploader
 //! honours it, up to its backoff cap). Telling every refused device the same number would
-//! bring them all back in the same second; so the answer is spread at random over the time
-//! the writer needs for what is queued plus everything refused during the last two minutes
-//! (those devices are all waiting to come back): the returns then arrive at about the rate
-//! the writer can take.
+//! bring them all back in the same second; so the answer is spread at random over the
+//! second half of the time the writer needs for what is queued plus everything refused
+//! during the last one to two minutes (those devices are all waiting to come back): the
+//! returns then arrive at no more than about twice the rate the writer can take.
 
 /// Longest `Retry-After` sent (the uploader's default backoff cap is 600 s).
 pub const MAX_RETRY_AFTER_SECS: u64 = 600;
@@ -64,8 +64,11 @@ pub fn retry_after_secs(queued_records: u64, rate: f64, recently_shed: u64, nonc
     let spread = ((recently_shed as f64 / rate).ceil() as u64)
         .max(need)
         .min(MAX_RETRY_AFTER_SECS - need);
+    // Within the second half of the spread: the refused crowd comes back over that half,
+    // at no more than twice the rate the whole spread would give, and never sooner than
+    // half of it (a full-range pick would send some straight back into the crowd).
     let pick = nonce.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17;
-    need + pick % (spread + 1)
+    need + spread / 2 + pick % (spread - spread / 2 + 1)
 }
 
 #[cfg(test)]
@@ -79,12 +82,18 @@ mod tests {
             let s = retry_after_secs(100_000, 50_000.0, 0, n);
             assert!((2..=4).contains(&s), "{s}");
         }
-        // 10 M records refused lately at 50,000/s: spread over about 200 s.
+        // 10 M records refused lately at 50,000/s: a spread of 200 s, picked in its second
+        // half after the 2 s the queue needs.
         let hints: Vec<u64> = (0..1000)
             .map(|n| retry_after_secs(100_000, 50_000.0, 10_000_000, n))
             .collect();
         let (lo, hi) = (*hints.iter().min().unwrap(), *hints.iter().max().unwrap());
-        assert!(lo <= 10 && (190..=202).contains(&hi), "{lo}..{hi}");
+        assert!(
+            (102..=106).contains(&lo) && (198..=202).contains(&hi),
+            "{lo}..{hi}"
+        );
+        let distinct: std::collections::BTreeSet<_> = hints.iter().collect();
+        assert!(distinct.len() > 80, "{}", distinct.len());
         // Never above the cap, never 0, also for nonsense rates.
         assert_eq!(
             retry_after_secs(u64::MAX, 1.0, u64::MAX, 7),
