@@ -56,7 +56,8 @@ pub struct Params {
     /// Random seed.
     pub seed: u64,
     /// A scheduled pass sends what was written when it started, not what arrives meanwhile
-    /// (false: the uploader today, which chases the end of the log until it is caught up).
+    /// (true: the daemon, which passes the log end as the pass target; false: the daemon
+    /// before issue 16, which chased the end of the log until it was caught up).
     pub pass_stops_at_start: bool,
 }
 
@@ -84,7 +85,7 @@ impl Default for Params {
             outage_ms: 3_600_000,
             max_after_ms: 6 * 3_600_000,
             seed: 16,
-            pass_stops_at_start: false,
+            pass_stops_at_start: true,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `fleet-sim [DEVICES] [OUT.svg]`: runs the default scenario (see `fleet_sim::Params`;
-//! `FLEET_SIM_PASS_STOPS_AT_START=1` for passes that stop at the end of the log as it was
-//! when they started),
+//! `FLEET_SIM_PASS_CHASES=1` for passes that chase the end of the log until caught up, as
+//! the daemon did before issue 16),
 //! prints the figures, writes the request-rate histogram after the outage as an SVG.
 //! Exit 0 when the targets hold (peak <= 3x steady mean, the backlog drained, no device
 //! waited longer than the backoff cap between attempts), 1 when one does not, 2 on bad
@@ -27,9 +27,8 @@ fn main() -> ExitCode {
         }
     }
     let out = args.get(1).cloned();
-    // FLEET_SIM_PASS_STOPS_AT_START=1: passes send only what was written when they started.
-    p.pass_stops_at_start =
-        std::env::var_os("FLEET_SIM_PASS_STOPS_AT_START").is_some_and(|v| v == "1");
+    // FLEET_SIM_PASS_CHASES=1: passes chase the end of the log (the daemon before issue 16).
+    p.pass_stops_at_start = std::env::var_os("FLEET_SIM_PASS_CHASES").is_none_or(|v| v != "1");
     let r = fleet_sim::run(&p);
     let cap = p.backoff_cap.as_secs_f64();
     println!(

@@ -225,7 +225,10 @@ pub fn run(
                     let o = PassOptions {
                         trigger: Trigger::Scheduled,
                         max_attempts: None,
-                        target: None,
+                        // What was written before the pass started: records that arrive
+                        // meanwhile wait for the next pass. Chasing them kept a fleet behind
+                        // a slow collector sending tiny batches forever (fleet-sim).
+                        target: crate::backlog::log_end(&cfg.dir),
                         deadline: None,
                     };
                     let fl = flushes.clone();
