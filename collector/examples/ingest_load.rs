@@ -1,11 +1,16 @@
 //! Ingest throughput of the collector on loopback: `DEVICES` threads each upload `BATCHES`
 //! batches of `RECORDS` records (fixture records, ~40-byte payloads) to a fresh collector,
 //! then resend them all once (duplicates). Prints batches/s and records/s for both passes,
-//! and for comparison the same batches written straight into a `Store` (no HTTP, no zstd).
+//! and for comparison the same batches written straight into a `Store` (no HTTP, no zstd),
+//! from `DEVICES` threads at once so that the writer's group commit works as it does behind
+//! the HTTP server. A 429 is retried after its `Retry-After` and counted.
 //!
 //! ```sh
 //! cargo run --release -p collector --example ingest_load -- [DEVICES] [BATCHES] [RECORDS]
 //! ```
+//!
+//! `INGEST_LOAD_DROP_INDEXES=name,name` drops those indexes before the direct store pass, to
+//! measure what each costs.
 
 use std::time::Instant;
 
@@ -39,21 +44,40 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let wire: usize = bodies.iter().flatten().map(|(_, _, b)| b.len()).sum();
 
+    let shed = std::sync::atomic::AtomicU64::new(0);
     for pass in ["new", "duplicate"] {
         let t = Instant::now();
         std::thread::scope(|s| {
             for dev in &bodies {
-                let url = &url;
+                let (url, shed) = (&url, &shed);
                 s.spawn(move || {
-                    let agent = ureq::agent();
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
                     for (path, id, body) in dev {
-                        let r = agent
-                            .post(format!("{url}{path}"))
-                            .header("Content-Type", protocol::CONTENT_TYPE)
-                            .header("Content-Encoding", "zstd")
-                            .header(protocol::HEADER_BATCH_ID, id)
-                            .send(body);
-                        assert!(r.is_ok(), "upload failed: {r:?}");
+                        loop {
+                            let r = agent
+                                .post(format!("{url}{path}"))
+                                .header("Content-Type", protocol::CONTENT_TYPE)
+                                .header("Content-Encoding", "zstd")
+                                .header(protocol::HEADER_BATCH_ID, id)
+                                .send(body)
+                                .expect("upload failed");
+                            if r.status() == 429 {
+                                shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let secs = r
+                                    .headers()
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok())
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(1);
+                                std::thread::sleep(std::time::Duration::from_secs(secs));
+                                continue;
+                            }
+                            assert_eq!(r.status(), 200, "upload failed");
+                            break;
+                        }
                     }
                 });
             }
@@ -67,30 +91,60 @@ fn main() -> anyhow::Result<()> {
             wire as f64 / secs / 1e6
         );
     }
+    println!(
+        "      429: {} uploads shed and retried",
+        shed.load(std::sync::atomic::Ordering::Relaxed)
+    );
     server.shutdown()?;
 
     let store = collector::store::Store::open(&dir.path().join("direct"))?;
-    let decoded: Vec<protocol::Batch> = (0..devices)
-        .flat_map(|d| {
+    // Measuring what each index costs: INGEST_LOAD_DROP_INDEXES=records_record_id,... drops
+    // those indexes of the direct store before the pass (the HTTP passes keep them all).
+    if let Ok(drop) = std::env::var("INGEST_LOAD_DROP_INDEXES") {
+        let c = rusqlite::Connection::open(dir.path().join("direct/collector.sqlite3"))?;
+        for i in drop.split(',').filter(|s| !s.is_empty()) {
+            c.execute_batch(&format!("DROP INDEX {i}"))?;
+        }
+    }
+    let decoded: Vec<Vec<protocol::Batch>> = (0..devices)
+        .map(|d| {
             let p = fixtures::private_id(d as u8);
-            (0..batches).map(move |i| fixtures::batch(&p, i * records, records, "1"))
+            (0..batches)
+                .map(|i| fixtures::batch(&p, i * records, records, "1"))
+                .collect()
         })
         .collect();
     let (t, cpu0) = (Instant::now(), cpu_seconds());
-    for b in &decoded {
-        let meta = collector::store::IngestMeta {
-            body_bytes: 0,
-            raw_bytes: 0,
-            received_ms: 0,
-        };
-        store.ingest(b, meta)?;
-    }
+    let commits0 = store
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::scope(|s| {
+        for dev in decoded {
+            let store = &store;
+            s.spawn(move || {
+                for b in dev {
+                    let meta = collector::store::IngestMeta {
+                        body_bytes: 0,
+                        raw_bytes: 0,
+                        received_ms: 0,
+                    };
+                    store.ingest_owned(b, meta).expect("ingest failed");
+                }
+            });
+        }
+    });
     let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
-    let n = (decoded.len() as u64 * records) as f64;
+    let total = devices * batches;
+    let n = (total * records) as f64;
+    let commits = store
+        .writer_stats()
+        .commits
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - commits0;
     println!(
-        "    store: {} batches straight into SQLite: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second)",
-        decoded.len(),
-        decoded.len() as f64 / secs,
+        "    store: {total} batches straight into SQLite from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second), {commits} commits",
+        total as f64 / secs,
         n / secs,
         n / cpu
     );

@@ -100,6 +100,10 @@ pub struct CollectorSection {
     pub receive_buffer_bytes: Option<SizeValue>,
     /// `[collector.forward]`: forward what is stored to an OTLP/HTTP endpoint.
     pub forward: Option<crate::forward::ForwardSection>,
+    /// `ingest_queue_bytes`: decoded batches waiting for the database writer (429 above).
+    pub ingest_queue_bytes: Option<SizeValue>,
+    /// `retain_days`: delete what was received more than this many days ago (none = keep).
+    pub retain_days: Option<u32>,
 }
 
 impl Section for CollectorSection {
@@ -189,6 +193,11 @@ impl CollectorSection {
                 self.receive_buffer_bytes,
                 dl.receive_buffer_bytes,
             )?,
+            ingest_queue_bytes: size(
+                "ingest_queue_bytes",
+                self.ingest_queue_bytes,
+                dl.ingest_queue_bytes,
+            )?,
         };
         let cfg = ServerConfig {
             listen,
@@ -206,6 +215,7 @@ impl CollectorSection {
                 .as_ref()
                 .map(|f| f.resolve().map_err(ConfigError::Invalid))
                 .transpose()?,
+            retain_days: self.retain_days,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -247,8 +257,8 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// Most records in one batch (200 000, the protocol's default).
     pub max_records_per_batch: u64,
-    /// Uploads decoded and stored at once (4: SQLite has one writer anyway, and this keeps
-    /// the memory bound above small).
+    /// Uploads decoded at once (4: decoding is CPU work, and this keeps the memory bound
+    /// above small); decoded batches then wait for the writer in its queue.
     pub max_concurrent_uploads: usize,
     /// How long an upload waits for a slot before it gets 503 with `Retry-After` (30 s).
     pub upload_queue_timeout: Duration,
@@ -265,6 +275,9 @@ pub struct Limits {
     /// arrive (`max_concurrent_uploads * max_body_bytes`, 64 MiB by default). A body that
     /// cannot get room in time gets 503 with `Retry-After`.
     pub receive_buffer_bytes: u64,
+    /// Estimated memory of decoded batches waiting for the database writer (256 MiB). An
+    /// upload that finds it full is answered 429 with `Retry-After` at once.
+    pub ingest_queue_bytes: u64,
 }
 
 impl Default for Limits {
@@ -281,6 +294,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             receive_buffer_bytes: 4 * p.max_body_bytes,
+            ingest_queue_bytes: 256 << 20,
         }
     }
 }
@@ -321,6 +335,9 @@ pub struct ServerConfig {
     pub handle_signals: bool,
     /// `[collector.forward]`, when set.
     pub forward: Option<crate::forward::ForwardConfig>,
+    /// Delete records, gaps and batches received more than this many days ago (checked at
+    /// start and every `RETENTION_INTERVAL`); `None` keeps everything.
+    pub retain_days: Option<u32>,
 }
 
 impl ServerConfig {
@@ -338,6 +355,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             handle_signals: false,
             forward: None,
+            retain_days: None,
         }
     }
 
@@ -369,6 +387,14 @@ impl ServerConfig {
              body of the largest size could never be received",
             l.receive_buffer_bytes,
             l.max_body_bytes
+        );
+        ensure!(
+            l.ingest_queue_bytes > 0,
+            "ingest_queue_bytes must be above 0"
+        );
+        ensure!(
+            self.retain_days != Some(0),
+            "retain_days must be at least 1 (leave it out to keep everything)"
         );
         for t in self.tokens.iter().chain(&self.api_tokens) {
             ensure!(
@@ -437,6 +463,7 @@ pub fn collector_spec() -> SectionSpec {
                 "receive_buffer_bytes",
                 v(size_value(l.receive_buffer_bytes)),
             ),
+            ("ingest_queue_bytes", v(size_value(l.ingest_queue_bytes))),
         ],
         &["tokens", "api_tokens", "forward"],
     )
@@ -511,7 +538,7 @@ mod tests {
             config_layers::spec::fields::<CollectorSection>().len()
         );
         let (doc, unset) = spec.defaults_document();
-        assert_eq!(unset, ["token_file", "tls_cert", "tls_key", "forward"]);
+        assert_eq!(unset, ["token_file", "tls_cert", "tls_key", "retain_days", "forward"]);
         let c = CollectorSection::from_toml_str(&doc)
             .unwrap()
             .resolve(Path::new("/elsewhere"))

@@ -20,7 +20,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
-use crate::store::{IngestMeta, IngestOutcome};
+use crate::store::{IngestMeta, IngestOutcome, StoreError};
 
 /// `Retry-After` (seconds) sent with 503 when all upload slots stay busy.
 const BUSY_RETRY_AFTER_SECS: u64 = 5;
@@ -336,7 +336,7 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
         Ok(v) => v,
         Err(r) => return refuse(st, r),
     };
-    let _slot = match tokio::time::timeout(
+    let slot = match tokio::time::timeout(
         st.cfg.limits.upload_queue_timeout,
         st.upload_slots.acquire(),
     )
@@ -349,8 +349,8 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
         .get(protocol::HEADER_CONTENT_DIGEST)
         .map(|v| v.to_str().unwrap_or("").to_owned());
     let body_len = bytes.len() as u64;
-    let result = st
-        .blocking(move |s| {
+    let decoded = st
+        .blocking(move |_| {
             // Hashing up to 16 MiB belongs off the async threads too.
             let received = protocol::content_digest(&bytes);
             if let Some(sent) = sent_digest {
@@ -376,28 +376,44 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
                 }
             }
             drop(bytes);
-            let meta = IngestMeta {
-                body_bytes: body_len,
-                raw_bytes: raw_len,
-                received_ms: crate::api::now_ms(),
-            };
-            let outcome = s.store.ingest(&batch, meta)?;
-            // Device values: any u64, so the total saturates instead of overflowing.
-            let gap_records = batch
-                .gaps
-                .iter()
-                .fold(0u64, |n, g| n.saturating_add(g.records));
-            Ok(Ok((
-                batch.id(),
-                batch.records.len() as u64,
-                raw_len,
-                gap_records,
-                outcome,
-            )))
+            Ok(Ok((batch, raw_len)))
         })
         .await;
+    let (batch, raw_len) = match decoded {
+        Ok(Ok(v)) => v,
+        Ok(Err((r, Some(received)))) => return refuse_intact(st, r, &received),
+        Ok(Err((r, None))) => return refuse(st, r),
+        Err(e) => {
+            st.reject("internal");
+            return e.into_response();
+        }
+    };
+    // Decoding is done: the slot goes to the next upload while this one waits for the writer.
+    drop(slot);
+    drop(_budget);
+    let batch_id = batch.id();
+    let records = batch.records.len() as u64;
+    // Device values: any u64, so the total saturates instead of overflowing.
+    let gap_records = batch
+        .gaps
+        .iter()
+        .fold(0u64, |n, g| n.saturating_add(g.records));
+    let meta = IngestMeta {
+        body_bytes: body_len,
+        raw_bytes: raw_len,
+        received_ms: crate::api::now_ms(),
+    };
+    let reply = match st.store.try_submit(batch, meta) {
+        Ok(r) => r,
+        Err(o) => return overloaded(st, o.retry_after_secs),
+    };
+    let result = match reply.await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(e)) => Err(crate::api::ApiError::internal(e)),
+        Err(_) => Err(crate::api::ApiError::internal(StoreError::WriterGone)),
+    };
     match result {
-        Ok(Ok((batch_id, records, raw_len, gap_records, outcome))) => {
+        Ok(outcome) => {
             st.metrics.bytes(body_len, raw_len);
             let body = match outcome {
                 IngestOutcome::Stored {
@@ -428,13 +444,29 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
             };
             (StatusCode::OK, Json(body)).into_response()
         }
-        Ok(Err((r, Some(received)))) => refuse_intact(st, r, &received),
-        Ok(Err((r, None))) => refuse(st, r),
         Err(e) => {
             st.reject("internal");
             e.into_response()
         }
     }
+}
+
+/// The writer queue is full: 429 with `Retry-After` at once, so the device backs off instead
+/// of waiting on a request that would time out.
+fn overloaded(st: &AppState, retry_after_secs: u64) -> Response {
+    let mut resp = refuse(
+        st,
+        Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "the collector's write queue is full; retry later",
+        ),
+    );
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(retry_after_secs),
+    );
+    resp
 }
 
 #[cfg(test)]

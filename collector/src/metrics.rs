@@ -13,7 +13,7 @@ use std::time::Duration;
 const UPLOAD_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
 
 /// Reasons an upload is refused; each is a label value of `seglog_collector_rejected_total`.
-pub const REJECT_REASONS: [&str; 15] = [
+pub const REJECT_REASONS: [&str; 16] = [
     "unauthorized",
     "body_too_large",
     "decompressed_too_large",
@@ -28,6 +28,7 @@ pub const REJECT_REASONS: [&str; 15] = [
     "log_id_mismatch",
     "batch_id_mismatch",
     "busy",
+    "overloaded",
     "internal",
 ];
 
@@ -97,6 +98,15 @@ impl Metrics {
             .gap_records
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 Some(n.saturating_add(gap_records))
+            });
+    }
+
+    /// Retention deleted `records` records.
+    pub fn retained(&self, records: u64) {
+        let _ = self
+            .records_total
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(records))
             });
     }
 
@@ -293,6 +303,47 @@ impl Metrics {
         );
         o
     }
+}
+
+/// The writer's queue and group-commit figures, in the same exposition format.
+pub fn render_writer(w: &crate::store::WriterStats) -> String {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut o = String::with_capacity(1024);
+    for (name, kind, help, v) in [
+        (
+            "seglog_collector_ingest_queue_batches",
+            "gauge",
+            "Decoded batches waiting for the database writer.",
+            get(&w.queued_batches),
+        ),
+        (
+            "seglog_collector_ingest_queue_bytes",
+            "gauge",
+            "Estimated memory of the batches waiting for the database writer.",
+            get(&w.queued_bytes),
+        ),
+        (
+            "seglog_collector_ingest_shed_total",
+            "counter",
+            "Uploads answered 429 because the writer queue was full.",
+            get(&w.shed),
+        ),
+        (
+            "seglog_collector_ingest_commits_total",
+            "counter",
+            "Transactions the writer committed for uploads (each holds one or more batches).",
+            get(&w.commits),
+        ),
+        (
+            "seglog_collector_ingest_committed_batches_total",
+            "counter",
+            "Batches written in those transactions.",
+            get(&w.committed_batches),
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    o
 }
 
 /// Decrements the in-flight gauge when dropped.

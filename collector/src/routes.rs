@@ -161,7 +161,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        st.metrics.render(),
+        st.metrics.render() + &crate::metrics::render_writer(st.store.writer_stats()),
     )
         .into_response()
 }

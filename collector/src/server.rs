@@ -16,12 +16,14 @@ use axum::Router;
 
 use crate::config::{ConfigError, ServerConfig, TlsFiles};
 use crate::state::AppState;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, WriterLimits};
 
 /// How often rejection counts are written to the database (they are also written at
 /// shutdown). Batching them keeps a flood of unauthenticated requests from costing an fsync
 /// each.
 const REJECT_FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+/// How often `retain_days` is applied (also once at start).
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +104,18 @@ impl Server {
     /// Opens the database, binds `cfg.listen`, and serves on a new thread.
     pub fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         cfg.validate()?;
-        let store =
-            Arc::new(
-                Store::open(&cfg.data_dir).map_err(|source| ServerError::OpenDatabase {
-                    dir: cfg.data_dir.clone(),
-                    source,
-                })?,
-            );
+        let store = Arc::new(
+            Store::open_with(
+                &cfg.data_dir,
+                WriterLimits {
+                    queue_bytes: cfg.limits.ingest_queue_bytes,
+                },
+            )
+            .map_err(|source| ServerError::OpenDatabase {
+                dir: cfg.data_dir.clone(),
+                source,
+            })?,
+        );
         let records = store.record_count()?;
         let tls = cfg.tls.as_ref().map(load_tls).transpose()?;
         let listener =
@@ -183,6 +190,22 @@ async fn serve(
             }
         })
     };
+    let retention = state.cfg.retain_days.map(|days| {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+            loop {
+                tick.tick().await;
+                let s = st.clone();
+                let cutoff = crate::api::now_ms() - i64::from(days) * 86_400_000;
+                match tokio::task::spawn_blocking(move || s.store.retain(cutoff)).await {
+                    Ok(Ok(p)) => st.metrics.retained(p.records),
+                    Ok(Err(e)) => eprintln!("seglog collector: retention: {e}"),
+                    Err(_) => {}
+                }
+            }
+        })
+    });
     if state.cfg.handle_signals {
         let h = handle.clone();
         let grace = state.cfg.shutdown_grace;
@@ -222,6 +245,9 @@ async fn serve(
         }
     };
     flusher.abort();
+    if let Some(r) = retention {
+        r.abort();
+    }
     result.map_err(ServerError::Serve)
 }
 

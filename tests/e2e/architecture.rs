@@ -102,6 +102,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("seglog-benches", &["segment-log"]),
+    ("fleet-sim", &["uploader", "collector"]),
 ];
 
 #[test]

@@ -225,7 +225,10 @@ pub fn run(
                     let o = PassOptions {
                         trigger: Trigger::Scheduled,
                         max_attempts: None,
-                        target: None,
+                        // What was written before the pass started: records that arrive
+                        // meanwhile wait for the next pass. Chasing them kept a fleet behind
+                        // a slow collector sending tiny batches forever (fleet-sim).
+                        target: crate::backlog::log_end(&cfg.dir),
                         deadline: None,
                     };
                     let fl = flushes.clone();
@@ -263,8 +266,7 @@ pub fn run(
                         }
                     }
                 }
-                Decision::Wait { recheck_in, .. } => Some(recheck_in),
-                Decision::Nothing | Decision::Forbidden { .. } => Some(cfg.policy.interval),
+                other => cfg.policy.idle_after(&other, fastrand::f64()),
             }
         };
         if let Some(d) = idle {

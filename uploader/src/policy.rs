@@ -187,11 +187,51 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// How long the daemon sleeps after a decision other than [`Decision::Upload`] (`None`
+    /// for that one): until the policy may change its mind, plus up to half an `interval`
+    /// picked by `jitter` (in `[0, 1)`, random in the daemon). Devices that an outage or a
+    /// busy collector brought into step (all finishing a pass in the same second) drift
+    /// apart again instead of coming back together every `interval`; passes stay at least
+    /// `interval` apart, about 1.25 `interval` on average.
+    pub fn idle_after(&self, decision: &Decision, jitter: f64) -> Option<Duration> {
+        let base = match decision {
+            Decision::Upload => return None,
+            Decision::Wait { recheck_in, .. } => *recheck_in,
+            Decision::Nothing | Decision::Forbidden { .. } => self.interval,
+        };
+        let j = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        Some(base.saturating_add(self.interval.mul_f64(j / 2.0)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const NOW: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn idle_time_is_the_policy_wait_plus_up_to_half_an_interval_of_jitter() {
+        let p = Policy::default();
+        let i = p.interval;
+        assert_eq!(p.idle_after(&Decision::Upload, 0.5), None);
+        assert_eq!(p.idle_after(&Decision::Nothing, 0.0), Some(i));
+        assert_eq!(p.idle_after(&Decision::Nothing, 1.0), Some(i + i / 2));
+        let wait = Decision::Wait {
+            reason: String::new(),
+            recheck_in: Duration::from_secs(10),
+        };
+        assert_eq!(
+            p.idle_after(&wait, 0.5),
+            Some(Duration::from_secs(10) + i / 4)
+        );
+        assert_eq!(p.idle_after(&wait, f64::NAN), Some(Duration::from_secs(10)));
+    }
 
     fn inputs() -> Inputs {
         Inputs {

@@ -405,6 +405,16 @@ impl Backoff {
     pub fn cap(&self) -> Duration {
         self.cap
     }
+
+    /// The wait after an answer that asked to come back later (429, 503): the server's
+    /// `Retry-After` when it sent one, never above the cap; else the next backoff step.
+    /// The engine and `fleet-sim` both use this, so the simulation runs the real rule.
+    pub fn wait_after(&mut self, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(d) => d.min(self.cap),
+            None => self.next_delay(),
+        }
+    }
 }
 
 /// A uniformly random duration in `[0, max]` (the daemon's start-up delay).

@@ -115,3 +115,71 @@ async fn without_tokens_every_route_is_open_and_unknown_paths_are_404() {
     let s = status(&app, &Method::GET, "/nope", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// A full writer queue answers 429 with `Retry-After` at once (never a client timeout), counts
+/// the refusal and shows the queue on `/metrics`; once the writer catches up, the same
+/// upload is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_sheds_with_429_and_retry_after() {
+    use crate::fixtures;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ServerConfig::new(dir.path().to_path_buf());
+    cfg.limits.ingest_queue_bytes = 1;
+    let store = Arc::new(
+        Store::open_with(dir.path(), crate::store::WriterLimits { queue_bytes: 1 }).unwrap(),
+    );
+    let st = Arc::new(AppState::new(cfg, store.clone(), 0));
+    let app = router(st.clone());
+    let upload = |n: u8| {
+        let p = fixtures::private_id(n);
+        let b = fixtures::batch(&p, 0, 10, "1");
+        Request::builder()
+            .method(Method::POST)
+            .uri(fixtures::path(&p))
+            .header(header::CONTENT_TYPE, protocol::CONTENT_TYPE)
+            .header(header::CONTENT_ENCODING, "zstd")
+            .body(Body::from(fixtures::body(&b)))
+            .unwrap()
+    };
+    let hold = {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.hold_writer().unwrap())
+            .await
+            .unwrap()
+    };
+    // The first upload takes the (empty) queue and waits for the writer.
+    let first = tokio::spawn(app.clone().oneshot(upload(1)));
+    while store
+        .writer_stats()
+        .queued_batches
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let started = std::time::Instant::now();
+    let shed = app.clone().oneshot(upload(2)).await.unwrap();
+    assert_eq!(shed.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let secs: u64 = shed.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    let metrics = st.metrics.render() + &crate::metrics::render_writer(store.writer_stats());
+    assert!(
+        metrics.contains("seglog_collector_ingest_queue_batches 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("seglog_collector_ingest_shed_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("reason=\"overloaded\"} 1"), "{metrics}");
+    drop(hold);
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+    let again = app.clone().oneshot(upload(2)).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(store.stats().unwrap().records, 20);
+}

@@ -8,23 +8,29 @@
 //! boundaries, e.g. after the uploader's batch size changed, is stored once.
 
 mod device_views;
+mod ingest_sql;
 mod query;
+mod retention;
 mod schema;
 pub mod views;
+pub mod shed;
+mod writer;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use protocol::{Batch, BatchId};
+use protocol::Batch;
 use records::RecordId;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use segment_log::Position;
-use sha2::{Digest, Sha256};
 
 pub use device_views::{DeviceRow, DeviceView};
 pub use query::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, TimeBound};
+pub use retention::RetentionPass;
 pub use schema::latest_version;
+#[cfg(any(test, feature = "test-support"))]
+pub use writer::WriterHold;
+pub use writer::{Overloaded, Reply, WriterLimits, WriterStats};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "collector.sqlite3";
@@ -75,6 +81,15 @@ pub enum StoreError {
     /// The batch broke a rule the decoder should have enforced.
     #[error("inconsistent batch: {0}")]
     BadBatch(String),
+    /// The writer thread could not be started.
+    #[error("starting the database writer thread: {source}")]
+    Thread {
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The writer thread stopped (the store is shutting down, or it panicked).
+    #[error("the database writer has stopped")]
+    WriterGone,
 }
 
 /// What ingesting a batch did.
@@ -108,10 +123,12 @@ pub struct IngestMeta {
 }
 
 /// The collector's database. Cheap operations take `&self`; safe to share across threads.
+/// Writes go through one writer thread that commits concurrent batches together (see
+/// `writer`); reads use a pool of read-only connections.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: writer::Writer,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -128,7 +145,7 @@ pub fn record_id(public_log_id: &[u8; 32], segment: u64, offset: u64) -> [u8; 16
 
 /// The context columns the API filters on, and the keys they are read from (first found
 /// wins). Every field is also kept verbatim in `contexts.fields`.
-const CONTEXT_COLUMNS: [(&str, &[&str]); 8] = [
+pub(crate) const CONTEXT_COLUMNS: [(&str, &[&str]); 8] = [
     ("machine_id", &["machine_id"]),
     ("boot_id", &["boot_id"]),
     ("arch", &["arch"]),
@@ -139,7 +156,7 @@ const CONTEXT_COLUMNS: [(&str, &[&str]); 8] = [
     ("record_format_version", &["record_format_version"]),
 ];
 
-fn context_value<'a>(fields: &'a [(String, String)], keys: &[&str]) -> &'a str {
+pub(crate) fn context_value<'a>(fields: &'a [(String, String)], keys: &[&str]) -> &'a str {
     keys.iter()
         .find_map(|k| {
             fields
@@ -151,8 +168,14 @@ fn context_value<'a>(fields: &'a [(String, String)], keys: &[&str]) -> &'a str {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir` and migrates it.
+    /// Opens (creating if needed) the database in `data_dir` and migrates it, with the
+    /// default writer queue.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(data_dir, WriterLimits::default())
+    }
+
+    /// [`Store::open`] with the given writer queue bounds.
+    pub fn open_with(data_dir: &Path, limits: WriterLimits) -> Result<Store, StoreError> {
         create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
         private_files(&path)?;
@@ -161,10 +184,11 @@ impl Store {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        writer.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut writer)?;
         Ok(Store {
             path,
-            writer: Mutex::new(writer),
+            writer: writer::Writer::start(writer, limits)?,
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -200,229 +224,49 @@ impl Store {
         out
     }
 
-    /// Stores `batch` unless a batch with the same id is already stored, in one
-    /// transaction that is durable when this returns.
+    /// Stores `batch` unless a batch with the same id is already stored; durable when this
+    /// returns. Waits for room in the writer queue. Copies the batch; see
+    /// [`Store::ingest_owned`].
     pub fn ingest(&self, batch: &Batch, meta: IngestMeta) -> Result<IngestOutcome, StoreError> {
-        let id = batch.id();
-        let mut conn = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
-        let tx = conn.transaction()?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT records_stored FROM batches WHERE batch_id = ?1",
-                [&id.0[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(n) = existing {
-            bump(&tx, "batches_duplicate", 1)?;
-            tx.commit()?;
-            return Ok(IngestOutcome::Duplicate {
-                records_stored: n as u64,
-            });
-        }
-        let outcome = insert_batch(&tx, &id, batch, meta)?;
-        tx.commit()?;
-        Ok(outcome)
+        self.ingest_owned(batch.clone(), meta)
+    }
+
+    /// [`Store::ingest`] of a batch the caller no longer needs. Must not be called on an
+    /// async runtime thread (it blocks); use [`Store::try_submit`] there.
+    pub fn ingest_owned(
+        &self,
+        batch: Batch,
+        meta: IngestMeta,
+    ) -> Result<IngestOutcome, StoreError> {
+        self.writer
+            .submit(batch, meta)?
+            .blocking_recv()
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues `batch` for the writer unless its queue is full; the reply arrives once the
+    /// batch is durable (or failed). Never blocks.
+    pub fn try_submit(&self, batch: Batch, meta: IngestMeta) -> Result<Reply, Overloaded> {
+        self.writer.try_submit(batch, meta)
+    }
+
+    /// Queue depth, shed and commit counts of the writer.
+    pub fn writer_stats(&self) -> &WriterStats {
+        self.writer.stats()
+    }
+
+    /// Parks the writer until the returned hold drops: batches queue up meanwhile (tests of
+    /// group commit and of shedding).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn hold_writer(&self) -> Result<WriterHold, StoreError> {
+        self.writer.hold()
     }
 
     /// Adds `by` to the persistent counter `name` (rejections by reason and the like).
     pub fn bump_counter(&self, name: &str, by: u64) -> Result<(), StoreError> {
-        let conn = self.writer.lock().map_err(|_| StoreError::Poisoned)?;
-        bump(&conn, name, by)
+        let name = name.to_owned();
+        self.writer.exec(move |c, _| ingest_sql::bump(c, &name, by))
     }
-}
-
-fn bump(conn: &Connection, name: &str, by: u64) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO counters(name, value) VALUES (?1, ?2)
-         ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-    )?
-    .execute(params![name, to_sql_u64(by)])?;
-    Ok(())
-}
-
-/// The id of the row of `table` whose unique `column` is `value`, inserted if missing.
-fn intern(
-    tx: &rusqlite::Transaction<'_>,
-    insert: &str,
-    select: &str,
-    value: &dyn rusqlite::ToSql,
-    extra: Option<i64>,
-) -> Result<i64, StoreError> {
-    match extra {
-        Some(x) => tx.prepare_cached(insert)?.execute(params![value, x])?,
-        None => tx.prepare_cached(insert)?.execute(params![value])?,
-    };
-    Ok(tx
-        .prepare_cached(select)?
-        .query_row(params![value], |r| r.get(0))?)
-}
-
-fn insert_batch(
-    tx: &rusqlite::Transaction<'_>,
-    id: &BatchId,
-    batch: &Batch,
-    meta: IngestMeta,
-) -> Result<IngestOutcome, StoreError> {
-    let log_ref = intern(
-        tx,
-        "INSERT INTO logs(log_id, first_seen_ms) VALUES (?1, ?2) ON CONFLICT(log_id) DO NOTHING",
-        "SELECT id FROM logs WHERE log_id = ?1",
-        &&batch.public_log_id[..],
-        Some(meta.received_ms),
-    )?;
-    tx.prepare_cached(
-        "INSERT INTO batches(batch_id, log_ref, first_segment, first_offset, last_segment,
-             last_offset, received_ms, records, records_stored, gaps, body_bytes, raw_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        &id.0[..],
-        log_ref,
-        to_sql_u64(batch.first.segment),
-        to_sql_u64(batch.first.offset),
-        to_sql_u64(batch.last.segment),
-        to_sql_u64(batch.last.offset),
-        meta.received_ms,
-        batch.records.len() as i64,
-        batch.gaps.len() as i64,
-        to_sql_u64(meta.body_bytes),
-        to_sql_u64(meta.raw_bytes),
-    ])?;
-    let batch_ref = tx.last_insert_rowid();
-
-    let mut ctx_ids = Vec::with_capacity(batch.contexts.len());
-    for c in &batch.contexts {
-        let fields_json = serde_json::to_string(&c.fields).unwrap_or_else(|_| "[]".to_owned());
-        let digest: [u8; 32] = Sha256::digest(fields_json.as_bytes()).into();
-        let col = |i: usize| context_value(&c.fields, CONTEXT_COLUMNS[i].1);
-        tx.prepare_cached(
-            "INSERT INTO contexts(digest, machine_id, boot_id, arch, platform, build, system_name,
-                 kernel_version, record_format_version, fields)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(digest) DO NOTHING",
-        )?
-        .execute(params![
-            &digest[..],
-            col(0),
-            col(1),
-            col(2),
-            col(3),
-            col(4),
-            col(5),
-            col(6),
-            col(7),
-            fields_json
-        ])?;
-        let cid: i64 = tx
-            .prepare_cached("SELECT id FROM contexts WHERE digest = ?1")?
-            .query_row([&digest[..]], |r| r.get(0))?;
-        ctx_ids.push(cid);
-    }
-
-    // A batch has few distinct classifications: intern each once.
-    let mut classes: HashMap<&str, i64> = HashMap::new();
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO records(log_ref, segment, offset, record_id, batch_ref, context_ref,
-             class_ref, severity, created_ms, boot_ms, event_id, received_ms, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-         ON CONFLICT(log_ref, segment, offset) DO NOTHING",
-    )?;
-    let (mut stored, mut dup) = (0u64, 0u64);
-    for r in &batch.records {
-        let class_ref = match classes.get(r.classification.as_str()) {
-            Some(id) => *id,
-            None => {
-                let id = intern(
-                    tx,
-                    "INSERT INTO classes(name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
-                    "SELECT id FROM classes WHERE name = ?1",
-                    &r.classification,
-                    None,
-                )?;
-                classes.insert(&r.classification, id);
-                id
-            }
-        };
-        // The decoder checked the index; a miss here would be a decoder bug.
-        let context_ref = ctx_ids.get(r.context as usize).copied().ok_or_else(|| {
-            StoreError::BadBatch(format!(
-                "record {} names context {} of {}",
-                r.position,
-                r.context,
-                ctx_ids.len()
-            ))
-        })?;
-        let rid = record_id(&batch.public_log_id, r.position.segment, r.position.offset);
-        let n = insert.execute(params![
-            log_ref,
-            to_sql_u64(r.position.segment),
-            to_sql_u64(r.position.offset),
-            &rid[..],
-            batch_ref,
-            context_ref,
-            class_ref,
-            i64::from(r.severity),
-            r.wall_ms,
-            to_sql_u64(r.boot_ms),
-            r.event_id.as_ref().map(|e| &e[..]),
-            meta.received_ms,
-            &r.payload[..],
-        ])?;
-        if n == 1 {
-            stored += 1;
-        } else {
-            dup += 1;
-        }
-    }
-    drop(insert);
-
-    for g in &batch.gaps {
-        tx.prepare_cached(
-            "INSERT INTO gaps(log_ref, batch_ref, reason, reason_code, start_segment, start_offset,
-                 end_segment, end_offset, segments, records, bytes, detail, received_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        )?
-        .execute(params![
-            log_ref,
-            batch_ref,
-            g.reason.name(),
-            i64::from(g.reason.code()),
-            to_sql_u64(g.start.segment),
-            to_sql_u64(g.start.offset),
-            to_sql_u64(g.end.segment),
-            to_sql_u64(g.end.offset),
-            to_sql_u64(g.segments),
-            to_sql_u64(g.records),
-            to_sql_u64(g.bytes),
-            g.detail,
-            meta.received_ms,
-        ])?;
-    }
-    // Device counters only grow during a log's life (PROTOCOL.md 3.5), so the largest value
-    // seen is the latest, also when the halves of a split batch arrive out of order. The
-    // values are u64 stored bit for bit as i64, so "largest" is compared unsigned: with
-    // different signs the negative one (top bit set) is the larger u64.
-    for (name, value) in &batch.counters {
-        tx.prepare_cached(
-            "INSERT INTO device_counters(log_ref, name, value, updated_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(log_ref, name) DO UPDATE SET value = CASE
-                 WHEN (value < 0) = (excluded.value < 0) THEN max(value, excluded.value)
-                 WHEN value < 0 THEN value
-                 ELSE excluded.value END,
-                 updated_ms = excluded.updated_ms",
-        )?
-        .execute(params![log_ref, name, to_sql_u64(*value), meta.received_ms])?;
-    }
-    tx.prepare_cached("UPDATE batches SET records_stored = ?1 WHERE id = ?2")?
-        .execute(params![to_sql_u64(stored), batch_ref])?;
-    if dup > 0 {
-        bump(tx, "records_duplicate", dup)?;
-    }
-    Ok(IngestOutcome::Stored {
-        records_stored: stored,
-        records_duplicate: dup,
-        gaps: batch.gaps.len() as u64,
-    })
 }
 
 /// Creates `dir` (and parents) with mode 0700 for the last component.

@@ -331,3 +331,51 @@ fn device_counters_keep_the_largest_value_when_batches_arrive_out_of_order() {
         vec![("recorder.dropped.rate_limit".to_owned(), 30)]
     );
 }
+
+#[test]
+fn retention_deletes_what_was_received_before_the_cutoff_in_bounded_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let p = fixtures::private_id(10);
+    let at = |ms| IngestMeta {
+        received_ms: ms,
+        ..meta()
+    };
+    // 12 old batches of 1,000 records (more than two chunks), one with a gap, then new ones.
+    for i in 0..12u64 {
+        let mut b = fixtures::batch(&p, i * 1000, 1000, "1");
+        if i == 3 {
+            b = fixtures::with_gap(b, GapReason::Trimmed, 2);
+        }
+        s.ingest(&b, at(1_000)).unwrap();
+    }
+    let old_first = fixtures::batch(&p, 0, 1000, "1");
+    for i in 12..15u64 {
+        s.ingest(&fixtures::batch(&p, i * 1000, 1000, "1"), at(5_000))
+            .unwrap();
+    }
+    let pass = s.retain(2_000).unwrap();
+    assert_eq!((pass.records, pass.gaps, pass.batches), (12_000, 1, 12));
+    assert!(pass.chunks >= 3, "{pass:?}");
+    let st = s.stats().unwrap();
+    assert_eq!((st.records, st.batches, st.gaps), (3000, 3, 0));
+    let rows = all(&s, RecordQuery::default());
+    assert_eq!(rows.len(), 3000);
+    assert!(rows.iter().all(|r| r.received_ms == 5_000));
+    // Nothing left to delete: one chunk that deletes nothing.
+    assert_eq!(
+        s.retain(2_000).unwrap(),
+        RetentionPass {
+            chunks: 1,
+            ..RetentionPass::default()
+        }
+    );
+    // The expired batch's id is forgotten with it: a resend is stored again.
+    assert!(matches!(
+        s.ingest(&old_first, at(6_000)).unwrap(),
+        IngestOutcome::Stored {
+            records_stored: 1000,
+            ..
+        }
+    ));
+}

@@ -220,11 +220,7 @@ impl Uploader {
                     retry_after,
                     ..
                 } => {
-                    let cap = self.backoff.cap();
-                    let w = match retry_after {
-                        Some(d) => d.min(cap),
-                        None => self.backoff.next_delay(),
-                    };
+                    let w = self.backoff.wait_after(retry_after);
                     (
                         w,
                         format!("HTTP {code}, retry after {}", humantime::format_duration(w)),

@@ -1,0 +1,93 @@
+//! `fleet-sim [DEVICES] [OUT.svg]`: runs the default scenario (see `fleet_sim::Params`;
+//! `FLEET_SIM_PASS_CHASES=1` for passes that chase the end of the log until caught up, as
+//! the daemon did before issue 16),
+//! prints the figures, writes the request-rate histogram after the outage as an SVG.
+//! Exit 0 when the targets hold (peak <= 3x steady mean, the backlog drained, no device
+//! waited longer than the backoff cap between attempts), 1 when one does not, 2 on bad
+//! arguments or an unwritable file.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut p = fleet_sim::Params::default();
+    if let Some(n) = args.first() {
+        match n.parse() {
+            Ok(n) if n > 0 => {
+                // Keep the collector's headroom: capacity and queue scale with the fleet.
+                let scale = f64::from(n) / f64::from(p.devices);
+                p.capacity_records_per_sec *= scale;
+                p.queue_records = ((p.queue_records as f64) * scale).max(1.0) as u64;
+                p.devices = n;
+            }
+            _ => {
+                eprintln!("fleet-sim: DEVICES must be a positive number, not {n:?}\nusage: fleet-sim [DEVICES] [OUT.svg]");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let out = args.get(1).cloned();
+    // FLEET_SIM_PASS_CHASES=1: passes chase the end of the log (the daemon before issue 16).
+    p.pass_stops_at_start = std::env::var_os("FLEET_SIM_PASS_CHASES").is_none_or(|v| v != "1");
+    let r = fleet_sim::run(&p);
+    let cap = p.backoff_cap.as_secs_f64();
+    println!(
+        "{} devices, {} records/s each, collector {} records/s, queue {} records, outage {} s",
+        p.devices,
+        p.records_per_sec,
+        p.capacity_records_per_sec,
+        p.queue_records,
+        p.outage_ms / 1000
+    );
+    println!("steady mean: {:.1} requests/s", r.steady_mean);
+    println!(
+        "after the outage: peak {} requests/s ({:.2}x the steady mean)",
+        r.peak_after,
+        r.peak_to_mean()
+    );
+    println!(
+        "in the hour after draining: peak {} requests/s",
+        r.peak_after_drain
+    );
+    match r.drain_secs {
+        Some(d) => println!("time to drain: {d:.0} s"),
+        None => println!("time to drain: not within {} s", p.max_after_ms / 1000),
+    }
+    println!(
+        "longest wait between attempts: {:.0} s (cap {cap:.0} s); slowest first success after the outage: {:.0} s",
+        r.longest_wait_secs, r.slowest_first_success_secs
+    );
+    println!(
+        "batches stored: {}, answered 429: {}, records written {} stored {}",
+        r.batches, r.shed, r.written, r.stored
+    );
+    if let Some(path) = out {
+        let from = usize::try_from((p.outage_start_ms + p.outage_ms) / 1000).unwrap_or(0);
+        let title = format!(
+            "fleet-sim: {} devices, 1 h outage, collector at {:.0} records/s: peak {:.2}x steady mean, drained in {}",
+            p.devices,
+            p.capacity_records_per_sec,
+            r.peak_to_mean(),
+            r.drain_secs.map_or("(not drained)".to_owned(), |d| format!("{d:.0} s"))
+        );
+        let svg = fleet_sim::histogram_svg(
+            &r.requests_per_sec,
+            &r.shed_per_sec,
+            from,
+            r.steady_mean,
+            &title,
+        );
+        if let Err(e) = std::fs::write(&path, svg) {
+            eprintln!("fleet-sim: writing {path}: {e}");
+            return ExitCode::from(2);
+        }
+        println!("histogram: {path}");
+    }
+    let ok = r.peak_to_mean() <= 3.0 && r.drain_secs.is_some() && r.longest_wait_secs <= cap + 60.0;
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        println!("a target was missed");
+        ExitCode::from(1)
+    }
+}

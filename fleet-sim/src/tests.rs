@@ -1,0 +1,75 @@
+use super::*;
+
+/// A small fleet, fast: the outage is survived, everything written before its end is stored,
+/// nobody waits longer than the backoff cap between attempts.
+fn small() -> Params {
+    Params {
+        devices: 500,
+        // A batch of one interval's records takes ~0.1 s to write, as in the 10,000-device
+        // default; slower, and the record written during the wait makes a second request.
+        capacity_records_per_sec: 15_000.0,
+        queue_records: 50_000,
+        outage_start_ms: 2 * 3_600_000,
+        outage_ms: 3_600_000,
+        max_after_ms: 4 * 3_600_000,
+        ..Params::default()
+    }
+}
+
+#[test]
+fn a_small_fleet_survives_an_outage_and_drains() {
+    let p = small();
+    let r = run(&p);
+    let drain = r.drain_secs.expect("the backlog drains");
+    assert!(drain > 0.0 && drain < 4.0 * 3600.0, "{drain}");
+    // Steady: each device passes once per 15-minute interval plus on average a quarter of
+    // one (the daemon's jitter, `Policy::idle_after`).
+    let expected = f64::from(p.devices) / (900.0 * 1.25);
+    assert!(
+        (r.steady_mean - expected).abs() < expected * 0.2,
+        "{} vs {expected}",
+        r.steady_mean
+    );
+    assert!(
+        r.longest_wait_secs <= p.backoff_cap.as_secs_f64() + 60.0,
+        "{}",
+        r.longest_wait_secs
+    );
+    assert!(r.slowest_first_success_secs < drain + 1.0);
+    assert!(r.stored > 0 && r.stored <= r.written);
+    assert!(r.requests_per_sec.len() > 3 * 3600);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let p = Params {
+        devices: 100,
+        max_after_ms: 3_600_000,
+        ..small()
+    };
+    let (a, b) = (run(&p), run(&p));
+    assert_eq!(a.requests_per_sec, b.requests_per_sec);
+    assert_eq!((a.batches, a.shed), (b.batches, b.shed));
+}
+
+#[test]
+fn a_collector_that_is_too_small_sheds_and_still_drains() {
+    let p = Params {
+        capacity_records_per_sec: 1_000.0,
+        queue_records: 5_000,
+        ..small()
+    };
+    let r = run(&p);
+    assert!(r.shed > 0, "nothing was shed");
+    assert!(r.drain_secs.is_some(), "not drained");
+}
+
+#[test]
+fn the_svg_has_a_bar_path_and_both_lines() {
+    let svg = histogram_svg(&[1, 5, 3, 0, 2], &[0, 2, 0, 0, 0], 1, 2.0, "t <1>");
+    assert!(svg.starts_with("<svg"));
+    assert!(svg.contains("t &lt;1&gt;"));
+    assert!(svg.contains("3 x steady mean (6.0/s)"));
+    assert!(svg.contains("stroke=\"#cc3311\""));
+    assert!(svg.trim_end().ends_with("</svg>"));
+}
