@@ -538,7 +538,16 @@ mod tests {
             config_layers::spec::fields::<CollectorSection>().len()
         );
         let (doc, unset) = spec.defaults_document();
-        assert_eq!(unset, ["token_file", "tls_cert", "tls_key", "retain_days", "forward"]);
+        assert_eq!(
+            unset,
+            [
+                "token_file",
+                "tls_cert",
+                "tls_key",
+                "retain_days",
+                "forward"
+            ]
+        );
         let c = CollectorSection::from_toml_str(&doc)
             .unwrap()
             .resolve(Path::new("/elsewhere"))

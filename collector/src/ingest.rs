@@ -350,7 +350,7 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
         .map(|v| v.to_str().unwrap_or("").to_owned());
     let body_len = bytes.len() as u64;
     let decoded = st
-        .blocking(move |_| {
+        .blocking(move |s| {
             // Hashing up to 16 MiB belongs off the async threads too.
             let received = protocol::content_digest(&bytes);
             if let Some(sent) = sent_digest {

@@ -12,8 +12,8 @@ mod ingest_sql;
 mod query;
 mod retention;
 mod schema;
-pub mod views;
 pub mod shed;
+pub mod views;
 mod writer;
 
 use std::path::{Path, PathBuf};
