@@ -544,8 +544,8 @@ mod tests {
                 "token_file",
                 "tls_cert",
                 "tls_key",
-                "retain_days",
-                "forward"
+                "forward",
+                "retain_days"
             ]
         );
         let c = CollectorSection::from_toml_str(&doc)
