@@ -22,6 +22,7 @@ use recorder::{RecordBuilder, Recorder};
 use seglog_benches::{cpu_times, loghub_dir, median, report_dir, temp_dir};
 use segment_log::{Position, ReaderOptions};
 use uploader::batch::{BatchBuilder, BatchLimits, BodyFormat, End, NoNotes};
+use uploader::config::Compression;
 
 struct Corpus {
     _writer: Recorder,
@@ -143,11 +144,12 @@ fn decoded(c: &Corpus) -> Vec<uploader::protocol::Batch> {
     }
 }
 
-const FORMATS: [(&str, i32, BodyFormat); 4] = [
+const FORMATS: [(&str, i32, BodyFormat); 5] = [
     ("seglog_zstd1", 1, BodyFormat::Seglog),
-    ("otlp_zstd1", 1, BodyFormat::Otlp { zstd: true }),
-    ("otlp_zstd3", 3, BodyFormat::Otlp { zstd: true }),
-    ("otlp_none", 1, BodyFormat::Otlp { zstd: false }),
+    ("otlp_zstd1", 1, BodyFormat::Otlp { compression: Compression::Zstd }),
+    ("otlp_zstd3", 3, BodyFormat::Otlp { compression: Compression::Zstd }),
+    ("otlp_gzip1", 1, BodyFormat::Otlp { compression: Compression::Gzip }),
+    ("otlp_none", 1, BodyFormat::Otlp { compression: Compression::None }),
 ];
 
 fn benches(c: &mut Criterion) {

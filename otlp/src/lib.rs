@@ -14,11 +14,13 @@
 #![warn(missing_docs)]
 
 mod encode;
+mod gzip;
 pub mod pb;
 mod response;
 #[cfg(test)]
 mod tests;
 
+pub use gzip::{gzip, GZIP_AVAILABLE};
 pub use encode::{encode_request, severity_number, severity_text, Encoder};
 pub use response::{decode_response, decode_status, PartialSuccess, ResponseError, RpcStatus};
 

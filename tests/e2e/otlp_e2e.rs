@@ -299,3 +299,38 @@ fn partial_success_429_and_400_follow_the_otlp_rules() {
         .count();
     assert_eq!(delivered, 600);
 }
+
+/// `compression = "gzip"` (the default build has it): every body says `Content-Encoding:
+/// gzip`, the independent receiver inflates it with Python's own gzip module, and every record
+/// arrives with its payload.
+#[test]
+fn gzip_bodies_reach_the_independent_otlp_receiver() {
+    let Some(py) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let rx = Receiver::start(&py, &tmp.path().join("requests.jsonl"), "");
+    let e = Env::new(&rx.url(), "protocol = \"otlp\"\ncompression = \"gzip\"");
+    write(&e, 0, 600);
+    let o = e.run(&["upload", "flush"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let reqs = rx.requests();
+    assert!(!reqs.is_empty());
+    for r in &reqs {
+        assert_eq!(r["content_encoding"], "gzip", "{r}");
+    }
+    let recs = accepted_records(&reqs);
+    let data: Vec<_> = recs
+        .iter()
+        .filter(|(_, _, r)| r["event_name"] != otlp::GAP_EVENT && r["event_name"] != otlp::COUNTERS_EVENT)
+        .collect();
+    assert_eq!(data.len(), 600, "every record, once");
+    let bodies: Vec<&str> = data
+        .iter()
+        .map(|(_, _, r)| r["body"].as_str().unwrap())
+        .collect();
+    let texts = bodies
+        .iter()
+        .filter(|b| b.starts_with("rec ") && b.ends_with("ünïcødé ✓"))
+        .count();
+    let binary = bodies.iter().filter(|b| b.starts_with("hex:fffe")).count();
+    assert_eq!((texts, binary), (300, 300), "UTF-8 as strings, the rest as bytes");
+}

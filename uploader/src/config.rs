@@ -106,6 +106,9 @@ pub enum Compression {
     /// zstd at `zstd_level` (the seglog protocol requires it).
     #[default]
     Zstd,
+    /// gzip at `zstd_level` clamped to 1-9 (OTLP only; not in device builds, which are
+    /// built without the `gzip` feature).
+    Gzip,
     /// No compression (OTLP only).
     None,
 }
@@ -115,6 +118,7 @@ impl Compression {
     pub fn as_str(self) -> &'static str {
         match self {
             Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
             Compression::None => "none",
         }
     }
@@ -357,7 +361,15 @@ impl UploadConfig {
         if c.protocol == WireProtocol::Seglog && c.compression != Compression::Zstd {
             return Err(invalid(
                 "compression",
-                "the seglog protocol is always zstd; \"none\" is for protocol = \"otlp\"",
+                "the seglog protocol is always zstd; \"gzip\" and \"none\" are for protocol = \"otlp\"",
+            ));
+        }
+        if c.compression == Compression::Gzip && !otlp::GZIP_AVAILABLE {
+            return Err(invalid(
+                "compression",
+                "\"gzip\": this seglog was built without gzip (a device build, \
+                 --no-default-features); use \"zstd\" (the OpenTelemetry Collector takes it) \
+                 or a build with the `gzip` feature",
             ));
         }
         for (k, v) in raw.headers.unwrap_or_default() {
@@ -617,6 +629,7 @@ zstd_level = 30
             ("[upload]\nbatch_max_records = 0", "batch_max_records"),
             ("[upload]\nprotocol = \"grpc\"", "grpc"),
             ("[upload]\ncompression = \"none\"", "compression"),
+            ("[upload]\ncompression = \"gzip\"", "compression"),
             (
                 "[upload]\nprotocol = \"otlp\"\nheaders = { \"bad name\" = \"x\" }",
                 "headers",
@@ -632,6 +645,23 @@ zstd_level = 30
         ] {
             let e = format!("{:#}", parse(toml).unwrap_err());
             assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+
+    /// gzip is there in the default build (the `gzip` feature, through `otlp`) and refused
+    /// with a sentence naming the key and the way out in a build without it (the device
+    /// build): `cargo test -p uploader` runs the second case, the workspace the first.
+    #[test]
+    fn gzip_is_accepted_where_the_build_has_it_and_refused_clearly_where_not() {
+        let r = parse("[upload]\nprotocol = \"otlp\"\ncompression = \"gzip\"");
+        if otlp::GZIP_AVAILABLE {
+            assert_eq!(r.unwrap().compression, Compression::Gzip);
+        } else {
+            let e = format!("{:#}", r.unwrap_err());
+            assert!(
+                e.contains("compression") && e.contains("built without gzip") && e.contains("zstd"),
+                "{e}"
+            );
         }
     }
 }

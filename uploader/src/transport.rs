@@ -262,12 +262,18 @@ impl Transport {
                     .header(protocol::HEADER_CONTENT_DIGEST, &digest);
                 false
             }
-            crate::batch::BodyFormat::Otlp { zstd } => {
+            crate::batch::BodyFormat::Otlp { compression } => {
                 req = req
                     .header("Content-Type", otlp::CONTENT_TYPE)
                     .header(otlp::HEADER_BATCH_ID, id.to_hex());
-                if zstd {
-                    req = req.header("Content-Encoding", "zstd");
+                match compression {
+                    crate::config::Compression::Zstd => {
+                        req = req.header("Content-Encoding", "zstd");
+                    }
+                    crate::config::Compression::Gzip => {
+                        req = req.header("Content-Encoding", "gzip");
+                    }
+                    crate::config::Compression::None => {}
                 }
                 true
             }

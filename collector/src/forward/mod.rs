@@ -40,7 +40,7 @@ pub struct ForwardSection {
     pub url: Option<String>,
     /// Extra request headers (API keys).
     pub headers: Option<BTreeMap<String, String>>,
-    /// `zstd` (default) or `none`.
+    /// `zstd` (default), `gzip` or `none`.
     pub compression: Option<String>,
     /// Request timeout (default 30 s).
     pub timeout: Option<config_layers::DurationValue>,
@@ -55,8 +55,8 @@ pub struct ForwardConfig {
     pub url: String,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
-    /// Whether bodies are zstd-compressed.
-    pub zstd: bool,
+    /// `Content-Encoding` of the bodies: `Some("zstd")`, `Some("gzip")` or `None`.
+    pub encoding: Option<&'static str>,
     /// Request timeout.
     pub timeout: Duration,
     /// Backoff cap.
@@ -76,12 +76,13 @@ impl ForwardSection {
                 "forward.url {url:?} must start with http:// or https://"
             ));
         }
-        let zstd = match self.compression.as_deref() {
-            None | Some("zstd") => true,
-            Some("none") => false,
+        let encoding = match self.compression.as_deref() {
+            None | Some("zstd") => Some("zstd"),
+            Some("gzip") => Some("gzip"),
+            Some("none") => None,
             Some(o) => {
                 return Err(format!(
-                    "forward.compression {o:?}: use \"zstd\" or \"none\""
+                    "forward.compression {o:?}: use \"zstd\", \"gzip\" or \"none\""
                 ))
             }
         };
@@ -115,7 +116,7 @@ impl ForwardSection {
         Ok(ForwardConfig {
             url,
             headers,
-            zstd,
+            encoding,
             timeout: self.timeout.map_or(Duration::from_secs(30), |d| d.get()),
             backoff_cap: self
                 .backoff_cap
@@ -306,7 +307,7 @@ mod tests {
         .unwrap();
         let c = s.resolve(Path::new("/tmp/x")).unwrap().forward.unwrap();
         assert_eq!(c.url, "http://o:4318/v1/logs");
-        assert!(!c.zstd);
+        assert_eq!(c.encoding, None);
         assert_eq!(c.headers, [("X-Key".to_owned(), "k".to_owned())]);
     }
 

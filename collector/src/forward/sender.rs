@@ -183,21 +183,28 @@ impl Sender {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         self.enc.encode(&batch, now, &mut self.pb);
-        let wire = if self.cfg.zstd {
-            match zstd::bulk::compress(&self.pb, 3) {
-                Ok(z) => z,
-                Err(e) => {
-                    log(&format!("zstd: {e}; sending uncompressed"));
-                    return self.send_loop(&id, &self.pb.clone(), false, batch.records.len());
-                }
-            }
-        } else {
-            self.pb.clone()
+        let compressed = match self.cfg.encoding {
+            Some("zstd") => zstd::bulk::compress(&self.pb, 3).map_err(|e| e.to_string()),
+            Some("gzip") => otlp::gzip(&self.pb, 6).ok_or_else(|| "no gzip in this build".into()),
+            _ => Ok(self.pb.clone()),
         };
-        self.send_loop(&id, &wire, self.cfg.zstd, batch.records.len())
+        let (wire, encoding) = match compressed {
+            Ok(z) => (z, self.cfg.encoding),
+            Err(e) => {
+                log(&format!("compressing: {e}; sending uncompressed"));
+                (self.pb.clone(), None)
+            }
+        };
+        self.send_loop(&id, &wire, encoding, batch.records.len())
     }
 
-    fn send_loop(&self, id: &protocol::BatchId, wire: &[u8], zstd: bool, records: usize) -> Done {
+    fn send_loop(
+        &self,
+        id: &protocol::BatchId,
+        wire: &[u8],
+        encoding: Option<&str>,
+        records: usize,
+    ) -> Done {
         let mut attempt = 0u32;
         loop {
             if self.fwd.stopping() {
@@ -208,8 +215,8 @@ impl Sender {
                 .post(&self.cfg.url)
                 .header("Content-Type", otlp::CONTENT_TYPE)
                 .header(otlp::HEADER_BATCH_ID, id.to_hex());
-            if zstd {
-                req = req.header("Content-Encoding", "zstd");
+            if let Some(e) = encoding {
+                req = req.header("Content-Encoding", e);
             }
             for (k, v) in &self.cfg.headers {
                 req = req.header(k.as_str(), v.as_str());

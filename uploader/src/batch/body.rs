@@ -1,6 +1,7 @@
 //! What a batch's body is on the wire: the seglog batch compressed (PROTOCOL.md), or the
 //! same content as an OTLP `ExportLogsServiceRequest` (OTLP.md), zstd-compressed or plain.
 //! One batch builder, two encoders: ranges, ids, gaps and counters are the same for both.
+use crate::config::Compression;
 use crate::protocol::{self, Batch, Limits};
 
 /// The body format of the batches a builder makes.
@@ -9,10 +10,10 @@ pub enum BodyFormat {
     /// The seglog batch, zstd (PROTOCOL.md).
     #[default]
     Seglog,
-    /// OTLP/HTTP logs protobuf; `zstd`: compressed (`Content-Encoding: zstd`).
+    /// OTLP/HTTP logs protobuf, compressed as `compression` says (`Content-Encoding`).
     Otlp {
-        /// Whether the body is zstd-compressed.
-        zstd: bool,
+        /// zstd, gzip or none.
+        compression: Compression,
     },
 }
 
@@ -22,7 +23,7 @@ impl BodyFormat {
         match cfg.protocol {
             crate::config::WireProtocol::Seglog => BodyFormat::Seglog,
             crate::config::WireProtocol::Otlp => BodyFormat::Otlp {
-                zstd: cfg.compression == crate::config::Compression::Zstd,
+                compression: cfg.compression,
             },
         }
     }
@@ -43,15 +44,24 @@ pub fn encode(
 ) -> Result<Vec<u8>, protocol::ProtocolError> {
     match format {
         BodyFormat::Seglog => protocol::encode_batch(batch, level),
-        BodyFormat::Otlp { zstd } => {
+        BodyFormat::Otlp { compression } => {
             let pb = otlp::encode_request(batch, now_ns());
-            if zstd {
-                protocol::compress(&pb, level)
-            } else {
-                Ok(pb)
+            match compression {
+                Compression::Zstd => protocol::compress(&pb, level),
+                Compression::Gzip => gzip(&pb, level),
+                Compression::None => Ok(pb),
             }
         }
     }
+}
+
+/// `pb` gzip-compressed; an error in a build without gzip (the configuration refuses
+/// `compression = "gzip"` there, so this is only reached by a library caller).
+fn gzip(pb: &[u8], level: i32) -> Result<Vec<u8>, protocol::ProtocolError> {
+    otlp::gzip(pb, level).ok_or_else(|| {
+        // The same variant `protocol::compress` reports a zstd failure with.
+        protocol::ProtocolError::Decompress("this build has no gzip (the `gzip` feature)".into())
+    })
 }
 
 /// The OTLP request of the seglog batch `raw` (just encoded by the builder) into `out`.
@@ -100,8 +110,14 @@ impl super::BatchBuilder {
                 &self.obuf
             }
         };
-        if self.format == (BodyFormat::Otlp { zstd: false }) {
-            return Ok((plain.clone(), plain.len()));
+        match self.format {
+            BodyFormat::Otlp {
+                compression: Compression::None,
+            } => return Ok((plain.clone(), plain.len())),
+            BodyFormat::Otlp {
+                compression: Compression::Gzip,
+            } => return Ok((gzip(plain, self.level)?, plain.len())),
+            _ => {}
         }
         let bound = zstd::zstd_safe::compress_bound(plain.len());
         if self.zbuf.len() < bound {

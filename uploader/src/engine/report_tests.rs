@@ -248,7 +248,9 @@ fn a_saved_report_is_loaded_in_the_configured_wire_format() {
         last_records_before: None,
     };
     report::save(d.path(), &saved).unwrap();
-    let plain = crate::batch::BodyFormat::Otlp { zstd: false };
+    let plain = crate::batch::BodyFormat::Otlp {
+        compression: crate::config::Compression::None,
+    };
     let r = report::load(d.path(), &public, plain, 1).unwrap().unwrap();
     assert_eq!(r.id, batch.id());
     assert!(
