@@ -146,10 +146,34 @@ fn decoded(c: &Corpus) -> Vec<uploader::protocol::Batch> {
 
 const FORMATS: [(&str, i32, BodyFormat); 5] = [
     ("seglog_zstd1", 1, BodyFormat::Seglog),
-    ("otlp_zstd1", 1, BodyFormat::Otlp { compression: Compression::Zstd }),
-    ("otlp_zstd3", 3, BodyFormat::Otlp { compression: Compression::Zstd }),
-    ("otlp_gzip1", 1, BodyFormat::Otlp { compression: Compression::Gzip }),
-    ("otlp_none", 1, BodyFormat::Otlp { compression: Compression::None }),
+    (
+        "otlp_zstd1",
+        1,
+        BodyFormat::Otlp {
+            compression: Compression::Zstd,
+        },
+    ),
+    (
+        "otlp_zstd3",
+        3,
+        BodyFormat::Otlp {
+            compression: Compression::Zstd,
+        },
+    ),
+    (
+        "otlp_gzip1",
+        1,
+        BodyFormat::Otlp {
+            compression: Compression::Gzip,
+        },
+    ),
+    (
+        "otlp_none",
+        1,
+        BodyFormat::Otlp {
+            compression: Compression::None,
+        },
+    ),
 ];
 
 fn benches(c: &mut Criterion) {

@@ -32,7 +32,9 @@ mod tests {
     #[test]
     fn a_gzip_body_decompresses_to_the_input() {
         use std::io::Read;
-        let body: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let body: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let z = super::gzip(&body, 1).expect("built with gzip");
         assert_eq!(&z[..2], &[0x1f, 0x8b], "gzip magic");
         assert!(z.len() < body.len() / 2);

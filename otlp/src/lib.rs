@@ -20,8 +20,8 @@ mod response;
 #[cfg(test)]
 mod tests;
 
-pub use gzip::{gzip, GZIP_AVAILABLE};
 pub use encode::{encode_request, severity_number, severity_text, Encoder};
+pub use gzip::{gzip, GZIP_AVAILABLE};
 pub use response::{decode_response, decode_status, PartialSuccess, ResponseError, RpcStatus};
 
 #[cfg(any(test, feature = "fuzzing"))]

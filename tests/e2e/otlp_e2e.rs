@@ -320,7 +320,9 @@ fn gzip_bodies_reach_the_independent_otlp_receiver() {
     let recs = accepted_records(&reqs);
     let data: Vec<_> = recs
         .iter()
-        .filter(|(_, _, r)| r["event_name"] != otlp::GAP_EVENT && r["event_name"] != otlp::COUNTERS_EVENT)
+        .filter(|(_, _, r)| {
+            r["event_name"] != otlp::GAP_EVENT && r["event_name"] != otlp::COUNTERS_EVENT
+        })
         .collect();
     assert_eq!(data.len(), 600, "every record, once");
     let bodies: Vec<&str> = data
@@ -332,5 +334,9 @@ fn gzip_bodies_reach_the_independent_otlp_receiver() {
         .filter(|b| b.starts_with("rec ") && b.ends_with("ünïcødé ✓"))
         .count();
     let binary = bodies.iter().filter(|b| b.starts_with("hex:fffe")).count();
-    assert_eq!((texts, binary), (300, 300), "UTF-8 as strings, the rest as bytes");
+    assert_eq!(
+        (texts, binary),
+        (300, 300),
+        "UTF-8 as strings, the rest as bytes"
+    );
 }
