@@ -346,6 +346,53 @@ pub fn render_writer(w: &crate::store::WriterStats) -> String {
     o
 }
 
+/// The forwarder's counters (`[collector.forward]`), in the same exposition format: shown
+/// only when forwarding is configured.
+pub fn render_forward(f: &crate::forward::ForwardStats) -> String {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut o = String::with_capacity(1024);
+    for (name, help, v) in [
+        (
+            "seglog_collector_forward_queued_batches_total",
+            "Batches appended to the forward queue.",
+            get(&f.queued),
+        ),
+        (
+            "seglog_collector_forward_resends_skipped_total",
+            "Resent batches not queued again (their id was queued lately).",
+            get(&f.resends_skipped),
+        ),
+        (
+            "seglog_collector_forward_batches_total",
+            "Batches the OTLP receiver acknowledged.",
+            get(&f.forwarded),
+        ),
+        (
+            "seglog_collector_forward_records_total",
+            "Records in the batches the OTLP receiver acknowledged.",
+            get(&f.forwarded_records),
+        ),
+        (
+            "seglog_collector_forward_rejected_records_total",
+            "Records the OTLP receiver rejected in a partial success.",
+            get(&f.rejected_records),
+        ),
+        (
+            "seglog_collector_forward_dead_lettered_total",
+            "Batches the OTLP receiver refused for good (kept in forward/dead-letter/).",
+            get(&f.dead_lettered),
+        ),
+        (
+            "seglog_collector_forward_retries_total",
+            "Forward attempts that failed and are retried.",
+            get(&f.retries),
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    o
+}
+
 /// Decrements the in-flight gauge when dropped.
 #[derive(Debug)]
 pub struct InFlight<'a>(&'a Metrics);

@@ -161,7 +161,13 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        st.metrics.render() + &crate::metrics::render_writer(st.store.writer_stats()),
+        st.metrics.render()
+            + &crate::metrics::render_writer(st.store.writer_stats())
+            + &st
+                .forward
+                .as_ref()
+                .map(|f| crate::metrics::render_forward(&f.stats))
+                .unwrap_or_default(),
     )
         .into_response()
 }

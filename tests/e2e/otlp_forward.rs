@@ -101,6 +101,22 @@ fn the_collector_forwards_everything_it_stores_across_a_restart() {
             "{i}"
         );
     }
+    // The forwarder's counters on /metrics (the restarted collector's, since its start).
+    let (status, metrics) = crate::support::upload_env::get(&format!("{}/metrics", c2.url()));
+    assert_eq!(status, 200, "{metrics}");
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{metrics}"))
+    };
+    assert!(
+        counter("seglog_collector_forward_retries_total ") >= 1,
+        "503s after the restart"
+    );
+    assert!(counter("seglog_collector_forward_batches_total ") >= 1);
+    assert!(counter("seglog_collector_forward_records_total ") >= 300);
+    assert_eq!(counter("seglog_collector_forward_dead_lettered_total "), 0);
     let dup = got.values().filter(|&&n| n > 1).count();
     eprintln!("forwarded 3000 records; {dup} more than once (at least once)");
     c2.shutdown().unwrap();
