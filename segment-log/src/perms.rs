@@ -255,7 +255,6 @@ fn allowed(r: io::Result<()>) -> io::Result<()> {
     }
 }
 
-/// `.<name>.<pid>-<seq>.tmp` next to `path`.
 /// Syncs the directory holding `path`, so a new or renamed entry survives power loss.
 fn sync_parent(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
@@ -265,6 +264,7 @@ fn sync_parent(path: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// `.<name>.<pid>-<seq>.tmp` next to `path`.
 fn temp_path(path: &Path) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -277,7 +277,8 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 /// Creates `dir` and each missing parent with exactly `mode` (and group `gid` when given)
-/// whatever the umask: each is chown-ed and chmod-ed after `mkdir`. When `dir` existed with
+/// whatever the umask: each is made under a temporary name, chown-ed and chmod-ed, then
+/// renamed into place, so it is never seen with another mode. When `dir` existed with
 /// another mode or group they are forced on it (a `chmod` that changes nothing still
 /// dirties the inode, a metadata write for every one-shot writer, so it is skipped then);
 /// with a group, a directory this process may not change is left alone. Parents that
@@ -289,12 +290,7 @@ pub(crate) fn create_dirs(dir: &Path, mode: u32, gid: Option<u32>) -> io::Result
         .take_while(|p| fs::symlink_metadata(p).is_err())
         .collect();
     for p in missing.iter().rev() {
-        match fs::DirBuilder::new().mode(mode).create(p) {
-            Ok(()) => set_dir_mode(p, &fs::metadata(p)?, mode, gid)?,
-            // Another process made it first; the leaf is checked below, parents are theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        create_dir_in_place(p, mode, gid)?;
     }
     let m = fs::metadata(dir)?;
     if m.mode() & 0o7777 == mode && gid.is_none_or(|g| g == m.gid()) {
@@ -304,6 +300,30 @@ pub(crate) fn create_dirs(dir: &Path, mode: u32, gid: Option<u32>) -> io::Result
         return Ok(());
     }
     set_dir_mode(dir, &m, mode, gid)
+}
+
+/// Makes the missing directory `p` appear with its final mode and group at once: a temporary
+/// directory next to it gets them, then is renamed into place. A plain `mkdir` shows the
+/// directory for an instant with the umask's mode (2750 for 2770), and another member of the
+/// group whose writer finds it then cannot create anything in it (EACCES on `recorder/slots`
+/// while three users' writers opened a new shared log at once). When another process placed
+/// its own first, theirs is used (the leaf is checked by the caller; parents are theirs).
+fn create_dir_in_place(p: &Path, mode: u32, gid: Option<u32>) -> io::Result<()> {
+    let tmp = temp_path(p);
+    fs::DirBuilder::new().mode(mode).create(&tmp)?;
+    let placed = fs::metadata(&tmp)
+        .and_then(|m| set_dir_mode(&tmp, &m, mode, gid))
+        .and_then(|()| fs::rename(&tmp, p));
+    let Err(e) = placed else {
+        return Ok(());
+    };
+    let _ = fs::remove_dir(&tmp);
+    // A non-empty directory of another process refuses the rename (ENOTEMPTY or EEXIST; an
+    // empty one is replaced by ours, with the same mode and group).
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => Ok(()),
+        _ => Err(e),
+    }
 }
 
 fn set_dir_mode(p: &Path, m: &fs::Metadata, mode: u32, gid: Option<u32>) -> io::Result<()> {

@@ -247,3 +247,60 @@ fn only_a_group_writable_directory_that_is_not_world_writable_is_shared() {
         assert_eq!(Sharing::of_dir(d.path()).unwrap(), want, "mode {m:o}");
     }
 }
+
+/// A new shared directory is never visible with the umask's mode, not even for an instant:
+/// another member of the group that found `recorder/` at 2750 (before its chmod to 2770)
+/// could not create `slots/` in it (EACCES, seen in the system-mode e2e test). An observer
+/// thread catches each directory as soon as it exists and records its mode.
+#[test]
+fn new_directories_appear_with_their_final_mode_under_umask_027() {
+    run_under_umask("new_directories_appear_child", 0o027);
+}
+
+#[test]
+fn new_directories_appear_child() {
+    if !child_umask() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().to_path_buf();
+    let rounds = 300;
+    let seen = std::thread::scope(|s| {
+        let observer = s.spawn(|| {
+            let mut seen = Vec::new();
+            for i in 0..rounds {
+                let p = root.join(format!("r{i}")).join("recorder");
+                let t = std::time::Instant::now();
+                loop {
+                    if let Ok(m) = std::fs::symlink_metadata(&p) {
+                        seen.push(m.permissions().mode() & 0o7777);
+                        break;
+                    }
+                    if t.elapsed() > std::time::Duration::from_secs(10) {
+                        panic!("{} never appeared", p.display());
+                    }
+                    std::hint::spin_loop();
+                }
+            }
+            seen
+        });
+        for i in 0..rounds {
+            let leaf = root.join(format!("r{i}")).join("recorder").join("slots");
+            create_dirs(&leaf, 0o2770, None).unwrap();
+            assert_eq!(mode(&leaf), 0o2770);
+        }
+        observer.join().unwrap()
+    });
+    assert_eq!(seen.len(), rounds);
+    let wrong: Vec<String> = seen
+        .iter()
+        .filter(|&&m| m != 0o2770)
+        .map(|m| format!("{m:04o}"))
+        .collect();
+    assert!(wrong.is_empty(), "directories seen with modes {wrong:?}");
+    // No temporary names are left behind.
+    for p in walk(&root) {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".tmp"), "{}", p.display());
+    }
+}
