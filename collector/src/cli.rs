@@ -94,7 +94,9 @@ fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "seglog collector: listening on {} (database {}, UI {}/ui/records)",
         server.url(),
-        server.database_path().display(),
+        server
+            .database_path()
+            .map_or_else(|| "PostgreSQL".to_owned(), |p| p.display().to_string()),
         server.url()
     );
     if print {

@@ -105,8 +105,8 @@ impl Server {
     pub fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         cfg.validate()?;
         let store = Arc::new(
-            Store::open_with(
-                &cfg.data_dir,
+            Store::open_database(
+                &cfg.database(),
                 WriterLimits {
                     queue_bytes: cfg.limits.ingest_queue_bytes,
                 },
@@ -324,8 +324,8 @@ impl RunningServer {
         )
     }
 
-    /// The database file.
-    pub fn database_path(&self) -> &std::path::Path {
+    /// The database file (SQLite; `None` with PostgreSQL).
+    pub fn database_path(&self) -> Option<&std::path::Path> {
         self.state.store.path()
     }
 

@@ -17,281 +17,285 @@ fn all(store: &Store, mut q: RecordQuery) -> Vec<RecordRow> {
 
 #[test]
 fn ingest_stores_records_contexts_gaps_and_counters() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(1);
-    let b = fixtures::with_gap(fixtures::batch(&p, 0, 25, "42"), GapReason::Trimmed, 7);
-    let out = s.ingest(&b, meta()).unwrap();
-    assert_eq!(
-        out,
-        IngestOutcome::Stored {
-            records_stored: 25,
-            records_duplicate: 0,
-            gaps: 1
-        }
-    );
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(1);
+        let b = fixtures::with_gap(fixtures::batch(&p, 0, 25, "42"), GapReason::Trimmed, 7);
+        let out = s.ingest(&b, meta()).unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome::Stored {
+                records_stored: 25,
+                records_duplicate: 0,
+                gaps: 1
+            }
+        );
 
-    let rows = all(&s, RecordQuery::default());
-    assert_eq!(rows.len(), 25);
-    // Newest (last received, i.e. last in the batch) first.
-    let newest = &rows[0];
-    assert_eq!(newest.payload.as_deref(), Some(&fixtures::payload(24)[..]));
-    assert_eq!(
-        newest.record_id,
-        record_id(&fixtures::public_id(&p), 1, 64 + 24 * fixtures::STRIDE)
-    );
-    assert_eq!(newest.log_id, fixtures::public_id(&p));
-    assert_eq!(newest.machine_id, fixtures::machine_id(&p));
-    assert_eq!(newest.build, "42");
-    assert_eq!(newest.platform, "Example Inc.|Board 9000|1.0");
-    assert_eq!(newest.kernel_version, "6.1.0-test");
-    assert_eq!(newest.created_ms, fixtures::BASE_WALL_MS + 24_000);
-    assert_eq!(newest.received_ms, meta().received_ms);
-    assert!(newest
-        .context
-        .iter()
-        .any(|(k, v)| k == "site" && v == "lab <3>"));
+        let rows = all(&s, RecordQuery::default());
+        assert_eq!(rows.len(), 25);
+        // Newest (last received, i.e. last in the batch) first.
+        let newest = &rows[0];
+        assert_eq!(newest.payload.as_deref(), Some(&fixtures::payload(24)[..]));
+        assert_eq!(
+            newest.record_id,
+            record_id(&fixtures::public_id(&p), 1, 64 + 24 * fixtures::STRIDE)
+        );
+        assert_eq!(newest.log_id, fixtures::public_id(&p));
+        assert_eq!(newest.machine_id, fixtures::machine_id(&p));
+        assert_eq!(newest.build, "42");
+        assert_eq!(newest.platform, "Example Inc.|Board 9000|1.0");
+        assert_eq!(newest.kernel_version, "6.1.0-test");
+        assert_eq!(newest.created_ms, fixtures::BASE_WALL_MS + 24_000);
+        assert_eq!(newest.received_ms, meta().received_ms);
+        assert!(newest
+            .context
+            .iter()
+            .any(|(k, v)| k == "site" && v == "lab <3>"));
 
-    let gaps = s.query_gaps(None, 10).unwrap();
-    assert_eq!(gaps.len(), 1);
-    assert_eq!(gaps[0].reason, "trimmed");
-    assert_eq!(gaps[0].records, 7);
+        let gaps = s.query_gaps(None, 10).unwrap();
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].reason, "trimmed");
+        assert_eq!(gaps[0].records, 7);
 
-    let st = s.stats().unwrap();
-    assert_eq!(
-        (st.records, st.batches, st.logs, st.gaps, st.gap_records),
-        (25, 1, 1, 1, 7)
-    );
-    assert_eq!(
-        st.device_counters,
-        vec![("recorder.dropped.rate_limit".to_owned(), 0)]
-    );
-    assert_eq!(st.by_severity.iter().map(|(_, n)| n).sum::<u64>(), 25);
-    assert_eq!(st.by_build, vec![("42".to_owned(), 25)]);
+        let st = s.stats().unwrap();
+        assert_eq!(
+            (st.records, st.batches, st.logs, st.gaps, st.gap_records),
+            (25, 1, 1, 1, 7)
+        );
+        assert_eq!(
+            st.device_counters,
+            vec![("recorder.dropped.rate_limit".to_owned(), 0)]
+        );
+        assert_eq!(st.by_severity.iter().map(|(_, n)| n).sum::<u64>(), 25);
+        assert_eq!(st.by_build, vec![("42".to_owned(), 25)]);
+    });
 }
 
 #[test]
 fn a_resent_batch_is_a_duplicate_and_writes_nothing_even_after_reopening() {
-    let d = tempfile::tempdir().unwrap();
-    let p = fixtures::private_id(2);
-    let b = fixtures::batch(&p, 0, 10, "1");
-    {
-        let s = Store::open(d.path()).unwrap();
-        assert!(matches!(
-            s.ingest(&b, meta()).unwrap(),
-            IngestOutcome::Stored {
-                records_stored: 10,
-                ..
-            }
-        ));
+    crate::pg_server::each_backend(|db| {
+        let p = fixtures::private_id(2);
+        let b = fixtures::batch(&p, 0, 10, "1");
+        {
+            let s = db.open();
+            assert!(matches!(
+                s.ingest(&b, meta()).unwrap(),
+                IngestOutcome::Stored {
+                    records_stored: 10,
+                    ..
+                }
+            ));
+            assert_eq!(
+                s.ingest(&b, meta()).unwrap(),
+                IngestOutcome::Duplicate { records_stored: 10 }
+            );
+        }
+        let s = db.open();
         assert_eq!(
             s.ingest(&b, meta()).unwrap(),
             IngestOutcome::Duplicate { records_stored: 10 }
         );
-    }
-    let s = Store::open(d.path()).unwrap();
-    assert_eq!(
-        s.ingest(&b, meta()).unwrap(),
-        IngestOutcome::Duplicate { records_stored: 10 }
-    );
-    let st = s.stats().unwrap();
-    assert_eq!((st.records, st.batches, st.batches_duplicate), (10, 1, 2));
+        let st = s.stats().unwrap();
+        assert_eq!((st.records, st.batches, st.batches_duplicate), (10, 1, 2));
+    });
 }
 
 #[test]
 fn records_resent_in_a_differently_cut_batch_are_stored_once() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(3);
-    s.ingest(&fixtures::batch(&p, 0, 10, "1"), meta()).unwrap();
-    // Records 5..15: a different range, so a different batch id, overlapping 5..10.
-    let out = s.ingest(&fixtures::batch(&p, 5, 10, "1"), meta()).unwrap();
-    assert_eq!(
-        out,
-        IngestOutcome::Stored {
-            records_stored: 5,
-            records_duplicate: 5,
-            gaps: 0
-        }
-    );
-    assert_eq!(all(&s, RecordQuery::default()).len(), 15);
-    assert_eq!(s.stats().unwrap().records_duplicate, 5);
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(3);
+        s.ingest(&fixtures::batch(&p, 0, 10, "1"), meta()).unwrap();
+        // Records 5..15: a different range, so a different batch id, overlapping 5..10.
+        let out = s.ingest(&fixtures::batch(&p, 5, 10, "1"), meta()).unwrap();
+        assert_eq!(
+            out,
+            IngestOutcome::Stored {
+                records_stored: 5,
+                records_duplicate: 5,
+                gaps: 0
+            }
+        );
+        assert_eq!(all(&s, RecordQuery::default()).len(), 15);
+        assert_eq!(s.stats().unwrap().records_duplicate, 5);
+    });
 }
 
 #[test]
 fn equal_contexts_are_stored_once() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(4);
-    s.ingest(&fixtures::batch(&p, 0, 3, "1"), meta()).unwrap();
-    s.ingest(&fixtures::batch(&p, 3, 3, "1"), meta()).unwrap();
-    let n: i64 = s
-        .read(|c| Ok(c.query_row("SELECT count(*) FROM contexts", [], |r| r.get(0))?))
-        .unwrap();
-    assert_eq!(n, 1);
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(4);
+        s.ingest(&fixtures::batch(&p, 0, 3, "1"), meta()).unwrap();
+        s.ingest(&fixtures::batch(&p, 3, 3, "1"), meta()).unwrap();
+        assert_eq!(s.row_count("contexts").unwrap(), 1);
+    });
 }
 
 #[test]
 fn every_filter_selects_exactly_the_matching_records() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let (a, b) = (fixtures::private_id(5), fixtures::private_id(6));
-    s.ingest(&fixtures::batch(&a, 0, 30, "100"), meta())
-        .unwrap();
-    s.ingest(&fixtures::batch(&b, 0, 12, "200"), meta())
-        .unwrap();
-    let count = |q: RecordQuery| all(&s, q).len();
-    let q = RecordQuery::default;
-    assert_eq!(count(q()), 42);
-    assert_eq!(
-        count(RecordQuery {
-            classification: Some(fixtures::CLASSES[0].into()),
-            ..q()
-        }),
-        10 + 4
-    );
-    assert_eq!(
-        count(RecordQuery {
-            severity: Some(4),
-            ..q()
-        }),
-        7 + 3
-    );
-    assert_eq!(
-        count(RecordQuery {
-            machine_id: Some(fixtures::machine_id(&b)),
-            ..q()
-        }),
-        12
-    );
-    assert_eq!(
-        count(RecordQuery {
-            build: Some("100".into()),
-            ..q()
-        }),
-        30
-    );
-    assert_eq!(
-        count(RecordQuery {
-            platform: Some("Example Inc.|Board 9000|1.0".into()),
-            ..q()
-        }),
-        42
-    );
-    assert_eq!(
-        count(RecordQuery {
-            log_id: Some(fixtures::public_id(&a)),
-            ..q()
-        }),
-        30
-    );
-    let t = |i: i64| TimeBound(fixtures::BASE_WALL_MS + i * 1000);
-    assert_eq!(
-        count(RecordQuery {
-            since: Some(t(10)),
-            ..q()
-        }),
-        20 + 2
-    );
-    assert_eq!(
-        count(RecordQuery {
-            until: Some(t(10)),
-            ..q()
-        }),
-        10 + 10
-    );
-    assert_eq!(
-        count(RecordQuery {
-            since: Some(t(5)),
-            until: Some(t(7)),
-            ..q()
-        }),
-        4
-    );
-    let mut ev = [0u8; 16];
-    ev[..8].copy_from_slice(&20u64.to_le_bytes());
-    let rows = all(
-        &s,
-        RecordQuery {
-            event_id: Some(ev),
-            ..q()
-        },
-    );
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].event_id, Some(ev));
-    let rid = record_id(&fixtures::public_id(&b), 1, 64 + 3 * fixtures::STRIDE);
-    let rows = all(
-        &s,
-        RecordQuery {
-            record_id: Some(rid),
-            ..q()
-        },
-    );
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].payload.as_deref(), Some(&fixtures::payload(3)[..]));
-    let rows = all(
-        &s,
-        RecordQuery {
-            include_payload: false,
-            ..q()
-        },
-    );
-    assert!(rows
-        .iter()
-        .all(|r| r.payload.is_none() && r.payload_len > 0));
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let (a, b) = (fixtures::private_id(5), fixtures::private_id(6));
+        s.ingest(&fixtures::batch(&a, 0, 30, "100"), meta())
+            .unwrap();
+        s.ingest(&fixtures::batch(&b, 0, 12, "200"), meta())
+            .unwrap();
+        let count = |q: RecordQuery| all(&s, q).len();
+        let q = RecordQuery::default;
+        assert_eq!(count(q()), 42);
+        assert_eq!(
+            count(RecordQuery {
+                classification: Some(fixtures::CLASSES[0].into()),
+                ..q()
+            }),
+            10 + 4
+        );
+        assert_eq!(
+            count(RecordQuery {
+                severity: Some(4),
+                ..q()
+            }),
+            7 + 3
+        );
+        assert_eq!(
+            count(RecordQuery {
+                machine_id: Some(fixtures::machine_id(&b)),
+                ..q()
+            }),
+            12
+        );
+        assert_eq!(
+            count(RecordQuery {
+                build: Some("100".into()),
+                ..q()
+            }),
+            30
+        );
+        assert_eq!(
+            count(RecordQuery {
+                platform: Some("Example Inc.|Board 9000|1.0".into()),
+                ..q()
+            }),
+            42
+        );
+        assert_eq!(
+            count(RecordQuery {
+                log_id: Some(fixtures::public_id(&a)),
+                ..q()
+            }),
+            30
+        );
+        let t = |i: i64| TimeBound(fixtures::BASE_WALL_MS + i * 1000);
+        assert_eq!(
+            count(RecordQuery {
+                since: Some(t(10)),
+                ..q()
+            }),
+            20 + 2
+        );
+        assert_eq!(
+            count(RecordQuery {
+                until: Some(t(10)),
+                ..q()
+            }),
+            10 + 10
+        );
+        assert_eq!(
+            count(RecordQuery {
+                since: Some(t(5)),
+                until: Some(t(7)),
+                ..q()
+            }),
+            4
+        );
+        let mut ev = [0u8; 16];
+        ev[..8].copy_from_slice(&20u64.to_le_bytes());
+        let rows = all(
+            &s,
+            RecordQuery {
+                event_id: Some(ev),
+                ..q()
+            },
+        );
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].event_id, Some(ev));
+        let rid = record_id(&fixtures::public_id(&b), 1, 64 + 3 * fixtures::STRIDE);
+        let rows = all(
+            &s,
+            RecordQuery {
+                record_id: Some(rid),
+                ..q()
+            },
+        );
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].payload.as_deref(), Some(&fixtures::payload(3)[..]));
+        let rows = all(
+            &s,
+            RecordQuery {
+                include_payload: false,
+                ..q()
+            },
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r.payload.is_none() && r.payload_len > 0));
+    });
 }
 
 #[test]
 fn pages_follow_each_other_without_overlap_or_loss() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(7);
-    s.ingest(&fixtures::batch(&p, 0, 23, "1"), meta()).unwrap();
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = s
-            .query_records(&RecordQuery {
-                limit: 5,
-                cursor,
-                ..RecordQuery::default()
-            })
-            .unwrap();
-        assert!(page.records.len() <= 5);
-        seen.extend(page.records.iter().map(|r| r.seq));
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(7);
+        s.ingest(&fixtures::batch(&p, 0, 23, "1"), meta()).unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = s
+                .query_records(&RecordQuery {
+                    limit: 5,
+                    cursor,
+                    ..RecordQuery::default()
+                })
+                .unwrap();
+            assert!(page.records.len() <= 5);
+            seen.extend(page.records.iter().map(|r| r.seq));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
         }
-    }
-    assert_eq!(seen.len(), 23);
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+        assert_eq!(seen.len(), 23);
+        assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+    });
 }
 
 #[test]
 fn a_page_stops_at_the_payload_budget_and_says_where_to_continue() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(8);
-    s.ingest(&fixtures::batch(&p, 0, 50, "1"), meta()).unwrap();
-    let page = s
-        .query_records(&RecordQuery {
-            max_payload_bytes: 100,
-            ..RecordQuery::default()
-        })
-        .unwrap();
-    assert!(
-        !page.records.is_empty() && page.records.len() < 50,
-        "{}",
-        page.records.len()
-    );
-    let bytes: usize = page
-        .records
-        .iter()
-        .map(|r| r.payload.as_ref().unwrap().len())
-        .sum();
-    assert!((100..100 + 64).contains(&bytes), "{bytes}");
-    assert_eq!(page.next, page.records.last().map(|r| Cursor(r.seq)));
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(8);
+        s.ingest(&fixtures::batch(&p, 0, 50, "1"), meta()).unwrap();
+        let page = s
+            .query_records(&RecordQuery {
+                max_payload_bytes: 100,
+                ..RecordQuery::default()
+            })
+            .unwrap();
+        assert!(
+            !page.records.is_empty() && page.records.len() < 50,
+            "{}",
+            page.records.len()
+        );
+        let bytes: usize = page
+            .records
+            .iter()
+            .map(|r| r.payload.as_ref().unwrap().len())
+            .sum();
+        assert!((100..100 + 64).contains(&bytes), "{bytes}");
+        assert_eq!(page.next, page.records.last().map(|r| Cursor(r.seq)));
+    });
 }
 
 #[test]
@@ -315,67 +319,69 @@ fn the_database_is_in_wal_mode_and_the_data_dir_is_private() {
 
 #[test]
 fn device_counters_keep_the_largest_value_when_batches_arrive_out_of_order() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(9);
-    // The fixture's counter value is the batch's first record index.
-    s.ingest(&fixtures::batch(&p, 20, 5, "1"), meta()).unwrap();
-    s.ingest(&fixtures::batch(&p, 10, 5, "1"), meta()).unwrap();
-    assert_eq!(
-        s.stats().unwrap().device_counters,
-        vec![("recorder.dropped.rate_limit".to_owned(), 20)]
-    );
-    s.ingest(&fixtures::batch(&p, 30, 5, "1"), meta()).unwrap();
-    assert_eq!(
-        s.stats().unwrap().device_counters,
-        vec![("recorder.dropped.rate_limit".to_owned(), 30)]
-    );
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(9);
+        // The fixture's counter value is the batch's first record index.
+        s.ingest(&fixtures::batch(&p, 20, 5, "1"), meta()).unwrap();
+        s.ingest(&fixtures::batch(&p, 10, 5, "1"), meta()).unwrap();
+        assert_eq!(
+            s.stats().unwrap().device_counters,
+            vec![("recorder.dropped.rate_limit".to_owned(), 20)]
+        );
+        s.ingest(&fixtures::batch(&p, 30, 5, "1"), meta()).unwrap();
+        assert_eq!(
+            s.stats().unwrap().device_counters,
+            vec![("recorder.dropped.rate_limit".to_owned(), 30)]
+        );
+    });
 }
 
 #[test]
 fn retention_deletes_what_was_received_before_the_cutoff_in_bounded_chunks() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(d.path()).unwrap();
-    let p = fixtures::private_id(10);
-    let at = |ms| IngestMeta {
-        received_ms: ms,
-        ..meta()
-    };
-    // 12 old batches of 1,000 records (more than two chunks), one with a gap, then new ones.
-    for i in 0..12u64 {
-        let mut b = fixtures::batch(&p, i * 1000, 1000, "1");
-        if i == 3 {
-            b = fixtures::with_gap(b, GapReason::Trimmed, 2);
+    crate::pg_server::each_backend(|db| {
+        let s = db.open();
+        let p = fixtures::private_id(10);
+        let at = |ms| IngestMeta {
+            received_ms: ms,
+            ..meta()
+        };
+        // 12 old batches of 1,000 records (more than two chunks), one with a gap, then new ones.
+        for i in 0..12u64 {
+            let mut b = fixtures::batch(&p, i * 1000, 1000, "1");
+            if i == 3 {
+                b = fixtures::with_gap(b, GapReason::Trimmed, 2);
+            }
+            s.ingest(&b, at(1_000)).unwrap();
         }
-        s.ingest(&b, at(1_000)).unwrap();
-    }
-    let old_first = fixtures::batch(&p, 0, 1000, "1");
-    for i in 12..15u64 {
-        s.ingest(&fixtures::batch(&p, i * 1000, 1000, "1"), at(5_000))
-            .unwrap();
-    }
-    let pass = s.retain(2_000).unwrap();
-    assert_eq!((pass.records, pass.gaps, pass.batches), (12_000, 1, 12));
-    assert!(pass.chunks >= 3, "{pass:?}");
-    let st = s.stats().unwrap();
-    assert_eq!((st.records, st.batches, st.gaps), (3000, 3, 0));
-    let rows = all(&s, RecordQuery::default());
-    assert_eq!(rows.len(), 3000);
-    assert!(rows.iter().all(|r| r.received_ms == 5_000));
-    // Nothing left to delete: one chunk that deletes nothing.
-    assert_eq!(
-        s.retain(2_000).unwrap(),
-        RetentionPass {
-            chunks: 1,
-            ..RetentionPass::default()
+        let old_first = fixtures::batch(&p, 0, 1000, "1");
+        for i in 12..15u64 {
+            s.ingest(&fixtures::batch(&p, i * 1000, 1000, "1"), at(5_000))
+                .unwrap();
         }
-    );
-    // The expired batch's id is forgotten with it: a resend is stored again.
-    assert!(matches!(
-        s.ingest(&old_first, at(6_000)).unwrap(),
-        IngestOutcome::Stored {
-            records_stored: 1000,
-            ..
-        }
-    ));
+        let pass = s.retain(2_000).unwrap();
+        assert_eq!((pass.records, pass.gaps, pass.batches), (12_000, 1, 12));
+        assert!(pass.chunks >= 3, "{pass:?}");
+        let st = s.stats().unwrap();
+        assert_eq!((st.records, st.batches, st.gaps), (3000, 3, 0));
+        let rows = all(&s, RecordQuery::default());
+        assert_eq!(rows.len(), 3000);
+        assert!(rows.iter().all(|r| r.received_ms == 5_000));
+        // Nothing left to delete: one chunk that deletes nothing.
+        assert_eq!(
+            s.retain(2_000).unwrap(),
+            RetentionPass {
+                chunks: 1,
+                ..RetentionPass::default()
+            }
+        );
+        // The expired batch's id is forgotten with it: a resend is stored again.
+        assert!(matches!(
+            s.ingest(&old_first, at(6_000)).unwrap(),
+            IngestOutcome::Stored {
+                records_stored: 1000,
+                ..
+            }
+        ));
+    });
 }

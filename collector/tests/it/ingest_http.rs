@@ -49,7 +49,7 @@ fn uploaded_batches_can_be_queried_back_field_by_field() {
     // The private id is never stored or shown.
     let text = h.get_text("/api/records").1;
     assert!(!text.contains(&hex::encode(p)), "private id leaked");
-    let db = std::fs::read(h.server.as_ref().unwrap().database_path()).unwrap();
+    let db = std::fs::read(h.server.as_ref().unwrap().database_path().unwrap()).unwrap();
     assert!(!db.windows(32).any(|w| w == p), "private id stored");
 }
 
