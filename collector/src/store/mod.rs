@@ -254,6 +254,17 @@ impl Store {
         }
     }
 
+    /// Checks that the database answers (`/healthz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Pg(r) => r.with(|c| Ok(c.simple_query("SELECT 1").map(|_| ())?)),
+            Backend::Sqlite { .. } => self.read(|c| {
+                Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map(|_| ())?)
+            }),
+        }
+    }
+
     /// The PostgreSQL read side, when that is the backend.
     pub(crate) fn pg(&self) -> Option<&pg::Reads> {
         match &self.backend {
