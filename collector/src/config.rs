@@ -493,7 +493,8 @@ pub fn collector_spec() -> SectionSpec {
             ),
             ("ingest_queue_bytes", v(size_value(l.ingest_queue_bytes))),
         ],
-        &["tokens", "api_tokens", "forward"],
+        // `database` may carry a password (postgres://user:password@host/db).
+        &["database", "tokens", "api_tokens", "forward"],
     )
 }
 
@@ -569,6 +570,7 @@ mod tests {
         assert_eq!(
             unset,
             [
+                "database",
                 "token_file",
                 "tls_cert",
                 "tls_key",
@@ -581,6 +583,34 @@ mod tests {
             .resolve(Path::new("/elsewhere"))
             .unwrap();
         assert_eq!(c, ServerConfig::new(default_data_dir()));
+    }
+
+    #[test]
+    fn database_selects_postgres_and_anything_else_is_refused_without_echoing_a_password() {
+        let c = CollectorSection::from_toml_str(
+            "[collector]\ndatabase = \"postgres://seglog@db.example:5432/telemetry\"\n",
+        )
+        .unwrap()
+        .resolve(Path::new("/d"))
+        .unwrap();
+        assert_eq!(
+            c.database(),
+            crate::store::Database::Postgres("postgres://seglog@db.example:5432/telemetry".into())
+        );
+        let e = CollectorSection::from_toml_str(
+            "[collector]\ndatabase = \"mysql://u:hunter2@db.example/t\"\n",
+        )
+        .unwrap()
+        .resolve(Path::new("/d"))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("database") && e.contains("postgres://"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let d = CollectorSection::from_toml_str("[collector]\n")
+            .unwrap()
+            .resolve(Path::new("/d"))
+            .unwrap();
+        assert_eq!(d.database(), crate::store::Database::Sqlite("/d".into()));
     }
 
     #[test]
