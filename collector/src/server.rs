@@ -40,6 +40,12 @@ pub enum ServerError {
         /// Why.
         source: StoreError,
     },
+    /// The PostgreSQL database (`[collector] database`) could not be reached or migrated.
+    #[error("opening the PostgreSQL database of [collector] database (check the URL, that the server runs and that it accepts this user)")]
+    OpenPostgres {
+        /// Why.
+        source: StoreError,
+    },
     /// The database failed (counting records at start, saving counters at shutdown).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -111,9 +117,12 @@ impl Server {
                     queue_bytes: cfg.limits.ingest_queue_bytes,
                 },
             )
-            .map_err(|source| ServerError::OpenDatabase {
-                dir: cfg.data_dir.clone(),
-                source,
+            .map_err(|source| match cfg.postgres {
+                Some(_) => ServerError::OpenPostgres { source },
+                None => ServerError::OpenDatabase {
+                    dir: cfg.data_dir.clone(),
+                    source,
+                },
             })?,
         );
         let records = store.record_count()?;
