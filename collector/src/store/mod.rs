@@ -254,6 +254,28 @@ impl Store {
         }
     }
 
+    /// Rows of `sql` (SQLite's dialect, `?` placeholders, kept to what PostgreSQL also
+    /// understands) on either backend, as SQLite values: the web view's queries.
+    pub(crate) fn rows(
+        &self,
+        sql: &str,
+        args: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<Vec<rusqlite::types::Value>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.rows(sql, args);
+        }
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let n = stmt.column_count();
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect()
+            })?;
+            Ok(rows.collect::<Result<Vec<Vec<_>>, _>>()?)
+        })
+    }
+
     /// Checks that the database answers (`/healthz`).
     pub fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {

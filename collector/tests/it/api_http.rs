@@ -166,38 +166,40 @@ fn stats_count_by_classification_severity_platform_and_build() {
 
 #[test]
 fn the_records_view_escapes_payloads_and_pages() {
-    let h = Harness::start(|_| {});
-    let p = fixtures::private_id(3);
-    let mut b = fixtures::batch(&p, 0, 150, "1");
-    b.records[149].payload = b"<script>alert(1)</script>".to_vec();
-    assert_eq!(h.upload(&p, &b).0, 200);
-    let (s, page) = h.get_text("/ui/records");
-    assert_eq!(s, 200);
-    assert_eq!(page.matches("<tr class=\"record\">").count(), 100);
-    assert!(!page.contains("<script>"), "unescaped payload");
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    let next = page
-        .split("id=\"next\" href=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&");
-    let (s, page2) = h.get_text(&next);
-    assert_eq!(s, 200);
-    assert_eq!(page2.matches("<tr class=\"record\">").count(), 50);
-    assert!(!page2.contains("id=\"next\""));
-    let (s, bad) = h.get_text("/ui/records?severity=banana");
-    assert_eq!(s, 400);
-    assert!(bad.contains("severity must be 1 (low)"), "{bad}");
-    let (s, stats) = h.get_text("/ui/stats");
-    assert_eq!(s, 200);
-    assert!(
-        stats.contains("id=\"by_classification\"") && stats.contains("org.example/hello/world")
-    );
-    let (s, _) = h.get_text("/");
-    assert_eq!(s, 200, "/ redirects to the records view");
+    crate::common::each_backend(|| {
+        let h = Harness::start(|_| {});
+        let p = fixtures::private_id(3);
+        let mut b = fixtures::batch(&p, 0, 150, "1");
+        b.records[149].payload = b"<script>alert(1)</script>".to_vec();
+        assert_eq!(h.upload(&p, &b).0, 200);
+        let (s, page) = h.get_text("/ui/records");
+        assert_eq!(s, 200);
+        assert_eq!(page.matches("<tr class=\"record\">").count(), 100);
+        assert!(!page.contains("<script>"), "unescaped payload");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        let next = page
+            .split("id=\"next\" href=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&");
+        let (s, page2) = h.get_text(&next);
+        assert_eq!(s, 200);
+        assert_eq!(page2.matches("<tr class=\"record\">").count(), 50);
+        assert!(!page2.contains("id=\"next\""));
+        let (s, bad) = h.get_text("/ui/records?severity=banana");
+        assert_eq!(s, 400);
+        assert!(bad.contains("severity must be 1 (low)"), "{bad}");
+        let (s, stats) = h.get_text("/ui/stats");
+        assert_eq!(s, 200);
+        assert!(
+            stats.contains("id=\"by_classification\"") && stats.contains("org.example/hello/world")
+        );
+        let (s, _) = h.get_text("/");
+        assert_eq!(s, 200, "/ redirects to the records view");
+    });
 }
 
 #[test]
@@ -224,24 +226,26 @@ fn healthz_metrics_and_unknown_paths() {
 
 #[test]
 fn api_tokens_protect_reads_but_not_healthz() {
-    let h = Harness::start(|c| c.api_tokens = vec!["reader".into()]);
-    for path in [
-        "/api/records",
-        "/api/stats",
-        "/api/gaps",
-        "/ui/records",
-        "/ui/stats",
-        "/metrics",
-    ] {
-        assert_eq!(h.get_text(path).0, 401, "{path}");
-        let r = crate::common::agent()
-            .get(format!("{}{path}", h.url))
-            .header("Authorization", "Bearer reader")
-            .call();
-        assert_eq!(crate::common::reply(r).status, 200, "{path}");
-    }
-    assert_eq!(h.get_text("/healthz").0, 200);
-    // Uploads stay open: no upload tokens are configured.
-    let p = fixtures::private_id(4);
-    assert_eq!(h.upload(&p, &fixtures::batch(&p, 0, 1, "1")).0, 200);
+    crate::common::each_backend(|| {
+        let h = Harness::start(|c| c.api_tokens = vec!["reader".into()]);
+        for path in [
+            "/api/records",
+            "/api/stats",
+            "/api/gaps",
+            "/ui/records",
+            "/ui/stats",
+            "/metrics",
+        ] {
+            assert_eq!(h.get_text(path).0, 401, "{path}");
+            let r = crate::common::agent()
+                .get(format!("{}{path}", h.url))
+                .header("Authorization", "Bearer reader")
+                .call();
+            assert_eq!(crate::common::reply(r).status, 200, "{path}");
+        }
+        assert_eq!(h.get_text("/healthz").0, 200);
+        // Uploads stay open: no upload tokens are configured.
+        let p = fixtures::private_id(4);
+        assert_eq!(h.upload(&p, &fixtures::batch(&p, 0, 1, "1")).0, 200);
+    });
 }

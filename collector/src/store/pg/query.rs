@@ -11,16 +11,21 @@ use crate::store::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, St
 
 type Args = Vec<Box<dyn ToSql + Sync>>;
 
-/// `sql` with each `?` replaced by `$1`, `$2`, ... and `args` as PostgreSQL parameters.
+/// `sql` with SQLite's placeholders in PostgreSQL's form (`?` numbered in order: `$1`,
+/// `$2`, ...; `?N` as `$N`) and `args` as PostgreSQL parameters. The SQL given here has no
+/// `?` inside string literals.
 fn numbered(sql: &str, args: Vec<Value>) -> (String, Args) {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
-    for ch in sql.chars() {
-        if ch == '?' {
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch != '?' {
+            out.push(ch);
+        } else if chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
             n += 1;
             out.push_str(&format!("${n}"));
-        } else {
-            out.push(ch);
         }
     }
     let args = args
@@ -79,7 +84,46 @@ fn record_from_row(row: &Row) -> Result<RecordRow, StoreError> {
     })
 }
 
+/// A column as the SQLite value it would be there (booleans as integers).
+fn value(row: &Row, i: usize) -> Result<Value, StoreError> {
+    use postgres::types::Type;
+    let t = row.columns()[i].type_().clone();
+    let v = match t {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Integer),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Integer(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Integer(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|v| Value::Integer(v.into())),
+        Type::TEXT | Type::VARCHAR | Type::NAME => {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        }
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+        other => {
+            return Err(StoreError::BadValue(format!(
+                "column {} has type {other}, which the store does not read",
+                row.columns()[i].name()
+            )))
+        }
+    };
+    Ok(v.unwrap_or(Value::Null))
+}
+
 impl Reads {
+    /// Rows of a query written for SQLite (see [`numbered`]), as SQLite values.
+    pub(crate) fn rows(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Vec<Value>>, StoreError> {
+        let (sql, args) = numbered(sql, args);
+        let rows = self.with(|c| Ok(c.query(&sql, &refs(&args))?))?;
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| value(r, i)).collect())
+            .collect()
+    }
+
     pub(crate) fn query_records(&self, q: &RecordQuery) -> Result<RecordPage, StoreError> {
         let (cond, mut args) = where_clause(q);
         let payload = if q.include_payload {
