@@ -410,7 +410,8 @@ impl Store {
             "SELECT g.b, {key}, g.n FROM (
                 SELECT (created_ms - ?1) / ?3 AS b, class_ref, severity, count(*) AS n
                 FROM records WHERE created_ms >= ?1 AND created_ms < ?2
-                GROUP BY b, class_ref, severity) g"
+                GROUP BY b, class_ref, severity) g
+             ORDER BY g.b, g.class_ref, g.severity"
         );
         let args = [since_ms, until_ms, width_ms.max(1)]
             .map(Value::Integer)
