@@ -60,8 +60,8 @@ pub enum StoreError {
     /// A stored value is not what this build wrote (a foreign or damaged database).
     #[error("unexpected value in the database: {0}")]
     BadValue(String),
-    /// The operation is not available on this backend yet.
-    #[error("{0} is not available with a PostgreSQL database in this build")]
+    /// A SQLite-only code path was reached on a PostgreSQL store (a bug in the collector).
+    #[error("{0} reached the SQLite read pool on a PostgreSQL store; please report this bug")]
     NotOnPostgres(&'static str),
     /// The database file could not be created or made private (mode 0600).
     #[error("creating {path} with mode 0600: {source}; check the owner and permissions of the data directory")]
@@ -295,8 +295,8 @@ impl Store {
         }
     }
 
-    /// Runs `f` on a read-only SQLite connection from the pool. The web view's queries
-    /// (`views.rs`, `device_views.rs`) are SQLite only so far: on PostgreSQL this fails with
+    /// Runs `f` on a read-only SQLite connection from the pool. Callers dispatch to the
+    /// PostgreSQL side first ([`Store::pg`], [`Store::rows`]); on PostgreSQL this fails with
     /// [`StoreError::NotOnPostgres`].
     pub(crate) fn read<T>(
         &self,
@@ -304,7 +304,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let (path, readers) = match &self.backend {
             Backend::Sqlite { path, readers } => (path, readers),
-            Backend::Pg(_) => return Err(StoreError::NotOnPostgres("this web view query")),
+            Backend::Pg(_) => return Err(StoreError::NotOnPostgres("a query")),
         };
         let pooled = readers.lock().map_err(|_| StoreError::Poisoned)?.pop();
         let conn = match pooled {
