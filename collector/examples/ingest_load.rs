@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
     );
     server.shutdown()?;
 
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     let store = match fresh_pg()? {
         Some(url) => collector::store::Store::open_postgres(&url, Default::default())?,
         None => collector::store::Store::open(&dir.path().join("direct"))?,
@@ -167,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         .load(std::sync::atomic::Ordering::Relaxed)
         - commits0;
     println!(
-        "    store: {total} batches straight into SQLite from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second), {commits} commits",
+        "    store: {total} batches straight into {backend} from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second), {commits} commits",
         total as f64 / secs,
         n / secs,
         n / cpu
