@@ -14,7 +14,8 @@
 //!
 //! `INGEST_LOAD_POSTGRES=1` measures the PostgreSQL store instead: a throwaway local server
 //! (`initdb` into a temp dir, default durable settings: fsync on, synchronous commit) with a
-//! fresh database for the HTTP passes and another for the direct pass.
+//! fresh database for the HTTP passes and another for the direct pass;
+//! `INGEST_LOAD_PG_SETTINGS=name=value,...` passes server settings (`-c`).
 
 use std::time::Instant;
 
@@ -30,7 +31,10 @@ fn main() -> anyhow::Result<()> {
     let (devices, batches, records) = (arg(1, 4), arg(2, 100), arg(3, 1000));
     let dir = tempfile::tempdir()?;
     let pg = if std::env::var_os("INGEST_LOAD_POSTGRES").is_some() {
-        let server = collector::pg_server::PgServer::start(&[])
+        // INGEST_LOAD_PG_SETTINGS="shared_buffers=1GB,max_wal_size=8GB": server settings.
+        let settings = std::env::var("INGEST_LOAD_PG_SETTINGS").unwrap_or_default();
+        let settings: Vec<&str> = settings.split(',').filter(|s| !s.is_empty()).collect();
+        let server = collector::pg_server::PgServer::start(&settings)
             .map_err(|e| anyhow::anyhow!("starting PostgreSQL: {e}"))?;
         println!(
             "PostgreSQL store (local server on 127.0.0.1:{})",

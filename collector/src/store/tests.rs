@@ -476,3 +476,47 @@ fn both_backends_answer_every_query_of_the_api_and_the_web_view_alike() {
         assert_eq!(sqlite.lines().count(), pg.lines().count());
     }
 }
+
+#[test]
+fn the_postgres_store_reconnects_after_losing_its_connections() {
+    let Some(url) = crate::pg_server::fresh_database() else {
+        return;
+    };
+    let s = Store::open_postgres(&url, WriterLimits::default()).unwrap();
+    let p = fixtures::private_id(30);
+    s.ingest(&fixtures::batch(&p, 0, 10, "1"), meta()).unwrap();
+    assert_eq!(s.stats().unwrap().records, 10);
+    // Cut every other connection to this database (as a server restart would).
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert!(
+        cut.len() >= 2,
+        "writer and reader connections: {}",
+        cut.len()
+    );
+    // The group in flight when the connection died fails (its device sends it again); the
+    // next one runs on a new connection.
+    let b = fixtures::batch(&p, 10, 10, "1");
+    let first = s.ingest(&b, meta());
+    let out = match first {
+        Ok(out) => out,
+        Err(_) => s.ingest(&b, meta()).unwrap(),
+    };
+    assert!(
+        matches!(
+            out,
+            IngestOutcome::Stored {
+                records_stored: 10,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.stats().unwrap().records, 20);
+}

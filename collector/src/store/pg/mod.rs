@@ -29,6 +29,20 @@ pub(crate) struct Writer {
     pub(super) client: Client,
     /// Statements prepared on this connection, by their SQL.
     pub(super) stmts: HashMap<&'static str, Statement>,
+    url: String,
+}
+
+impl Writer {
+    /// Connects again when the connection was lost (the server restarted, a proxy cut it):
+    /// the batches of the failed group were answered with an error and are sent again by
+    /// their devices; the next group gets a new connection.
+    pub(super) fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            self.client = connect(&self.url)?;
+            self.stmts.clear();
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -61,6 +75,7 @@ pub(crate) fn open(url: &str) -> Result<(Writer, Reads), StoreError> {
         Writer {
             client,
             stmts: HashMap::new(),
+            url: url.to_owned(),
         },
         Reads {
             url: url.to_owned(),
@@ -71,17 +86,22 @@ pub(crate) fn open(url: &str) -> Result<(Writer, Reads), StoreError> {
 
 impl Reads {
     /// Runs `f` on a pooled connection (a new one when none is idle). A connection that
-    /// failed is not returned to the pool.
+    /// failed is not returned to the pool; when it was lost (the server restarted), `f` runs
+    /// once more on a new connection (reads are idempotent).
     pub(crate) fn with<T>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl Fn(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let pooled = self.pool.lock().map_err(|_| StoreError::Poisoned)?.pop();
         let mut client = match pooled {
             Some(c) if !c.is_closed() => c,
             _ => connect(&self.url)?,
         };
-        let out = f(&mut client);
+        let mut out = f(&mut client);
+        if out.is_err() && client.is_closed() {
+            client = connect(&self.url)?;
+            out = f(&mut client);
+        }
         if out.is_ok() && !client.is_closed() {
             let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
             if pool.len() < READ_POOL {
