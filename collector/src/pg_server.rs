@@ -2,7 +2,8 @@
 //! server listening on 127.0.0.1 on a free port with its socket inside that dir. As root (CI)
 //! both run as the `postgres` user, which owns the dir. The server stops when the
 //! [`PgServer`] drops, and also when this process dies however it dies: it runs under a
-//! shell that stops it (fast shutdown) once its stdin, a pipe from this process, closes.
+//! shell that stops it (fast shutdown) and deletes its directory once its stdin, a pipe from this
+//! process, closes.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -121,9 +122,9 @@ impl PgServer {
         }
         let quoted: Vec<String> = cmd.iter().map(|a| format!("'{a}'")).collect();
         let script = format!(
-            "{} >'{}/log' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid",
+            "{} >'{d}/log' 2>&1 & pid=$!; read _; kill -INT $pid; wait $pid; rm -rf '{d}'",
             quoted.join(" "),
-            dir.path().display()
+            d = dir.path().display()
         );
         let child = as_pg_user(Path::new("/bin/sh"))
             .args(["-c", &script])
