@@ -520,3 +520,28 @@ fn the_postgres_store_reconnects_after_losing_its_connections() {
     );
     assert_eq!(s.stats().unwrap().records, 20);
 }
+
+#[test]
+fn postgres_migrations_are_versioned_serialized_and_refuse_a_newer_database() {
+    let Some(url) = crate::pg_server::fresh_database() else {
+        return;
+    };
+    // Three collectors starting at once on an empty database: one migrates, all open.
+    std::thread::scope(|t| {
+        for _ in 0..3 {
+            t.spawn(|| drop(Store::open_postgres(&url, WriterLimits::default()).unwrap()));
+        }
+    });
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let versions: Vec<i32> = c
+        .query("SELECT version FROM seglog_schema", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [super::pg::schema::MIGRATIONS.len() as i32]);
+    c.execute("UPDATE seglog_schema SET version = version + 1", &[])
+        .unwrap();
+    let e = Store::open_postgres(&url, WriterLimits::default()).unwrap_err();
+    assert!(matches!(e, StoreError::SchemaTooNew { .. }), "{e}");
+}

@@ -12,7 +12,7 @@
 
 pub(crate) mod ingest;
 mod query;
-mod schema;
+pub(super) mod schema;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

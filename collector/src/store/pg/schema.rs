@@ -15,7 +15,7 @@ use crate::store::StoreError;
 const MIGRATE_LOCK: i64 = 0x7365_676c_6f67;
 
 /// Migrations in order; never edit one that has shipped, append a new one.
-pub(super) const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the tables of SQLite's migration 1.
     r#"
 CREATE TABLE logs (
