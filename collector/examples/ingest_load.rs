@@ -10,7 +10,12 @@
 //! ```
 //!
 //! `INGEST_LOAD_DROP_INDEXES=name,name` drops those indexes before the direct store pass, to
-//! measure what each costs.
+//! measure what each costs (SQLite).
+//!
+//! `INGEST_LOAD_POSTGRES=1` measures the PostgreSQL store instead: a throwaway local server
+//! (`initdb` into a temp dir, default durable settings: fsync on, synchronous commit) with a
+//! fresh database for the HTTP passes and another for the direct pass;
+//! `INGEST_LOAD_PG_SETTINGS=name=value,...` passes server settings (`-c`).
 
 use std::time::Instant;
 
@@ -25,7 +30,27 @@ fn main() -> anyhow::Result<()> {
     };
     let (devices, batches, records) = (arg(1, 4), arg(2, 100), arg(3, 1000));
     let dir = tempfile::tempdir()?;
+    let pg = if std::env::var_os("INGEST_LOAD_POSTGRES").is_some() {
+        // INGEST_LOAD_PG_SETTINGS="shared_buffers=1GB,max_wal_size=8GB": server settings.
+        let settings = std::env::var("INGEST_LOAD_PG_SETTINGS").unwrap_or_default();
+        let settings: Vec<&str> = settings.split(',').filter(|s| !s.is_empty()).collect();
+        let server = collector::pg_server::PgServer::start(&settings)
+            .map_err(|e| anyhow::anyhow!("starting PostgreSQL: {e}"))?;
+        println!(
+            "PostgreSQL store (local server on 127.0.0.1:{})",
+            server.port()
+        );
+        Some(server)
+    } else {
+        None
+    };
+    let fresh_pg = || -> anyhow::Result<Option<String>> {
+        pg.as_ref()
+            .map(|s| s.create_database().map_err(|e| anyhow::anyhow!(e)))
+            .transpose()
+    };
     let mut cfg = ServerConfig::new(dir.path().join("data"));
+    cfg.postgres = fresh_pg()?;
     cfg.listen = "127.0.0.1:0".parse()?;
     let server = Server::start(cfg)?;
     let url = server.url();
@@ -97,7 +122,11 @@ fn main() -> anyhow::Result<()> {
     );
     server.shutdown()?;
 
-    let store = collector::store::Store::open(&dir.path().join("direct"))?;
+    let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
+    let store = match fresh_pg()? {
+        Some(url) => collector::store::Store::open_postgres(&url, Default::default())?,
+        None => collector::store::Store::open(&dir.path().join("direct"))?,
+    };
     // Measuring what each index costs: INGEST_LOAD_DROP_INDEXES=records_record_id,... drops
     // those indexes of the direct store before the pass (the HTTP passes keep them all).
     if let Ok(drop) = std::env::var("INGEST_LOAD_DROP_INDEXES") {
@@ -143,7 +172,7 @@ fn main() -> anyhow::Result<()> {
         .load(std::sync::atomic::Ordering::Relaxed)
         - commits0;
     println!(
-        "    store: {total} batches straight into SQLite from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second), {commits} commits",
+        "    store: {total} batches straight into {backend} from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second), {commits} commits",
         total as f64 / secs,
         n / secs,
         n / cpu

@@ -89,12 +89,17 @@ fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             cfg.listen
         );
     }
-    let data_dir = cfg.data_dir.clone();
+    let data = match &cfg.postgres {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => cfg.data_dir.display().to_string(),
+    };
     let server = Server::start(cfg)?;
     eprintln!(
         "seglog collector: listening on {} (database {}, UI {}/ui/records)",
         server.url(),
-        server.database_path().display(),
+        server
+            .database_path()
+            .map_or_else(|| "PostgreSQL".to_owned(), |p| p.display().to_string()),
         server.url()
     );
     if print {
@@ -103,7 +108,7 @@ fn serve(args: ServeArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().flush()?;
     }
     server.wait()?;
-    eprintln!("seglog collector: stopped (data in {})", data_dir.display());
+    eprintln!("seglog collector: stopped (data in {data})");
     Ok(ExitCode::SUCCESS)
 }
 

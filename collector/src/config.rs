@@ -64,6 +64,8 @@ pub struct CollectorSection {
     pub listen: Option<String>,
     /// `data_dir`: where the SQLite database lives.
     pub data_dir: Option<PathBuf>,
+    /// `database`: `"postgres://user@host:port/db"` stores in PostgreSQL instead of SQLite.
+    pub database: Option<String>,
     /// `tokens`: bearer tokens accepted for uploads (none = uploads are open).
     pub tokens: Option<Vec<String>>,
     /// `token_file`: a file with one accepted upload token per line (`#` comments allowed).
@@ -202,6 +204,21 @@ impl CollectorSection {
         let cfg = ServerConfig {
             listen,
             data_dir: self.data_dir.clone().unwrap_or(d.data_dir),
+            postgres: match &self.database {
+                None => None,
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    Some(url.clone())
+                }
+                Some(url) => {
+                    // Only what follows any `user:password@` is shown.
+                    return Err(ConfigError::Invalid(format!(
+                        "database = {:?} is not a PostgreSQL URL; write \
+                         \"postgres://user@host:port/db\", or leave database out to use \
+                         SQLite in data_dir",
+                        url.split('@').next_back().unwrap_or("")
+                    )));
+                }
+            },
             tokens,
             api_tokens: self.api_tokens.clone().unwrap_or_default(),
             tls,
@@ -321,6 +338,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Directory of the SQLite database (`collector.sqlite3`), created 0700 if missing.
     pub data_dir: PathBuf,
+    /// PostgreSQL URL (`[collector] database`); when set, used instead of `data_dir`.
+    pub postgres: Option<String>,
     /// Accepted upload bearer tokens; empty = uploads need no token.
     pub tokens: Vec<String>,
     /// Bearer tokens required for the API, UI and `/metrics`; empty = open.
@@ -341,6 +360,14 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// The database this configuration names.
+    pub fn database(&self) -> crate::store::Database {
+        match &self.postgres {
+            Some(url) => crate::store::Database::Postgres(url.clone()),
+            None => crate::store::Database::Sqlite(self.data_dir.clone()),
+        }
+    }
+
     /// Defaults: listen on `127.0.0.1:8780`, store in `data_dir`, no tokens, plain HTTP.
     pub fn new(data_dir: PathBuf) -> Self {
         ServerConfig {
@@ -348,6 +375,7 @@ impl ServerConfig {
                 .parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8780))),
             data_dir,
+            postgres: None,
             tokens: Vec::new(),
             api_tokens: Vec::new(),
             tls: None,
@@ -465,7 +493,8 @@ pub fn collector_spec() -> SectionSpec {
             ),
             ("ingest_queue_bytes", v(size_value(l.ingest_queue_bytes))),
         ],
-        &["tokens", "api_tokens", "forward"],
+        // `database` may carry a password (postgres://user:password@host/db).
+        &["database", "tokens", "api_tokens", "forward"],
     )
 }
 
@@ -541,6 +570,7 @@ mod tests {
         assert_eq!(
             unset,
             [
+                "database",
                 "token_file",
                 "tls_cert",
                 "tls_key",
@@ -553,6 +583,34 @@ mod tests {
             .resolve(Path::new("/elsewhere"))
             .unwrap();
         assert_eq!(c, ServerConfig::new(default_data_dir()));
+    }
+
+    #[test]
+    fn database_selects_postgres_and_anything_else_is_refused_without_echoing_a_password() {
+        let c = CollectorSection::from_toml_str(
+            "[collector]\ndatabase = \"postgres://seglog@db.example:5432/telemetry\"\n",
+        )
+        .unwrap()
+        .resolve(Path::new("/d"))
+        .unwrap();
+        assert_eq!(
+            c.database(),
+            crate::store::Database::Postgres("postgres://seglog@db.example:5432/telemetry".into())
+        );
+        let e = CollectorSection::from_toml_str(
+            "[collector]\ndatabase = \"mysql://u:hunter2@db.example/t\"\n",
+        )
+        .unwrap()
+        .resolve(Path::new("/d"))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("database") && e.contains("postgres://"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let d = CollectorSection::from_toml_str("[collector]\n")
+            .unwrap()
+            .resolve(Path::new("/d"))
+            .unwrap();
+        assert_eq!(d.database(), crate::store::Database::Sqlite("/d".into()));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub mod forward;
 pub mod fuzzing;
 pub mod ingest;
 pub mod metrics;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod pg_server;
 mod routes;
 mod server;
 mod state;

@@ -143,13 +143,7 @@ async fn api_stats(State(st): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Re
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
-    match st
-        .blocking(|s| {
-            s.store
-                .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        })
-        .await
-    {
+    match st.blocking(|s| s.store.ping()).await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response(),
     }

@@ -40,6 +40,12 @@ pub enum ServerError {
         /// Why.
         source: StoreError,
     },
+    /// The PostgreSQL database (`[collector] database`) could not be reached or migrated.
+    #[error("opening the PostgreSQL database of [collector] database (check the URL, that the server runs and that it accepts this user)")]
+    OpenPostgres {
+        /// Why.
+        source: StoreError,
+    },
     /// The database failed (counting records at start, saving counters at shutdown).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -105,15 +111,18 @@ impl Server {
     pub fn start(cfg: ServerConfig) -> Result<RunningServer, ServerError> {
         cfg.validate()?;
         let store = Arc::new(
-            Store::open_with(
-                &cfg.data_dir,
+            Store::open_database(
+                &cfg.database(),
                 WriterLimits {
                     queue_bytes: cfg.limits.ingest_queue_bytes,
                 },
             )
-            .map_err(|source| ServerError::OpenDatabase {
-                dir: cfg.data_dir.clone(),
-                source,
+            .map_err(|source| match cfg.postgres {
+                Some(_) => ServerError::OpenPostgres { source },
+                None => ServerError::OpenDatabase {
+                    dir: cfg.data_dir.clone(),
+                    source,
+                },
             })?,
         );
         let records = store.record_count()?;
@@ -324,8 +333,8 @@ impl RunningServer {
         )
     }
 
-    /// The database file.
-    pub fn database_path(&self) -> &std::path::Path {
+    /// The database file (SQLite; `None` with PostgreSQL).
+    pub fn database_path(&self) -> Option<&std::path::Path> {
         self.state.store.path()
     }
 

@@ -177,6 +177,8 @@ fn the_device_binary_links_no_server_stack() {
         "tokio",
         "rusqlite",
         "libsqlite3-sys",
+        "postgres",
+        "tokio-postgres",
     ] {
         assert!(
             !crates.iter().any(|c| c == server),

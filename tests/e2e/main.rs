@@ -16,6 +16,7 @@ mod support {
 mod architecture;
 mod collector_e2e;
 mod collector_modes;
+mod collector_postgres;
 mod config_cli;
 mod demo;
 mod device_footprint;

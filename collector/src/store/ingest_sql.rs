@@ -19,9 +19,9 @@ const CACHE_MAX: usize = 100_000;
 /// Ids of interned rows, valid for the committed state of the database.
 #[derive(Debug, Default)]
 pub(crate) struct Caches {
-    logs: HashMap<[u8; 32], i64>,
-    classes: HashMap<String, i64>,
-    contexts: HashMap<Vec<(String, String)>, i64>,
+    pub(super) logs: HashMap<[u8; 32], i64>,
+    pub(super) classes: HashMap<String, i64>,
+    pub(super) contexts: HashMap<Vec<(String, String)>, i64>,
 }
 
 impl Caches {
@@ -32,7 +32,7 @@ impl Caches {
         self.contexts.clear();
     }
 
-    fn bound(&mut self) {
+    pub(super) fn bound(&mut self) {
         if self.logs.len() > CACHE_MAX {
             self.logs.clear();
         }

@@ -9,6 +9,7 @@
 
 mod device_views;
 mod ingest_sql;
+mod pg;
 mod query;
 mod retention;
 mod schema;
@@ -32,6 +33,8 @@ pub use schema::latest_version;
 pub use writer::WriterHold;
 pub use writer::{Overloaded, Reply, WriterLimits, WriterStats};
 
+use writer::Conn;
+
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "collector.sqlite3";
 /// Idle read connections kept open (more are opened on demand and closed after use).
@@ -51,6 +54,15 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// A stored value is not what this build wrote (a foreign or damaged database).
+    #[error("unexpected value in the database: {0}")]
+    BadValue(String),
+    /// A SQLite-only code path was reached on a PostgreSQL store (a bug in the collector).
+    #[error("{0} reached the SQLite read pool on a PostgreSQL store; please report this bug")]
+    NotOnPostgres(&'static str),
     /// The database file could not be created or made private (mode 0600).
     #[error("creating {path} with mode 0600: {source}; check the owner and permissions of the data directory")]
     DbFile {
@@ -127,9 +139,30 @@ pub struct IngestMeta {
 /// `writer`); reads use a pool of read-only connections.
 #[derive(Debug)]
 pub struct Store {
-    path: PathBuf,
+    backend: Backend,
     writer: writer::Writer,
-    readers: Mutex<Vec<Connection>>,
+}
+
+/// Where the store keeps its data: the read side of the seam between the two backends (the
+/// write side is [`writer::Conn`]).
+#[derive(Debug)]
+enum Backend {
+    /// The embedded default: one file in the data directory.
+    Sqlite {
+        path: PathBuf,
+        readers: Mutex<Vec<Connection>>,
+    },
+    /// A PostgreSQL database shared by any number of collectors.
+    Pg(pg::Reads),
+}
+
+/// Which database a collector uses (`[collector] database`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// SQLite in this directory (the default: `data_dir`).
+    Sqlite(PathBuf),
+    /// PostgreSQL at this connection URL (`postgres://user@host:port/db`).
+    Postgres(String),
 }
 
 /// SQLite stores signed 64-bit integers; u64 values are kept bit for bit.
@@ -187,28 +220,98 @@ impl Store {
         writer.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut writer)?;
         Ok(Store {
-            path,
-            writer: writer::Writer::start(writer, limits)?,
-            readers: Mutex::new(Vec::new()),
+            backend: Backend::Sqlite {
+                path,
+                readers: Mutex::new(Vec::new()),
+            },
+            writer: writer::Writer::start(Conn::Sqlite(writer), limits)?,
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens (migrating if needed) the PostgreSQL database at `url`
+    /// (`postgres://user@host:port/db`). Any number of collectors may share it.
+    pub fn open_postgres(url: &str, limits: WriterLimits) -> Result<Store, StoreError> {
+        let (writer, reads) = pg::open(url)?;
+        Ok(Store {
+            backend: Backend::Pg(reads),
+            writer: writer::Writer::start(Conn::Pg(Box::new(writer)), limits)?,
+        })
     }
 
-    /// Runs `f` on a read-only connection from the pool.
+    /// Opens the database `db` names.
+    pub fn open_database(db: &Database, limits: WriterLimits) -> Result<Store, StoreError> {
+        match db {
+            Database::Sqlite(dir) => Store::open_with(dir, limits),
+            Database::Postgres(url) => Store::open_postgres(url, limits),
+        }
+    }
+
+    /// The database file (SQLite only).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Some(path),
+            Backend::Pg(_) => None,
+        }
+    }
+
+    /// Rows of `sql` (SQLite's dialect, `?` placeholders, kept to what PostgreSQL also
+    /// understands) on either backend, as SQLite values: the web view's queries.
+    pub(crate) fn rows(
+        &self,
+        sql: &str,
+        args: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<Vec<rusqlite::types::Value>>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.rows(sql, args);
+        }
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(sql)?;
+            let n = stmt.column_count();
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                (0..n)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect()
+            })?;
+            Ok(rows.collect::<Result<Vec<Vec<_>>, _>>()?)
+        })
+    }
+
+    /// Checks that the database answers (`/healthz`).
+    pub fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Pg(r) => r.with(|c| Ok(c.simple_query("SELECT 1").map(|_| ())?)),
+            Backend::Sqlite { .. } => self.read(|c| {
+                Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .map(|_| ())?)
+            }),
+        }
+    }
+
+    /// The PostgreSQL read side, when that is the backend.
+    pub(crate) fn pg(&self) -> Option<&pg::Reads> {
+        match &self.backend {
+            Backend::Pg(r) => Some(r),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    /// Runs `f` on a read-only SQLite connection from the pool. Callers dispatch to the
+    /// PostgreSQL side first ([`Store::pg`], [`Store::rows`]); on PostgreSQL this fails with
+    /// [`StoreError::NotOnPostgres`].
     pub(crate) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let pooled = self.readers.lock().map_err(|_| StoreError::Poisoned)?.pop();
+        let (path, readers) = match &self.backend {
+            Backend::Sqlite { path, readers } => (path, readers),
+            Backend::Pg(_) => return Err(StoreError::NotOnPostgres("a query")),
+        };
+        let pooled = readers.lock().map_err(|_| StoreError::Poisoned)?.pop();
         let conn = match pooled {
             Some(c) => c,
             None => {
                 let c = Connection::open_with_flags(
-                    &self.path,
+                    path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 c.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
@@ -217,7 +320,7 @@ impl Store {
             }
         };
         let out = f(&conn);
-        let mut pool = self.readers.lock().map_err(|_| StoreError::Poisoned)?;
+        let mut pool = readers.lock().map_err(|_| StoreError::Poisoned)?;
         if pool.len() < READ_POOL {
             pool.push(conn);
         }
@@ -265,7 +368,24 @@ impl Store {
     /// Adds `by` to the persistent counter `name` (rejections by reason and the like).
     pub fn bump_counter(&self, name: &str, by: u64) -> Result<(), StoreError> {
         let name = name.to_owned();
-        self.writer.exec(move |c, _| ingest_sql::bump(c, &name, by))
+        self.writer.exec(move |c, _| match c {
+            Conn::Sqlite(c) => ingest_sql::bump(c, &name, by),
+            Conn::Pg(c) => pg::ingest::bump(c, &name, by),
+        })
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Rows in `table` (a name from the schema), on either backend.
+    fn row_count(&self, table: &str) -> Result<u64, StoreError> {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match &self.backend {
+            Backend::Pg(r) => r.with(|c| Ok(c.query_one(&sql, &[])?.try_get::<_, i64>(0)? as u64)),
+            Backend::Sqlite { .. } => {
+                self.read(|c| Ok(c.query_row(&sql, [], |r| r.get::<_, i64>(0))? as u64))
+            }
+        }
     }
 }
 

@@ -192,7 +192,7 @@ pub struct Stats {
 }
 
 /// Rows in each "by ..." list of the stats.
-const STATS_TOP: i64 = 100;
+pub(super) const STATS_TOP: i64 = 100;
 
 pub(super) fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<[u8; N]> {
     let v: Vec<u8> = row.get(i)?;
@@ -302,6 +302,9 @@ pub(super) fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
 impl Store {
     /// Records matching `q`, newest (last received) first.
     pub fn query_records(&self, q: &RecordQuery) -> Result<RecordPage, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.query_records(q);
+        }
         self.read(|conn| query_records(conn, q))
     }
 
@@ -311,6 +314,9 @@ impl Store {
         log_id: Option<[u8; 32]>,
         limit: u32,
     ) -> Result<Vec<GapRow>, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.query_gaps(log_id, limit);
+        }
         self.read(|conn| {
             let mut args: Vec<Value> = Vec::new();
             let mut sql = String::from(
@@ -346,11 +352,17 @@ impl Store {
 
     /// Aggregate counts for `/api/stats` and the stats view.
     pub fn stats(&self) -> Result<Stats, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.stats();
+        }
         self.read(stats)
     }
 
     /// Number of stored records (for the metrics gauge at start-up).
     pub fn record_count(&self) -> Result<u64, StoreError> {
+        if let Some(pg) = self.pg() {
+            return pg.record_count();
+        }
         self.read(|c| {
             Ok(c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))? as u64)
         })

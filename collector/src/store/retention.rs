@@ -31,7 +31,7 @@ pub struct RetentionPass {
 /// inserted in the same order, so a batch older than the batch of the oldest remaining
 /// record (and gap) has none left: it goes only then, and queries that join records to
 /// batches never lose a row early.
-const TABLES: [(&str, &str, &str); 3] = [
+pub(super) const TABLES: [(&str, &str, &str); 3] = [
     ("records", "seq", ""),
     ("gaps", "id", ""),
     (
@@ -49,6 +49,10 @@ impl Store {
         let mut pass = RetentionPass::default();
         loop {
             let (deleted, counts) = self.writer.exec(move |c, _| {
+                let c = match c {
+                    super::Conn::Sqlite(c) => c,
+                    super::Conn::Pg(c) => return super::pg::ingest::retain_chunk(c, cutoff_ms),
+                };
                 let tx = c.transaction()?;
                 let mut counts = [0u64; 3];
                 for (i, (table, key, extra)) in TABLES.iter().enumerate() {

@@ -9,9 +9,8 @@
 //! the only hook there is [`class_condition`] and `where_clause` being visible here.
 
 use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection};
 
-use super::query::{blob, where_clause};
+use super::query::where_clause;
 use super::{RecordQuery, Store, StoreError};
 
 /// Checks a classification filter: exact, or a prefix ending in `*` (`org.example/*`); a
@@ -134,58 +133,92 @@ const GAP_COLUMNS: &str = "g.id, l.log_id,
     g.reason, g.start_segment, g.start_offset, g.end_segment, g.end_offset, g.segments,
     g.records, g.bytes, g.detail, g.received_ms";
 
-fn gap_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GapView> {
-    let u = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
+/// Column `i` of a row of [`Store::rows`] as an integer (`None` for NULL).
+pub(super) fn opt_int(row: &[Value], i: usize) -> Result<Option<i64>, StoreError> {
+    match row.get(i) {
+        Some(Value::Integer(v)) => Ok(Some(*v)),
+        Some(Value::Null) => Ok(None),
+        other => Err(StoreError::BadValue(format!(
+            "column {i}: expected an integer, found {other:?}"
+        ))),
+    }
+}
+
+/// Column `i` as an integer.
+pub(super) fn int(row: &[Value], i: usize) -> Result<i64, StoreError> {
+    opt_int(row, i)?
+        .ok_or_else(|| StoreError::BadValue(format!("column {i}: expected an integer, found NULL")))
+}
+
+/// Column `i` as text.
+pub(super) fn text(row: &[Value], i: usize) -> Result<String, StoreError> {
+    match row.get(i) {
+        Some(Value::Text(t)) => Ok(t.clone()),
+        other => Err(StoreError::BadValue(format!(
+            "column {i}: expected text, found {other:?}"
+        ))),
+    }
+}
+
+/// Column `i` as exactly `N` bytes.
+pub(super) fn bytes<const N: usize>(row: &[Value], i: usize) -> Result<[u8; N], StoreError> {
+    match row.get(i) {
+        Some(Value::Blob(b)) => b.as_slice().try_into().map_err(|_| {
+            StoreError::BadValue(format!("column {i}: expected {N} bytes, found {}", b.len()))
+        }),
+        other => Err(StoreError::BadValue(format!(
+            "column {i}: expected bytes, found {other:?}"
+        ))),
+    }
+}
+
+fn gap_from_row(r: &[Value]) -> Result<GapView, StoreError> {
+    let u = |i: usize| -> Result<u64, StoreError> { Ok(int(r, i)? as u64) };
     Ok(GapView {
-        id: r.get(0)?,
-        log_id: blob(r, 1)?,
-        machine_id: r.get(2)?,
-        reason: r.get(3)?,
+        id: int(r, 0)?,
+        log_id: bytes(r, 1)?,
+        machine_id: text(r, 2)?,
+        reason: text(r, 3)?,
         start: (u(4)?, u(5)?),
         end: (u(6)?, u(7)?),
         segments: u(8)?,
         records: u(9)?,
         bytes: u(10)?,
-        detail: r.get(11)?,
-        received_ms: r.get(12)?,
+        detail: text(r, 11)?,
+        received_ms: int(r, 12)?,
     })
 }
 
-pub(super) fn u64_sum(conn: &Connection, sql: &str, args: Vec<Value>) -> Result<u64, StoreError> {
-    // Values are u64 stored bit for bit as i64: summed here, saturating.
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params_from_iter(args))?;
-    let mut total = 0u64;
-    while let Some(r) = rows.next()? {
-        total = total.saturating_add(r.get::<_, Option<i64>>(0)?.unwrap_or(0) as u64);
-    }
-    Ok(total)
-}
-
-pub(super) fn pairs(
-    conn: &Connection,
-    sql: &str,
-    args: Vec<Value>,
-) -> Result<Vec<(String, u64)>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(params_from_iter(args), |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
 impl Store {
+    pub(super) fn u64_sum(&self, sql: &str, args: Vec<Value>) -> Result<u64, StoreError> {
+        // Values are u64 stored bit for bit as i64: summed here, saturating.
+        let mut total = 0u64;
+        for r in self.rows(sql, args)? {
+            total = total.saturating_add(opt_int(&r, 0)?.unwrap_or(0) as u64);
+        }
+        Ok(total)
+    }
+
+    pub(super) fn pairs(
+        &self,
+        sql: &str,
+        args: Vec<Value>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.rows(sql, args)?
+            .iter()
+            .map(|r| Ok((text(r, 0)?, int(r, 1)? as u64)))
+            .collect()
+    }
+
     /// How many records match `q` in all (its cursor and limit ignored).
     pub fn count_records(&self, q: &RecordQuery) -> Result<u64, StoreError> {
         let q = RecordQuery {
             cursor: None,
             ..q.clone()
         };
-        self.read(|conn| {
-            let (cond, args) = where_clause(&q);
-            let sql = format!("SELECT count(*) FROM records r {cond}");
-            Ok(conn.query_row(&sql, params_from_iter(args), |r| r.get::<_, i64>(0))? as u64)
-        })
+        let (cond, args) = where_clause(&q);
+        let sql = format!("SELECT count(*) FROM records r {cond}");
+        self.u64_sum(&sql, args)
     }
 
     /// The cursor of the page of `limit` records just newer than `first_seq` (the newest
@@ -201,24 +234,23 @@ impl Store {
             cursor: None,
             ..q.clone()
         };
-        self.read(|conn| {
-            let (cond, mut args) = where_clause(&q);
-            let join = if cond.is_empty() { "WHERE" } else { "AND" };
-            let sql = format!(
-                "SELECT r.seq FROM records r {cond} {join} r.seq > ? ORDER BY r.seq ASC LIMIT ?"
-            );
-            args.push(Value::Integer(first_seq));
-            args.push(Value::Integer(i64::from(limit) + 1));
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let seqs = stmt
-                .query_map(params_from_iter(args), |r| r.get::<_, i64>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(match seqs.len() {
-                0 => None,
-                n if n <= limit as usize => Some(None),
-                // The newer page holds seqs[0..limit]; it starts below seqs[limit - 1] + 1.
-                _ => seqs.get(limit as usize - 1).map(|s| Some(s + 1)),
-            })
+        let (cond, mut args) = where_clause(&q);
+        let join = if cond.is_empty() { "WHERE" } else { "AND" };
+        let sql = format!(
+            "SELECT r.seq FROM records r {cond} {join} r.seq > ? ORDER BY r.seq ASC LIMIT ?"
+        );
+        args.push(Value::Integer(first_seq));
+        args.push(Value::Integer(i64::from(limit) + 1));
+        let seqs = self
+            .rows(&sql, args)?
+            .iter()
+            .map(|r| int(r, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match seqs.len() {
+            0 => None,
+            n if n <= limit as usize => Some(None),
+            // The newer page holds seqs[0..limit]; it starts below seqs[limit - 1] + 1.
+            _ => seqs.get(limit as usize - 1).map(|s| Some(s + 1)),
         })
     }
 
@@ -236,19 +268,18 @@ impl Store {
             log_id: Some(log_id),
             ..q.clone()
         };
-        self.read(|conn| {
-            let (cond, mut args) = where_clause(&q);
-            // where_clause always has the log_id condition here, so `cond` starts with WHERE.
-            // Row values: a range on the records_position index (log_ref, segment, offset).
-            let sql = format!(
-                "SELECT EXISTS (SELECT 1 FROM records r {cond}
-                 AND (r.segment, r.offset) >= (?, ?) AND (r.segment, r.offset) < (?, ?))"
-            );
-            for v in [from.0, from.1, to.0, to.1] {
-                args.push(Value::Integer(v as i64));
-            }
-            Ok(conn.query_row(&sql, params_from_iter(args), |r| r.get::<_, bool>(0))?)
-        })
+        let (cond, mut args) = where_clause(&q);
+        // where_clause always has the log_id condition here, so `cond` starts with WHERE.
+        // Row values: a range on the records_position index (log_ref, segment, offset).
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM records r {cond}
+             AND (r.segment, r.offset) >= (?, ?) AND (r.segment, r.offset) < (?, ?))"
+        );
+        for v in [from.0, from.1, to.0, to.1] {
+            args.push(Value::Integer(v as i64));
+        }
+        let rows = self.rows(&sql, args)?;
+        Ok(rows.first().map(|r| int(r, 0)).transpose()?.unwrap_or(0) != 0)
     }
 
     /// Gap entries, newest first, optionally of one device, before gap id `before`.
@@ -258,31 +289,30 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<GapView>, StoreError> {
-        self.read(|conn| {
-            let mut conds = Vec::new();
-            let mut args = Vec::new();
-            if let Some(l) = log_id {
-                conds.push("l.log_id = ?");
-                args.push(Value::Blob(l.to_vec()));
-            }
-            if let Some(b) = before {
-                conds.push("g.id < ?");
-                args.push(Value::Integer(b));
-            }
-            let cond = if conds.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", conds.join(" AND "))
-            };
-            args.push(Value::Integer(i64::from(limit)));
-            let sql = format!(
-                "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref {cond}
-                 ORDER BY g.id DESC LIMIT ?"
-            );
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(args), gap_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        let mut conds = Vec::new();
+        let mut args = Vec::new();
+        if let Some(l) = log_id {
+            conds.push("l.log_id = ?");
+            args.push(Value::Blob(l.to_vec()));
+        }
+        if let Some(b) = before {
+            conds.push("g.id < ?");
+            args.push(Value::Integer(b));
+        }
+        let cond = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        args.push(Value::Integer(i64::from(limit)));
+        let sql = format!(
+            "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref {cond}
+             ORDER BY g.id DESC LIMIT ?"
+        );
+        self.rows(&sql, args)?
+            .iter()
+            .map(|r| gap_from_row(r))
+            .collect()
     }
 
     /// Gap entries of these devices (at most `limit`, newest first), to place among records.
@@ -290,85 +320,76 @@ impl Store {
         if logs.is_empty() {
             return Ok(Vec::new());
         }
-        self.read(|conn| {
-            let marks = vec!["?"; logs.len()].join(",");
-            let sql = format!(
-                "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref
-                 WHERE l.log_id IN ({marks}) ORDER BY g.id DESC LIMIT ?"
-            );
-            let mut args: Vec<Value> = logs.iter().map(|l| Value::Blob(l.to_vec())).collect();
-            args.push(Value::Integer(i64::from(limit)));
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params_from_iter(args), gap_from_row)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
+        let marks = vec!["?"; logs.len()].join(",");
+        let sql = format!(
+            "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref
+             WHERE l.log_id IN ({marks}) ORDER BY g.id DESC LIMIT ?"
+        );
+        let mut args: Vec<Value> = logs.iter().map(|l| Value::Blob(l.to_vec())).collect();
+        args.push(Value::Integer(i64::from(limit)));
+        self.rows(&sql, args)?
+            .iter()
+            .map(|r| gap_from_row(r))
+            .collect()
     }
 
     /// What was lost, optionally on one device.
     pub fn loss_summary(&self, log_id: Option<[u8; 32]>) -> Result<LossSummary, StoreError> {
-        self.read(|conn| {
-            let (gap_cond, counter_cond, args) = match log_id {
-                Some(l) => (
-                    "WHERE g.log_ref = (SELECT id FROM logs WHERE log_id = ?)",
-                    "AND log_ref = (SELECT id FROM logs WHERE log_id = ?)",
-                    vec![Value::Blob(l.to_vec())],
-                ),
-                None => ("", "", Vec::new()),
-            };
-            let gaps = u64_sum(
-                conn,
-                &format!("SELECT count(*) FROM gaps g {gap_cond}"),
-                args.clone(),
-            )?;
-            let gap_records = u64_sum(
-                conn,
-                &format!("SELECT g.records FROM gaps g {gap_cond}"),
-                args.clone(),
-            )?;
-            let and = if gap_cond.is_empty() { "WHERE" } else { "AND" };
-            let unknown = format!("{gap_cond} {and} g.records = 0");
-            let unknown_gaps = u64_sum(
-                conn,
-                &format!("SELECT count(*) FROM gaps g {unknown}"),
-                args.clone(),
-            )?;
-            let unknown_bytes = u64_sum(
-                conn,
-                &format!("SELECT g.bytes FROM gaps g {unknown}"),
-                args.clone(),
-            )?;
-            let unknown_segments = u64_sum(
-                conn,
-                &format!("SELECT g.segments FROM gaps g {unknown}"),
-                args.clone(),
-            )?;
-            // Counters: `name >= 'recorder.dropped.' AND name < 'recorder.dropped/'` is the
-            // prefix as a range ('/' follows '.'), without LIKE's wildcards and case folding.
-            let refused_on_devices = u64_sum(
-                conn,
-                &format!(
-                    "SELECT value FROM device_counters WHERE name >= 'recorder.dropped.'
-                     AND name < 'recorder.dropped/' {counter_cond}"
-                ),
-                args.clone(),
-            )?;
-            let expired_on_devices = u64_sum(
-                conn,
-                &format!(
-                    "SELECT value FROM device_counters WHERE name = 'uploader.expired_records'
-                     {counter_cond}"
-                ),
-                args,
-            )?;
-            Ok(LossSummary {
-                gaps,
-                gap_records,
-                unknown_gaps,
-                unknown_bytes,
-                unknown_segments,
-                refused_on_devices,
-                expired_on_devices,
-            })
+        let (gap_cond, counter_cond, args) = match log_id {
+            Some(l) => (
+                "WHERE g.log_ref = (SELECT id FROM logs WHERE log_id = ?)",
+                "AND log_ref = (SELECT id FROM logs WHERE log_id = ?)",
+                vec![Value::Blob(l.to_vec())],
+            ),
+            None => ("", "", Vec::new()),
+        };
+        let gaps = self.u64_sum(
+            &format!("SELECT count(*) FROM gaps g {gap_cond}"),
+            args.clone(),
+        )?;
+        let gap_records = self.u64_sum(
+            &format!("SELECT g.records FROM gaps g {gap_cond}"),
+            args.clone(),
+        )?;
+        let and = if gap_cond.is_empty() { "WHERE" } else { "AND" };
+        let unknown = format!("{gap_cond} {and} g.records = 0");
+        let unknown_gaps = self.u64_sum(
+            &format!("SELECT count(*) FROM gaps g {unknown}"),
+            args.clone(),
+        )?;
+        let unknown_bytes = self.u64_sum(
+            &format!("SELECT g.bytes FROM gaps g {unknown}"),
+            args.clone(),
+        )?;
+        let unknown_segments = self.u64_sum(
+            &format!("SELECT g.segments FROM gaps g {unknown}"),
+            args.clone(),
+        )?;
+        // Counters: `name >= 'recorder.dropped.' AND name < 'recorder.dropped/'` is the
+        // prefix as a range ('/' follows '.'), without LIKE's wildcards and case folding
+        // (byte order on both backends: PostgreSQL's text columns are `COLLATE "C"`).
+        let refused_on_devices = self.u64_sum(
+            &format!(
+                "SELECT value FROM device_counters WHERE name >= 'recorder.dropped.'
+                 AND name < 'recorder.dropped/' {counter_cond}"
+            ),
+            args.clone(),
+        )?;
+        let expired_on_devices = self.u64_sum(
+            &format!(
+                "SELECT value FROM device_counters WHERE name = 'uploader.expired_records'
+                 {counter_cond}"
+            ),
+            args,
+        )?;
+        Ok(LossSummary {
+            gaps,
+            gap_records,
+            unknown_gaps,
+            unknown_bytes,
+            unknown_segments,
+            refused_on_devices,
+            expired_on_devices,
         })
     }
 
@@ -389,28 +410,22 @@ impl Store {
             "SELECT g.b, {key}, g.n FROM (
                 SELECT (created_ms - ?1) / ?3 AS b, class_ref, severity, count(*) AS n
                 FROM records WHERE created_ms >= ?1 AND created_ms < ?2
-                GROUP BY b, class_ref, severity) g"
+                GROUP BY b, class_ref, severity) g
+             ORDER BY g.b, g.class_ref, g.severity"
         );
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([since_ms, until_ms, width_ms.max(1)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })?;
-            // Rows are per (bucket, class, severity): merge those of one series key.
-            let mut out: Buckets = Vec::new();
-            for row in rows {
-                let (b, k, n) = row?;
-                match out.iter_mut().find(|(ob, ok, _)| *ob == b && *ok == k) {
-                    Some(e) => e.2 += n,
-                    None => out.push((b, k, n)),
-                }
+        let args = [since_ms, until_ms, width_ms.max(1)]
+            .map(Value::Integer)
+            .to_vec();
+        // Rows are per (bucket, class, severity): merge those of one series key.
+        let mut out: Buckets = Vec::new();
+        for row in self.rows(&sql, args)? {
+            let (b, k, n) = (int(&row, 0)?, text(&row, 1)?, int(&row, 2)? as u64);
+            match out.iter_mut().find(|(ob, ok, _)| *ob == b && *ok == k) {
+                Some(e) => e.2 += n,
+                None => out.push((b, k, n)),
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 
     /// Records created in `[since_ms, until_ms)` by build or by machine id, the `top` largest.
@@ -426,37 +441,34 @@ impl Store {
             CountBy::Machine => "c.machine_id",
         };
         let sql = format!(
-            "SELECT {col}, sum(g.n) AS n FROM (
+            "SELECT {col}, CAST(sum(g.n) AS BIGINT) AS n FROM (
                 SELECT context_ref, count(*) AS n FROM records
                 WHERE created_ms >= ? AND created_ms < ? GROUP BY context_ref) g
              JOIN contexts c ON c.id = g.context_ref
              GROUP BY {col} ORDER BY n DESC, {col} LIMIT ?"
         );
-        self.read(|conn| {
-            pairs(
-                conn,
-                &sql,
-                vec![
-                    Value::Integer(since_ms),
-                    Value::Integer(until_ms),
-                    Value::Integer(i64::from(top)),
-                ],
-            )
-        })
+        self.pairs(
+            &sql,
+            vec![
+                Value::Integer(since_ms),
+                Value::Integer(until_ms),
+                Value::Integer(i64::from(top)),
+            ],
+        )
     }
 
     /// The oldest and newest creation times stored (for the "all" time range).
     pub fn created_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        self.read(|conn| {
-            let r: (Option<i64>, Option<i64>) = conn.query_row(
-                "SELECT min(created_ms), max(created_ms) FROM records",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            Ok(match r {
-                (Some(a), Some(b)) => Some((a, b)),
-                _ => None,
-            })
+        let rows = self.rows(
+            "SELECT min(created_ms), max(created_ms) FROM records",
+            Vec::new(),
+        )?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        Ok(match (opt_int(r, 0)?, opt_int(r, 1)?) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => None,
         })
     }
 }

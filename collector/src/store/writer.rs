@@ -21,6 +21,15 @@ use rusqlite::Connection;
 use super::ingest_sql::{Caches, Inserter};
 use super::{IngestMeta, IngestOutcome, StoreError};
 
+/// The write connection of one of the two backends: the seam between the writer (queue,
+/// groups, acknowledgements) and the SQL that stores a group.
+pub(crate) enum Conn {
+    /// The embedded default.
+    Sqlite(Connection),
+    /// `[collector] database = "postgres://..."`.
+    Pg(Box<super::pg::Writer>),
+}
+
 /// Most records written in one transaction (bounds how long one commit holds the lock and
 /// how much is redone after a failed commit).
 const GROUP_MAX_RECORDS: u64 = 200_000;
@@ -49,7 +58,7 @@ impl Default for WriterLimits {
 /// The answer to a queued batch.
 pub type Reply = tokio::sync::oneshot::Receiver<Result<IngestOutcome, StoreError>>;
 
-type ExecFn = Box<dyn FnOnce(&mut Connection, &mut Caches) + Send>;
+type ExecFn = Box<dyn FnOnce(&mut Conn, &mut Caches) + Send>;
 
 enum Job {
     Ingest {
@@ -138,7 +147,7 @@ fn now_ms() -> i64 {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub(crate) fn start(conn: Connection, limits: WriterLimits) -> Result<Writer, StoreError> {
+    pub(crate) fn start(conn: Conn, limits: WriterLimits) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
@@ -240,7 +249,7 @@ impl Writer {
     /// Runs `f` on the write connection (between groups) and returns its result.
     pub(crate) fn exec<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection, &mut Caches) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Conn, &mut Caches) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job = Job::Exec(Box::new(move |c, caches| {
@@ -349,7 +358,7 @@ fn next_group(shared: &Shared) -> Option<Vec<Job>> {
     Some(group)
 }
 
-fn run(mut conn: Connection, shared: &Shared) {
+fn run(mut conn: Conn, shared: &Shared) {
     let mut caches = Caches::default();
     while let Some(group) = next_group(shared) {
         let mut ingests = Vec::with_capacity(group.len());
@@ -373,29 +382,14 @@ type Pending = (
     tokio::sync::oneshot::Sender<Result<IngestOutcome, StoreError>>,
 );
 
-fn write_group(
-    conn: &mut Connection,
-    caches: &mut Caches,
-    group: Vec<Pending>,
-    stats: &WriterStats,
-) {
+fn write_group(conn: &mut Conn, caches: &mut Caches, group: Vec<Pending>, stats: &WriterStats) {
     let started = Instant::now();
     let records: u64 = group.iter().map(|(b, ..)| b.records.len() as u64).sum();
     let n = group.len() as u64;
     // Fast path: the whole group in one transaction, no savepoints (they copy every page a
     // batch touches into the statement journal).
-    let all = (|| -> Result<Vec<IngestOutcome>, StoreError> {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(group.len());
-        {
-            let mut ins = Inserter::new(&tx, caches)?;
-            for (batch, meta, _) in &group {
-                out.push(ins.ingest(batch, *meta)?);
-            }
-        }
-        tx.commit()?;
-        Ok(out)
-    })();
+    let batches: Vec<(&Batch, IngestMeta)> = group.iter().map(|(b, m, _)| (b, *m)).collect();
+    let all = write_batches(conn, caches, &batches);
     let results: Vec<Result<IngestOutcome, StoreError>> = match all {
         Ok(out) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -409,7 +403,7 @@ fn write_group(
             group
                 .iter()
                 .map(|(batch, meta, _)| {
-                    let r = write_one(conn, caches, batch, *meta);
+                    let r = write_batches(conn, caches, &[(batch, *meta)]).map(|mut v| v.remove(0));
                     match &r {
                         Ok(_) => {
                             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -442,16 +436,27 @@ fn write_group(
     }
 }
 
-fn write_one(
-    conn: &mut Connection,
+/// Stores `batches` in one transaction of the backend: all of them, or (on error) none.
+fn write_batches(
+    conn: &mut Conn,
     caches: &mut Caches,
-    batch: &Batch,
-    meta: IngestMeta,
-) -> Result<IngestOutcome, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let out = Inserter::new(&tx, caches)?.ingest(batch, meta)?;
-    tx.commit()?;
-    Ok(out)
+    batches: &[(&Batch, IngestMeta)],
+) -> Result<Vec<IngestOutcome>, StoreError> {
+    match conn {
+        Conn::Sqlite(conn) => {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(batches.len());
+            {
+                let mut ins = Inserter::new(&tx, caches)?;
+                for (batch, meta) in batches {
+                    out.push(ins.ingest(batch, *meta)?);
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        }
+        Conn::Pg(client) => super::pg::ingest::write_batches(client, caches, batches),
+    }
 }
 
 #[cfg(test)]

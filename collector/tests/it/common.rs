@@ -11,6 +11,32 @@ use collector::{RunningServer, Server, ServerConfig};
 use protocol::{self, Batch};
 use serde_json::Value;
 
+thread_local! {
+    /// The PostgreSQL database of the test running on this thread (see [`each_backend`]);
+    /// `None`: SQLite in the harness's directory.
+    static POSTGRES: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` once on SQLite and once on a fresh PostgreSQL database (when PostgreSQL is
+/// installed; else "SKIPPED: ..." is printed): every [`Harness`] started inside uses it.
+pub fn each_backend(f: impl Fn()) {
+    for db in collector::pg_server::test_dbs() {
+        eprintln!("-- backend {}", db.name());
+        let url = match &db {
+            collector::pg_server::TestDb::Postgres(url) => Some(url.clone()),
+            collector::pg_server::TestDb::Sqlite(_) => None,
+        };
+        POSTGRES.with(|p| *p.borrow_mut() = url);
+        f();
+        POSTGRES.with(|p| *p.borrow_mut() = None);
+    }
+}
+
+/// Whether the test on this thread runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    POSTGRES.with(|p| p.borrow().is_some())
+}
+
 /// A running collector and its data directory.
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -22,6 +48,7 @@ pub struct Harness {
 /// The config every test starts from: port 0 on loopback, data in `dir`.
 pub fn config(dir: &std::path::Path) -> ServerConfig {
     let mut c = ServerConfig::new(dir.join("data"));
+    c.postgres = POSTGRES.with(|p| p.borrow().clone());
     c.listen = "127.0.0.1:0".parse().unwrap();
     c.shutdown_grace = Duration::from_secs(5);
     c

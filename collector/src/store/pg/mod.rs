@@ -1,0 +1,113 @@
+//! The PostgreSQL backend (`[collector] database = "postgres://..."`): the same tables and
+//! the same API results as SQLite, for a fleet whose collectors share one database.
+//!
+//! Collectors are stateless over it: each runs its own writer thread and read pool, the
+//! batch id is unique in the database, and a batch is inserted with `ON CONFLICT DO NOTHING`
+//! inside the transaction that writes its rows, so the same batch sent to two collectors at
+//! once is stored once (the second insert waits for the first transaction and then finds
+//! the row). Records are inserted with one `unnest` statement per batch.
+//!
+//! Text is compared in byte order (`COLLATE "C"` on every text column), as in SQLite, so the
+//! classification prefix filter (a range on the name) and the orderings of the stats match.
+
+pub(crate) mod ingest;
+mod query;
+pub(super) mod schema;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use postgres::{Client, NoTls, Statement};
+
+use super::StoreError;
+
+/// Idle read connections kept open.
+const READ_POOL: usize = 4;
+
+/// The write connection and its prepared statements.
+pub(crate) struct Writer {
+    pub(super) client: Client,
+    /// Statements prepared on this connection, by their SQL.
+    pub(super) stmts: HashMap<&'static str, Statement>,
+    url: String,
+}
+
+impl Writer {
+    /// Connects again when the connection was lost (the server restarted, a proxy cut it):
+    /// the batches of the failed group were answered with an error and are sent again by
+    /// their devices; the next group gets a new connection.
+    pub(super) fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            self.client = connect(&self.url)?;
+            self.stmts.clear();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("pg::Writer").finish_non_exhaustive()
+    }
+}
+
+/// The read side: a pool of connections to the same database.
+pub(crate) struct Reads {
+    url: String,
+    pool: Mutex<Vec<Client>>,
+}
+
+impl std::fmt::Debug for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("pg::Reads").finish_non_exhaustive()
+    }
+}
+
+fn connect(url: &str) -> Result<Client, StoreError> {
+    Ok(Client::connect(url, NoTls)?)
+}
+
+/// Connects, migrates, and returns the writer and the read side.
+pub(crate) fn open(url: &str) -> Result<(Writer, Reads), StoreError> {
+    let mut client = connect(url)?;
+    schema::migrate(&mut client)?;
+    Ok((
+        Writer {
+            client,
+            stmts: HashMap::new(),
+            url: url.to_owned(),
+        },
+        Reads {
+            url: url.to_owned(),
+            pool: Mutex::new(Vec::new()),
+        },
+    ))
+}
+
+impl Reads {
+    /// Runs `f` on a pooled connection (a new one when none is idle). A connection that
+    /// failed is not returned to the pool; when it was lost (the server restarted), `f` runs
+    /// once more on a new connection (reads are idempotent).
+    pub(crate) fn with<T>(
+        &self,
+        f: impl Fn(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.pool.lock().map_err(|_| StoreError::Poisoned)?.pop();
+        let mut client = match pooled {
+            Some(c) if !c.is_closed() => c,
+            _ => connect(&self.url)?,
+        };
+        let mut out = f(&mut client);
+        if out.is_err() && client.is_closed() {
+            client = connect(&self.url)?;
+            out = f(&mut client);
+        }
+        if out.is_ok() && !client.is_closed() {
+            let mut pool = self.pool.lock().map_err(|_| StoreError::Poisoned)?;
+            if pool.len() < READ_POOL {
+                pool.push(client);
+            }
+        }
+        out
+    }
+}
