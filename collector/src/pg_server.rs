@@ -202,10 +202,12 @@ pub fn shared() -> Option<&'static PgServer> {
                 );
                 return None;
             }
+            // Every collector a test starts holds a writer and a few reader connections.
             match PgServer::start(&[
                 "fsync=off",
                 "synchronous_commit=off",
                 "full_page_writes=off",
+                "max_connections=300",
             ]) {
                 Ok(s) => Some(s),
                 Err(e) => panic!("starting PostgreSQL for the tests: {e}"),
