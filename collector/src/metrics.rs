@@ -308,8 +308,7 @@ impl Metrics {
 /// The writer's queue and group-commit figures, in the same exposition format.
 pub fn render_writer(w: &crate::store::WriterStats) -> String {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut o = String::with_capacity(1024);
-    for (name, kind, help, v) in [
+    render_plain(&[
         (
             "seglog_collector_ingest_queue_batches",
             "gauge",
@@ -340,7 +339,13 @@ pub fn render_writer(w: &crate::store::WriterStats) -> String {
             "Batches written in those transactions.",
             get(&w.committed_batches),
         ),
-    ] {
+    ])
+}
+
+/// Plain metrics without labels, each with its HELP and TYPE lines: (name, kind, help, value).
+fn render_plain(metrics: &[(&str, &str, &str, u64)]) -> String {
+    let mut o = String::with_capacity(1024);
+    for (name, kind, help, v) in metrics {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
     }
     o
@@ -350,47 +355,50 @@ pub fn render_writer(w: &crate::store::WriterStats) -> String {
 /// only when forwarding is configured.
 pub fn render_forward(f: &crate::forward::ForwardStats) -> String {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut o = String::with_capacity(1024);
-    for (name, help, v) in [
+    render_plain(&[
         (
             "seglog_collector_forward_queued_batches_total",
+            "counter",
             "Batches appended to the forward queue.",
             get(&f.queued),
         ),
         (
             "seglog_collector_forward_resends_skipped_total",
+            "counter",
             "Resent batches not queued again (their id was queued lately).",
             get(&f.resends_skipped),
         ),
         (
             "seglog_collector_forward_batches_total",
+            "counter",
             "Batches the OTLP receiver acknowledged.",
             get(&f.forwarded),
         ),
         (
             "seglog_collector_forward_records_total",
+            "counter",
             "Records in the batches the OTLP receiver acknowledged.",
             get(&f.forwarded_records),
         ),
         (
             "seglog_collector_forward_rejected_records_total",
+            "counter",
             "Records the OTLP receiver rejected in a partial success.",
             get(&f.rejected_records),
         ),
         (
             "seglog_collector_forward_dead_lettered_total",
+            "counter",
             "Batches the OTLP receiver refused for good (kept in forward/dead-letter/).",
             get(&f.dead_lettered),
         ),
         (
             "seglog_collector_forward_retries_total",
+            "counter",
             "Forward attempts that failed and are retried.",
             get(&f.retries),
         ),
-    ] {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    }
-    o
+    ])
 }
 
 /// Decrements the in-flight gauge when dropped.
