@@ -2077,10 +2077,31 @@ fn check(h: &Harness, url: &str, samples: &Samples) -> Report {
     }
     r.trimmed_excess = excess;
     if excess > kills {
+        // What the excess is made of: each trimmed gap's own figures, and why appends failed.
+        let mut codes: BTreeMap<String, u64> = BTreeMap::new();
+        for (_, acks) in &h.ledger.writers {
+            for line in read_lossy(acks).lines() {
+                let mut w = line.split_whitespace();
+                if let (Some("E"), Some(_), Some(code)) = (w.next(), w.next(), w.next()) {
+                    *codes.entry(code.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        let detail: Vec<String> = gaps
+            .iter()
+            .filter(|g| g.reason == "trimmed")
+            .map(|g| {
+                format!(
+                    "[{}..{}) states {}, acknowledged in it {}, delivered in it {}",
+                    g.start, g.end, g.records, g.attributed, g.delivered
+                )
+            })
+            .collect();
         fail(
             &mut r,
             format!(
-                "trimmed gaps state {excess} records more than were acknowledged or delivered in them, more than the {kills} kills can explain"
+                "trimmed gaps state {excess} records more than were acknowledged or delivered in them, more than the {kills} kills can explain; trimmed gaps: {}; failed appends by code: {codes:?}",
+                detail.join("; ")
             ),
         );
     }

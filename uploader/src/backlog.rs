@@ -7,16 +7,22 @@ use segment_log::format::{reserved_end, SegmentHeader, HEADER_LEN};
 use segment_log::fs::{list_segments, segment_file_name, SEGMENTS_DIR, SEG_EXT};
 use segment_log::{Entry, FrameKind, Position, Reader, ReaderOptions};
 
-/// The end of the log right now: the newest segment and its reservation counter (capped at
-/// its capacity). Everything committed before this call lies before it.
+/// The end of the log right now: the newest segment and where its written part ends.
+/// Everything committed before this call lies before it. That is its reservation counter
+/// (capped at its capacity) unless the counter lies: lowered by damage or rolled back, with
+/// whole frames after it, the end of those frames ([`segment_log::written_end`], what
+/// `seglog journal` reads to), so a pass aimed here still delivers them.
 pub fn log_end(dir: &Path) -> Option<Position> {
     let seg_dir = dir.join(SEGMENTS_DIR);
     let segs = list_segments(&seg_dir).ok()?;
     let newest = segs.iter().rev().find(|s| !s.prepared)?;
     let (used, cap) = header_counts(&seg_dir, newest.number)?;
+    let counter = used.min(cap);
+    let written =
+        segment_log::written_end(&seg_dir.join(segment_file_name(newest.number, SEG_EXT)));
     Some(Position {
         segment: newest.number,
-        offset: used.min(cap),
+        offset: written.map_or(counter, |w| w.max(counter)),
     })
 }
 
