@@ -53,14 +53,18 @@ const SET_STORED: &str = "UPDATE batches SET records_stored = $1 WHERE id = $2";
 
 /// Adds `by` to the persistent counter `name`.
 pub(crate) fn bump(w: &mut Writer, name: &str, by: u64) -> Result<(), StoreError> {
-    w.reconnect_if_closed()?;
-    w.client.execute(BUMP, &[&name, &to_sql_u64(by)])?;
-    Ok(())
+    w.run(|w| {
+        w.client.execute(BUMP, &[&name, &to_sql_u64(by)])?;
+        Ok(())
+    })
 }
 
 /// One retention chunk (see `retention.rs`), in its own transaction.
 pub(crate) fn retain_chunk(w: &mut Writer, cutoff_ms: i64) -> Result<(u64, [u64; 3]), StoreError> {
-    w.reconnect_if_closed()?;
+    w.run(|w| retain_chunk_on(w, cutoff_ms))
+}
+
+fn retain_chunk_on(w: &mut Writer, cutoff_ms: i64) -> Result<(u64, [u64; 3]), StoreError> {
     let mut tx = w.client.transaction()?;
     let mut counts = [0u64; 3];
     for (i, (table, key, extra)) in crate::store::retention::TABLES.iter().enumerate() {
@@ -85,7 +89,14 @@ pub(crate) fn write_batches(
     batches: &[(&Batch, IngestMeta)],
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     caches.bound();
-    w.reconnect_if_closed()?;
+    w.run(|w| write_batches_on(w, caches, batches))
+}
+
+fn write_batches_on(
+    w: &mut Writer,
+    caches: &mut Caches,
+    batches: &[(&Batch, IngestMeta)],
+) -> Result<Vec<IngestOutcome>, StoreError> {
     let Writer { client, stmts, .. } = w;
     let tx = client.transaction()?;
     let mut ins = Inserter { tx, stmts, caches };

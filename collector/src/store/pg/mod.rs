@@ -30,6 +30,9 @@ pub(crate) struct Writer {
     /// Statements prepared on this connection, by their SQL.
     pub(super) stmts: HashMap<&'static str, Statement>,
     url: String,
+    /// The last operation failed: the connection may be dead although the client has not
+    /// noticed yet (it learns of a terminated backend only when it next polls the socket).
+    pub(super) suspect: bool,
 }
 
 impl Writer {
@@ -37,11 +40,30 @@ impl Writer {
     /// the batches of the failed group were answered with an error and are sent again by
     /// their devices; the next group gets a new connection.
     pub(super) fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
-        if self.client.is_closed() {
+        let dead = self.client.is_closed()
+            || (self.suspect
+                && self
+                    .client
+                    .is_valid(std::time::Duration::from_secs(2))
+                    .is_err());
+        if dead {
             self.client = connect(&self.url)?;
             self.stmts.clear();
         }
+        self.suspect = false;
         Ok(())
+    }
+
+    /// Runs `f` on this connection, first reconnecting if it was lost; a failure marks the
+    /// connection suspect, so the next call checks it before use.
+    pub(super) fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut Writer) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.reconnect_if_closed()?;
+        let out = f(self);
+        self.suspect = out.is_err();
+        out
     }
 }
 
@@ -76,6 +98,7 @@ pub(crate) fn open(url: &str) -> Result<(Writer, Reads), StoreError> {
             client,
             stmts: HashMap::new(),
             url: url.to_owned(),
+            suspect: false,
         },
         Reads {
             url: url.to_owned(),
@@ -98,7 +121,10 @@ impl Reads {
             _ => connect(&self.url)?,
         };
         let mut out = f(&mut client);
-        if out.is_err() && client.is_closed() {
+        // A terminated backend shows as closed only once the client polls its socket again.
+        if out.is_err()
+            && (client.is_closed() || client.is_valid(std::time::Duration::from_secs(2)).is_err())
+        {
             client = connect(&self.url)?;
             out = f(&mut client);
         }
