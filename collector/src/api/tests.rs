@@ -205,7 +205,7 @@ fn record_json_has_the_telemetrics_fields() {
         system_name: "os".into(),
         kernel_version: "6.1".into(),
         record_format_version: "2".into(),
-        context: vec![("k".into(), "v".into())],
+        context: vec![("k".into(), "v".into())].into(),
     };
     let j = record_json(&r);
     for k in [

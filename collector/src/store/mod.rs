@@ -26,7 +26,7 @@ use rusqlite::{Connection, OpenFlags};
 use segment_log::Position;
 
 pub use device_views::{DeviceRow, DeviceView};
-pub use query::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, TimeBound};
+pub use query::{Context, Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, TimeBound};
 pub use retention::RetentionPass;
 pub use schema::latest_version;
 #[cfg(any(test, feature = "test-support"))]

@@ -116,8 +116,27 @@ pub struct RecordRow {
     pub kernel_version: String,
     /// Record format version.
     pub record_format_version: String,
-    /// All context fields as received.
-    pub context: Vec<(String, String)>,
+    /// All context fields as received; shared by the records of one context (a page of
+    /// 100 records from one device parses its context once).
+    pub context: Context,
+}
+
+/// A context's fields as received, (key, value) in order.
+pub type Context = std::sync::Arc<[(String, String)]>;
+
+/// Parses a context's stored fields (JSON pairs), reusing `last` when the same text was
+/// parsed for the previous record: consecutive records mostly share their context.
+pub(super) fn parse_context(fields: &str, last: &mut Option<(String, Context)>) -> Context {
+    if let Some((text, parsed)) = last {
+        if text == fields {
+            return parsed.clone();
+        }
+    }
+    let parsed: Context = serde_json::from_str::<Vec<(String, String)>>(fields)
+        .unwrap_or_default()
+        .into();
+    *last = Some((fields.to_owned(), parsed.clone()));
+    parsed
 }
 
 /// A page of records.
@@ -205,9 +224,12 @@ pub(super) fn blob<const N: usize>(row: &Row<'_>, i: usize) -> rusqlite::Result<
     })
 }
 
-fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
+fn record_from_row(
+    row: &Row<'_>,
+    last_context: &mut Option<(String, Context)>,
+) -> rusqlite::Result<RecordRow> {
     let event: Option<Vec<u8>> = row.get(10)?;
-    let fields: String = row.get(22)?;
+    let fields = row.get_ref(22)?.as_str()?;
     Ok(RecordRow {
         seq: row.get(0)?,
         record_id: blob(row, 1)?,
@@ -231,7 +253,7 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
         system_name: row.get(19)?,
         kernel_version: row.get(20)?,
         record_format_version: row.get(21)?,
-        context: serde_json::from_str(&fields).unwrap_or_default(),
+        context: parse_context(fields, last_context),
     })
 }
 
@@ -370,7 +392,7 @@ impl Store {
 }
 
 fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, StoreError> {
-    let (cond, mut args) = where_clause(q);
+    let (cond, args) = where_clause(q);
     let payload = if q.include_payload {
         "r.payload"
     } else {
@@ -387,18 +409,21 @@ fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, Store
          JOIN logs l ON l.id = r.log_ref
          JOIN batches b ON b.id = r.batch_ref
          {cond}
-         ORDER BY r.seq DESC LIMIT ?"
+         ORDER BY r.seq DESC LIMIT {limit}",
+        // One more than asked tells whether another page exists. A literal, not a bound
+        // `?`: SQLite (3.47+) plans with a bound LIMIT's value and so re-prepares the
+        // statement every time it is bound; a literal keeps the cached statement.
+        limit = u64::from(q.limit) + 1
     );
-    // One more than asked tells whether another page exists.
-    args.push(Value::Integer(i64::from(q.limit) + 1));
     // Cached: the web view runs this for every page.
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
     let mut out = Vec::new();
     let mut payload_bytes = 0u64;
     let mut next = None;
+    let mut last_context = None;
     while let Some(row) = rows.next()? {
-        let rec = record_from_row(row)?;
+        let rec = record_from_row(row, &mut last_context)?;
         let over_budget =
             q.include_payload && !out.is_empty() && payload_bytes >= q.max_payload_bytes;
         if out.len() >= q.limit as usize || over_budget {

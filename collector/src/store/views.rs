@@ -237,10 +237,11 @@ impl Store {
         let (cond, mut args) = where_clause(&q);
         let join = if cond.is_empty() { "WHERE" } else { "AND" };
         let sql = format!(
-            "SELECT r.seq FROM records r {cond} {join} r.seq > ? ORDER BY r.seq ASC LIMIT ?"
+            "SELECT r.seq FROM records r {cond} {join} r.seq > ? ORDER BY r.seq ASC LIMIT {n}",
+            // A literal: a bound LIMIT makes SQLite re-prepare on every bind (query.rs).
+            n = u64::from(limit) + 1
         );
         args.push(Value::Integer(first_seq));
-        args.push(Value::Integer(i64::from(limit) + 1));
         let seqs = self
             .rows(&sql, args)?
             .iter()
@@ -304,10 +305,9 @@ impl Store {
         } else {
             format!("WHERE {}", conds.join(" AND "))
         };
-        args.push(Value::Integer(i64::from(limit)));
         let sql = format!(
             "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref {cond}
-             ORDER BY g.id DESC LIMIT ?"
+             ORDER BY g.id DESC LIMIT {limit}"
         );
         self.rows(&sql, args)?
             .iter()
@@ -323,10 +323,9 @@ impl Store {
         let marks = vec!["?"; logs.len()].join(",");
         let sql = format!(
             "SELECT {GAP_COLUMNS} FROM gaps g JOIN logs l ON l.id = g.log_ref
-             WHERE l.log_id IN ({marks}) ORDER BY g.id DESC LIMIT ?"
+             WHERE l.log_id IN ({marks}) ORDER BY g.id DESC LIMIT {limit}"
         );
-        let mut args: Vec<Value> = logs.iter().map(|l| Value::Blob(l.to_vec())).collect();
-        args.push(Value::Integer(i64::from(limit)));
+        let args: Vec<Value> = logs.iter().map(|l| Value::Blob(l.to_vec())).collect();
         self.rows(&sql, args)?
             .iter()
             .map(|r| gap_from_row(r))

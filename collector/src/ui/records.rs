@@ -100,21 +100,30 @@ fn message(r: &RecordRow) -> String {
     let Some(p) = &r.payload else {
         return String::new();
     };
-    let (v, enc) = api::payload_value(p);
-    let s = v.as_str().unwrap_or_default();
-    let mut out = String::new();
-    if enc == "hex" {
-        out.push_str("[hex] ");
-    }
-    for c in s.chars().take(MESSAGE_CHARS) {
+    // Text as it is; anything else as hex of (at most) the bytes the line can show.
+    let hex;
+    let (s, prefix) = match std::str::from_utf8(p) {
+        Ok(s) => (s, ""),
+        Err(_) => {
+            hex = hex::encode(p.get(..MESSAGE_CHARS).unwrap_or(p));
+            (hex.as_str(), "[hex] ")
+        }
+    };
+    let mut out = String::with_capacity(prefix.len() + s.len().min(MESSAGE_CHARS * 2) + 3);
+    out.push_str(prefix);
+    let mut chars = s.chars();
+    for c in chars.by_ref().take(MESSAGE_CHARS) {
         match c {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if c.is_control() => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
             c => out.push(c),
         }
     }
-    if s.chars().count() > MESSAGE_CHARS {
+    if chars.next().is_some() {
         out.push('…');
     }
     out
@@ -137,7 +146,7 @@ fn context(r: &RecordRow, all: bool) -> Markup {
                 dt { "build" } dd { (r.system_name) " " (r.build) ", kernel " (r.kernel_version) ", " (r.arch) }
                 dt { "platform" } dd { (r.platform) }
                 dt { "position" } dd { (r.segment) ":" (r.offset) ", " (r.payload_len) " bytes" }
-                @if all { @for (k, v) in &r.context { dt { (k) } dd { (v) } } }
+                @if all { @for (k, v) in r.context.iter() { dt { (k) } dd { (v) } } }
             }
         }
     }
@@ -444,7 +453,7 @@ mod tests {
             system_name: String::new(),
             kernel_version: String::new(),
             record_format_version: String::new(),
-            context: Vec::new(),
+            context: Vec::new().into(),
         }
     }
 

@@ -54,9 +54,12 @@ fn fixed<const N: usize>(row: &Row, i: usize) -> Result<[u8; N], StoreError> {
         .map_err(|_| StoreError::BadValue(format!("expected {N} bytes, found {len}")))
 }
 
-fn record_from_row(row: &Row) -> Result<RecordRow, StoreError> {
+fn record_from_row(
+    row: &Row,
+    last_context: &mut Option<(String, crate::store::query::Context)>,
+) -> Result<RecordRow, StoreError> {
     let event: Option<Vec<u8>> = row.try_get(10)?;
-    let fields: String = row.try_get(22)?;
+    let fields: &str = row.try_get(22)?;
     Ok(RecordRow {
         seq: row.try_get(0)?,
         record_id: fixed(row, 1)?,
@@ -80,7 +83,7 @@ fn record_from_row(row: &Row) -> Result<RecordRow, StoreError> {
         system_name: row.try_get(19)?,
         kernel_version: row.try_get(20)?,
         record_format_version: row.try_get(21)?,
-        context: serde_json::from_str(&fields).unwrap_or_default(),
+        context: crate::store::query::parse_context(fields, last_context),
     })
 }
 
@@ -151,8 +154,9 @@ impl Reads {
         let mut out = Vec::new();
         let mut payload_bytes = 0u64;
         let mut next = None;
+        let mut last_context = None;
         for row in &rows {
-            let rec = record_from_row(row)?;
+            let rec = record_from_row(row, &mut last_context)?;
             let over_budget =
                 q.include_payload && !out.is_empty() && payload_bytes >= q.max_payload_bytes;
             if out.len() >= q.limit as usize || over_budget {
