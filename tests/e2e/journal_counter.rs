@@ -241,3 +241,55 @@ fn upload_flush_delivers_the_records_after_a_rolled_back_counter() {
     let st = e.status();
     assert_eq!(st["backlog"]["records"], 0, "{st}");
 }
+
+/// The same with part of the newest segment already uploaded: the counter rolled back to
+/// below the uploader's cursor, or between the cursor and the end.
+#[test]
+fn upload_flush_after_a_counter_rolled_back_around_the_cursor_delivers_everything() {
+    use crate::support::upload_env::{code, collector, stored_records, text as out, Env};
+    for below_cursor in [true, false] {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = collector(tmp.path());
+        let base = format!("http://{}", server.local_addr());
+        let e = Env::new(&base, "");
+        e.write(0, 1500);
+        let o = e.run(&["upload", "flush", "--timeout", "20s"]);
+        assert_eq!(code(&o), 0, "{}", out(&o));
+        // "segment:offset"
+        let cursor = e.status()["cursor"].as_str().unwrap_or_default().to_owned();
+        let (cseg, coff) = cursor.split_once(':').expect("cursor segment:offset");
+        let (cseg, coff): (u64, u64) = (cseg.parse().unwrap(), coff.parse().unwrap());
+        e.write(1500, 1800);
+        let newest = segment_log::fs::live_segments(&e.dir.join("segments"))
+            .unwrap()
+            .into_iter()
+            .max()
+            .unwrap();
+        let seg = seg_path(&e.dir, newest);
+        let end = counter(&seg);
+        let at = (cseg == newest).then_some(coff);
+        // Below the cursor (or, when the cursor is in an older segment, near the start), or
+        // half-way between the cursor and the end.
+        let new = match (below_cursor, at) {
+            (true, Some(c)) => (c / 2).max(256) & !7,
+            (true, None) => 256 + 64,
+            (false, Some(c)) => (c + (end - c) / 2) & !7,
+            (false, None) => (256 + (end - 256) / 2) & !7,
+        };
+        assert!(new < end, "{new} {end} {cursor}");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .write_all_at(&new.to_le_bytes(), OFF_RESERVED_END as u64)
+            .unwrap();
+        let o = e.run(&["upload", "flush", "--timeout", "20s"]);
+        assert_eq!(code(&o), 0, "{}", out(&o));
+        assert_eq!(
+            stored_records(&base),
+            1800,
+            "below the cursor {below_cursor}: cursor {cursor}, counter {end} -> {new}: {}",
+            out(&o)
+        );
+    }
+}

@@ -17,13 +17,17 @@ pub fn log_end(dir: &Path) -> Option<Position> {
     let segs = list_segments(&seg_dir).ok()?;
     let newest = segs.iter().rev().find(|s| !s.prepared)?;
     let (used, cap) = header_counts(&seg_dir, newest.number)?;
-    let counter = used.min(cap);
-    let written =
-        segment_log::written_end(&seg_dir.join(segment_file_name(newest.number, SEG_EXT)));
     Some(Position {
         segment: newest.number,
-        offset: written.map_or(counter, |w| w.max(counter)),
+        offset: newest_end(&seg_dir, newest.number, used.min(cap)),
     })
+}
+
+/// Where the written part of the newest segment `n` ends, given its counter (see
+/// [`log_end`]): reads the segment's tail past the counter once.
+fn newest_end(seg_dir: &Path, n: u64, counter: u64) -> u64 {
+    let written = segment_log::written_end(&seg_dir.join(segment_file_name(n, SEG_EXT)));
+    written.map_or(counter, |w| w.max(counter))
 }
 
 fn header_counts(seg_dir: &Path, n: u64) -> Option<(u64, u64)> {
@@ -43,6 +47,7 @@ pub fn backlog_bytes(dir: &Path, cursor: Position) -> u64 {
         return 0;
     };
     let mut total = 0u64;
+    let newest = segs.iter().rev().find(|s| !s.prepared).map(|s| s.number);
     for s in segs
         .iter()
         .filter(|s| !s.prepared && s.number >= cursor.segment)
@@ -50,7 +55,12 @@ pub fn backlog_bytes(dir: &Path, cursor: Position) -> u64 {
         let Some((used, cap)) = header_counts(&seg_dir, s.number) else {
             continue;
         };
-        let end = used.min(cap);
+        // The newest segment's counter may lie (rolled back): its written end counts.
+        let end = if Some(s.number) == newest {
+            newest_end(&seg_dir, s.number, used.min(cap))
+        } else {
+            used.min(cap)
+        };
         let start = if s.number == cursor.segment {
             cursor.offset.max(HEADER_LEN)
         } else {
