@@ -209,6 +209,16 @@ fn verify_reports_a_newer_version_segment_by_file_and_exits_2() {
     );
 }
 
+/// The newest segment of the log in `dir`: its number and file.
+fn newest_segment(dir: &Path) -> (u64, PathBuf) {
+    let n = segment_log::fs::live_segments(&dir.join("segments"))
+        .unwrap()
+        .into_iter()
+        .max()
+        .unwrap();
+    (n, seg_path(dir, n))
+}
+
 /// The uploader after a counter rollback (found by the torture harness): `upload flush`
 /// aimed at the end of the log as the lowered counter of the newest segment said, so the
 /// records after it were neither uploaded nor reported as a gap. It must deliver them all.
@@ -219,12 +229,7 @@ fn upload_flush_delivers_the_records_after_a_rolled_back_counter() {
     let server = collector(tmp.path());
     let e = Env::new(&format!("http://{}", server.local_addr()), "");
     e.write(0, 2000);
-    let newest = segment_log::fs::live_segments(&e.dir.join("segments"))
-        .unwrap()
-        .into_iter()
-        .max()
-        .unwrap();
-    let seg = seg_path(&e.dir, newest);
+    let (_, seg) = newest_segment(&e.dir);
     let before = counter(&seg);
     // The highest set bit that still leaves the counter past the header.
     let bit = (3..64)
@@ -260,12 +265,7 @@ fn upload_flush_after_a_counter_rolled_back_around_the_cursor_delivers_everythin
         let (cseg, coff) = cursor.split_once(':').expect("cursor segment:offset");
         let (cseg, coff): (u64, u64) = (cseg.parse().unwrap(), coff.parse().unwrap());
         e.write(1500, 1800);
-        let newest = segment_log::fs::live_segments(&e.dir.join("segments"))
-            .unwrap()
-            .into_iter()
-            .max()
-            .unwrap();
-        let seg = seg_path(&e.dir, newest);
+        let (newest, seg) = newest_segment(&e.dir);
         let end = counter(&seg);
         let at = (cseg == newest).then_some(coff);
         // Below the cursor (or, when the cursor is in an older segment, near the start), or
