@@ -17,9 +17,11 @@ use crate::config::MAX_QUERY_LIMIT;
 use crate::store::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, TimeBound};
 
 /// Parameters `GET /api/records` accepts.
-pub const RECORD_PARAMS: [&str; 15] = [
+pub const RECORD_PARAMS: [&str; 17] = [
     "classification",
     "severity",
+    "priority",
+    "boot_id",
     "machine_id",
     "build",
     "platform",
@@ -216,6 +218,25 @@ pub fn parse_records_query(
                     )
                 })?;
                 q.severity = Some(s.get());
+            }
+            "priority" => {
+                // As `journal -p`: one severity is that one or higher; or a range.
+                let (lo, hi) = records::Severity::parse_range(v).map_err(|e| {
+                    ApiError::bad(
+                        name,
+                        match e {
+                            records::RangeError::Severity => "priority must be a severity (1 low, 2 medium, 3 high, 4 critical, or the name) for that one or higher, or a range such as low..high, 2.. or ..medium",
+                            records::RangeError::Empty => "priority range is empty: the lower end comes first (low..high)",
+                        },
+                    )
+                })?;
+                q.priority = Some((lo.get(), hi.get()));
+            }
+            "boot_id" => {
+                // Dashes allowed and either case, as `journal -b` takes it; stored as 32
+                // lower-case hex characters.
+                let hex: String = v.chars().filter(|c| *c != '-').collect();
+                q.boot_id = Some(hex::encode(parse_hex::<16>(name, &hex)?));
             }
             "machine_id" => {
                 if v.chars().count() != MACHINE_ID_LEN {

@@ -167,25 +167,16 @@ impl FilterArgs {
 
 /// `--priority`: a severity (that one or higher) or a range `A..B`, `A..`, `..B`.
 fn parse_priority(s: &str) -> anyhow::Result<(Severity, Severity)> {
-    let sev = |t: &str, default: Severity| -> anyhow::Result<Severity> {
-        if t.trim().is_empty() {
-            return Ok(default);
-        }
-        t.parse::<Severity>().map_err(|_| {
-            anyhow::anyhow!(
-                "invalid --priority {s:?}: use a severity (1 low, 2 medium, 3 high, 4 critical, or \
-                 the name) for that one or higher, or a range such as low..high, 2.. or ..medium"
-            )
-        })
-    };
-    let (lo, hi) = match s.split_once("..") {
-        Some((a, b)) => (sev(a, Severity::LOW)?, sev(b, Severity::CRITICAL)?),
-        None => (sev(s, Severity::LOW)?, Severity::CRITICAL),
-    };
-    if lo > hi {
-        bail!("invalid --priority {s:?}: the range is empty (the lower end comes first, e.g. low..high)");
+    match Severity::parse_range(s) {
+        Ok(r) => Ok(r),
+        Err(records::RangeError::Severity) => bail!(
+            "invalid --priority {s:?}: use a severity (1 low, 2 medium, 3 high, 4 critical, or \
+             the name) for that one or higher, or a range such as low..high, 2.. or ..medium"
+        ),
+        Err(records::RangeError::Empty) => bail!(
+            "invalid --priority {s:?}: the range is empty (the lower end comes first, e.g. low..high)"
+        ),
     }
-    Ok((lo, hi))
 }
 
 /// `--boot`: empty for the current boot, else a boot id with or without dashes.

@@ -289,6 +289,38 @@ impl Severity {
     }
 }
 
+/// Why a priority range did not parse ([`Severity::parse_range`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeError {
+    /// An end is neither a number 1 to 4 nor a severity name.
+    Severity,
+    /// The lower end comes after the upper one.
+    Empty,
+}
+
+impl Severity {
+    /// A priority as `journal -p` and the collector's `priority` parameter take it (the
+    /// meaning of journalctl's `-p`): one severity means that one or higher; `A..B`, `A..`
+    /// and `..B` are ranges (inclusive; a missing end is low or critical). Names or numbers.
+    pub fn parse_range(s: &str) -> Result<(Severity, Severity), RangeError> {
+        let end = |t: &str, default: Severity| {
+            if t.trim().is_empty() {
+                Ok(default)
+            } else {
+                t.parse::<Severity>().map_err(|_| RangeError::Severity)
+            }
+        };
+        let (lo, hi) = match s.split_once("..") {
+            Some((a, b)) => (end(a, Severity::LOW)?, end(b, Severity::CRITICAL)?),
+            None => (end(s, Severity::LOW)?, Severity::CRITICAL),
+        };
+        if lo > hi {
+            return Err(RangeError::Empty);
+        }
+        Ok((lo, hi))
+    }
+}
+
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

@@ -364,3 +364,20 @@ proptest! {
         prop_assert_eq!(Classification::new(&s).is_ok(), ok);
     }
 }
+
+#[test]
+fn priority_ranges_parse_like_journalctl() {
+    use crate::RangeError;
+    let r = |s: &str| Severity::parse_range(s).map(|(a, b)| (a.get(), b.get()));
+    assert_eq!(r("3"), Ok((3, 4)), "one severity: that one or higher");
+    assert_eq!(r("high"), Ok((3, 4)));
+    assert_eq!(r("low..critical"), Ok((1, 4)));
+    assert_eq!(r("2..3"), Ok((2, 3)));
+    assert_eq!(r("3.."), Ok((3, 4)));
+    assert_eq!(r("..Medium"), Ok((1, 2)));
+    assert_eq!(r(".."), Ok((1, 4)));
+    assert_eq!(r("4..2"), Err(RangeError::Empty));
+    for bad in ["0", "5", "x", "1..9", "hi..", "1...2"] {
+        assert_eq!(r(bad), Err(RangeError::Severity), "{bad:?}");
+    }
+}

@@ -22,6 +22,10 @@ pub struct RecordQuery {
     pub classification: Option<String>,
     /// Exact severity.
     pub severity: Option<u8>,
+    /// Severities from .0 to .1 inclusive (`priority`, journalctl's `-p`).
+    pub priority: Option<(u8, u8)>,
+    /// Boot id, 32 lower-case hex characters as stored.
+    pub boot_id: Option<String>,
     /// Exact machine id.
     pub machine_id: Option<String>,
     /// Exact build.
@@ -53,6 +57,8 @@ impl Default for RecordQuery {
         RecordQuery {
             classification: None,
             severity: None,
+            priority: None,
+            boot_id: None,
             machine_id: None,
             build: None,
             platform: None,
@@ -273,6 +279,16 @@ pub(super) fn where_clause(q: &RecordQuery) -> (String, Vec<Value>) {
     };
     if let Some(v) = q.severity {
         push("r.severity = ?", Value::Integer(i64::from(v)));
+    }
+    if let Some((lo, hi)) = q.priority {
+        push("r.severity >= ?", Value::Integer(i64::from(lo)));
+        push("r.severity <= ?", Value::Integer(i64::from(hi)));
+    }
+    if let Some(v) = &q.boot_id {
+        push(
+            "r.context_ref IN (SELECT id FROM contexts WHERE boot_id = ?)",
+            Value::Text(v.clone()),
+        );
     }
     if let Some(v) = &q.machine_id {
         push(

@@ -18,8 +18,10 @@ const MESSAGE_CHARS: usize = 300;
 const GAPS_LOOKED_AT: u32 = 500;
 
 /// The filter fields of the form: (parameter, label, placeholder).
-const FIELDS: [(&str, &str, &str); 10] = [
+const FIELDS: [(&str, &str, &str); 12] = [
     ("classification", "Classification", "org.example/* or exact"),
+    ("priority", "Priority", "high (or higher), low..medium"),
+    ("boot_id", "Boot id", "32 hex"),
     ("machine_id", "Machine id", "32 characters"),
     ("build", "Build", ""),
     ("platform", "Platform", "vendor|product|version"),

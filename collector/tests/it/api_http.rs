@@ -80,6 +80,37 @@ fn filters_and_limits_select_the_right_records() {
         assert!(recs
             .iter()
             .all(|r| r["classification"] == fixtures::CLASSES[0] && r["severity"] == 1));
+        // `priority` as `journal -p`: one severity and higher, or a range; the same records
+        // as the exact severities added up.
+        let all = h.records("");
+        let count = |lo: u64, hi: u64| {
+            all.iter()
+                .filter(|r| (lo..=hi).contains(&r["severity"].as_u64().unwrap_or(0)))
+                .count()
+        };
+        assert!(
+            count(3, 4) > 0 && count(3, 4) < all.len(),
+            "fixture severities"
+        );
+        assert_eq!(h.records("priority=high").len(), count(3, 4));
+        assert_eq!(h.records("priority=2..3").len(), count(2, 3));
+        assert_eq!(h.records("priority=..medium").len(), count(1, 2));
+        assert_eq!(h.records("priority=1").len(), all.len());
+        // `boot_id`: the records of one boot, dashes and upper case accepted.
+        let boot = all[0]["boot_id"].as_str().unwrap().to_owned();
+        let of_boot = all.iter().filter(|r| r["boot_id"] == boot.as_str()).count();
+        assert!(of_boot > 0);
+        assert_eq!(h.records(&format!("boot_id={boot}")).len(), of_boot);
+        let dashed = format!(
+            "{}-{}-{}-{}-{}",
+            &boot[..8],
+            &boot[8..12],
+            &boot[12..16],
+            &boot[16..20],
+            &boot[20..]
+        )
+        .to_uppercase();
+        assert_eq!(h.records(&format!("boot_id={dashed}")).len(), of_boot);
         // The fixture records were created in 2023, so nothing is from the last day...
         assert!(h.records("created_in_days=1").is_empty());
         assert!(h.records("created_in_sec=60").is_empty());
