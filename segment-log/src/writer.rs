@@ -971,7 +971,14 @@ impl Shared {
                     .wait_while(sig, |s| !s.rotated && !s.crossed && !s.stop)
                     .unwrap_or_else(|p| p.into_inner());
                 if sig.stop {
+                    // A rotation signalled just before the close still gets its seal count
+                    // and its retention pass (a busy machine can leave one pending here:
+                    // skipped, the closed log stayed a segment over its budget).
+                    let rotated = std::mem::take(&mut sig.rotated);
                     drop(sig);
+                    if rotated {
+                        self.after_rotation();
+                    }
                     // Segments trimmed since the last count still need their ledger entries.
                     self.count_trimmed();
                     return;
@@ -989,15 +996,20 @@ impl Shared {
                 let _ = self.prepare_next();
             }
             if rotated {
-                // The segment rotated away from gets its record count (FORMAT.md).
-                retention::seal_previous(&self.dir, &self.dir.join(lfs::WRITERS_LOCK));
-            }
-            if rotated && self.opts.retention.is_some() {
-                if let Ok(_g) = self.lock_rotate() {
-                    self.trim_locked();
-                }
+                self.after_rotation();
             }
             self.count_trimmed();
+        }
+    }
+
+    /// What the background thread does after a rotation: the segment rotated away from gets
+    /// its record count (FORMAT.md), then retention runs.
+    fn after_rotation(&self) {
+        retention::seal_previous(&self.dir, &self.dir.join(lfs::WRITERS_LOCK));
+        if self.opts.retention.is_some() {
+            if let Ok(_g) = self.lock_rotate() {
+                self.trim_locked();
+            }
         }
     }
 

@@ -162,7 +162,14 @@ fn every_trimmed_gap_states_the_exact_count_whoever_trimmed_and_the_collector_su
     };
     // 1. The probes' retention trims segments nobody uploaded yet.
     write(&recorder(&dir, &home, true), 0, 3000);
-    assert!(oldest(&dir) > 1);
+    assert!(
+        oldest(&dir) > 1,
+        "the probes' retention trimmed nothing: {:?}",
+        std::fs::read_dir(dir.join("segments"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    );
     upload_once(&dir, &config, &home);
     // 2. The uploader's retention trims them, the segment the cursor is in first.
     let at = cursor_segment(&col.addr);
