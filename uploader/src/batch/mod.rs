@@ -1,8 +1,9 @@
 //! Building batches by streaming records from the log with bounded memory.
 //!
-//! A [`BatchBuilder`] keeps one segment-log [`Reader`] open across batches, decodes record
-//! frames and pairs them with their writer's context (the preamble frames, scoped to their
-//! segment) with [`SlotContexts`], and appends them to a [`BatchEncoder`]. Memory is the
+//! A [`BatchBuilder`] keeps one segment-log [`Reader`] open across batches (at the live end,
+//! only its segment's contexts), decodes record frames and pairs them with their writer's
+//! context (the preamble frames, scoped to their segment) with [`SlotContexts`], and appends
+//! them to a [`BatchEncoder`]. Memory is the
 //! encoder's columns (bounded by `max_bytes` + `max_records`), the reader's chunk, and one
 //! carried-over record: whatever the backlog.
 //!
@@ -21,7 +22,7 @@ use segment_log::{DamageReason, Entry, FrameKind, Position, Reader, ReaderOption
 use crate::protocol::{BatchEncoder, BatchId, Gap, RecordRef};
 
 pub use body::{encode as encode_body, BodyFormat};
-pub use parts::{context_fields, gap_reason};
+pub use parts::{context_fields, gap_reason, BuildError};
 use parts::{undecodable, Candidate, Pending, Resume, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
 
 /// How big a batch may get.
@@ -589,21 +590,6 @@ impl BatchBuilder {
             last_records_before,
         })
     }
-}
-
-/// Why a batch could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// Reading the log failed.
-    #[error("reading the log: {0}")]
-    Log(#[from] segment_log::Error),
-    /// Encoding failed (a bug: records arrive in order).
-    #[error("encoding the batch: {0}")]
-    Protocol(#[from] crate::protocol::ProtocolError),
-    /// Compression failed.
-    #[error("compressing the batch: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 mod body;

@@ -206,6 +206,21 @@ impl Carried {
     }
 }
 
+/// Why a batch could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Reading the log failed.
+    #[error("reading the log: {0}")]
+    Log(#[from] segment_log::Error),
+    /// Encoding failed (a bug: records arrive in order).
+    #[error("encoding the batch: {0}")]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    /// Compression failed.
+    #[error("compressing the batch: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 pub(super) fn undecodable(position: Position, end: Position, detail: String) -> Gap {
     Gap {
         reason: GapReason::UndecodableRecord,
