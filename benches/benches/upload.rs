@@ -9,17 +9,24 @@
 //!   numbers are the uploader's.
 //!
 //! After the criterion groups, a report (stderr and `target/seglog-bench/upload.txt`) gives
-//! MB/s per core from the uploading thread's CPU time (median of 5 runs; wall time on this
-//! shared 2-core machine includes time spent descheduled), and bytes on the wire against
-//! `zstd -3` of the same lines as plain text, for the whole corpus and per file.
+//! MB/s per core from CPU time (median of 5 runs; wall time on this shared 2-core machine
+//! includes time spent descheduled), and bytes on the wire against `zstd -3` of the same
+//! lines as plain text, for the whole corpus and per file. For the loopback pass the CPU is
+//! the whole process's minus the sink's threads' (each sink thread adds its own CPU time to
+//! a counter after every answer): the uploading thread plus any thread the uploader uses
+//! (its request thread, a pipeline stage), so work moved off the calling thread still
+//! counts. Wall-clock MB/s is given beside it.
 //!
-//! Run: `cargo bench -p seglog-benches --bench upload`.
+//! Run: `cargo bench -p seglog-benches --bench upload`. For a profile of the loopback pass
+//! alone, `SEGLOG_UPLOAD_PROFILE=<passes>` runs only that many passes over the loghub corpus
+//! (e.g. under `perf record`) and skips everything else.
 
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use recorder::config::{Config, RecorderConfig};
@@ -36,7 +43,7 @@ use uploader::policy::Trigger;
 /// newest segment (up to 16 MiB) every time it reaches the live end, a fixed cost per pass
 /// that would dominate these small corpora.
 struct Corpus {
-    _writer: Recorder,
+    writer: Recorder,
     dir: tempfile::TempDir,
     public: [u8; 32],
     payload_bytes: u64,
@@ -84,10 +91,8 @@ fn recorder(dir: &Path) -> Recorder {
     Recorder::open(&c).expect("open recorder")
 }
 
-/// Writes `files` (classification per file) into a fresh log.
-fn corpus(files: &[(String, Vec<Vec<u8>>)]) -> Corpus {
-    let dir = temp_dir("seglog-upload-bench-");
-    let rec = recorder(dir.path());
+/// Appends `files` (classification per file) to the log; returns (payload bytes, records).
+fn write_files(rec: &Recorder, files: &[(String, Vec<Vec<u8>>)]) -> (u64, u64) {
     let (mut payload_bytes, mut records) = (0, 0);
     for (name, lines) in files {
         let class = format!("org.loghub/{name}/line");
@@ -103,9 +108,17 @@ fn corpus(files: &[(String, Vec<Vec<u8>>)]) -> Corpus {
             records += chunk.len() as u64;
         }
     }
+    (payload_bytes, records)
+}
+
+/// Writes `files` (classification per file) into a fresh log.
+fn corpus(files: &[(String, Vec<Vec<u8>>)]) -> Corpus {
+    let dir = temp_dir("seglog-upload-bench-");
+    let rec = recorder(dir.path());
+    let (payload_bytes, records) = write_files(&rec, files);
     let public = *rec.public_log_id();
     Corpus {
-        _writer: rec,
+        writer: rec,
         dir,
         public,
         payload_bytes,
@@ -144,7 +157,16 @@ fn build_all(b: &mut BatchBuilder) -> (u64, u64, u64) {
     }
 }
 
-/// An HTTP sink on 127.0.0.1: reads each request and its body, answers 200.
+/// CPU nanoseconds the sink's threads used (added after every answer).
+static SINK_CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The calling thread's CPU time in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    u64::try_from(cpu_times().0.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// An HTTP sink on 127.0.0.1: reads each request and its body, answers 200; adds the CPU
+/// time of its connection threads to [`SINK_CPU_NS`].
 fn sink() -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = l.local_addr().expect("addr");
@@ -153,6 +175,7 @@ fn sink() -> String {
             std::thread::spawn(move || {
                 let Ok(mut w) = conn.try_clone() else { return };
                 let mut r = BufReader::new(conn);
+                let mut counted = thread_cpu_ns();
                 loop {
                     let mut len = 0usize;
                     let mut line = String::new();
@@ -175,6 +198,9 @@ fn sink() -> String {
                     {
                         return;
                     }
+                    let now = thread_cpu_ns();
+                    SINK_CPU_NS.fetch_add(now - counted, Ordering::Relaxed);
+                    counted = now;
                 }
             });
         }
@@ -193,15 +219,19 @@ impl Waiter for NoWait {
     }
 }
 
-/// One full pass from an empty cursor to the sink; returns the records delivered.
-fn upload_all(c: &Corpus, url: &str) -> u64 {
+/// An uploader of `c`'s log sending to `url`, from an empty cursor.
+fn open_uploader(c: &Corpus, url: &str) -> Uploader {
     let _ = std::fs::remove_dir_all(c.dir.path().join("upload"));
     let mut cfg = UploadConfig::for_dir(c.dir.path());
     cfg.url = Some(url.to_owned());
     cfg.policy.require_opt_in = false;
-    let mut up = Uploader::open(cfg)
+    Uploader::open(cfg)
         .expect("open uploader")
-        .expect("log exists");
+        .expect("log exists")
+}
+
+/// One pass of `up` to the live end; returns the records delivered.
+fn pass(up: &mut Uploader) -> u64 {
     let o = PassOptions {
         trigger: Trigger::Flush,
         max_attempts: Some(3),
@@ -213,13 +243,42 @@ fn upload_all(c: &Corpus, url: &str) -> u64 {
     p.records
 }
 
+/// One full pass from an empty cursor to the sink, as `seglog upload` runs it (a fresh
+/// uploader: its buffers and zstd context are new); returns the records delivered.
+fn upload_all(c: &Corpus, url: &str) -> u64 {
+    pass(&mut open_uploader(c, url))
+}
+
+fn synthetic_files() -> Vec<(String, Vec<Vec<u8>>)> {
+    vec![("synthetic".into(), vec![synthetic_payload(100); 40_000])]
+}
+
 fn synthetic_corpus() -> Corpus {
-    let p = synthetic_payload(100);
-    corpus(&[("synthetic".into(), vec![p; 40_000])])
+    corpus(&synthetic_files())
+}
+
+/// The files the corpus `name` of [`benches`] was written from.
+fn files_of(name: &str, loghub: &[(String, Vec<Vec<u8>>)]) -> Vec<(String, Vec<Vec<u8>>)> {
+    if name == "loghub" {
+        loghub.to_vec()
+    } else {
+        synthetic_files()
+    }
 }
 
 fn benches(c: &mut Criterion) {
     let files = loghub_files();
+    if let Some(n) = std::env::var("SEGLOG_UPLOAD_PROFILE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let cor = corpus(&files);
+        let url = sink();
+        for _ in 0..n {
+            black_box(upload_all(&cor, &url));
+        }
+        return;
+    }
     let mut sets = vec![("synthetic100B", synthetic_corpus())];
     if !files.is_empty() {
         sets.insert(0, ("loghub", corpus(&files)));
@@ -264,6 +323,31 @@ fn per_core(payload_bytes: u64, mut f: impl FnMut()) -> f64 {
     median(&mut v)
 }
 
+/// MB/s of payload per core for a pass to the sink: (uploading thread's CPU, the process's
+/// CPU minus the sink's, wall clock), medians of 5 runs; `before` runs untimed before each.
+fn pass_rates(
+    payload_bytes: u64,
+    mut f: impl FnMut(),
+    mut before: impl FnMut(),
+) -> (f64, f64, f64) {
+    let (mut thread, mut process, mut wall) = (Vec::new(), Vec::new(), Vec::new());
+    let mb = payload_bytes as f64 / 1e6;
+    for _ in 0..5 {
+        before();
+        let (t0, p0) = cpu_times();
+        let s0 = SINK_CPU_NS.load(Ordering::Relaxed);
+        let w0 = Instant::now();
+        f();
+        let w = w0.elapsed().as_secs_f64();
+        let (t1, p1) = cpu_times();
+        let sink = Duration::from_nanos(SINK_CPU_NS.load(Ordering::Relaxed) - s0);
+        thread.push(mb / (t1 - t0).as_secs_f64());
+        process.push(mb / (p1 - p0).saturating_sub(sink).as_secs_f64());
+        wall.push(mb / w);
+    }
+    (median(&mut thread), median(&mut process), median(&mut wall))
+}
+
 fn zstd3_plain(lines: &[Vec<u8>]) -> u64 {
     let mut text = Vec::new();
     for l in lines {
@@ -284,10 +368,34 @@ fn report(files: &[(String, Vec<Vec<u8>>)], sets: &[(&str, Corpus)], url: &str) 
             });
             out.push_str(&format!("  build+zstd{level} {name:14} {mbs:8.1} MB/s per core ({} records, {} payload bytes)\n", cor.records, cor.payload_bytes));
         }
-        let mbs = per_core(cor.payload_bytes, || {
-            black_box(upload_all(cor, url));
-        });
-        out.push_str(&format!("  loopback pass  {name:14} {mbs:8.1} MB/s per core (uploader thread; the sink runs on another thread)\n"));
+        let (thread, process, wall) = pass_rates(
+            cor.payload_bytes,
+            || {
+                black_box(upload_all(cor, url));
+            },
+            || {},
+        );
+        out.push_str(&format!("  loopback pass  {name:14} {process:8.1} MB/s per core (process CPU minus the sink's threads)\n"));
+        out.push_str(&format!("  loopback pass  {name:14} {thread:8.1} MB/s per core of the calling thread alone; {wall:8.1} MB/s wall\n"));
+        // As the daemon runs: one uploader kept open; before each measured pass the same
+        // records are appended again (not timed), so each pass uploads one corpus' worth.
+        let mut up = open_uploader(cor, url);
+        pass(&mut up);
+        let files_again = files_of(name, files);
+        let (thread, process, wall) = pass_rates(
+            cor.payload_bytes,
+            || {
+                black_box(pass(&mut up));
+            },
+            || {
+                write_files(&cor.writer, &files_again);
+                // The recorder's preparer pre-faults the next segment after appends: let it
+                // finish, so the process CPU of the timed pass is the uploader's.
+                std::thread::sleep(Duration::from_millis(500));
+            },
+        );
+        out.push_str(&format!("  daemon pass    {name:14} {process:8.1} MB/s per core (process CPU minus the sink's threads; uploader kept open)\n"));
+        out.push_str(&format!("  daemon pass    {name:14} {thread:8.1} MB/s per core of the calling thread alone; {wall:8.1} MB/s wall\n"));
     }
     if let Some((_, all)) = sets.iter().find(|(n, _)| *n == "loghub") {
         let all_lines: Vec<Vec<u8>> = files.iter().flat_map(|(_, l)| l.iter().cloned()).collect();

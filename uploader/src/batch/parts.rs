@@ -50,6 +50,14 @@ pub(super) struct Stream {
     pub(super) seg_records: Option<(u64, u64, Position)>,
 }
 
+/// What a stream that reached the live end knew at its end `position`: the contexts of
+/// its segment and its record count there ([`Stream::seg_records`]).
+pub(super) struct Resume {
+    pub(super) position: Position,
+    pub(super) contexts: SlotContexts,
+    pub(super) seg_records: Option<(u64, u64, Position)>,
+}
+
 /// Splits `g` at `at` (`g.start < at < g.end`). Whole missing segments before `at`'s segment
 /// go to the head, the rest to the tail; a byte count within one segment is split at `at`.
 /// The records count goes to the tail; the caller recounts both sides of a trimmed gap
@@ -196,6 +204,21 @@ impl Carried {
             frame_len: self.frame_len,
         }
     }
+}
+
+/// Why a batch could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Reading the log failed.
+    #[error("reading the log: {0}")]
+    Log(#[from] segment_log::Error),
+    /// Encoding failed (a bug: records arrive in order).
+    #[error("encoding the batch: {0}")]
+    Protocol(#[from] crate::protocol::ProtocolError),
+    /// Compression failed.
+    #[error("compressing the batch: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 pub(super) fn undecodable(position: Position, end: Position, detail: String) -> Gap {

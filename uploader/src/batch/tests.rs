@@ -104,6 +104,52 @@ fn rebuilding_a_range_gives_the_same_bytes_and_id_even_after_more_writes() {
 }
 
 #[test]
+fn a_builder_that_caught_up_continues_as_a_fresh_one_would_after_more_writes() {
+    // The later builds reuse what the last one learnt up to its end (contexts, records read
+    // in the segment) instead of priming from the segment's start: the same batches as a
+    // builder that primes. Each `write` is a new recorder (a new context frame mid-segment),
+    // and the second crosses segment boundaries.
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), SEG, 0, 300);
+    let l = limits(400, 1 << 20);
+    let mut b = BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+    let (_, mut from) = drain_to(&mut b, Position::default(), &l);
+    for (lo, hi) in [(300, 500), (500, 2500), (2500, 2600)] {
+        assert!(from.offset > segment_log::format::HEADER_LEN, "{from}");
+        write(d.path(), SEG, lo, hi);
+        let mut fresh =
+            BatchBuilder::new(d.path(), public(d.path()), 3, ReaderOptions::default()).unwrap();
+        let (want, want_end) = drain_to(&mut fresh, from, &l);
+        let (got, got_end) = drain_to(&mut b, from, &l);
+        assert_eq!(got_end, want_end);
+        assert_eq!(got.len(), want.len());
+        for ((g, gd), (w, wd)) in got.iter().zip(&want) {
+            assert_eq!((g.id, g.first, g.last), (w.id, w.first, w.last));
+            assert_eq!(g.body, w.body);
+            assert_eq!(g.last_records_before, w.last_records_before);
+            assert!(gd.gaps.is_empty(), "{:?}", gd.gaps);
+            assert_eq!(numbers(gd), numbers(wd));
+        }
+        assert_eq!(numbers(&want[0].1)[0], lo);
+        from = got_end;
+    }
+}
+
+/// [`drain`], and where the last (caught-up) build ended.
+fn drain_to(
+    b: &mut BatchBuilder,
+    from: Position,
+    l: &BatchLimits,
+) -> (Vec<(Built, crate::protocol::Batch)>, Position) {
+    let out = drain(b, from, l);
+    // One more build at the end: nothing new, so it ends where the stream stands.
+    let start = out.last().map_or(from, |(built, _)| built.last);
+    let end = b.build(start, l, None, i64::MAX, &mut NoNotes).unwrap();
+    assert!(end.is_empty() && end.end == End::CaughtUp);
+    (out, end.last)
+}
+
+#[test]
 fn a_batch_starting_mid_segment_still_resolves_contexts() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), 1 << 20, 0, 100);
