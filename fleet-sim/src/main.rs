@@ -46,6 +46,18 @@ fn main() -> ExitCode {
         r.peak_to_mean()
     );
     println!(
+        "  without each device's first attempt after the outage (its backoff, not the collector's schedule): peak {} requests/s ({:.2}x)",
+        r.peak_after_without_first_contact,
+        f64::from(r.peak_after_without_first_contact) / r.steady_mean.max(f64::MIN_POSITIVE)
+    );
+    println!(
+        "  highest 10 s mean {:.1} requests/s ({:.2}x), highest 60 s mean {:.1} requests/s ({:.2}x)",
+        r.peak_after_10s,
+        r.peak_after_10s / r.steady_mean.max(f64::MIN_POSITIVE),
+        r.peak_after_60s,
+        r.peak_after_60s / r.steady_mean.max(f64::MIN_POSITIVE)
+    );
+    println!(
         "in the hour after draining: peak {} requests/s",
         r.peak_after_drain
     );
@@ -60,6 +72,11 @@ fn main() -> ExitCode {
     println!(
         "batches stored: {}, answered 429: {}, records written {} stored {}",
         r.batches, r.shed, r.written, r.stored
+    );
+    let s = r.schedule;
+    println!(
+        "return calendar: {} refusals booked, {} sent to the horizon, {} early returns told the rest, {} taken on their booking",
+        s.booked, s.overflowed, s.early, s.taken_on_booking
     );
     if let Some(path) = out {
         let from = usize::try_from((p.outage_start_ms + p.outage_ms) / 1000).unwrap_or(0);
