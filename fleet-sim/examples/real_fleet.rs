@@ -5,7 +5,7 @@
 //! cargo run --release -p fleet-sim --example real_fleet -- [DEVICES] [OUTAGE_SECS] [OUT.svg]
 //! ```
 //!
-//! Defaults: 500 devices writing 20 records/s each, a 10 s policy interval (a device's
+//! Defaults: 500 devices writing 5 records/s each (2,500 records/s in all), a 10 s policy interval (a device's
 //! 15 minutes, scaled by 1/90), backoff 0.1 s to 6.7 s (the same 2/3 of the interval as
 //! 600 s is of 15 minutes), a 256 KiB write queue, 40 s steady, a 30 s outage. Prints the
 //! request rate per second and the figures; exit 0 when everything written arrived exactly
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     };
     let p = fleet_sim::real::RealParams {
         devices: u32::try_from(devices).unwrap_or(u32::MAX),
-        records_per_sec: 20,
+        records_per_sec: 5,
         interval: Duration::from_secs(10),
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_millis(6_667),

@@ -312,8 +312,9 @@ pub fn run(p: &Params) -> Report {
             d.oldest_ms = None;
         }
         if pass_done {
-            if let Some(start) = d.pass_start_ms.take() {
-                d.last_pass_ms = Some(start);
+            if d.pass_start_ms.take().is_some() {
+                // The engine counts the interval from the end of a pass that did not fail.
+                d.last_pass_ms = Some(now);
                 d.last_attempt_ms = None;
             }
         }
