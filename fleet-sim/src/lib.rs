@@ -311,12 +311,10 @@ pub fn run(p: &Params) -> Report {
         if d.backlog() == 0 {
             d.oldest_ms = None;
         }
-        if pass_done {
-            if d.pass_start_ms.take().is_some() {
-                // The engine counts the interval from the end of a pass that did not fail.
-                d.last_pass_ms = Some(now);
-                d.last_attempt_ms = None;
-            }
+        // The engine counts the interval from the end of a pass that did not fail.
+        if pass_done && d.pass_start_ms.take().is_some() {
+            d.last_pass_ms = Some(now);
+            d.last_attempt_ms = None;
         }
         if d.pass_start_ms.is_none() {
             let inputs = Inputs {
