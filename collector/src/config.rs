@@ -293,7 +293,8 @@ pub struct Limits {
     /// cannot get room in time gets 503 with `Retry-After`.
     pub receive_buffer_bytes: u64,
     /// Estimated memory of decoded batches waiting for the database writer (256 MiB). An
-    /// upload that finds it full is answered 429 with `Retry-After` at once.
+    /// upload that finds it full is answered 429 with `Retry-After` at once (its booked
+    /// return, `store::shed`; a device back on its booking may fill it up to twice this).
     pub ingest_queue_bytes: u64,
 }
 

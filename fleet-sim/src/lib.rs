@@ -4,18 +4,20 @@
 //! decides when a scheduled pass runs, `uploader::transport::Backoff` picks the wait after a
 //! failed attempt (exponential, full jitter, capped) and `Backoff::wait_after` the wait after
 //! a 429 with `Retry-After`. The collector model takes records into a bounded queue that
-//! drains at a fixed rate, refuses with 429 when it is full, and computes `Retry-After` with
-//! the collector's own `collector::store::shed` code. An outage refuses every connection.
+//! drains at a fixed rate; which uploads it takes when the queue is full, and the
+//! `Retry-After` of those it refuses (a booked return), come from the collector's own
+//! `collector::store::shed::ReturnSchedule`. An outage refuses every connection.
 //!
 //! Time is virtual (milliseconds); randomness is `fastrand` seeded, so a run is repeatable.
 
+pub mod real;
 mod svg;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use collector::store::shed::{retry_after_secs, ShedWindow};
+use collector::store::shed::{Load, ReturnSchedule, ScheduleStats, Verdict};
 use uploader::policy::{Inputs, Policy, Trigger};
 use uploader::transport::Backoff;
 
@@ -97,10 +99,20 @@ pub struct Report {
     pub requests_per_sec: Vec<u32>,
     /// Of those, answered 429.
     pub shed_per_sec: Vec<u32>,
+    /// Of those, the first attempt of each device after the outage (it was in backoff, so
+    /// the collector had no say in when it came).
+    pub first_contact_per_sec: Vec<u32>,
     /// Mean requests per second over the steady hour before the outage.
     pub steady_mean: f64,
     /// Highest requests in one second after the outage ended.
     pub peak_after: u32,
+    /// Highest requests in one second after the outage, not counting each device's first
+    /// attempt after it.
+    pub peak_after_without_first_contact: u32,
+    /// Highest mean requests per second over 10 and over 60 seconds after the outage.
+    pub peak_after_10s: f64,
+    /// See `peak_after_10s`.
+    pub peak_after_60s: f64,
     /// Highest requests in one second during the hour after the backlog drained (steady
     /// again, or still in step).
     pub peak_after_drain: u32,
@@ -120,6 +132,9 @@ pub struct Report {
     pub batches: u64,
     /// See `batches`.
     pub shed: u64,
+    /// The collector's return calendar: refusals booked, sent to the horizon, early
+    /// returns, uploads taken on their booking.
+    pub schedule: ScheduleStats,
 }
 
 impl Report {
@@ -145,6 +160,8 @@ struct Device {
     /// Records written before the end of the outage; stored by `drained_ms`.
     owed: Option<u64>,
     first_success_after: Option<i64>,
+    /// Made an attempt since the outage ended.
+    contacted_after: bool,
 }
 
 impl Device {
@@ -167,8 +184,7 @@ impl Device {
 struct Collector {
     queued: f64,
     at_ms: i64,
-    shed_window: ShedWindow,
-    shed_count: u64,
+    schedule: ReturnSchedule,
 }
 
 enum Answer {
@@ -184,24 +200,28 @@ impl Collector {
         self.at_ms = self.at_ms.max(now);
     }
 
-    fn offer(&mut self, p: &Params, now: i64, records: u64) -> Answer {
+    fn offer(&mut self, p: &Params, now: i64, device: u32, records: u64) -> Answer {
         if now >= p.outage_start_ms && now < p.outage_start_ms + p.outage_ms {
             return Answer::Refused;
         }
         self.drain(p, now);
         let n = records as f64 + p.batch_cost_records;
-        if self.queued > 0.0 && self.queued + n > p.queue_records as f64 {
-            self.shed_window.add(now, n as u64);
-            let recent = self.shed_window.recent(now);
-            let secs = retry_after_secs(
-                self.queued as u64,
-                p.capacity_records_per_sec,
-                recent,
-                self.shed_count,
-            );
-            self.shed_count += 1;
+        let limit = p.queue_records as f64;
+        let load = Load {
+            queued_records: self.queued as u64,
+            full: self.queued > 0.0 && self.queued + n > limit,
+            over_hard_limit: self.queued > 0.0 && self.queued + n > 2.0 * limit,
+            rate: p.capacity_records_per_sec,
+        };
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&device.to_le_bytes());
+        // The model's cost of a batch is in record-equivalents, so the calendar books those
+        // (the real writer's measured rate already includes its per-batch cost).
+        if let Verdict::Refuse { retry_after_secs } =
+            self.schedule.offer(now, key, n.ceil() as u64, load)
+        {
             return Answer::Shed {
-                retry_after: Duration::from_secs(secs),
+                retry_after: Duration::from_secs(retry_after_secs),
             };
         }
         self.queued += n;
@@ -224,6 +244,7 @@ pub fn run(p: &Params) -> Report {
     let secs = usize::try_from(end / 1000 + 1).unwrap_or(0);
     let mut requests = vec![0u32; secs];
     let mut shed = vec![0u32; secs];
+    let mut first_contact = vec![0u32; secs];
     let mut devices: Vec<Device> = (0..p.devices)
         .map(|_| Device {
             written: 0,
@@ -237,13 +258,13 @@ pub fn run(p: &Params) -> Report {
             last_attempt_ms: None,
             owed: None,
             first_success_after: None,
+            contacted_after: false,
         })
         .collect();
     let mut c = Collector {
         queued: 0.0,
         at_ms: 0,
-        shed_window: ShedWindow::default(),
-        shed_count: 0,
+        schedule: ReturnSchedule::default(),
     };
     // Daemons start spread over one interval (their start-up jitter).
     let interval = ms(p.policy.interval).max(1);
@@ -290,11 +311,10 @@ pub fn run(p: &Params) -> Report {
         if d.backlog() == 0 {
             d.oldest_ms = None;
         }
-        if pass_done {
-            if let Some(start) = d.pass_start_ms.take() {
-                d.last_pass_ms = Some(start);
-                d.last_attempt_ms = None;
-            }
+        // The engine counts the interval from the end of a pass that did not fail.
+        if pass_done && d.pass_start_ms.take().is_some() {
+            d.last_pass_ms = Some(now);
+            d.last_attempt_ms = None;
         }
         if d.pass_start_ms.is_none() {
             let inputs = Inputs {
@@ -328,10 +348,17 @@ pub fn run(p: &Params) -> Report {
                 .min(d.pass_target.saturating_sub(d.stored + d.in_flight))
                 .max(1);
         }
-        if let Some(slot) = requests.get_mut(usize::try_from(now / 1000).unwrap_or(usize::MAX)) {
+        let sec = usize::try_from(now / 1000).unwrap_or(usize::MAX);
+        if let Some(slot) = requests.get_mut(sec) {
             *slot += 1;
         }
-        let next = match c.offer(p, now, n) {
+        if now >= recovery && !d.contacted_after {
+            d.contacted_after = true;
+            if let Some(slot) = first_contact.get_mut(sec) {
+                *slot += 1;
+            }
+        }
+        let next = match c.offer(p, now, i, n) {
             Answer::Refused => now + ms(d.backoff.next_delay()).max(1),
             Answer::Shed { retry_after } => {
                 shed_total += 1;
@@ -368,11 +395,24 @@ pub fn run(p: &Params) -> Report {
         .map_or(0, |r| r.iter().copied().max().unwrap_or(0));
     requests.truncate(keep);
     shed.truncate(keep);
+    first_contact.truncate(keep);
+    let tail = requests.get(after..).unwrap_or(&[]);
+    let peak_after_without_first_contact = tail
+        .iter()
+        .zip(first_contact.get(after..).unwrap_or(&[]))
+        .map(|(&n, &f)| n - f)
+        .max()
+        .unwrap_or(0);
+    let (peak_after_10s, peak_after_60s) = (peak_mean(tail, 10), peak_mean(tail, 60));
     Report {
         requests_per_sec: requests,
         shed_per_sec: shed,
+        first_contact_per_sec: first_contact,
         steady_mean,
         peak_after,
+        peak_after_without_first_contact,
+        peak_after_10s,
+        peak_after_60s,
         peak_after_drain,
         drain_secs: drained_at.map(|d| d as f64 / 1000.0),
         longest_wait_secs: longest_wait as f64 / 1000.0,
@@ -386,7 +426,16 @@ pub fn run(p: &Params) -> Report {
         stored: devices.iter().map(|d| d.stored).sum(),
         batches,
         shed: shed_total,
+        schedule: c.schedule.stats,
     }
+}
+
+/// Highest mean over `w` consecutive values.
+fn peak_mean(v: &[u32], w: usize) -> f64 {
+    v.windows(w.max(1))
+        .map(|x| x.iter().map(|&n| f64::from(n)).sum::<f64>())
+        .fold(0.0, f64::max)
+        / w.max(1) as f64
 }
 
 #[cfg(test)]

@@ -102,7 +102,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("seglog-benches", &["segment-log"]),
-    ("fleet-sim", &["uploader", "collector"]),
+    (
+        "fleet-sim",
+        &["segment-log", "recorder", "uploader", "collector"],
+    ),
 ];
 
 #[test]

@@ -7,7 +7,7 @@
 //! 3. Nothing un-uploaded: nothing to do.
 //! 4. `mode = on-demand`: only `flush` uploads.
 //! 5. The daily byte budget is used up: wait for the next UTC day.
-//! 6. Less than `interval` since the last pass that did not fail: wait.
+//! 6. Less than `interval` since the end of the last pass that did not fail: wait.
 //! 7. Upload when the backlog reached `min_backlog_bytes`, or the oldest un-uploaded record
 //!    waited `max_delay`; otherwise wait.
 //!
@@ -29,7 +29,7 @@ pub enum Mode {
 pub struct Policy {
     /// Automatic uploads or only on demand.
     pub mode: Mode,
-    /// Least time between scheduled passes.
+    /// Least time from the end of a pass that did not fail to the next scheduled pass.
     pub interval: Duration,
     /// Scheduled passes wait until this many bytes are pending...
     pub min_backlog_bytes: u64,

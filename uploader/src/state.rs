@@ -61,7 +61,7 @@ pub struct Status {
     pub last_success_ms: Option<i64>,
     /// Last upload pass, whatever its outcome (when it started).
     pub last_attempt_ms: Option<i64>,
-    /// When the last pass that did not fail started: one that delivered everything, or
+    /// When the last pass that did not fail ended: one that delivered everything, or
     /// stopped at held-back records or at the daily budget. The policy's `interval` counts
     /// from it, so a failed pass (server unreachable) does not delay the next one.
     pub last_pass_ms: Option<i64>,

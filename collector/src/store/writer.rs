@@ -43,7 +43,8 @@ const RECORD_OVERHEAD_BYTES: u64 = 160;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterLimits {
     /// Memory of decoded batches waiting for the writer (estimated: raw size plus a fixed
-    /// cost per record). A batch that would pass it is refused, unless the queue is empty.
+    /// cost per record). A batch that would pass it is refused, unless the queue is empty or
+    /// the batch's device is back on its booked return (`store::shed`: up to twice it).
     pub queue_bytes: u64,
 }
 
@@ -71,8 +72,8 @@ enum Job {
     Exec(ExecFn),
 }
 
-/// The queue is full: retry after roughly this many seconds (how long the writer needs to
-/// work off what is queued, at its recent rate; at least 1).
+/// The queue is full: retry after this many seconds (the device's booked return,
+/// `store::shed`; at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overloaded {
     /// Suggested `Retry-After`, seconds.
@@ -84,7 +85,7 @@ struct Queue {
     jobs: VecDeque<Job>,
     bytes: u64,
     records: u64,
-    shed: super::shed::ShedWindow,
+    shed: super::shed::ReturnSchedule,
     stop: bool,
 }
 
@@ -193,19 +194,21 @@ impl Writer {
             Ok(q) => q,
             Err(p) => p.into_inner(),
         };
-        if !q.jobs.is_empty() && q.bytes.saturating_add(cost) > self.shared.limits.queue_bytes {
-            let nonce = self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
-            let now = now_ms();
-            q.shed.add(now, batch.records.len() as u64);
-            let recent = q.shed.recent(now);
-            return Err(Overloaded {
-                retry_after_secs: super::shed::retry_after_secs(
-                    q.records,
-                    self.shared.stats.rate(),
-                    recent,
-                    nonce,
-                ),
-            });
+        // Full: the batch would pass the limit (an empty queue takes any batch). A device
+        // back on the return it was given is taken up to twice the limit (`store::shed`).
+        let limit = self.shared.limits.queue_bytes;
+        let after = q.bytes.saturating_add(cost);
+        let load = super::shed::Load {
+            queued_records: q.records,
+            full: !q.jobs.is_empty() && after > limit,
+            over_hard_limit: !q.jobs.is_empty() && after > limit.saturating_mul(2),
+            rate: self.shared.stats.rate(),
+        };
+        let records = batch.records.len() as u64;
+        let verdict = q.shed.offer(now_ms(), batch.public_log_id, records, load);
+        if let super::shed::Verdict::Refuse { retry_after_secs } = verdict {
+            self.shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(Overloaded { retry_after_secs });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.push(

@@ -496,8 +496,11 @@ impl Uploader {
             PassOutcome::Failed(m) | PassOutcome::Configuration(m) => self.note_error(m),
             PassOutcome::Stopped => self.save_status(),
             PassOutcome::Complete | PassOutcome::Held(_) | PassOutcome::BudgetExhausted => {
-                // Only a pass that did not fail counts for the policy's `interval`.
-                self.status.last_pass_ms = Some(started);
+                // Only a pass that did not fail counts for the policy's `interval`, from its
+                // end: after a pass that took long (an outage, a collector that refused), the
+                // next one is an interval later, not at once with what arrived meanwhile
+                // (fleet-sim: that doubled every device's requests after an outage).
+                self.status.last_pass_ms = Some(now_ms());
                 self.save_status();
             }
         }
