@@ -216,6 +216,11 @@ impl Store {
             cursor: None,
             ..q.clone()
         };
+        if self.pg().is_none() {
+            if let Some((sql, args)) = super::zone::count_from_zones(&q) {
+                return self.u64_sum(&sql, args);
+            }
+        }
         let f = self.record_filter(&q);
         let sql = format!("SELECT count(*) FROM {} {}", f.from, f.cond);
         self.u64_sum(&sql, f.args)

@@ -41,8 +41,10 @@ const BLOOM_PROBES: u64 = 4;
 /// The SQL function that tests a record id against a batch's Bloom filter.
 pub(crate) const BLOOM_FN: &str = "seglog_rid_in";
 
-/// Registers [`BLOOM_FN`] on `conn` (every connection of the store).
+/// Registers [`BLOOM_FN`] on `conn` (every connection of the store), and turns off
+/// SQLite's automatic indexes: one built on `records` for a query is a scan of every record.
 pub(crate) fn register(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "automatic_index", false)?;
     conn.create_scalar_function(
         BLOOM_FN,
         2,
@@ -220,8 +222,9 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
         return plain(q);
     }
     let (row_cond, mut args) = where_clause(q);
-    // `+zb.id`: never look batches up from records (that would scan every record).
-    let mut conds = vec!["r.batch_ref = +zb.id".to_owned()];
+    // `+ 0` on both sides: not a join key, or SQLite would look batches up from records or
+    // build an automatic index on `records.batch_ref` (a scan of every record).
+    let mut conds = vec!["r.batch_ref + 0 = zb.id + 0".to_owned()];
     let mut key_in = |sub: String, values: Vec<Value>| {
         conds.push(format!(
             "zb.id IN (SELECT batch_ref FROM batch_keys WHERE key IN ({sub}))"
@@ -296,6 +299,69 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
         desc: "zb.id DESC, r.seq DESC",
         asc: "zb.id ASC, r.seq ASC",
     }
+}
+
+/// The number of records matching `q` from the zone maps alone, when `q` has exactly one
+/// filter and that filter is a key of `batch_keys` or the device (the per-batch counts are
+/// exact): SQL and parameters, else `None` (count the rows).
+pub(crate) fn count_from_zones(q: &RecordQuery) -> Option<(String, Vec<Value>)> {
+    let keys = |sub: String, v: Vec<Value>| {
+        Some((
+            format!("SELECT sum(records) FROM batch_keys WHERE key IN ({sub})"),
+            v,
+        ))
+    };
+    let set = [
+        q.classification.is_some(),
+        q.severity.is_some(),
+        q.machine_id.is_some(),
+        q.build.is_some(),
+        q.platform.is_some(),
+        q.since.is_some(),
+        q.until.is_some(),
+        q.log_id.is_some(),
+        q.event_id.is_some(),
+        q.record_id.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return None;
+    }
+    let text = |v: &String| vec![Value::Text(v.clone())];
+    if let Some(v) = &q.classification {
+        return match v.strip_suffix('*') {
+            Some(p) => keys(
+                format!("SELECT id + {CLASS} FROM classes WHERE name >= ? AND name < ?"),
+                vec![Value::Text(p.to_owned()), Value::Text(format!("{p}\u{7f}"))],
+            ),
+            None => keys(
+                format!("SELECT id + {CLASS} FROM classes WHERE name = ?"),
+                text(v),
+            ),
+        };
+    }
+    if let Some(v) = q.severity {
+        return keys("?".into(), vec![Value::Integer(SEVERITY + i64::from(v))]);
+    }
+    for (col, v) in [
+        ("machine_id", &q.machine_id),
+        ("build", &q.build),
+        ("platform", &q.platform),
+    ] {
+        if let Some(v) = v {
+            return keys(
+                format!("SELECT id + {CONTEXT} FROM contexts WHERE {col} = ?"),
+                text(v),
+            );
+        }
+    }
+    q.log_id.map(|l| {
+        (
+            "SELECT sum(last_seq - first_seq + 1) FROM batches
+             WHERE log_ref = (SELECT id FROM logs WHERE log_id = ?)"
+                .to_owned(),
+            vec![Value::Blob(l.to_vec())],
+        )
+    })
 }
 
 impl super::Store {
