@@ -106,7 +106,9 @@ fn filter_costs(s: &store::Store) -> anyhow::Result<String> {
             ..RecordQuery::default()
         })?
         .records;
-    let r = newest.first().ok_or_else(|| anyhow::anyhow!("no records"))?;
+    let r = newest
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no records"))?;
     // A record in the middle: its id, and a one-minute window of creation times.
     let mid = s
         .query_records(&RecordQuery {
@@ -116,21 +118,91 @@ fn filter_costs(s: &store::Store) -> anyhow::Result<String> {
             ..RecordQuery::default()
         })?
         .records;
-    let m = mid.first().ok_or_else(|| anyhow::anyhow!("no middle record"))?;
+    let m = mid
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no middle record"))?;
     let q = RecordQuery::default;
     let cases = [
         ("none", q()),
-        ("classification (exact)", RecordQuery { classification: Some(m.classification.clone()), ..q() }),
-        ("classification prefix `org.example/*`", RecordQuery { classification: Some("org.example/*".into()), ..q() }),
-        ("severity", RecordQuery { severity: Some(m.severity), ..q() }),
-        ("machine_id (1 device of 10)", RecordQuery { machine_id: Some(m.machine_id.clone()), ..q() }),
-        ("build", RecordQuery { build: Some(m.build.clone()), ..q() }),
-        ("platform", RecordQuery { platform: Some(m.platform.clone()), ..q() }),
-        ("log_id", RecordQuery { log_id: Some(m.log_id), ..q() }),
-        ("since + until (one minute in the middle)", RecordQuery { since: Some(TimeBound(m.created_ms)), until: Some(TimeBound(m.created_ms + 60_000)), ..q() }),
-        ("record_id", RecordQuery { record_id: Some(m.record_id), ..q() }),
-        ("event_id", RecordQuery { event_id: m.event_id.or(Some([1; 16])), ..q() }),
-        ("severity, page at the middle cursor", RecordQuery { severity: Some(m.severity), cursor: Some(store::Cursor(m.seq)), ..q() }),
+        (
+            "classification (exact)",
+            RecordQuery {
+                classification: Some(m.classification.clone()),
+                ..q()
+            },
+        ),
+        (
+            "classification prefix `org.example/*`",
+            RecordQuery {
+                classification: Some("org.example/*".into()),
+                ..q()
+            },
+        ),
+        (
+            "severity",
+            RecordQuery {
+                severity: Some(m.severity),
+                ..q()
+            },
+        ),
+        (
+            "machine_id (1 device of 10)",
+            RecordQuery {
+                machine_id: Some(m.machine_id.clone()),
+                ..q()
+            },
+        ),
+        (
+            "build",
+            RecordQuery {
+                build: Some(m.build.clone()),
+                ..q()
+            },
+        ),
+        (
+            "platform",
+            RecordQuery {
+                platform: Some(m.platform.clone()),
+                ..q()
+            },
+        ),
+        (
+            "log_id",
+            RecordQuery {
+                log_id: Some(m.log_id),
+                ..q()
+            },
+        ),
+        (
+            "since + until (one minute in the middle)",
+            RecordQuery {
+                since: Some(TimeBound(m.created_ms)),
+                until: Some(TimeBound(m.created_ms + 60_000)),
+                ..q()
+            },
+        ),
+        (
+            "record_id",
+            RecordQuery {
+                record_id: Some(m.record_id),
+                ..q()
+            },
+        ),
+        (
+            "event_id",
+            RecordQuery {
+                event_id: m.event_id.or(Some([1; 16])),
+                ..q()
+            },
+        ),
+        (
+            "severity, page at the middle cursor",
+            RecordQuery {
+                severity: Some(m.severity),
+                cursor: Some(store::Cursor(m.seq)),
+                ..q()
+            },
+        ),
     ];
     let mut out = String::from(
         "| filter | first page of 100 | matching records | count of all matches |\n| --- | --- | --- | --- |\n",

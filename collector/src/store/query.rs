@@ -526,10 +526,7 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
             keys(zone::SEVERITY)
         ),
     )?;
-    for (col, out) in [
-        ("platform", &mut s.by_platform),
-        ("build", &mut s.by_build),
-    ] {
+    for (col, out) in [("platform", &mut s.by_platform), ("build", &mut s.by_build)] {
         *out = grouped(
             conn,
             &format!(

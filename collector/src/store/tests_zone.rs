@@ -99,9 +99,7 @@ fn plan(s: &Store, q: &RecordQuery) -> String {
     let (sql, args) = query::records_sql(q);
     s.read(|c| {
         let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            r.get::<_, String>(3)
-        })?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
     })
     .unwrap()
@@ -116,17 +114,83 @@ fn every_record_filter_is_answered_through_an_index_without_sorting_the_records(
     let r = &rows[3];
     let q = RecordQuery::default;
     let cases = [
-        ("classification", RecordQuery { classification: Some(r.classification.clone()), ..q() }),
-        ("classification prefix", RecordQuery { classification: Some("org.example/*".into()), ..q() }),
-        ("severity", RecordQuery { severity: Some(r.severity), ..q() }),
-        ("machine_id", RecordQuery { machine_id: Some(r.machine_id.clone()), ..q() }),
-        ("build", RecordQuery { build: Some(r.build.clone()), ..q() }),
-        ("platform", RecordQuery { platform: Some(r.platform.clone()), ..q() }),
-        ("since", RecordQuery { since: Some(TimeBound(r.created_ms)), ..q() }),
-        ("until", RecordQuery { until: Some(TimeBound(r.created_ms)), ..q() }),
-        ("log_id", RecordQuery { log_id: Some(r.log_id), ..q() }),
-        ("record_id", RecordQuery { record_id: Some(r.record_id), ..q() }),
-        ("event_id", RecordQuery { event_id: Some([1; 16]), ..q() }),
+        (
+            "classification",
+            RecordQuery {
+                classification: Some(r.classification.clone()),
+                ..q()
+            },
+        ),
+        (
+            "classification prefix",
+            RecordQuery {
+                classification: Some("org.example/*".into()),
+                ..q()
+            },
+        ),
+        (
+            "severity",
+            RecordQuery {
+                severity: Some(r.severity),
+                ..q()
+            },
+        ),
+        (
+            "machine_id",
+            RecordQuery {
+                machine_id: Some(r.machine_id.clone()),
+                ..q()
+            },
+        ),
+        (
+            "build",
+            RecordQuery {
+                build: Some(r.build.clone()),
+                ..q()
+            },
+        ),
+        (
+            "platform",
+            RecordQuery {
+                platform: Some(r.platform.clone()),
+                ..q()
+            },
+        ),
+        (
+            "since",
+            RecordQuery {
+                since: Some(TimeBound(r.created_ms)),
+                ..q()
+            },
+        ),
+        (
+            "until",
+            RecordQuery {
+                until: Some(TimeBound(r.created_ms)),
+                ..q()
+            },
+        ),
+        (
+            "log_id",
+            RecordQuery {
+                log_id: Some(r.log_id),
+                ..q()
+            },
+        ),
+        (
+            "record_id",
+            RecordQuery {
+                record_id: Some(r.record_id),
+                ..q()
+            },
+        ),
+        (
+            "event_id",
+            RecordQuery {
+                event_id: Some([1; 16]),
+                ..q()
+            },
+        ),
         (
             "severity and build after a cursor",
             RecordQuery {
@@ -140,9 +204,15 @@ fn every_record_filter_is_answered_through_an_index_without_sorting_the_records(
     for (name, q) in cases {
         let p = plan(&s, &q);
         assert!(!p.contains("SCAN r"), "{name}: scans every record:\n{p}");
-        assert!(!p.contains("AUTOMATIC"), "{name}: indexes every record:\n{p}");
+        assert!(
+            !p.contains("AUTOMATIC"),
+            "{name}: indexes every record:\n{p}"
+        );
         if q.event_id.is_none() {
-            assert!(!p.contains("TEMP B-TREE"), "{name}: sorts the records:\n{p}");
+            assert!(
+                !p.contains("TEMP B-TREE"),
+                "{name}: sorts the records:\n{p}"
+            );
         }
         // The same rows as the plain per-row form (the zone maps only narrow the scan).
         let (sql, args) = query::records_sql(&q);

@@ -139,7 +139,10 @@ impl Zone {
             Some((first, _)) => (first, seq),
             None => (seq, seq),
         });
-        self.created = (self.created.0.min(created_ms), self.created.1.max(created_ms));
+        self.created = (
+            self.created.0.min(created_ms),
+            self.created.1.max(created_ms),
+        );
         self.key(CLASS + class_ref);
         self.key(CONTEXT + context_ref);
         self.key(SEVERITY + i64::from(severity));
@@ -189,8 +192,7 @@ pub(crate) struct Filter {
 }
 
 /// Scanning candidate batches newest first, then each one's records.
-const ZONED_FROM: &str =
-    "batches zb JOIN records r ON r.seq BETWEEN zb.first_seq AND zb.last_seq";
+const ZONED_FROM: &str = "batches zb JOIN records r ON r.seq BETWEEN zb.first_seq AND zb.last_seq";
 
 /// `q` with the per-row predicates only (`records r`, newest first by `seq`): what
 /// PostgreSQL runs, and what SQLite runs when no filter has a zone map or when a per-record
@@ -247,7 +249,10 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
         }
     }
     if let Some(v) = q.severity {
-        key_in("?".to_owned(), vec![Value::Integer(SEVERITY + i64::from(v))]);
+        key_in(
+            "?".to_owned(),
+            vec![Value::Integer(SEVERITY + i64::from(v))],
+        );
     }
     for (col, v) in [
         ("machine_id", &q.machine_id),
