@@ -1,7 +1,9 @@
 //! Database size per million records of real log lines: the loghub samples (24,000 lines of
 //! 12 systems, `/work/shared/data/loghub` or the directory given) cycled through 1,000,000
 //! records from 10 devices in 1,000-record batches, then the size of the SQLite file after
-//! a checkpoint, per table and index (`dbstat`).
+//! a checkpoint, per table and index (`dbstat`). Then what each API record filter costs on
+//! that database: the first page of 100 (`query_records`) and the total count
+//! (`count_records`), warm cache, median of 5.
 //!
 //! ```sh
 //! cargo run --release -p collector --example db_size -- [LOGHUB_DIR] [RECORDS]
@@ -57,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         };
         s.ingest_owned(b, meta)?;
     }
+    let filter_costs = filter_costs(&s)?;
     drop(s);
     let db = tmp.path().join(store::DB_FILE);
     let c = rusqlite::Connection::open(&db)?;
@@ -77,5 +80,140 @@ fn main() -> anyhow::Result<()> {
         let (name, bytes) = row?;
         println!("  {name:<24} {:>8.1} MiB per million", per_m(bytes as u64));
     }
+    println!("{filter_costs}");
     Ok(())
+}
+
+/// Median wall time of `f` over 5 runs (after one warm-up), ms.
+fn median_ms<T>(mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
+    let mut out = f()?;
+    let mut t = Vec::new();
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        out = f()?;
+        t.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok((t[2], out))
+}
+
+/// First page and count of every record filter, as a Markdown table.
+fn filter_costs(s: &store::Store) -> anyhow::Result<String> {
+    use store::{RecordQuery, TimeBound};
+    let newest = s
+        .query_records(&RecordQuery {
+            limit: 1,
+            ..RecordQuery::default()
+        })?
+        .records;
+    let r = newest
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no records"))?;
+    // A record in the middle: its id, and a one-minute window of creation times.
+    let mid = s
+        .query_records(&RecordQuery {
+            log_id: Some(fixtures::public_id(&fixtures::private_id(3))),
+            cursor: Some(store::Cursor(r.seq / 2)),
+            limit: 1,
+            ..RecordQuery::default()
+        })?
+        .records;
+    let m = mid
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no middle record"))?;
+    let q = RecordQuery::default;
+    let cases = [
+        ("none", q()),
+        (
+            "classification (exact)",
+            RecordQuery {
+                classification: Some(m.classification.clone()),
+                ..q()
+            },
+        ),
+        (
+            "classification prefix `org.example/*`",
+            RecordQuery {
+                classification: Some("org.example/*".into()),
+                ..q()
+            },
+        ),
+        (
+            "severity",
+            RecordQuery {
+                severity: Some(m.severity),
+                ..q()
+            },
+        ),
+        (
+            "machine_id (1 device of 10)",
+            RecordQuery {
+                machine_id: Some(m.machine_id.clone()),
+                ..q()
+            },
+        ),
+        (
+            "build",
+            RecordQuery {
+                build: Some(m.build.clone()),
+                ..q()
+            },
+        ),
+        (
+            "platform",
+            RecordQuery {
+                platform: Some(m.platform.clone()),
+                ..q()
+            },
+        ),
+        (
+            "log_id",
+            RecordQuery {
+                log_id: Some(m.log_id),
+                ..q()
+            },
+        ),
+        (
+            "since + until (one minute in the middle)",
+            RecordQuery {
+                since: Some(TimeBound(m.created_ms)),
+                until: Some(TimeBound(m.created_ms + 60_000)),
+                ..q()
+            },
+        ),
+        (
+            "record_id",
+            RecordQuery {
+                record_id: Some(m.record_id),
+                ..q()
+            },
+        ),
+        (
+            "event_id",
+            RecordQuery {
+                event_id: m.event_id.or(Some([1; 16])),
+                ..q()
+            },
+        ),
+        (
+            "severity, page at the middle cursor",
+            RecordQuery {
+                severity: Some(m.severity),
+                cursor: Some(store::Cursor(m.seq)),
+                ..q()
+            },
+        ),
+    ];
+    let mut out = String::from(
+        "| filter | first page of 100 | matching records | count of all matches |\n| --- | --- | --- | --- |\n",
+    );
+    for (name, q) in cases {
+        let q = RecordQuery { limit: 100, ..q };
+        let (page_ms, _) = median_ms(|| Ok(s.query_records(&q)?))?;
+        let (count_ms, n) = median_ms(|| Ok(s.count_records(&q)?))?;
+        out.push_str(&format!(
+            "| {name} | {page_ms:.2} ms | {n} | {count_ms:.1} ms |\n"
+        ));
+    }
+    Ok(out)
 }

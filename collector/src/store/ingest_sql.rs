@@ -4,6 +4,8 @@
 //! transactions (a fleet sends the same few thousand of each over and over); the cache is
 //! dropped whenever a rollback may have removed an id it holds. Statements are prepared once
 //! per connection (rusqlite's statement cache), payloads are bound as the decoded bytes.
+//! A batch's zone map (`zone.rs`) is gathered while its records are inserted and written
+//! with it.
 
 use std::collections::HashMap;
 
@@ -11,6 +13,7 @@ use protocol::Batch;
 use rusqlite::{params, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 
+use super::zone::Zone;
 use super::{record_id, to_sql_u64, IngestMeta, IngestOutcome, StoreError, CONTEXT_COLUMNS};
 
 /// Cached entries per kind before the cache is emptied (bounds memory).
@@ -195,6 +198,7 @@ impl<'a, 'c> Inserter<'a, 'c> {
              ON CONFLICT(log_ref, segment, offset) DO NOTHING",
         )?;
         let (mut stored, mut dup) = (0u64, 0u64);
+        let mut zone = Zone::new(batch.records.len());
         for r in &batch.records {
             let class_ref = match last_class {
                 Some((name, id)) if name == r.classification => id,
@@ -231,11 +235,20 @@ impl<'a, 'c> Inserter<'a, 'c> {
             ])?;
             if n == 1 {
                 stored += 1;
+                zone.add(
+                    tx.last_insert_rowid(),
+                    class_ref,
+                    context_ref,
+                    r.severity,
+                    r.wall_ms,
+                    &rid,
+                );
             } else {
                 dup += 1;
             }
         }
         drop(insert);
+        zone.write(tx, batch_ref)?;
 
         for g in &batch.gaps {
             tx.prepare_cached(

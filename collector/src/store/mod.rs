@@ -16,6 +16,7 @@ mod schema;
 pub mod shed;
 pub mod views;
 mod writer;
+pub(crate) mod zone;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -42,7 +43,7 @@ const READ_POOL: usize = 4;
 /// How long a connection waits on a lock held by another before failing.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 /// Page cache of the writer, as SQLite's negative KiB: 64 MiB keeps the hot ends of the
-/// indexes (and the random record-id index of a few million records) in memory.
+/// tables and indexes in memory.
 const WRITER_CACHE_KIB: i64 = -65_536;
 /// Page cache of each reader (16 MiB).
 pub(crate) const READER_CACHE_KIB: i64 = -16_384;
@@ -218,6 +219,7 @@ impl Store {
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
         writer.set_prepared_statement_cache_capacity(64);
+        zone::register(&writer)?;
         schema::migrate(&mut writer)?;
         Ok(Store {
             backend: Backend::Sqlite {
@@ -316,6 +318,7 @@ impl Store {
                 )?;
                 c.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
                 c.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
+                zone::register(&c)?;
                 c
             }
         };
@@ -443,3 +446,5 @@ fn private_files(db: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_zone;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, Row};
 
-use super::{Store, StoreError};
+use super::{zone, Store, StoreError};
 
 /// A time filter on the device's creation time, ms since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -407,8 +407,15 @@ impl Store {
     }
 }
 
-fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, StoreError> {
-    let (cond, args) = where_clause(q);
+/// The SQL and parameters of a page of `q` on SQLite (zoned, `store/zone.rs`).
+pub(super) fn records_sql(q: &RecordQuery) -> (String, Vec<Value>) {
+    let super::zone::Filter {
+        from,
+        cond,
+        args,
+        desc,
+        ..
+    } = super::zone::zoned(q);
     let payload = if q.include_payload {
         "r.payload"
     } else {
@@ -419,18 +426,23 @@ fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, Store
                 r.severity, r.created_ms, r.boot_ms, r.event_id, r.received_ms, length(r.payload),
                 {payload}, c.machine_id, c.boot_id, c.arch, c.platform, c.build, c.system_name,
                 c.kernel_version, c.record_format_version, c.fields
-         FROM records r
+         FROM {from}
          JOIN contexts c ON c.id = r.context_ref
          JOIN classes k ON k.id = r.class_ref
          JOIN logs l ON l.id = r.log_ref
          JOIN batches b ON b.id = r.batch_ref
          {cond}
-         ORDER BY r.seq DESC LIMIT {limit}",
+         ORDER BY {desc} LIMIT {limit}",
         // One more than asked tells whether another page exists. A literal, not a bound
         // `?`: SQLite (3.47+) plans with a bound LIMIT's value and so re-prepares the
         // statement every time it is bound; a literal keeps the cached statement.
         limit = u64::from(q.limit) + 1
     );
+    (sql, args)
+}
+
+fn query_records(conn: &Connection, q: &RecordQuery) -> Result<RecordPage, StoreError> {
+    let (sql, args) = records_sql(q);
     // Cached: the web view runs this for every page.
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params_from_iter(args))?;
@@ -532,29 +544,40 @@ fn stats(conn: &Connection) -> Result<Stats, StoreError> {
             }
         }
     }
+    // Per-key record counts of the zone maps (store/zone.rs): `n` records of the batches.
+    let keys = |kind: i64| {
+        format!(
+            "SELECT key - {kind} AS id, sum(records) AS n FROM batch_keys
+             WHERE key >= {kind} AND key < {} GROUP BY key",
+            kind + zone::KIND_SPAN
+        )
+    };
     s.by_classification = grouped(
         conn,
-        "SELECT k.name, g.n FROM (SELECT class_ref, count(*) AS n FROM records GROUP BY class_ref) g
-         JOIN classes k ON k.id = g.class_ref ORDER BY g.n DESC, k.name LIMIT ?1",
+        &format!(
+            "SELECT k.name, g.n FROM ({}) g
+             JOIN classes k ON k.id = g.id ORDER BY g.n DESC, k.name LIMIT ?1",
+            keys(zone::CLASS)
+        ),
     )?;
     s.by_severity = grouped(
         conn,
-        "SELECT severity, count(*) AS n FROM records GROUP BY severity ORDER BY severity LIMIT ?1",
+        &format!(
+            "SELECT g.id, g.n FROM ({}) g ORDER BY g.id LIMIT ?1",
+            keys(zone::SEVERITY)
+        ),
     )?;
-    s.by_platform = grouped(
-        conn,
-        "SELECT c.platform, sum(g.n) AS n
-         FROM (SELECT context_ref, count(*) AS n FROM records GROUP BY context_ref) g
-         JOIN contexts c ON c.id = g.context_ref
-         GROUP BY c.platform ORDER BY n DESC, c.platform LIMIT ?1",
-    )?;
-    s.by_build = grouped(
-        conn,
-        "SELECT c.build, sum(g.n) AS n
-         FROM (SELECT context_ref, count(*) AS n FROM records GROUP BY context_ref) g
-         JOIN contexts c ON c.id = g.context_ref
-         GROUP BY c.build ORDER BY n DESC, c.build LIMIT ?1",
-    )?;
+    for (col, out) in [("platform", &mut s.by_platform), ("build", &mut s.by_build)] {
+        *out = grouped(
+            conn,
+            &format!(
+                "SELECT c.{col}, sum(g.n) AS n FROM ({}) g
+                 JOIN contexts c ON c.id = g.id
+                 GROUP BY c.{col} ORDER BY n DESC, c.{col} LIMIT ?1",
+                keys(zone::CONTEXT)
+            ),
+        )?;
+    }
     s.gaps_by_reason = grouped(
         conn,
         "SELECT reason, count(*) AS n FROM gaps GROUP BY reason ORDER BY n DESC, reason LIMIT ?1",

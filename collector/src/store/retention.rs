@@ -6,6 +6,10 @@
 //! `id`), so a pass costs nothing when nothing is old enough. Deleting a batch row forgets
 //! its id: a device that resends a batch after its records expired stores it again.
 //! Logs, classes and contexts stay (they are small and shared).
+//!
+//! On SQLite, records go by whole batches (at least `RETENTION_CHUNK` records, or one
+//! batch), oldest first, with their zone rows (`zone.rs`), so the per-batch counts stay
+//! exact; a batch row whose records are gone stays, emptied, as long as a gap refers to it.
 
 use rusqlite::params;
 
@@ -27,7 +31,7 @@ pub struct RetentionPass {
     pub chunks: u64,
 }
 
-/// (table, key column, extra condition) in deletion order. Batches and their records are
+/// PostgreSQL's chunk: (table, key column, extra condition) in deletion order. Batches and their records are
 /// inserted in the same order, so a batch older than the batch of the oldest remaining
 /// record (and gap) has none left: it goes only then, and queries that join records to
 /// batches never lose a row early.
@@ -54,15 +58,7 @@ impl Store {
                     super::Conn::Pg(c) => return super::pg::ingest::retain_chunk(c, cutoff_ms),
                 };
                 let tx = c.transaction()?;
-                let mut counts = [0u64; 3];
-                for (i, (table, key, extra)) in TABLES.iter().enumerate() {
-                    let sql = format!(
-                        "DELETE FROM {table} WHERE {key} IN
-                             (SELECT {key} FROM {table} ORDER BY {key} LIMIT ?1)
-                         AND received_ms < ?2 {extra}"
-                    );
-                    counts[i] = tx.execute(&sql, params![RETENTION_CHUNK, cutoff_ms])? as u64;
-                }
+                let counts = sqlite_chunk(&tx, cutoff_ms)?;
                 tx.commit()?;
                 Ok((counts.iter().sum::<u64>(), counts))
             })?;
@@ -75,4 +71,56 @@ impl Store {
             }
         }
     }
+}
+
+/// One SQLite retention chunk: (records, gaps, batches) deleted.
+fn sqlite_chunk(tx: &rusqlite::Transaction<'_>, cutoff_ms: i64) -> Result<[u64; 3], StoreError> {
+    // The oldest batches with records, while received before the cutoff, up to a chunk.
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, first_seq, last_seq, received_ms FROM batches
+         WHERE first_seq IS NOT NULL ORDER BY id LIMIT ?1",
+    )?;
+    let mut rows = stmt.query([RETENTION_CHUNK])?;
+    let (mut ids, mut last_seq, mut records) = (None::<(i64, i64)>, 0i64, 0i64);
+    while let Some(r) = rows.next()? {
+        let (id, first, last, received): (i64, i64, i64, i64) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        if received >= cutoff_ms {
+            break;
+        }
+        ids = Some((ids.map_or(id, |(lo, _)| lo), id));
+        last_seq = last;
+        records += last - first + 1;
+        if records >= RETENTION_CHUNK {
+            break;
+        }
+    }
+    drop(rows);
+    drop(stmt);
+    let mut counts = [0u64; 3];
+    if let Some((lo, hi)) = ids {
+        counts[0] = tx.execute("DELETE FROM records WHERE seq <= ?1", [last_seq])? as u64;
+        tx.execute(
+            "DELETE FROM batch_keys WHERE batch_ref BETWEEN ?1 AND ?2",
+            [lo, hi],
+        )?;
+        tx.execute(
+            "UPDATE batches SET first_seq = NULL, last_seq = NULL, min_created_ms = NULL,
+                 max_created_ms = NULL, rid_bloom = NULL
+             WHERE id BETWEEN ?1 AND ?2",
+            [lo, hi],
+        )?;
+    }
+    counts[1] = tx.execute(
+        "DELETE FROM gaps WHERE id IN (SELECT id FROM gaps ORDER BY id LIMIT ?1)
+         AND received_ms < ?2",
+        params![RETENTION_CHUNK, cutoff_ms],
+    )? as u64;
+    counts[2] = tx.execute(
+        "DELETE FROM batches WHERE id IN (SELECT id FROM batches ORDER BY id LIMIT ?1)
+         AND received_ms < ?2 AND first_seq IS NULL
+         AND id < coalesce((SELECT batch_ref FROM gaps ORDER BY id LIMIT 1), 9223372036854775807)",
+        params![RETENTION_CHUNK, cutoff_ms],
+    )? as u64;
+    Ok(counts)
 }

@@ -116,7 +116,78 @@ CREATE TABLE counters (
     value             INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 2: per-batch zone maps (store/zone.rs) instead of per-record secondary indexes. A
+    // batch's stored records are the rowid range first_seq..=last_seq; batch_keys counts its
+    // records per classification (key 1 << 40 | classes.id), context (2 << 40 | contexts.id)
+    // and severity (3 << 40 | severity). The record-id Bloom filters are filled in by
+    // `fill_blooms` in the same transaction. Kept per record: the dedupe key
+    // (records_position), the device's records in order (records_log) and event ids.
+    r#"
+ALTER TABLE batches ADD COLUMN first_seq INTEGER;      -- NULL: no record stored (or left)
+ALTER TABLE batches ADD COLUMN last_seq INTEGER;
+ALTER TABLE batches ADD COLUMN min_created_ms INTEGER;
+ALTER TABLE batches ADD COLUMN max_created_ms INTEGER;
+ALTER TABLE batches ADD COLUMN rid_bloom BLOB;         -- Bloom filter of the record ids
+
+CREATE TABLE batch_keys (
+    batch_ref         INTEGER NOT NULL,     -- batches.id
+    key               INTEGER NOT NULL,     -- kind << 40 | id
+    records           INTEGER NOT NULL,     -- records of the batch with this key
+    PRIMARY KEY (batch_ref, key)
+) WITHOUT ROWID;
+CREATE INDEX batch_keys_key ON batch_keys(key, batch_ref, records);
+
+CREATE TEMP TABLE zone_v2 (batch_ref INTEGER PRIMARY KEY, lo, hi, cmin, cmax);
+INSERT INTO temp.zone_v2
+    SELECT batch_ref, min(seq), max(seq), min(created_ms), max(created_ms)
+    FROM records GROUP BY batch_ref;
+UPDATE batches SET first_seq = z.lo, last_seq = z.hi, min_created_ms = z.cmin,
+    max_created_ms = z.cmax
+    FROM temp.zone_v2 z WHERE z.batch_ref = batches.id;
+DROP TABLE temp.zone_v2;
+
+INSERT INTO batch_keys(batch_ref, key, records)
+    SELECT batch_ref, key, count(*) FROM (
+        SELECT batch_ref, class_ref + 1099511627776 AS key FROM records
+        UNION ALL SELECT batch_ref, context_ref + 2199023255552 FROM records
+        UNION ALL SELECT batch_ref, severity + 3298534883328 FROM records)
+    GROUP BY batch_ref, key;
+
+DROP INDEX records_record_id;
+DROP INDEX records_class;
+DROP INDEX records_severity;
+DROP INDEX records_created;
+DROP INDEX records_context;
+"#,
 ];
+
+/// Migration 2's Rust part: a Bloom filter of the record ids of every stored batch.
+fn fill_blooms(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    let mut update = tx.prepare("UPDATE batches SET rid_bloom = ?1 WHERE id = ?2")?;
+    let mut flush = |batch: i64, rids: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+        if !rids.is_empty() {
+            let mut bloom = super::zone::bloom_new(rids.len());
+            for r in rids.iter() {
+                super::zone::bloom_add(&mut bloom, r);
+            }
+            update.execute(rusqlite::params![bloom, batch])?;
+            rids.clear();
+        }
+        Ok(())
+    };
+    let mut stmt = tx.prepare("SELECT batch_ref, record_id FROM records ORDER BY batch_ref")?;
+    let mut rows = stmt.query([])?;
+    let (mut batch, mut rids) = (0i64, Vec::new());
+    while let Some(r) = rows.next()? {
+        let b: i64 = r.get(0)?;
+        if b != batch {
+            flush(batch, &mut rids)?;
+            batch = b;
+        }
+        rids.push(r.get::<_, Vec<u8>>(1)?);
+    }
+    flush(batch, &mut rids)
+}
 
 /// The schema version this build writes.
 pub fn latest_version() -> u32 {
@@ -136,6 +207,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i == 1 {
+            fill_blooms(&tx)?;
+        }
         tx.pragma_update(None, "user_version", i as u32 + 1)?;
         tx.commit()?;
     }
@@ -180,13 +254,10 @@ mod tests {
             .unwrap();
         for want in [
             "records_position",
-            "records_record_id",
-            "records_class",
-            "records_severity",
-            "records_created",
             "records_log",
-            "records_context",
             "records_event",
+            "batch_keys_key",
+            "batches_log",
             "contexts_machine_id",
             "contexts_build",
             "contexts_platform",
@@ -195,6 +266,14 @@ mod tests {
                 names.iter().any(|n| n == want),
                 "missing index {want}: {names:?}"
             );
+        }
+    }
+
+    #[test]
+    fn migration_2_uses_the_zone_key_kinds_of_the_ingest_code() {
+        use crate::store::zone::{CLASS, CONTEXT, SEVERITY};
+        for k in [CLASS, CONTEXT, SEVERITY] {
+            assert!(MIGRATIONS[1].contains(&k.to_string()), "{k}");
         }
     }
 }

@@ -2,7 +2,7 @@ use super::*;
 use crate::fixtures;
 use protocol::GapReason;
 
-fn meta() -> IngestMeta {
+pub(super) fn meta() -> IngestMeta {
     IngestMeta {
         body_bytes: 100,
         raw_bytes: 1000,
@@ -386,8 +386,19 @@ fn retention_deletes_what_was_received_before_the_cutoff_in_bounded_chunks() {
     });
 }
 
+/// The data [`every_view`] reads: two devices, overlapping batches, a gap, a duplicate.
+pub(super) fn fill_for_every_view(s: &Store) {
+    let (a, b) = (fixtures::private_id(21), fixtures::private_id(22));
+    s.ingest(&fixtures::batch(&a, 0, 40, "7"), meta()).unwrap();
+    let gap = fixtures::with_gap(fixtures::batch(&b, 0, 25, "8"), GapReason::Trimmed, 3);
+    s.ingest(&gap, meta()).unwrap();
+    s.ingest(&fixtures::batch(&a, 30, 30, "9"), meta()).unwrap();
+    s.ingest(&gap, meta()).unwrap();
+    s.bump_counter("rejected.unauthorized", 2).unwrap();
+}
+
 /// Everything the API and the web view read, from one store.
-fn every_view(s: &Store) -> String {
+pub(super) fn every_view(s: &Store) -> String {
     use super::views::{CountBy, SeriesBy};
     let (a, b) = (
         fixtures::public_id(&fixtures::private_id(21)),
@@ -456,13 +467,7 @@ fn both_backends_answer_every_query_of_the_api_and_the_web_view_alike() {
         .iter()
         .map(|db| {
             let s = db.open();
-            let (a, b) = (fixtures::private_id(21), fixtures::private_id(22));
-            s.ingest(&fixtures::batch(&a, 0, 40, "7"), meta()).unwrap();
-            let gap = fixtures::with_gap(fixtures::batch(&b, 0, 25, "8"), GapReason::Trimmed, 3);
-            s.ingest(&gap, meta()).unwrap();
-            s.ingest(&fixtures::batch(&a, 30, 30, "9"), meta()).unwrap();
-            s.ingest(&gap, meta()).unwrap();
-            s.bump_counter("rejected.unauthorized", 2).unwrap();
+            fill_for_every_view(&s);
             every_view(&s)
         })
         .collect();

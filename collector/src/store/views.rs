@@ -216,9 +216,14 @@ impl Store {
             cursor: None,
             ..q.clone()
         };
-        let (cond, args) = where_clause(&q);
-        let sql = format!("SELECT count(*) FROM records r {cond}");
-        self.u64_sum(&sql, args)
+        if self.pg().is_none() {
+            if let Some((sql, args)) = super::zone::count_from_zones(&q) {
+                return self.u64_sum(&sql, args);
+            }
+        }
+        let f = self.record_filter(&q);
+        let sql = format!("SELECT count(*) FROM {} {}", f.from, f.cond);
+        self.u64_sum(&sql, f.args)
     }
 
     /// The cursor of the page of `limit` records just newer than `first_seq` (the newest
@@ -234,10 +239,16 @@ impl Store {
             cursor: None,
             ..q.clone()
         };
-        let (cond, mut args) = where_clause(&q);
+        let super::zone::Filter {
+            from,
+            cond,
+            mut args,
+            asc,
+            ..
+        } = self.record_filter(&q);
         let join = if cond.is_empty() { "WHERE" } else { "AND" };
         let sql = format!(
-            "SELECT r.seq FROM records r {cond} {join} r.seq > ? ORDER BY r.seq ASC LIMIT {n}",
+            "SELECT r.seq FROM {from} {cond} {join} r.seq > ? ORDER BY {asc} LIMIT {n}",
             // A literal: a bound LIMIT makes SQLite re-prepare on every bind (query.rs).
             n = u64::from(limit) + 1
         );
@@ -407,10 +418,10 @@ impl Store {
         };
         let sql = format!(
             "SELECT g.b, {key}, g.n FROM (
-                SELECT (created_ms - ?1) / ?3 AS b, class_ref, severity, count(*) AS n
-                FROM records WHERE created_ms >= ?1 AND created_ms < ?2
-                GROUP BY b, class_ref, severity) g
-             ORDER BY g.b, g.class_ref, g.severity"
+                SELECT (r.created_ms - ?1) / ?3 AS b, r.class_ref, r.severity, count(*) AS n
+                FROM {} GROUP BY b, r.class_ref, r.severity) g
+             ORDER BY g.b, g.class_ref, g.severity",
+            super::zone::created_window(self.pg().is_none())
         );
         let args = [since_ms, until_ms, width_ms.max(1)]
             .map(Value::Integer)
@@ -441,10 +452,10 @@ impl Store {
         };
         let sql = format!(
             "SELECT {col}, CAST(sum(g.n) AS BIGINT) AS n FROM (
-                SELECT context_ref, count(*) AS n FROM records
-                WHERE created_ms >= ? AND created_ms < ? GROUP BY context_ref) g
+                SELECT r.context_ref, count(*) AS n FROM {} GROUP BY r.context_ref) g
              JOIN contexts c ON c.id = g.context_ref
-             GROUP BY {col} ORDER BY n DESC, {col} LIMIT ?"
+             GROUP BY {col} ORDER BY n DESC, {col} LIMIT ?3",
+            super::zone::created_window(self.pg().is_none())
         );
         self.pairs(
             &sql,
@@ -458,10 +469,13 @@ impl Store {
 
     /// The oldest and newest creation times stored (for the "all" time range).
     pub fn created_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        let rows = self.rows(
-            "SELECT min(created_ms), max(created_ms) FROM records",
-            Vec::new(),
-        )?;
+        // On SQLite from the batches' ranges (store/zone.rs), not a scan of every record.
+        let sql = if self.pg().is_some() {
+            "SELECT min(created_ms), max(created_ms) FROM records"
+        } else {
+            "SELECT min(min_created_ms), max(max_created_ms) FROM batches"
+        };
+        let rows = self.rows(sql, Vec::new())?;
         let Some(r) = rows.first() else {
             return Ok(None);
         };
