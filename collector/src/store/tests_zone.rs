@@ -202,7 +202,11 @@ fn every_record_filter_is_answered_through_an_index_without_sorting_the_records(
             "priority that excludes the severity asked for",
             RecordQuery {
                 severity: Some(r.severity),
-                priority: Some(if r.severity > 1 { (1, r.severity - 1) } else { (2, 4) }),
+                priority: Some(if r.severity > 1 {
+                    (1, r.severity - 1)
+                } else {
+                    (2, 4)
+                }),
                 ..q()
             },
         ),
