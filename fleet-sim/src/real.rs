@@ -249,8 +249,38 @@ fn device_loop(
     Ok(())
 }
 
+/// Raises this process's soft limit of open files to its hard limit: every engine holds its
+/// log's lock files, segment and cursor files and a connection, and the collector one socket
+/// per device, past the common soft limit of 1,024 at a few hundred devices.
+fn raise_open_files_limit() -> anyhow::Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through the valid pointer we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        anyhow::bail!(
+            "getrlimit(RLIMIT_NOFILE): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the valid `rlimit` we pass; a soft limit up to the hard one
+        // needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            anyhow::bail!(
+                "setrlimit(RLIMIT_NOFILE): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs the scenario.
 pub fn run(p: &RealParams) -> anyhow::Result<RealReport> {
+    raise_open_files_limit()?;
     let tmp = tempfile::tempdir().context("creating a temp dir")?;
     let data = tmp.path().join("collector");
     let mut server = Some(start_collector(&data, "127.0.0.1:0".parse()?, p)?);
