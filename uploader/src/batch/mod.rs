@@ -1,9 +1,8 @@
 //! Building batches by streaming records from the log with bounded memory.
 //!
-//! A [`BatchBuilder`] keeps one segment-log [`Reader`] open across batches (at the live end,
-//! only its segment's contexts), decodes record frames and pairs them with their writer's
-//! context (the preamble frames, scoped to their segment) with [`SlotContexts`], and appends
-//! them to a [`BatchEncoder`]. Memory is the
+//! A [`BatchBuilder`] keeps one segment-log [`Reader`] open across batches, decodes record
+//! frames and pairs them with their writer's context (the preamble frames, scoped to their
+//! segment) with [`SlotContexts`], and appends them to a [`BatchEncoder`]. Memory is the
 //! encoder's columns (bounded by `max_bytes` + `max_records`), the reader's chunk, and one
 //! carried-over record: whatever the backlog.
 //!
@@ -23,7 +22,7 @@ use crate::protocol::{BatchEncoder, BatchId, Gap, RecordRef};
 
 pub use body::{encode as encode_body, BodyFormat};
 pub use parts::{context_fields, gap_reason, BuildError};
-use parts::{undecodable, Candidate, Pending, Resume, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
+use parts::{undecodable, Candidate, Pending, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
 
 /// How big a batch may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +100,6 @@ pub struct BatchBuilder {
     zbuf: Vec<u8>,
     last_ctx: Option<(usize, u32)>,
     stream: Option<Stream>,
-    resume: Option<Resume>,
     ctx_by_ptr: HashMap<usize, u32>,
     ctx_by_fields: HashMap<Vec<(String, String)>, u32>,
     ctx_keep: Vec<Arc<Context>>,
@@ -179,7 +177,6 @@ impl BatchBuilder {
             zbuf: Vec::new(),
             last_ctx: None,
             stream: None,
-            resume: None,
             ctx_by_ptr: HashMap::new(),
             ctx_by_fields: HashMap::new(),
             ctx_keep: Vec::new(),
@@ -234,25 +231,14 @@ impl BatchBuilder {
         notes.trimmed_records(start, first, count, before)
     }
 
-    fn open_stream(
-        &mut self,
-        from: Position,
-        resume: Option<Resume>,
-    ) -> Result<Stream, segment_log::Error> {
+    fn open_stream(&mut self, from: Position) -> Result<Stream, segment_log::Error> {
         let mut s = Stream {
             reader: Reader::open(&self.dir, from, self.reader_opts.clone())?,
             contexts: SlotContexts::new(),
             carry: None,
             seg_records: None,
         };
-        if let Some(r) = resume.filter(|r| r.position == from) {
-            // The last build read up to `from` and stopped at the live end: the contexts and
-            // the record count of `from`'s segment are what priming would find again (the
-            // frames before `from` do not change), without re-reading the segment up to it.
-            s.contexts = r.contexts;
-            s.contexts.enter(from.segment);
-            s.seg_records = r.seg_records;
-        } else if from.offset <= HEADER_LEN {
+        if from.offset <= HEADER_LEN {
             s.seg_records = Some((from.segment, 0, Position::default()));
         } else {
             // Records after `from` need the contexts written earlier in its segment.
@@ -301,11 +287,9 @@ impl BatchBuilder {
         Ok(s)
     }
 
-    /// Forgets the open reader and what it knew (the next build reopens at its `from` and
-    /// reads that segment's contexts again).
+    /// Forgets the open reader (the next build reopens at its `from`).
     pub fn reset(&mut self) {
         self.stream = None;
-        self.resume = None;
     }
 
     fn context_index(&mut self, ctx: &Arc<Context>) -> u32 {
@@ -344,26 +328,16 @@ impl BatchBuilder {
         now_ms: i64,
         notes: &mut dyn Observer,
     ) -> Result<Built, BuildError> {
-        let resume = self.resume.take();
         let mut stream = match self.stream.take() {
             Some(s) if s.position() == from => s,
-            _ => self.open_stream(from, resume)?,
+            _ => self.open_stream(from)?,
         };
         let r = self.fill(&mut stream, from, limits, until, now_ms, notes);
         // A reader that reached the live end is not reused: segment-log's scanner decides at
         // open whether writers are alive and may keep stale bytes past the old end, so a
-        // fresh one reads what was appended since. What it learnt about the frames before
-        // the end is kept, so the next pass does not prime from the segment's start.
-        match &r {
-            Ok(b) if b.end == End::CaughtUp => {
-                self.resume = Some(Resume {
-                    position: stream.position(),
-                    contexts: stream.contexts,
-                    seg_records: stream.seg_records,
-                });
-            }
-            Ok(_) => self.stream = Some(stream),
-            Err(_) => {}
+        // fresh one reads what was appended since.
+        if r.as_ref().is_ok_and(|b| b.end != End::CaughtUp) {
+            self.stream = Some(stream);
         }
         r
     }

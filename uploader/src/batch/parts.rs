@@ -50,14 +50,6 @@ pub(super) struct Stream {
     pub(super) seg_records: Option<(u64, u64, Position)>,
 }
 
-/// What a stream that reached the live end knew at its end `position`: the contexts of
-/// its segment and its record count there ([`Stream::seg_records`]).
-pub(super) struct Resume {
-    pub(super) position: Position,
-    pub(super) contexts: SlotContexts,
-    pub(super) seg_records: Option<(u64, u64, Position)>,
-}
-
 /// Splits `g` at `at` (`g.start < at < g.end`). Whole missing segments before `at`'s segment
 /// go to the head, the rest to the tail; a byte count within one segment is split at `at`.
 /// The records count goes to the tail; the caller recounts both sides of a trimmed gap
