@@ -222,56 +222,55 @@ fn severity_keys(lo: u8, hi: u8) -> Vec<Value> {
         .collect()
 }
 
-/// `q` for the SQLite store: candidate batches from the zone maps, then their records.
-pub(crate) fn zoned(q: &RecordQuery) -> Filter {
-    let zoned = q.classification.is_some()
-        || q.severity.is_some()
-        || q.priority.is_some()
-        || q.boot_id.is_some()
-        || q.machine_id.is_some()
-        || q.build.is_some()
-        || q.platform.is_some()
-        || q.since.is_some()
-        || q.until.is_some()
-        || q.log_id.is_some()
-        || q.record_id.is_some();
-    // Event ids keep their (partial, small) per-record index: it finds the few records.
-    if !zoned || q.event_id.is_some() {
-        return plain(q);
-    }
-    let (row_cond, mut args) = where_clause(q);
-    // `+ 0` on both sides: not a join key, or SQLite would look batches up from records or
-    // build an automatic index on `records.batch_ref` (a scan of every record).
-    let mut conds = vec!["r.batch_ref + 0 = zb.id + 0".to_owned()];
-    let mut key_in = |sub: String, values: Vec<Value>| {
-        conds.push(format!(
-            "zb.id IN (SELECT batch_ref FROM batch_keys WHERE key IN ({sub}))"
-        ));
-        args.extend(values);
-    };
+/// How many of `q`'s per-record filters are set (cursor, limit and payload options aside).
+fn filters(q: &RecordQuery) -> usize {
+    [
+        q.classification.is_some(),
+        q.severity.is_some(),
+        q.priority.is_some(),
+        q.boot_id.is_some(),
+        q.machine_id.is_some(),
+        q.build.is_some(),
+        q.platform.is_some(),
+        q.since.is_some(),
+        q.until.is_some(),
+        q.log_id.is_some(),
+        q.event_id.is_some(),
+        q.record_id.is_some(),
+    ]
+    .iter()
+    .filter(|set| **set)
+    .count()
+}
+
+/// The `batch_keys` key sets `q` filters on, one `(SQL listing the keys, its values)` per
+/// filter on a classification (exact or prefix), a severity, a priority range or a context
+/// column (machine id, build, platform, boot id).
+fn key_sets(q: &RecordQuery) -> Vec<(String, Vec<Value>)> {
+    let mut sets = Vec::new();
     if let Some(v) = &q.classification {
-        match v.strip_suffix('*') {
-            Some(prefix) => key_in(
+        sets.push(match v.strip_suffix('*') {
+            Some(prefix) => (
                 format!("SELECT id + {CLASS} FROM classes WHERE name >= ? AND name < ?"),
                 vec![
                     Value::Text(prefix.to_owned()),
                     Value::Text(format!("{prefix}\u{7f}")),
                 ],
             ),
-            None => key_in(
+            None => (
                 format!("SELECT id + {CLASS} FROM classes WHERE name = ?"),
                 vec![Value::Text(v.clone())],
             ),
-        }
+        });
     }
     if let Some(v) = q.severity {
-        key_in(
+        sets.push((
             "?".to_owned(),
             vec![Value::Integer(SEVERITY + i64::from(v))],
-        );
+        ));
     }
     if let Some((lo, hi)) = q.priority {
-        key_in("?, ?, ?, ?".to_owned(), severity_keys(lo, hi));
+        sets.push(("?, ?, ?, ?".to_owned(), severity_keys(lo, hi)));
     }
     for (col, v) in [
         ("machine_id", &q.machine_id),
@@ -280,11 +279,30 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
         ("boot_id", &q.boot_id),
     ] {
         if let Some(v) = v {
-            key_in(
+            sets.push((
                 format!("SELECT id + {CONTEXT} FROM contexts WHERE {col} = ?"),
                 vec![Value::Text(v.clone())],
-            );
+            ));
         }
+    }
+    sets
+}
+
+/// `q` for the SQLite store: candidate batches from the zone maps, then their records.
+pub(crate) fn zoned(q: &RecordQuery) -> Filter {
+    // Event ids keep their (partial, small) per-record index: it finds the few records.
+    if filters(q) == 0 || q.event_id.is_some() {
+        return plain(q);
+    }
+    let (row_cond, mut args) = where_clause(q);
+    // `+ 0` on both sides: not a join key, or SQLite would look batches up from records or
+    // build an automatic index on `records.batch_ref` (a scan of every record).
+    let mut conds = vec!["r.batch_ref + 0 = zb.id + 0".to_owned()];
+    for (sub, values) in key_sets(q) {
+        conds.push(format!(
+            "zb.id IN (SELECT batch_ref FROM batch_keys WHERE key IN ({sub}))"
+        ));
+        args.extend(values);
     }
     let mut push = |cond: &str, v: Value| {
         conds.push(cond.to_owned());
@@ -336,54 +354,11 @@ pub(crate) fn count_from_zones(q: &RecordQuery) -> Option<(String, Vec<Value>)> 
             v,
         ))
     };
-    let set = [
-        q.classification.is_some(),
-        q.severity.is_some(),
-        q.priority.is_some(),
-        q.boot_id.is_some(),
-        q.machine_id.is_some(),
-        q.build.is_some(),
-        q.platform.is_some(),
-        q.since.is_some(),
-        q.until.is_some(),
-        q.log_id.is_some(),
-        q.event_id.is_some(),
-        q.record_id.is_some(),
-    ];
-    if set.iter().filter(|s| **s).count() != 1 {
+    if filters(q) != 1 {
         return None;
     }
-    let text = |v: &String| vec![Value::Text(v.clone())];
-    if let Some(v) = &q.classification {
-        return match v.strip_suffix('*') {
-            Some(p) => keys(
-                format!("SELECT id + {CLASS} FROM classes WHERE name >= ? AND name < ?"),
-                vec![Value::Text(p.to_owned()), Value::Text(format!("{p}\u{7f}"))],
-            ),
-            None => keys(
-                format!("SELECT id + {CLASS} FROM classes WHERE name = ?"),
-                text(v),
-            ),
-        };
-    }
-    if let Some(v) = q.severity {
-        return keys("?".into(), vec![Value::Integer(SEVERITY + i64::from(v))]);
-    }
-    if let Some((lo, hi)) = q.priority {
-        return keys("?, ?, ?, ?".into(), severity_keys(lo, hi));
-    }
-    for (col, v) in [
-        ("machine_id", &q.machine_id),
-        ("build", &q.build),
-        ("platform", &q.platform),
-        ("boot_id", &q.boot_id),
-    ] {
-        if let Some(v) = v {
-            return keys(
-                format!("SELECT id + {CONTEXT} FROM contexts WHERE {col} = ?"),
-                text(v),
-            );
-        }
+    if let Some((sub, values)) = key_sets(q).into_iter().next() {
+        return keys(sub, values);
     }
     q.log_id.map(|l| {
         (
