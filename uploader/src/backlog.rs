@@ -19,16 +19,31 @@ pub fn log_end(dir: &Path) -> Option<Position> {
     let (used, cap) = header_counts(&seg_dir, newest.number)?;
     Some(Position {
         segment: newest.number,
-        offset: newest_end(&seg_dir, newest.number, used.min(cap)),
+        offset: newest_end(&seg_dir, newest.number, used.min(cap), cap),
     })
 }
 
-/// Where the written part of the newest segment `n` ends, given its counter (see
-/// [`log_end`]): reads the segment's tail past the counter once.
-fn newest_end(seg_dir: &Path, n: u64, counter: u64) -> u64 {
-    let written = segment_log::written_end(&seg_dir.join(segment_file_name(n, SEG_EXT)));
-    written.map_or(counter, |w| w.max(counter))
+/// Where the written part of the newest segment `n` ends, given its counter and capacity
+/// (see [`log_end`]). Frames lie back to back from the header on, so a counter lowered into
+/// written data has frame bytes right after it: when the first [`TAIL_CHECK`] bytes past the
+/// counter are zero it is the end (one small read, the common case, every policy decision);
+/// otherwise the segment's tail is read to find where the data ends.
+fn newest_end(seg_dir: &Path, n: u64, counter: u64, cap: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let path = seg_dir.join(segment_file_name(n, SEG_EXT));
+    let want = TAIL_CHECK.min(cap.saturating_sub(counter)) as usize;
+    let mut buf = vec![0u8; want];
+    let zero_after = std::fs::File::open(&path)
+        .and_then(|f| f.read_exact_at(&mut buf, counter))
+        .is_ok_and(|()| buf.iter().all(|&b| b == 0));
+    if zero_after {
+        return counter;
+    }
+    segment_log::written_end(&path).map_or(counter, |w| w.max(counter))
 }
+
+/// Bytes past the newest segment's counter checked before trusting it (four pages).
+const TAIL_CHECK: u64 = 16 << 10;
 
 fn header_counts(seg_dir: &Path, n: u64) -> Option<(u64, u64)> {
     use std::os::unix::fs::FileExt;
@@ -57,7 +72,7 @@ pub fn backlog_bytes(dir: &Path, cursor: Position) -> u64 {
         };
         // The newest segment's counter may lie (rolled back): its written end counts.
         let end = if Some(s.number) == newest {
-            newest_end(&seg_dir, s.number, used.min(cap))
+            newest_end(&seg_dir, s.number, used.min(cap), cap)
         } else {
             used.min(cap)
         };
