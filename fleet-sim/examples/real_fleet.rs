@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Defaults: 500 devices writing 5 records/s each (2,500 records/s in all), a 10 s policy interval (a device's
-//! 15 minutes, scaled by 1/90), backoff 0.1 s to 6.7 s (the same 2/3 of the interval as
-//! 600 s is of 15 minutes), a 256 KiB write queue, 40 s steady, a 30 s outage. Prints the
+//! 15 minutes, scaled by 1/90), backoff 0.1 s to 26.7 s (the default 40-minute cap scaled
+//! alike), a 256 KiB write queue, 40 s steady, a 30 s outage. Prints the
 //! request rate per second and the figures; exit 0 when everything written arrived exactly
 //! once and the backlog drained, 1 when not, 2 on bad arguments or a failed setup.
 
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         records_per_sec: 5,
         interval: Duration::from_secs(10),
         backoff_base: Duration::from_millis(100),
-        backoff_cap: Duration::from_millis(6_667),
+        backoff_cap: Duration::from_millis(26_667),
         queue_bytes: 256 << 10,
         steady: Duration::from_secs(40),
         outage: Duration::from_secs(outage),

@@ -2,7 +2,7 @@
 //!
 //! Each simulated device runs the uploader's real decision code: `uploader::policy::Policy`
 //! decides when a scheduled pass runs, `uploader::transport::Backoff` picks the wait after a
-//! failed attempt (exponential, full jitter, capped) and `Backoff::wait_after` the wait after
+//! failed attempt (exponential, equal jitter, capped) and `Backoff::wait_after` the wait after
 //! a 429 with `Retry-After`. The collector model takes records into a bounded queue that
 //! drains at a fixed rate; which uploads it takes when the queue is full, and the
 //! `Retry-After` of those it refuses (a booked return), come from the collector's own
@@ -65,7 +65,7 @@ pub struct Params {
 
 impl Default for Params {
     /// 10,000 devices at 1 record/s of 100 bytes, the uploader's default policy (15-minute
-    /// interval) and backoff (1 s to 10 min), a collector that writes 3x the steady load (a
+    /// interval) and backoff (1 s to 40 min, equal jitter), a collector that writes 3x the steady load (a
     /// batch costing as much as 10 records), a 1-hour outage after 2 hours of steady state.
     fn default() -> Self {
         Params {
@@ -78,7 +78,7 @@ impl Default for Params {
                 ..Policy::default()
             },
             backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(600),
+            backoff_cap: uploader::config::DEFAULT_BACKOFF_CAP,
             capacity_records_per_sec: 30_000.0,
             batch_cost_records: 10.0,
             queue_records: 1_000_000,

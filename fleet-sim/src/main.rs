@@ -1,6 +1,7 @@
 //! `fleet-sim [DEVICES] [OUT.svg]`: runs the default scenario (see `fleet_sim::Params`;
 //! `FLEET_SIM_PASS_CHASES=1` for passes that chase the end of the log until caught up, as
 //! the daemon did before issue 16; `FLEET_SIM_BACKOFF_CAP=SECS` for another backoff cap;
+//! `FLEET_SIM_SEED=N` for another random seed (default 16);
 //! `FLEET_SIM_DUMP=SECS` prints that many seconds after the outage: requests, 429s, first
 //! attempts),
 //! prints the figures, writes the request-rate histogram after the outage as an SVG.
@@ -31,13 +32,24 @@ fn main() -> ExitCode {
     let out = args.get(1).cloned();
     // FLEET_SIM_PASS_CHASES=1: passes chase the end of the log (the daemon before issue 16).
     p.pass_stops_at_start = std::env::var_os("FLEET_SIM_PASS_CHASES").is_none_or(|v| v != "1");
-    // FLEET_SIM_BACKOFF_CAP=SECS: the devices' backoff cap (default 600), to see the floor
+    // FLEET_SIM_BACKOFF_CAP=SECS: the devices' backoff cap (default 2400, the uploader's), to see the floor
     // that the devices' own retries during an outage set.
     if let Ok(v) = std::env::var("FLEET_SIM_BACKOFF_CAP") {
         match v.parse::<u64>() {
             Ok(s) if s > 0 => p.backoff_cap = std::time::Duration::from_secs(s),
             _ => {
                 eprintln!("fleet-sim: FLEET_SIM_BACKOFF_CAP must be a positive number of seconds, not {v:?}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    // FLEET_SIM_SEED=N: another random seed (the figures in BENCHMARKS.md are seed 16 and a
+    // spread over seeds).
+    if let Ok(v) = std::env::var("FLEET_SIM_SEED") {
+        match v.parse::<u64>() {
+            Ok(s) => p.seed = s,
+            _ => {
+                eprintln!("fleet-sim: FLEET_SIM_SEED must be a number, not {v:?}");
                 return ExitCode::from(2);
             }
         }

@@ -64,12 +64,9 @@ fn a_collector_that_is_too_small_sheds_and_still_drains() {
     assert!(r.drain_secs.is_some(), "not drained");
 }
 
-/// 1,000 devices, the default scenario otherwise (capacity and queue scaled): everything
-/// written before the end of the outage is stored, nobody waits past the cap, the collector
-/// books every refusal (no device comes back early with the default cap), and the request
-/// rate after the outage stays within 4x the steady mean over any minute (3.5x measured;
-/// the random spread before the calendar reached 6.2x at 10,000 devices). Per-second
-/// peaks of a fleet this small (0.9 requests/s on average) are noise and not asserted.
+/// 1,000 devices, the default scenario otherwise (capacity and queue scaled), with a backoff
+/// cap of `cap_secs`. Per-second peaks of a fleet this small (0.9 requests/s on average) are
+/// noise and not asserted; the busiest minute is.
 fn thousand(cap_secs: u64) -> Report {
     let d = Params::default();
     run(&Params {
@@ -81,30 +78,37 @@ fn thousand(cap_secs: u64) -> Report {
     })
 }
 
+/// With the default backoff cap (40 minutes, equal jitter) everything written before the end
+/// of the outage is stored, nobody waits past the cap, the collector books every refusal (no
+/// device comes back early) and the busiest minute after the outage is within 3x the steady
+/// mean (2x measured).
 #[test]
-fn a_thousand_devices_drain_on_booked_returns() {
-    let r = thousand(600);
+fn a_thousand_devices_drain_on_booked_returns_within_3x() {
+    let cap = uploader::config::DEFAULT_BACKOFF_CAP.as_secs();
+    assert_eq!(Params::default().backoff_cap.as_secs(), cap);
+    let r = thousand(cap);
     assert!(r.drain_secs.is_some(), "not drained");
-    assert!(r.longest_wait_secs <= 600.0, "{}", r.longest_wait_secs);
+    assert!(r.longest_wait_secs <= cap as f64, "{}", r.longest_wait_secs);
     assert!(r.shed > 0 && r.schedule.booked > 0, "{:?}", r.schedule);
     assert_eq!(r.schedule.early, 0);
     assert!(
-        r.peak_after_60s <= 4.0 * r.steady_mean,
+        r.peak_after_60s <= 3.0 * r.steady_mean,
         "{} vs mean {}",
         r.peak_after_60s,
         r.steady_mean
     );
 }
 
-/// The floor is the devices' own retries during the outage (each comes back within its
-/// cap, before the collector can answer): with a cap of 40 minutes instead of 10 the
-/// busiest minute after the outage is within 3x the steady mean (2x measured).
+/// The floor is the devices' own retries during the outage (each comes back within its cap,
+/// before the collector can answer): with a 10-minute cap the busiest minute is over 3x the
+/// steady mean, but the fleet still drains on booked returns and stays within 4x.
 #[test]
-fn with_a_longer_backoff_cap_the_busiest_minute_is_within_3x() {
-    let r = thousand(2_400);
+fn with_a_ten_minute_backoff_cap_the_fleet_still_drains_within_4x() {
+    let r = thousand(600);
     assert!(r.drain_secs.is_some(), "not drained");
+    assert!(r.longest_wait_secs <= 600.0, "{}", r.longest_wait_secs);
     assert!(
-        r.peak_after_60s <= 3.0 * r.steady_mean,
+        r.peak_after_60s <= 4.0 * r.steady_mean,
         "{} vs mean {}",
         r.peak_after_60s,
         r.steady_mean

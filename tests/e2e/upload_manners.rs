@@ -277,6 +277,46 @@ fn failed_attempts_are_printed_as_they_happen_and_the_pass_then_succeeds() {
     );
 }
 
+/// A flush is someone asking for the upload now: it cuts the daemon's backoff wait short.
+/// Here the daemon's next attempt is 30-60 minutes away (backoff 1 h, as a device at the
+/// default 40-minute cap waits 20-40 minutes); the flush is delivered within seconds.
+#[test]
+fn a_flush_cuts_the_daemons_backoff_wait_short() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = collector(tmp.path());
+    let proxy = Proxy::start(closed_port());
+    let e = Env::new(&proxy.url(), "");
+    let cfg = std::fs::read_to_string(&e.config)
+        .unwrap()
+        .replace("backoff_base = \"10ms\"", "backoff_base = \"1h\"")
+        .replace("backoff_cap = \"100ms\"", "backoff_cap = \"1h\"");
+    assert!(cfg.contains("backoff_cap = \"1h\""), "{cfg}");
+    std::fs::write(&e.config, cfg).unwrap();
+    e.write(0, 40);
+    let d = Daemon::start(&e);
+    let start = Instant::now();
+    while !d.stderr.lock().unwrap().contains("attempt 1 failed") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the daemon's first attempt did not fail: {}",
+            d.stderr.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = d.stderr.lock().unwrap().clone();
+    assert!(log.contains("; retrying in "), "{log}");
+    proxy.retarget(server.local_addr());
+    let start = Instant::now();
+    let o = e.run(&["upload", "flush", "--timeout", "60s"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "the flush waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!(stored_records(&server.url()), 40);
+}
+
 #[test]
 fn flush_and_once_print_their_result_as_one_json_object() {
     let tmp = tempfile::tempdir().unwrap();

@@ -30,6 +30,10 @@ struct DaemonWaiter<'a> {
     flushes: Flushes,
     stop: bool,
     wake_on_flush: bool,
+    /// A flush arrived since the last backoff wait: the next one (inside a pass) returns at
+    /// once. A flush is someone asking for the upload now; it must not sit out a backoff of
+    /// up to `backoff_cap`. A `Retry-After` wait is the server's and is not cut.
+    cut_wait: bool,
     /// The daemon's log (stderr for the CLI), shared with the main loop.
     log: &'a dyn Fn(&str),
 }
@@ -38,7 +42,42 @@ impl DaemonWaiter<'_> {
     fn absorb(&mut self, e: Event) {
         match e {
             Event::Stop => self.stop = true,
-            Event::Flush(f) => self.flushes.borrow_mut().push(f),
+            Event::Flush(f) => {
+                self.flushes.borrow_mut().push(f);
+                self.cut_wait = true;
+            }
+        }
+    }
+}
+
+impl DaemonWaiter<'_> {
+    /// Sleeps up to `d`; true when a stop was requested. Returns early (false) for a pending
+    /// flush while the daemon is idle (`wake_on_flush`), and, when `cut_by_flush`, for a
+    /// flush that arrived since the last wait: a person asked for the upload now.
+    fn wait_until(&mut self, d: Duration, cut_by_flush: bool) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            if self.stop {
+                return true;
+            }
+            if self.wake_on_flush && !self.flushes.borrow().is_empty() {
+                return false;
+            }
+            if cut_by_flush && std::mem::take(&mut self.cut_wait) {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(e) => self.absorb(e),
+                Err(RecvTimeoutError::Timeout) => return false,
+                Err(RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    return self.stop;
+                }
+            }
         }
     }
 }
@@ -56,27 +95,11 @@ impl Waiter for DaemonWaiter<'_> {
     }
 
     fn wait(&mut self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        loop {
-            if self.stop {
-                return true;
-            }
-            if self.wake_on_flush && !self.flushes.borrow().is_empty() {
-                return false;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.rx.recv_timeout(left) {
-                Ok(e) => self.absorb(e),
-                Err(RecvTimeoutError::Timeout) => return false,
-                Err(RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(left);
-                    return self.stop;
-                }
-            }
-        }
+        self.wait_until(d, false)
+    }
+
+    fn wait_backoff(&mut self, d: Duration) -> bool {
+        self.wait_until(d, true)
     }
 
     fn stop_requested(&mut self) -> bool {
@@ -165,6 +188,7 @@ pub fn run(
         flushes: flushes.clone(),
         stop: false,
         wake_on_flush: true,
+        cut_wait: false,
         log: &say,
     };
     let mut up = loop {
@@ -271,6 +295,8 @@ pub fn run(
         };
         if let Some(d) = idle {
             waiter.wake_on_flush = true;
+            // Flushes are answered by the pending list from here on, not by cutting a wait.
+            waiter.cut_wait = false;
             if waiter.wait(d.max(Duration::from_millis(100))) {
                 break;
             }

@@ -1,5 +1,5 @@
 //! HTTP transport (ureq, rustls for https), response classification, `Retry-After`, and
-//! exponential backoff with full jitter.
+//! exponential backoff with equal jitter.
 use std::io::Read;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -360,9 +360,13 @@ pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Exponential backoff with full jitter: attempt `k` waits uniformly in
-/// `[0, min(cap, base * 2^k)]`; the jitter is applied after the cap, so clients that all hit
-/// the cap still spread out.
+/// Exponential backoff with equal jitter: attempt `k` waits uniformly in `[c/2, c]` where
+/// `c = min(cap, base * 2^k)`; the jitter is applied after the cap, so clients that all hit
+/// the cap still spread out. Half the ceiling is a floor so that a fleet sitting at the cap
+/// during an outage comes back on average every `0.75 * cap`, not every `0.5 * cap` as with
+/// full jitter (`[0, c]`): a third fewer first contacts when the server returns, for a mean
+/// time to notice the recovery of `7/18 * cap` instead of `1/3 * cap` (fleet-sim,
+/// BENCHMARKS.md).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
@@ -394,7 +398,7 @@ impl Backoff {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(fastrand::u64(0..=ms))
+        Duration::from_millis(fastrand::u64(ms / 2..=ms))
     }
 
     /// Attempts so far.
@@ -530,13 +534,17 @@ mod tests {
         for _ in 0..8 {
             let c = b.ceiling();
             let d = b.next_delay();
-            assert!(d <= c);
+            assert!(d >= c / 2 && d <= c, "{d:?} outside [{:?}, {c:?}]", c / 2);
             ceilings.push(c.as_millis());
         }
         assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
-        // Full jitter after the cap: repeated draws at the cap are spread, not all equal.
-        let draws: std::collections::BTreeSet<_> = (0..50).map(|_| b.next_delay()).collect();
+        // Jitter after the cap: repeated draws at the cap are spread over [cap/2, cap], not
+        // all equal.
+        let draws: std::collections::BTreeSet<_> = (0..200).map(|_| b.next_delay()).collect();
         assert!(draws.len() > 10, "{draws:?}");
+        let (lo, hi) = (draws.first().unwrap(), draws.last().unwrap());
+        assert!(lo.as_millis() >= 500 && lo.as_millis() < 600, "{lo:?}");
+        assert!(hi.as_millis() > 900 && hi.as_millis() <= 1000, "{hi:?}");
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_millis(100));
     }

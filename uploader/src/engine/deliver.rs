@@ -119,6 +119,16 @@ impl Uploader {
                 waiter.stop_requested()
             });
             attempts += 1;
+            // The server named the time to come back (`Retry-After`): that wait is honoured
+            // whatever happens (PROTOCOL.md section 5). Any other wait is our own backoff.
+            let asked = matches!(
+                outcome,
+                Outcome::Status {
+                    verdict: Verdict::RetryAfter,
+                    retry_after: Some(_),
+                    ..
+                }
+            );
             let (wait, msg) = match outcome {
                 Outcome::Status {
                     verdict: Verdict::Acknowledged,
@@ -273,7 +283,12 @@ impl Uploader {
                     b.id
                 ))));
             }
-            if waiter.wait(wait) {
+            let stopped = if asked {
+                waiter.wait(wait)
+            } else {
+                waiter.wait_backoff(wait)
+            };
+            if stopped {
                 return Ok(Err(PassOutcome::Stopped));
             }
             if opts.deadline.is_some_and(|d| Instant::now() >= d) {

@@ -20,6 +20,11 @@ use crate::transport::{Backoff, Transport};
 pub trait Waiter {
     /// Sleeps up to `d`; returns true when a stop was requested.
     fn wait(&mut self, d: Duration) -> bool;
+    /// A backoff wait of our own choosing (not a `Retry-After` the server asked for): the
+    /// daemon also ends it early when a flush arrives. Same as `wait` by default.
+    fn wait_backoff(&mut self, d: Duration) -> bool {
+        self.wait(d)
+    }
     /// Whether a stop was requested.
     fn stop_requested(&mut self) -> bool;
     /// An attempt to deliver a batch failed; called as it happens, before the wait for the
