@@ -305,6 +305,22 @@ fn a_flush_cuts_the_daemons_backoff_wait_short() {
     }
     let log = d.stderr.lock().unwrap().clone();
     assert!(log.contains("; retrying in "), "{log}");
+    // `status` says when the daemon tries again, and that a flush tries now.
+    let st = e.run(&["upload", "status"]);
+    let st = String::from_utf8_lossy(&st.stdout).into_owned();
+    let line = st
+        .lines()
+        .find(|l| l.starts_with("next attempt:"))
+        .unwrap_or_else(|| panic!("no next attempt in status: {st}"));
+    assert!(
+        line.contains("backing off") && line.contains("seglog upload flush"),
+        "{line}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&e.run(&["upload", "status", "--json"]).stdout).unwrap();
+    let in_s = v["next_attempt"]["in_s"].as_u64().unwrap_or(0);
+    assert!((1_700..=3_600).contains(&in_s), "{v}");
+    assert_eq!(v["next_attempt"]["retry_after"], false, "{v}");
     proxy.retarget(server.local_addr());
     let start = Instant::now();
     let o = e.run(&["upload", "flush", "--timeout", "60s"]);
@@ -315,6 +331,9 @@ fn a_flush_cuts_the_daemons_backoff_wait_short() {
         start.elapsed()
     );
     assert_eq!(stored_records(&server.url()), 40);
+    let v: serde_json::Value =
+        serde_json::from_slice(&e.run(&["upload", "status", "--json"]).stdout).unwrap();
+    assert!(v["next_attempt"].is_null(), "{v}");
 }
 
 #[test]

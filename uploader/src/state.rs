@@ -73,6 +73,13 @@ pub struct Status {
     pub last_error_ms: Option<i64>,
     /// The value of `passes` when it happened (so `status` can say "2 passes ago").
     pub last_error_pass: Option<u64>,
+    /// When the running uploader will try again after a failed attempt (ms since the epoch),
+    /// and whether the server asked for that time (`Retry-After`) or it is the uploader's
+    /// own backoff (which a `flush` cuts short). Cleared once a batch is acknowledged or
+    /// the pass ends; `status` shows it only while an uploader holds the lock.
+    pub next_attempt_ms: Option<i64>,
+    /// See `next_attempt_ms`.
+    pub next_attempt_asked: bool,
     /// Records acknowledged by the server.
     pub delivered_records: u64,
     /// Payload bytes acknowledged.

@@ -69,6 +69,16 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
     );
     let counters = recorder::counters::read(&cfg.dir).unwrap_or_default();
     let budget_used = st.budget_used(now);
+    let uploader_pid = running_uploader(cfg);
+    // Only while an uploader runs: a time left by a process that stopped means nothing.
+    let next_attempt = match (st.next_attempt_ms, &uploader_pid) {
+        (Some(at), Some(_)) if at > now => json!({
+            "at_ms": at,
+            "in_s": (at - now + 999) / 1000,
+            "retry_after": st.next_attempt_asked,
+        }),
+        _ => serde_json::Value::Null,
+    };
     Ok(json!({
         "log_dir": cfg.dir,
         "public_log_id": hex::encode(id.public()),
@@ -79,7 +89,8 @@ pub fn collect(cfg: &UploadConfig) -> anyhow::Result<serde_json::Value> {
         "opted_in": cfg.opted_in(),
         "require_opt_in": cfg.policy.require_opt_in,
         "mode": cfg.policy.mode,
-        "uploader_pid": running_uploader(cfg),
+        "uploader_pid": uploader_pid,
+        "next_attempt": next_attempt,
         "cursor": cursor.to_string(),
         "in_flight": inflight.map(|(f, l)| format!("{f}..{l}")),
         "backlog": { "bytes": backlog_bytes, "records": backlog_records, "oldest_record": ago(oldest, now) },
@@ -182,6 +193,18 @@ pub fn print(v: &serde_json::Value, out: &mut dyn Write) -> std::io::Result<()> 
             format!("uploader running (pid {p})")
         });
     writeln!(out, "uploader:         {pid}")?;
+    if let Some(secs) = v["next_attempt"]["in_s"].as_u64() {
+        let why = if v["next_attempt"]["retry_after"] == true {
+            "as the server asked (Retry-After)"
+        } else {
+            "backing off after a failure; `seglog upload flush` tries now"
+        };
+        writeln!(
+            out,
+            "next attempt:     in {} ({why})",
+            humantime::format_duration(Duration::from_secs(secs))
+        )?;
+    }
     writeln!(
         out,
         "cursor:           {}{}",

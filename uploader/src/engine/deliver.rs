@@ -283,11 +283,17 @@ impl Uploader {
                     b.id
                 ))));
             }
+            // `status` shows when the next attempt comes (and whether a flush can hurry it).
+            self.status.next_attempt_ms =
+                Some(now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)));
+            self.status.next_attempt_asked = asked;
+            self.save_status();
             let stopped = if asked {
                 waiter.wait(wait)
             } else {
                 waiter.wait_backoff(wait)
             };
+            self.status.next_attempt_ms = None;
             if stopped {
                 return Ok(Err(PassOutcome::Stopped));
             }

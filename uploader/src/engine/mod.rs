@@ -427,6 +427,7 @@ impl Uploader {
             return Ok((PassOutcome::Configuration(msg), p));
         }
         let started = now_ms();
+        self.status.next_attempt_ms = None;
         self.status.last_attempt_ms = Some(started);
         let outcome = loop {
             if waiter.stop_requested() {
