@@ -344,6 +344,19 @@ impl RunningServer {
         self.stop()
     }
 
+    /// [`shutdown`](Self::shutdown), then the uploads answered 429 because the writer queue
+    /// was full over the server's whole life (`seglog_collector_ingest_shed_total`),
+    /// including those answered while in-flight requests finished.
+    pub fn shutdown_counting_shed(mut self) -> Result<u64, ServerError> {
+        let state = self.state.clone();
+        self.stop()?;
+        Ok(state
+            .store
+            .writer_stats()
+            .shed
+            .load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Blocks until the server stops (after a signal when `handle_signals` is set).
     pub fn wait(mut self) -> Result<(), ServerError> {
         self.join()

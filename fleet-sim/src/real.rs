@@ -76,7 +76,7 @@ pub struct RealReport {
     /// Devices whose stored record count equals what they wrote.
     pub devices_exact: u32,
     /// 429 answers counted by the collectors (`seglog_collector_ingest_shed_total`, read
-    /// just before each stops: a refusal in between is seen by a device only).
+    /// once each has stopped: `RunningServer::shutdown_counting_shed`).
     pub collector_shed: u64,
 }
 
@@ -188,17 +188,6 @@ fn start_collector(
     c.shutdown_grace = Duration::from_secs(2);
     c.limits.ingest_queue_bytes = p.queue_bytes;
     Server::start(c).context("starting the collector")
-}
-
-fn collector_shed(url: &str) -> u64 {
-    let Ok(mut r) = ureq::get(format!("{url}/metrics")).call() else {
-        return 0;
-    };
-    let text = r.body_mut().read_to_string().unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("seglog_collector_ingest_shed_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// One device: the daemon's scheduled loop (`uploader::daemon`) on this device's log.
@@ -353,11 +342,13 @@ pub fn run(p: &RealParams) -> anyhow::Result<RealReport> {
         .collect::<Result<_, _>>()?;
     std::thread::sleep(p.steady);
     // The outage.
-    let mut shed_total = server.as_ref().map_or(0, |_| collector_shed(&url));
     let down_at = t.start.elapsed().as_secs() as usize;
-    if let Some(s) = server.take() {
-        s.shutdown().context("stopping the collector")?;
-    }
+    let mut shed_total = match server.take() {
+        Some(s) => s
+            .shutdown_counting_shed()
+            .context("stopping the collector")?,
+        None => 0,
+    };
     std::thread::sleep(p.outage);
     server = Some(start_collector(&data, addr, p)?);
     let up_at = Instant::now();
@@ -399,9 +390,10 @@ pub fn run(p: &RealParams) -> anyhow::Result<RealReport> {
         th.join()
             .map_err(|_| anyhow::anyhow!("a device panicked"))??;
     }
-    shed_total += collector_shed(&url);
     if let Some(s) = server.take() {
-        s.shutdown().context("stopping the collector")?;
+        shed_total += s
+            .shutdown_counting_shed()
+            .context("stopping the collector")?;
     }
     // Count what the store holds, per device.
     let store = collector::store::Store::open(&data).context("opening the collector's store")?;

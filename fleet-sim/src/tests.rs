@@ -162,11 +162,11 @@ fn real_engines_survive_a_collector_outage_and_deliver_exactly_once() {
     let (down, up) = r.outage_secs;
     assert!(r.unanswered_per_sec[down..=up].iter().sum::<u32>() > 0);
     assert_eq!(r.unanswered_per_sec[up + 1..].iter().sum::<u32>(), 0);
-    // The devices saw the collector's 429s (its counter is read just before it stops, so a
-    // refusal in that instant is seen by a device only).
+    // The devices saw the collector's 429s (its counter is read once it has stopped; a
+    // device stopping, or a request cut at the end of the shutdown grace, may miss one).
     let seen = u64::from(r.shed_per_sec.iter().sum::<u32>());
     assert!(
-        seen >= r.collector_shed && seen - r.collector_shed <= 5,
+        seen.abs_diff(r.collector_shed) <= 5,
         "{seen} vs {}",
         r.collector_shed
     );
