@@ -7,7 +7,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use segment_log::{FrameKind, Log, Options, OwnedEntry, Position, Reader, ReaderOptions, SyncPolicy};
+use segment_log::{
+    FrameKind, Log, Options, OwnedEntry, Position, Reader, ReaderOptions, SyncPolicy,
+};
 
 #[test]
 fn pages_unmapped_behind_the_writers_keep_every_frame() {

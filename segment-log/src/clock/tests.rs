@@ -164,8 +164,14 @@ fn a_paused_tsc_dates_reads_early_only_until_the_anchor_expires() {
         last = v;
         sim.pass(10_000);
     }
-    assert!(early > 0, "the reads right after resume came from the paused TSC");
-    assert!(stepped, "the anchor expired and the kernel's clock was read");
+    assert!(
+        early > 0,
+        "the reads right after resume came from the paused TSC"
+    );
+    assert!(
+        stepped,
+        "the anchor expired and the kernel's clock was read"
+    );
     // The span across the pause did not pass as a rate.
     assert!(rate.load(Ordering::Relaxed).abs_diff(r) <= r >> 16);
     run(&sim, &mut a, &rate, 1_000, 300_000_000, 1_000);
