@@ -11,8 +11,8 @@ use crate::counters::PendingCounters;
 pub use crate::errors::{OpenError, RecordError};
 use crate::ratelimit::{Admission, RateLimiter};
 use crate::record::{
-    encode_context, encode_record, encode_v2_header, ClassRef, Context, EventId, Receipt,
-    RecordHeader, RecordTime, Severity, MAX_CLASSIFICATIONS, MAX_V2_HEADER, RECORD_VERSION,
+    encode_context, encode_record, encode_v2_header, ClassRef, Context, Receipt, RecordHeader,
+    RecordTime, MAX_CLASSIFICATIONS, MAX_V2_HEADER, RECORD_VERSION,
 };
 use crate::system::{MachineId, SystemInfo};
 pub use builder::RecordBuilder;

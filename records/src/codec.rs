@@ -399,7 +399,7 @@ pub fn decode_frame(kind: FrameKind, payload: &[u8]) -> Result<Decoded<'_>, Deco
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::{EventId, Severity};

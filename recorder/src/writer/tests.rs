@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{RateLimitStrategy, RecorderConfig};
-use crate::record::{RecordEntry, RecordId, RecordReader, Resolved};
+use crate::record::{EventId, RecordEntry, RecordId, RecordReader, Resolved, Severity};
 
 /// A clock tests move by hand.
 #[derive(Debug)]
