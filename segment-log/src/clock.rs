@@ -12,14 +12,18 @@
 //! It is used only when the TSC is what the kernel's clock is made of: x86-64, the CPU's
 //! invariant-TSC bit (constant rate, counts in every C-state), and the kernel's clocksource
 //! `tsc` (so the kernel checked that the CPUs' counters agree). Anywhere else every read is
-//! `clock_gettime(CLOCK_BOOTTIME)`.
+//! `clock_gettime(CLOCK_BOOTTIME)`. This is decided once per process: a kernel that later
+//! gives up on the TSC (its watchdog marks it unstable) is not noticed, though every anchor
+//! is still at most 100 ms old.
 //!
-//! Guarantees (FORMAT.md, "Time"; tested below on a simulated TSC):
+//! Guarantees (FORMAT.md, "Where a writer's times come from"; tested below on a simulated
+//! TSC):
 //! - Within a thread the value never decreases.
 //! - Between anchors it is the kernel's clock to within the rate's error times 100 ms: the
 //!   rate is accepted only when two successive 20 ms+ spans agree to 1e-4 and each TSC/boot
 //!   pair was read within 1e-5 of its span, then refined by every later span that agrees
-//!   with it to 1e-3 (about 1 µs off after 100 ms; records keep milliseconds).
+//!   with it to 1e-3 (about 1 µs off after 100 ms, at most 0.1 ms; records keep
+//!   milliseconds).
 //! - Suspend. CLOCK_BOOTTIME counts the time suspended; across a suspend the TSC either
 //!   keeps counting (an invariant TSC in s2idle, a guest whose host keeps running: the
 //!   extrapolation counts the suspended time too, exact), or is reset by the firmware (S3
