@@ -8,6 +8,9 @@
 //!   `record_batch()` of 64 records.
 //! - `record_loghub`: the same with real log lines from `shared/data/loghub/*.log` (skipped
 //!   with a message when absent).
+//! - `boot_clock`: one read of the clock `record()` dates records with
+//!   (`SystemClock::boot_ns`, TSC-extrapolated where the machine allows) against the kernel's
+//!   CLOCK_BOOTTIME through the vDSO (`segment_log::fs::boot_time_ns`).
 //!
 //! Each row keeps one log open for all its samples (steady state: the next segment is
 //! prepared in the background) and unlinks retired segments between samples, as retention
@@ -168,5 +171,18 @@ fn record_loghub(c: &mut Criterion) {
     rows(c, "record_loghub", &lines);
 }
 
-criterion_group!(benches, record_100b, record_loghub);
+fn boot_clock(c: &mut Criterion) {
+    use segment_log::{Clock, SystemClock};
+    let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(SystemClock);
+    let mut g = c.benchmark_group("boot_clock");
+    g.bench_function("SystemClock::boot_ns", |b| {
+        b.iter(|| black_box(clock.boot_ns()))
+    });
+    g.bench_function("clock_gettime(CLOCK_BOOTTIME)", |b| {
+        b.iter(|| black_box(segment_log::fs::boot_time_ns()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, record_100b, record_loghub, boot_clock);
 criterion_main!(benches);

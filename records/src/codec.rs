@@ -183,29 +183,57 @@ pub fn encode_v2_header(
     if header.hold_ms.is_some() {
         meta |= META_HOLD;
     }
-    // Serialize into the caller's stack buffer (postcard's slice flavour): far cheaper than
-    // growing a Vec byte by byte.
-    let fixed = V2Fixed {
-        slot: header.slot,
-        class: *class,
-        meta,
-        boot_delta_ms,
-        wall_skew_ms,
-    };
-    let (first, rest) = buf.split_at_mut(1);
-    first.fill(RECORD_VERSION);
-    let mut len = 1 + postcard::to_slice(&fixed, rest).map_err(enc)?.len();
+    // The bytes postcard writes for `V2Fixed` (`v2_fixed_is_postcards_encoding` checks),
+    // written directly: varints into the caller's stack buffer, no serde walk and no
+    // per-byte bounds checks of a serializer (this runs once per `Recorder::record`).
+    let mut w = HeaderWriter { buf, len: 0 };
+    w.byte(RECORD_VERSION);
+    w.varint(u64::from(header.slot));
+    w.varint(u64::from(*class));
+    w.byte(meta);
+    w.varint(boot_delta_ms);
+    w.varint(zigzag(wall_skew_ms));
     if let Some(e) = header.event_id {
-        if let Some(dst) = buf.get_mut(len..len + 16) {
-            dst.copy_from_slice(e.as_bytes());
+        for &b in e.as_bytes() {
+            w.byte(b);
         }
-        len += 16;
     }
     if let Some(h) = header.hold_ms {
-        let dst = buf.get_mut(len..).unwrap_or_default();
-        len += postcard::to_slice(&h, dst).map_err(enc)?.len();
+        w.varint(h);
     }
-    Ok(len)
+    Ok(w.len)
+}
+
+/// postcard's encoding of a signed integer: zigzag, then a varint.
+#[inline(always)]
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Writes a layout-2 header into a buffer of [`MAX_V2_HEADER`] bytes, which holds the
+/// longest one (every field at its longest varint), so no write falls outside it.
+struct HeaderWriter<'a> {
+    buf: &'a mut [u8; MAX_V2_HEADER],
+    len: usize,
+}
+
+impl HeaderWriter<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        if let Some(d) = self.buf.get_mut(self.len) {
+            *d = b;
+        }
+        self.len += 1;
+    }
+    /// LEB128, 7 bits a byte, low first (postcard's varint for u16..u64).
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
 }
 
 /// Appends the encoded `header` and `payload` to `out`. Index class + relative times is
@@ -367,5 +395,62 @@ pub fn decode_frame(kind: FrameKind, payload: &[u8]) -> Result<Decoded<'_>, Deco
         }
         FrameKind::Preamble => decode_context(payload).map(|c| Decoded::Context(Box::new(c))),
         kind => Err(DecodeError::UnexpectedKind { kind }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::{EventId, Severity};
+    use proptest::prelude::*;
+
+    /// Integers of every varint length (1..=10 bytes), not only the long ones `any` favours.
+    fn spread() -> impl Strategy<Value = u64> {
+        (any::<u64>(), 0u32..64).prop_map(|(v, shift)| v >> shift)
+    }
+
+    proptest! {
+        /// The hand-written header encoder writes exactly what postcard wrote for it before
+        /// (the on-disk layout is postcard's): every field at every varint length.
+        #[test]
+        fn v2_fixed_is_postcards_encoding(
+            slot in spread(), class in spread(), sev in 1i64..=4, boot in spread(),
+            skew in spread(), negative: bool, event in proptest::option::of(any::<[u8; 16]>()),
+            hold in proptest::option::of(spread()),
+        ) {
+            let skew = if negative { !(skew as i64) } else { skew as i64 };
+            let h = RecordHeader {
+                slot: slot as u32,
+                class: ClassRef::Index(class as u32),
+                severity: Severity::new(sev).unwrap(),
+                time: RecordTime::Relative { boot_delta_ms: boot, wall_skew_ms: skew },
+                event_id: event.map(EventId::from_bytes),
+                hold_ms: hold,
+            };
+            let mut buf = [0u8; MAX_V2_HEADER];
+            let n = encode_v2_header(&h, &mut buf).unwrap();
+            let fixed = V2Fixed {
+                slot: slot as u32,
+                class: class as u32,
+                meta: (sev - 1) as u8
+                    | if event.is_some() { META_EVENT_ID } else { 0 }
+                    | if hold.is_some() { META_HOLD } else { 0 },
+                boot_delta_ms: boot,
+                wall_skew_ms: skew,
+            };
+            let mut want = vec![RECORD_VERSION];
+            want.extend(postcard::to_allocvec(&fixed).unwrap());
+            if let Some(e) = event {
+                want.extend_from_slice(&e);
+            }
+            if let Some(h) = hold {
+                want.extend(postcard::to_allocvec(&h).unwrap());
+            }
+            prop_assert_eq!(&buf[..n], &want[..]);
+            let (back, rest) = decode_record(&buf[..n]).unwrap();
+            prop_assert_eq!(back, h);
+            prop_assert!(rest.is_empty());
+        }
     }
 }

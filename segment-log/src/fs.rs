@@ -249,7 +249,8 @@ impl LogId {
 pub trait Clock: Send + Sync {
     /// Wall-clock time, nanoseconds since the Unix epoch (may jump).
     fn wall_ns(&self) -> i64;
-    /// Time since boot including suspend (CLOCK_BOOTTIME), nanoseconds; never jumps.
+    /// Time since boot including suspend (CLOCK_BOOTTIME), nanoseconds; never jumps back
+    /// within a thread.
     fn boot_ns(&self) -> u64;
     /// The kernel's boot id (16 bytes), so boot-relative times are compared only within a boot.
     fn boot_id(&self) -> [u8; 16];
@@ -266,8 +267,12 @@ impl Clock for SystemClock {
             Err(e) => -(e.duration().as_nanos() as i64),
         }
     }
+    /// CLOCK_BOOTTIME, extrapolated with the TSC between kernel reads at most 100 ms
+    /// apart per thread where the machine allows ([`crate::clock`] says when and what a
+    /// suspend does to it).
+    #[inline]
     fn boot_ns(&self) -> u64 {
-        boot_time_ns()
+        crate::clock::boot_ns()
     }
     fn boot_id(&self) -> [u8; 16] {
         static BOOT_ID: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
@@ -282,7 +287,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// CLOCK_BOOTTIME in nanoseconds.
+/// CLOCK_BOOTTIME in nanoseconds, read from the kernel (vDSO) on every call.
 pub fn boot_time_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -77,6 +77,9 @@ pub(crate) struct MappedSegment {
     /// Set by the preparer once its pre-fault pass over this segment is done (tests wait
     /// for it; a rotation does not: it takes the mapping as it is).
     pub(crate) prefaulted: std::sync::atomic::AtomicBool,
+    /// End of the pages [`release_written`](Self::release_written) has unmapped (the
+    /// syncer's; 0: none).
+    released: AtomicU64,
     map: MmapRaw,
     file: File,
 }
@@ -224,6 +227,7 @@ impl MappedSegment {
             ino: (meta.dev(), meta.ino()),
             prepare_at: AtomicU64::new(u64::MAX),
             prefaulted: std::sync::atomic::AtomicBool::new(false),
+            released: AtomicU64::new(0),
             map,
             file,
         })
@@ -355,6 +359,38 @@ impl MappedSegment {
         while off + FRAME_ALIGN <= to.min(self.capacity) {
             self.word(off).fetch_add(0, Ordering::Relaxed);
             off += page;
+        }
+    }
+
+    /// Drops this process's page-table entries for the whole pages of `..to` past the header
+    /// page that it has not dropped before, keeping the file's pages and their contents in
+    /// the page cache (`MADV_DONTNEED` on a shared file mapping). The syncer calls it before
+    /// its `msync` with the reserved end: writeback write-protects every page it cleans that
+    /// is still mapped, one TLB-shootdown interrupt of the appending CPU per page; pages no
+    /// longer mapped cost one batched flush here instead (BENCHMARKS.md, "sync=interval").
+    /// A writer still filling a frame in that range faults the same page back in.
+    pub(crate) fn release_written(&self, to: u64) {
+        let start = self.released.load(Ordering::Relaxed).max(4096);
+        let end = (to & !4095).min(self.capacity & !4095);
+        if end <= start {
+            return;
+        }
+        #[expect(unsafe_code, reason = "MADV_DONTNEED on the shared file mapping")]
+        // SAFETY: the mapping is a shared mapping of the segment file (`map_raw`), so
+        // MADV_DONTNEED only unmaps: the pages stay in the page cache with their contents and
+        // dirty state, and the next access (a late writer's store, the publish of its first
+        // word) maps the same page again. No reference into the mapping exists (raw pointers
+        // and per-access `&AtomicU64` only, module docs), so nothing observes a stale view;
+        // the range is page-aligned and inside the mapping (checked above).
+        let r = unsafe {
+            self.map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
+        if r.is_ok() {
+            self.released.store(end, Ordering::Relaxed);
         }
     }
 

@@ -1138,6 +1138,7 @@ impl Shared {
             // the counter read here). Syncing the pre-faulted rest would write zeros and
             // write-protect pages the appender is about to fill: one fault per page.
             let used = seg.load_reserved().min(seg.capacity);
+            seg.release_written(used);
             if let Err(e) = seg.flush_range(0, used) {
                 self.poisoned.store(true, Ordering::Relaxed);
                 return Err(Error::io("msync", seg.path(), e));
