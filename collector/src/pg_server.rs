@@ -178,7 +178,9 @@ impl PgServer {
         let mut ticks: i64 = f.get(11..15)?.iter().sum();
         for e in std::fs::read_dir("/proc").ok()?.flatten() {
             let name = e.file_name();
-            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
             else {
                 continue;
             };
