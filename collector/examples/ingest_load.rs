@@ -15,7 +15,8 @@
 //! `INGEST_LOAD_POSTGRES=1` measures the PostgreSQL store instead: a throwaway local server
 //! (`initdb` into a temp dir, default durable settings: fsync on, synchronous commit) with a
 //! fresh database for the HTTP passes and another for the direct pass;
-//! `INGEST_LOAD_PG_SETTINGS=name=value,...` passes server settings (`-c`).
+//! `INGEST_LOAD_PG_SETTINGS=name=value,...` passes server settings (`-c`). Each pass then
+//! also prints the server's own CPU seconds (its processes, from `/proc`).
 
 use std::time::Instant;
 
@@ -70,8 +71,9 @@ fn main() -> anyhow::Result<()> {
     let wire: usize = bodies.iter().flatten().map(|(_, _, b)| b.len()).sum();
 
     let shed = std::sync::atomic::AtomicU64::new(0);
+    let server_cpu = || pg.as_ref().and_then(|s| s.cpu_seconds());
     for pass in ["new", "duplicate"] {
-        let t = Instant::now();
+        let (t, pg_cpu0) = (Instant::now(), server_cpu());
         std::thread::scope(|s| {
             for dev in &bodies {
                 let (url, shed) = (&url, &shed);
@@ -115,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             n * records as f64 / secs,
             wire as f64 / secs / 1e6
         );
+        report_server_cpu(pg_cpu0, server_cpu(), n * records as f64);
     }
     println!(
         "      429: {} uploads shed and retried",
@@ -143,7 +146,7 @@ fn main() -> anyhow::Result<()> {
                 .collect()
         })
         .collect();
-    let (t, cpu0) = (Instant::now(), cpu_seconds());
+    let (t, cpu0, pg_cpu0) = (Instant::now(), cpu_seconds(), server_cpu());
     let commits0 = store
         .writer_stats()
         .commits
@@ -177,7 +180,19 @@ fn main() -> anyhow::Result<()> {
         n / secs,
         n / cpu
     );
+    report_server_cpu(pg_cpu0, server_cpu(), n);
     Ok(())
+}
+
+/// PostgreSQL's own CPU time over a pass (its server processes, not this one).
+fn report_server_cpu(before: Option<f64>, after: Option<f64>, records: f64) {
+    if let (Some(a), Some(b)) = (before, after) {
+        let secs = (b - a).max(0.01);
+        println!(
+            "           PostgreSQL server: {secs:.2} CPU s, {:.0} records per server CPU second",
+            records / secs
+        );
+    }
 }
 
 /// User + system CPU time of this process (from /proc/self/stat, 100 ticks per second), so

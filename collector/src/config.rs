@@ -401,6 +401,14 @@ impl ServerConfig {
             "max_records_per_batch must be above 0"
         );
         ensure!(
+            self.postgres.is_none()
+                || l.max_records_per_batch <= crate::store::POSTGRES_MAX_BATCH_RECORDS,
+            "max_records_per_batch ({}) is above {}, the most records the PostgreSQL store \
+             (database = \"postgres://...\") numbers in one batch; lower max_records_per_batch",
+            l.max_records_per_batch,
+            crate::store::POSTGRES_MAX_BATCH_RECORDS
+        );
+        ensure!(
             (1..=1024).contains(&l.max_concurrent_uploads),
             "max_concurrent_uploads must be 1 to 1024, not {}",
             l.max_concurrent_uploads
@@ -612,6 +620,26 @@ mod tests {
             .resolve(Path::new("/d"))
             .unwrap();
         assert_eq!(d.database(), crate::store::Database::Sqlite("/d".into()));
+    }
+
+    #[test]
+    fn a_batch_limit_above_what_the_postgres_store_numbers_is_refused() {
+        let doc = |n: u64, db: &str| format!("[collector]\n{db}max_records_per_batch = {n}\n");
+        let check = |n: u64, db: &str| {
+            CollectorSection::from_toml_str(&doc(n, db))
+                .unwrap()
+                .resolve(Path::new("/d"))
+                .map(drop)
+        };
+        let pg = "database = \"postgres://seglog@127.0.0.1/t\"\n";
+        let max = crate::store::POSTGRES_MAX_BATCH_RECORDS;
+        assert!(check(max, pg).is_ok());
+        let e = check(max + 1, pg).unwrap_err().to_string();
+        assert!(
+            e.contains("max_records_per_batch") && e.contains("PostgreSQL"),
+            "{e}"
+        );
+        assert!(check(max + 1, "").is_ok(), "SQLite has no such bound");
     }
 
     #[test]

@@ -155,6 +155,44 @@ impl PgServer {
         self.port
     }
 
+    /// CPU seconds (user + system) the server has used so far: its postmaster, the
+    /// backends it has reaped and those still running (Linux `/proc`, 100 ticks per second);
+    /// `None` when they cannot be read. For benchmarks on a shared machine, where the wall
+    /// clock says little.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pidfile = std::fs::read_to_string(self._dir.path().join("data/postmaster.pid")).ok()?;
+        let postmaster: u32 = pidfile.lines().next()?.trim().parse().ok()?;
+        // Fields after the command name: state is 0, ppid 1, utime 11, stime 12, cutime 13,
+        // cstime 14.
+        let fields = |pid: &str| -> Option<Vec<i64>> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let after = stat.rsplit(')').next()?;
+            Some(
+                after
+                    .split_whitespace()
+                    .map(|x| x.parse().unwrap_or(0))
+                    .collect(),
+            )
+        };
+        let f = fields(&postmaster.to_string())?;
+        let mut ticks: i64 = f.get(11..15)?.iter().sum();
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name
+                .to_str()
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            if let Some(f) = fields(pid) {
+                if f.get(1) == Some(&i64::from(postmaster)) {
+                    ticks += f.get(11..13).map_or(0, |t| t.iter().sum());
+                }
+            }
+        }
+        Some(ticks as f64 / 100.0)
+    }
+
     /// The URL of database `db` (user `seglog`, no password).
     pub fn url(&self, db: &str) -> String {
         format!("postgres://seglog@127.0.0.1:{}/{db}", self.port)

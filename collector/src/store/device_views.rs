@@ -1,10 +1,11 @@
 //! Read-side SQL of the web view's device pages: every device (log) with its newest machine
-//! id, records, last upload and gaps; and one device's summary.
+//! id, records, last upload and gaps; and one device's summary. Counts come from the zone
+//! rows (`zone.rs`), not from the records.
 
 use rusqlite::types::Value;
 
 use super::views::{bytes, int, opt_int, text};
-use super::{Store, StoreError};
+use super::{zone, Store, StoreError};
 
 /// A per-device summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,11 +51,16 @@ impl Store {
     /// Every device (log), most recently heard from first.
     pub fn devices(&self, limit: u32) -> Result<Vec<DeviceRow>, StoreError> {
         self.rows(
+            // From the zone rows (store/zone.rs): a batch's records are the range
+            // first_seq..=last_seq, so the device's newest record is its batches' largest
+            // last_seq and its count their ranges' sum.
             "SELECT l.log_id,
                 COALESCE((SELECT c.machine_id FROM records r JOIN contexts c
-                          ON c.id = r.context_ref WHERE r.log_ref = l.id
-                          ORDER BY r.seq DESC LIMIT 1), ''),
-                (SELECT count(*) FROM records r WHERE r.log_ref = l.id),
+                          ON c.id = r.context_ref
+                          WHERE r.seq = (SELECT max(b.last_seq) FROM batches b
+                                         WHERE b.log_ref = l.id)), ''),
+                COALESCE((SELECT CAST(sum(b.last_seq - b.first_seq + 1) AS BIGINT)
+                          FROM batches b WHERE b.log_ref = l.id), 0),
                 COALESCE((SELECT max(received_ms) FROM batches b WHERE b.log_ref = l.id), 0)
                     AS last,
                 (SELECT count(*) FROM gaps g WHERE g.log_ref = l.id)
@@ -98,10 +104,14 @@ impl Store {
             self.pairs(
                 &format!(
                     "SELECT {col}, CAST(sum(g.n) AS BIGINT) AS n FROM (
-                        SELECT context_ref, count(*) AS n FROM records WHERE log_ref = ?
-                        GROUP BY context_ref) g
+                        SELECT k.key - {kind} AS context_ref, sum(k.records) AS n
+                        FROM batches b JOIN batch_keys k ON k.batch_ref = b.id
+                        WHERE b.log_ref = ? AND k.key >= {kind} AND k.key < {end}
+                        GROUP BY k.key) g
                      JOIN contexts c ON c.id = g.context_ref
-                     GROUP BY {col} ORDER BY n DESC, {col} LIMIT 50"
+                     GROUP BY {col} ORDER BY n DESC, {col} LIMIT 50",
+                    kind = zone::CONTEXT,
+                    end = zone::CONTEXT + zone::KIND_SPAN,
                 ),
                 arg(),
             )
@@ -109,7 +119,10 @@ impl Store {
         Ok(Some(DeviceView {
             log_id,
             first_seen_ms,
-            records: one("SELECT count(*) FROM records WHERE log_ref = ?")? as u64,
+            records: one(
+                "SELECT CAST(sum(last_seq - first_seq + 1) AS BIGINT) FROM batches
+                 WHERE log_ref = ?",
+            )? as u64,
             last_received_ms: one("SELECT max(received_ms) FROM batches WHERE log_ref = ?")?,
             machines: by("c.machine_id")?,
             builds: by("c.build")?,

@@ -166,6 +166,10 @@ pub enum Database {
     Postgres(String),
 }
 
+/// The most records one batch may hold on the PostgreSQL store: a record's `seq` there is
+/// `batch id << 20 | its index in the batch` (`pg/schema.rs`, migration 2).
+pub const POSTGRES_MAX_BATCH_RECORDS: u64 = 1 << pg::schema::SEQ_SHIFT;
+
 /// SQLite stores signed 64-bit integers; u64 values are kept bit for bit.
 pub(crate) fn to_sql_u64(v: u64) -> i64 {
     v as i64
@@ -263,8 +267,19 @@ impl Store {
         sql: &str,
         args: Vec<rusqlite::types::Value>,
     ) -> Result<Vec<Vec<rusqlite::types::Value>>, StoreError> {
+        self.rows_of(sql, args, false)
+    }
+
+    /// [`Store::rows`] of a query that reads records through the zone maps (`zoned`; see
+    /// `pg::unsorted`, which PostgreSQL needs for such a query's plan).
+    pub(crate) fn rows_of(
+        &self,
+        sql: &str,
+        args: Vec<rusqlite::types::Value>,
+        zoned: bool,
+    ) -> Result<Vec<Vec<rusqlite::types::Value>>, StoreError> {
         if let Some(pg) = self.pg() {
-            return pg.rows(sql, args);
+            return pg.rows(sql, args, zoned);
         }
         self.read(|c| {
             let mut stmt = c.prepare_cached(sql)?;
@@ -446,5 +461,7 @@ fn private_files(db: &Path) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pg;
 #[cfg(test)]
 mod tests_zone;

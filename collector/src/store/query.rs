@@ -415,7 +415,7 @@ pub(super) fn records_sql(q: &RecordQuery) -> (String, Vec<Value>) {
         args,
         desc,
         ..
-    } = super::zone::zoned(q);
+    } = super::zone::zoned(q, super::zone::Dialect::Sqlite);
     let payload = if q.include_payload {
         "r.payload"
     } else {

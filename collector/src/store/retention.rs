@@ -7,8 +7,8 @@
 //! its id: a device that resends a batch after its records expired stores it again.
 //! Logs, classes and contexts stay (they are small and shared).
 //!
-//! On SQLite, records go by whole batches (at least `RETENTION_CHUNK` records, or one
-//! batch), oldest first, with their zone rows (`zone.rs`), so the per-batch counts stay
+//! On both stores (PostgreSQL: `pg/retention.rs`), records go by whole batches (at least
+//! `RETENTION_CHUNK` records, or one batch), oldest first, with their zone rows (`zone.rs`), so the per-batch counts stay
 //! exact; a batch row whose records are gone stays, emptied, as long as a gap refers to it.
 
 use rusqlite::params;
@@ -31,21 +31,6 @@ pub struct RetentionPass {
     pub chunks: u64,
 }
 
-/// PostgreSQL's chunk: (table, key column, extra condition) in deletion order. Batches and their records are
-/// inserted in the same order, so a batch older than the batch of the oldest remaining
-/// record (and gap) has none left: it goes only then, and queries that join records to
-/// batches never lose a row early.
-pub(super) const TABLES: [(&str, &str, &str); 3] = [
-    ("records", "seq", ""),
-    ("gaps", "id", ""),
-    (
-        "batches",
-        "id",
-        "AND id < coalesce((SELECT batch_ref FROM records ORDER BY seq LIMIT 1), 9223372036854775807)
-         AND id < coalesce((SELECT batch_ref FROM gaps ORDER BY id LIMIT 1), 9223372036854775807)",
-    ),
-];
-
 impl Store {
     /// Deletes everything received before `cutoff_ms` (ms since the Unix epoch), in chunks
     /// of [`RETENTION_CHUNK`] rows per table, each its own transaction on the writer.
@@ -55,7 +40,7 @@ impl Store {
             let (deleted, counts) = self.writer.exec(move |c, _| {
                 let c = match c {
                     super::Conn::Sqlite(c) => c,
-                    super::Conn::Pg(c) => return super::pg::ingest::retain_chunk(c, cutoff_ms),
+                    super::Conn::Pg(c) => return super::pg::retention::retain_chunk(c, cutoff_ms),
                 };
                 let tx = c.transaction()?;
                 let counts = sqlite_chunk(&tx, cutoff_ms)?;

@@ -216,10 +216,8 @@ impl Store {
             cursor: None,
             ..q.clone()
         };
-        if self.pg().is_none() {
-            if let Some((sql, args)) = super::zone::count_from_zones(&q) {
-                return self.u64_sum(&sql, args);
-            }
+        if let Some((sql, args)) = super::zone::count_from_zones(&q) {
+            return self.u64_sum(&sql, args);
         }
         let f = self.record_filter(&q);
         let sql = format!("SELECT count(*) FROM {} {}", f.from, f.cond);
@@ -244,6 +242,7 @@ impl Store {
             cond,
             mut args,
             asc,
+            zoned,
             ..
         } = self.record_filter(&q);
         let join = if cond.is_empty() { "WHERE" } else { "AND" };
@@ -254,7 +253,7 @@ impl Store {
         );
         args.push(Value::Integer(first_seq));
         let seqs = self
-            .rows(&sql, args)?
+            .rows_of(&sql, args, zoned)?
             .iter()
             .map(|r| int(r, 0))
             .collect::<Result<Vec<_>, _>>()?;
@@ -282,11 +281,31 @@ impl Store {
         };
         let (cond, mut args) = where_clause(&q);
         // where_clause always has the log_id condition here, so `cond` starts with WHERE.
-        // Row values: a range on the records_position index (log_ref, segment, offset).
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM records r {cond}
-             AND (r.segment, r.offset) >= (?, ?) AND (r.segment, r.offset) < (?, ?))"
-        );
+        // Row values: on SQLite a range on the records_position index (log_ref, segment,
+        // offset); PostgreSQL has no per-record position index: the batches of the device
+        // whose position range meets [from, to) (index batches_positions), then their rows.
+        let sql = if self.pg().is_some() {
+            format!(
+                "SELECT EXISTS (SELECT 1 FROM {from} {cond}
+                 AND r.batch_ref + 0 = zb.id + 0
+                 AND zb.log_ref = (SELECT id FROM logs WHERE log_id = ?)
+                 AND (zb.pos_hi_segment, zb.pos_hi_offset) >= (?, ?)
+                 AND (zb.pos_lo_segment, zb.pos_lo_offset) < (?, ?)
+                 AND (r.segment, r.offset) >= (?, ?) AND (r.segment, r.offset) < (?, ?))",
+                from = super::zone::zoned_from(super::zone::Dialect::Pg)
+            )
+        } else {
+            format!(
+                "SELECT EXISTS (SELECT 1 FROM records r {cond}
+                 AND (r.segment, r.offset) >= (?, ?) AND (r.segment, r.offset) < (?, ?))"
+            )
+        };
+        if self.pg().is_some() {
+            args.push(Value::Blob(log_id.to_vec()));
+            for v in [from.0, from.1, to.0, to.1] {
+                args.push(Value::Integer(v as i64));
+            }
+        }
         for v in [from.0, from.1, to.0, to.1] {
             args.push(Value::Integer(v as i64));
         }
@@ -421,7 +440,7 @@ impl Store {
                 SELECT (r.created_ms - ?1) / ?3 AS b, r.class_ref, r.severity, count(*) AS n
                 FROM {} GROUP BY b, r.class_ref, r.severity) g
              ORDER BY g.b, g.class_ref, g.severity",
-            super::zone::created_window(self.pg().is_none())
+            super::zone::created_window(self.dialect())
         );
         let args = [since_ms, until_ms, width_ms.max(1)]
             .map(Value::Integer)
@@ -455,7 +474,7 @@ impl Store {
                 SELECT r.context_ref, count(*) AS n FROM {} GROUP BY r.context_ref) g
              JOIN contexts c ON c.id = g.context_ref
              GROUP BY {col} ORDER BY n DESC, {col} LIMIT ?3",
-            super::zone::created_window(self.pg().is_none())
+            super::zone::created_window(self.dialect())
         );
         self.pairs(
             &sql,
@@ -469,12 +488,8 @@ impl Store {
 
     /// The oldest and newest creation times stored (for the "all" time range).
     pub fn created_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        // On SQLite from the batches' ranges (store/zone.rs), not a scan of every record.
-        let sql = if self.pg().is_some() {
-            "SELECT min(created_ms), max(created_ms) FROM records"
-        } else {
-            "SELECT min(min_created_ms), max(max_created_ms) FROM batches"
-        };
+        // From the batches' ranges (store/zone.rs), not a scan of every record.
+        let sql = "SELECT min(min_created_ms), max(max_created_ms) FROM batches";
         let rows = self.rows(sql, Vec::new())?;
         let Some(r) = rows.first() else {
             return Ok(None);

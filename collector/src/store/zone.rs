@@ -1,4 +1,4 @@
-//! Per-batch zone maps of the SQLite store: how record filters find their rows without a
+//! Per-batch zone maps of both stores: how record filters find their rows without a
 //! secondary index entry per record.
 //!
 //! Records are kept in reception order (`seq`, the rowid) and one writer stores a batch's
@@ -12,7 +12,10 @@
 //! per record; the per-row predicates are `query::where_clause`'s, so a zone map can only
 //! narrow the scan, never change an answer.
 //!
-//! PostgreSQL keeps its per-record indexes (`pg/schema.rs`) and the plain form.
+//! PostgreSQL (schema version 2, `pg/schema.rs`) has the same zone rows; there a batch's
+//! records are `seq` `batch id << 20 | i` (the writer assigns them, so a batch is one range
+//! whatever other collectors write at the same time), and its Bloom filters have a power of
+//! two bits so that the probes fit in SQL (`get_bit`, [`pg_bloom_add`]).
 
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
@@ -95,6 +98,50 @@ pub(crate) fn bloom_add(bloom: &mut [u8], rid: &[u8]) {
     for p in probes(rid, bits) {
         bloom[(p / 8) as usize] |= 1 << (p % 8);
     }
+}
+
+/// PostgreSQL's Bloom filter bits for `n` record ids: at least [`BLOOM_BITS_PER_ID`] per id,
+/// rounded up to a power of two, so a probe is a mask, which SQL can apply.
+fn pg_bloom_bits(n: usize) -> u64 {
+    (n.max(4) as u64 * BLOOM_BITS_PER_ID as u64).next_power_of_two()
+}
+
+/// PostgreSQL's probes of `rid` before masking: its first four 32-bit little-endian words (a
+/// record id is already a hash).
+pub(crate) fn pg_probes(rid: &[u8]) -> [i64; BLOOM_PROBES as usize] {
+    let mut out = [0i64; BLOOM_PROBES as usize];
+    for (i, p) in out.iter_mut().enumerate() {
+        let mut w = [0u8; 4];
+        for (j, b) in w.iter_mut().enumerate() {
+            *b = rid.get(i * 4 + j).copied().unwrap_or(0);
+        }
+        *p = i64::from(u32::from_le_bytes(w));
+    }
+    out
+}
+
+/// A PostgreSQL Bloom filter sized for `n` record ids.
+pub(crate) fn pg_bloom_new(n: usize) -> Vec<u8> {
+    vec![0u8; (pg_bloom_bits(n) / 8) as usize]
+}
+
+/// Adds `rid` to `bloom` (made by [`pg_bloom_new`]): bit `probe & (bits - 1)` for each
+/// probe, numbered as PostgreSQL's `get_bit` numbers them (byte `n / 8`, bit `n % 8`).
+pub(crate) fn pg_bloom_add(bloom: &mut [u8], rid: &[u8]) {
+    let mask = (bloom.len() as i64 * 8 - 1).max(0);
+    for p in pg_probes(rid) {
+        let bit = p & mask;
+        bloom[(bit / 8) as usize] |= 1 << (bit % 8);
+    }
+}
+
+/// Which store a filter is written for (they differ in the record-id Bloom test only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// SQLite: the [`BLOOM_FN`] function.
+    Sqlite,
+    /// PostgreSQL: `get_bit` on the power-of-two filter.
+    Pg,
 }
 
 /// The zone map of one batch, gathered while its records are inserted.
@@ -189,14 +236,31 @@ pub(crate) struct Filter {
     pub desc: &'static str,
     /// Oldest first.
     pub asc: &'static str,
+    /// Through the zone maps (else the per-row form over `records r`).
+    pub zoned: bool,
 }
 
 /// Scanning candidate batches newest first, then each one's records.
 const ZONED_FROM: &str = "batches zb JOIN records r ON r.seq BETWEEN zb.first_seq AND zb.last_seq";
 
-/// `q` with the per-row predicates only (`records r`, newest first by `seq`): what
-/// PostgreSQL runs, and what SQLite runs when no filter has a zone map or when a per-record
-/// index is the better path (the event id, the position range of `any_record_between`).
+/// The same on PostgreSQL, whose planner cannot tell that the `seq` range of one batch is a
+/// small part of the records and would rather hash-join a scan of all of them: a lateral
+/// subquery that it may not flatten (`OFFSET 0`) makes it a range scan of the primary key per
+/// candidate batch.
+const PG_ZONED_FROM: &str = "batches zb CROSS JOIN LATERAL (SELECT * FROM records r0
+     WHERE r0.seq BETWEEN zb.first_seq AND zb.last_seq OFFSET 0) r";
+
+/// Candidate batches joined to their records, alias `zb` and `r`, in `dialect`.
+pub(crate) fn zoned_from(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => ZONED_FROM,
+        Dialect::Pg => PG_ZONED_FROM,
+    }
+}
+
+/// `q` with the per-row predicates only (`records r`, newest first by `seq`): what both
+/// stores run when no filter has a zone map or when a per-record index is the better path
+/// (the event id; on SQLite the position range of `any_record_between`).
 pub(crate) fn plain(q: &RecordQuery) -> Filter {
     let (cond, args) = where_clause(q);
     Filter {
@@ -205,6 +269,7 @@ pub(crate) fn plain(q: &RecordQuery) -> Filter {
         args,
         desc: "r.seq DESC",
         asc: "r.seq ASC",
+        zoned: false,
     }
 }
 
@@ -288,8 +353,8 @@ fn key_sets(q: &RecordQuery) -> Vec<(String, Vec<Value>)> {
     sets
 }
 
-/// `q` for the SQLite store: candidate batches from the zone maps, then their records.
-pub(crate) fn zoned(q: &RecordQuery) -> Filter {
+/// `q` for a store: candidate batches from the zone maps, then their records.
+pub(crate) fn zoned(q: &RecordQuery, dialect: Dialect) -> Filter {
     // Event ids keep their (partial, small) per-record index: it finds the few records.
     if filters(q) == 0 || q.event_id.is_some() {
         return plain(q);
@@ -321,10 +386,20 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
         );
     }
     if let Some(v) = q.record_id {
-        push(
-            &format!("{BLOOM_FN}(zb.rid_bloom, ?)"),
-            Value::Blob(v.to_vec()),
-        );
+        match dialect {
+            Dialect::Sqlite => push(
+                &format!("{BLOOM_FN}(zb.rid_bloom, ?)"),
+                Value::Blob(v.to_vec()),
+            ),
+            Dialect::Pg => {
+                for p in pg_probes(&v) {
+                    push(
+                        "get_bit(zb.rid_bloom, ?::bigint & (octet_length(zb.rid_bloom) * 8 - 1)) = 1",
+                        Value::Integer(p),
+                    );
+                }
+            }
+        }
     }
     if let Some(Cursor(c)) = q.cursor {
         push("zb.first_seq < ?", Value::Integer(c));
@@ -336,11 +411,12 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
         format!("{row_cond} AND {}", conds.join(" AND "))
     };
     Filter {
-        from: ZONED_FROM,
+        from: zoned_from(dialect),
         cond,
         args,
         desc: "zb.id DESC, r.seq DESC",
         asc: "zb.id ASC, r.seq ASC",
+        zoned: true,
     }
 }
 
@@ -350,7 +426,7 @@ pub(crate) fn zoned(q: &RecordQuery) -> Filter {
 pub(crate) fn count_from_zones(q: &RecordQuery) -> Option<(String, Vec<Value>)> {
     let keys = |sub: String, v: Vec<Value>| {
         Some((
-            format!("SELECT sum(records) FROM batch_keys WHERE key IN ({sub})"),
+            format!("SELECT CAST(sum(records) AS BIGINT) FROM batch_keys WHERE key IN ({sub})"),
             v,
         ))
     };
@@ -362,7 +438,7 @@ pub(crate) fn count_from_zones(q: &RecordQuery) -> Option<(String, Vec<Value>)> 
     }
     q.log_id.map(|l| {
         (
-            "SELECT sum(last_seq - first_seq + 1) FROM batches
+            "SELECT CAST(sum(last_seq - first_seq + 1) AS BIGINT) FROM batches
              WHERE log_ref = (SELECT id FROM logs WHERE log_id = ?)"
                 .to_owned(),
             vec![Value::Blob(l.to_vec())],
@@ -371,26 +447,29 @@ pub(crate) fn count_from_zones(q: &RecordQuery) -> Option<(String, Vec<Value>)> 
 }
 
 impl super::Store {
-    /// `q` as this store runs it: zoned on SQLite, plain on PostgreSQL.
+    /// `q` as this store runs it (zoned, in its dialect).
     pub(crate) fn record_filter(&self, q: &RecordQuery) -> Filter {
+        zoned(q, self.dialect())
+    }
+
+    /// The SQL dialect of this store's zone filters.
+    pub(crate) fn dialect(&self) -> Dialect {
         if self.pg().is_some() {
-            plain(q)
+            Dialect::Pg
         } else {
-            zoned(q)
+            Dialect::Sqlite
         }
     }
 }
 
-/// Records created in `[?1, ?2)`, as `FROM ... WHERE ...` over `records r`: through the
-/// batches' creation-time ranges on SQLite, the per-record index on PostgreSQL.
-pub(crate) fn created_window(sqlite: bool) -> &'static str {
-    if sqlite {
-        "batches zb JOIN records r ON r.seq BETWEEN zb.first_seq AND zb.last_seq
-         WHERE zb.max_created_ms >= ?1 AND zb.min_created_ms < ?2
-           AND r.created_ms >= ?1 AND r.created_ms < ?2"
-    } else {
-        "records r WHERE r.created_ms >= ?1 AND r.created_ms < ?2"
-    }
+/// Records created in `[?1, ?2)`, as `FROM ... WHERE ...` over `records r`, through the
+/// batches' creation-time ranges.
+pub(crate) fn created_window(dialect: Dialect) -> String {
+    format!(
+        "{} WHERE zb.max_created_ms >= ?1 AND zb.min_created_ms < ?2
+           AND r.created_ms >= ?1 AND r.created_ms < ?2",
+        zoned_from(dialect)
+    )
 }
 
 #[cfg(test)]
@@ -414,6 +493,32 @@ mod tests {
         // Expected about 0.25 %: 25 of 10,000.
         assert!(others < 100, "{others} false positives of 10,000");
         assert!(!bloom_has(&[], &ids[0]));
+    }
+
+    #[test]
+    fn a_postgres_bloom_filter_has_every_added_id_and_few_others() {
+        let ids: Vec<[u8; 16]> = (0..1000u32)
+            .map(|i| super::super::record_id(&[7; 32], 1, u64::from(i) * 24))
+            .collect();
+        let mut b = pg_bloom_new(ids.len());
+        assert!(b.len().is_power_of_two() && b.len() * 8 >= ids.len() * BLOOM_BITS_PER_ID);
+        for id in &ids {
+            pg_bloom_add(&mut b, id);
+        }
+        // The test as the SQL of `zoned` makes it with get_bit.
+        let has = |rid: &[u8]| {
+            let mask = b.len() as i64 * 8 - 1;
+            pg_probes(rid).iter().all(|p| {
+                let bit = p & mask;
+                b[(bit / 8) as usize] & (1 << (bit % 8)) != 0
+            })
+        };
+        assert!(ids.iter().all(|id| has(id)));
+        let others = (0..10_000u32)
+            .map(|i| super::super::record_id(&[8; 32], 1, u64::from(i) * 24))
+            .filter(|id| has(id))
+            .count();
+        assert!(others < 100, "{others} false positives of 10,000");
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! The PostgreSQL backend (`[collector] database = "postgres://..."`): the same tables and
 //! the same API results as SQLite, for a fleet whose collectors share one database.
 //!
-//! Collectors are stateless over it: each runs its own writer thread and read pool, the
-//! batch id is unique in the database, and a batch is inserted with `ON CONFLICT DO NOTHING`
-//! inside the transaction that writes its rows, so the same batch sent to two collectors at
-//! once is stored once (the second insert waits for the first transaction and then finds
-//! the row). Records are inserted with one `unnest` statement per batch.
+//! Collectors are stateless over it: each runs its own writer thread and read pool. A
+//! writer's transaction holds an advisory lock on each log it writes, so the same batch
+//! sent to two collectors at once, or two overlapping batches of one device, are deduped
+//! one after the other: by batch id, then by the positions of the stored batches whose
+//! position range meets the new one's (`ingest.rs`; no per-record unique index). Records
+//! go in one binary `COPY` per group; filters find them through the per-batch zone maps
+//! (`../zone.rs`), the only per-record index being the primary key `seq`.
 //!
 //! Text is compared in byte order (`COLLATE "C"` on every text column), as in SQLite, so the
 //! classification prefix filter (a range on the name) and the orderings of the stats match.
 
 pub(crate) mod ingest;
-mod query;
+pub(super) mod query;
+pub(crate) mod retention;
 pub(super) mod schema;
 
 use std::collections::HashMap;
@@ -47,7 +50,7 @@ impl Writer {
                     .is_valid(std::time::Duration::from_secs(2))
                     .is_err());
         if dead {
-            self.client = connect(&self.url)?;
+            self.client = connect_writer(&self.url)?;
             self.stmts.clear();
         }
         self.suspect = false;
@@ -89,10 +92,41 @@ fn connect(url: &str) -> Result<Client, StoreError> {
     Ok(Client::connect(url, NoTls)?)
 }
 
+/// The write connection. Every statement the writer runs is a lookup by an index, an
+/// insert or a `COPY`; with `enable_seqscan = off` (a cost, not a ban) the planner keeps to
+/// the indexes also while a table is small or its statistics are stale: on a fresh database
+/// it scanned all of `batches` twice per batch for the position lookup (`ingest.rs`), which
+/// made small batches several times slower.
+fn connect_writer(url: &str) -> Result<Client, StoreError> {
+    let mut c = connect(url)?;
+    c.batch_execute("SET enable_seqscan = off")?;
+    Ok(c)
+}
+
+/// Runs a query of a zoned filter (`zone.rs`) on `c` with the planner's explicit sorts off
+/// (`enable_sort = off` for this transaction only; a cost, not a ban: a query that has no
+/// other plan still sorts). A page of records comes from the candidate batches newest
+/// first, each one's records by a range of the primary key, and an incremental sort within
+/// each batch keeps that order; without the setting the planner, which cannot tell how few
+/// records one batch's range holds, often sorts all the candidates' records to take the
+/// first page. (Not for the per-row form: there it would trade the event-id index and a
+/// sort of its few rows for a scan of every record in order.)
+pub(crate) fn unsorted<T>(
+    c: &mut Client,
+    f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut tx = c.transaction()?;
+    tx.batch_execute("SET LOCAL enable_sort = off")?;
+    let out = f(&mut tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
 /// Connects, migrates, and returns the writer and the read side.
 pub(crate) fn open(url: &str) -> Result<(Writer, Reads), StoreError> {
     let mut client = connect(url)?;
     schema::migrate(&mut client)?;
+    let client = connect_writer(url)?;
     Ok((
         Writer {
             client,

@@ -1,12 +1,14 @@
 //! The read side on PostgreSQL: the same queries as `../query.rs`, the same results. The
-//! record filters are `query::where_clause`'s, with SQLite's `?` placeholders numbered.
+//! record filters are `zone::zoned`'s (PostgreSQL dialect), with SQLite's `?` placeholders
+//! numbered.
 
 use postgres::types::ToSql;
 use postgres::{Client, Row};
 use rusqlite::types::Value;
 
 use super::Reads;
-use crate::store::query::{where_clause, STATS_TOP};
+use crate::store::query::STATS_TOP;
+use crate::store::zone::{self, zoned, Dialect, Filter};
 use crate::store::{Cursor, GapRow, RecordPage, RecordQuery, RecordRow, Stats, StoreError};
 
 type Args = Vec<Box<dyn ToSql + Sync>>;
@@ -41,6 +43,15 @@ fn numbered(sql: &str, args: Vec<Value>) -> (String, Args) {
         })
         .collect();
     (out, args)
+}
+
+/// Runs `sql`, with the planner's sorts off when it reads through the zone maps.
+fn run(c: &mut Client, sql: &str, args: &Args, zoned: bool) -> Result<Vec<Row>, StoreError> {
+    if zoned {
+        super::unsorted(c, |tx| Ok(tx.query(sql, &refs(args))?))
+    } else {
+        Ok(c.query(sql, &refs(args))?)
+    }
 }
 
 fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
@@ -117,40 +128,59 @@ fn value(row: &Row, i: usize) -> Result<Value, StoreError> {
     Ok(v.unwrap_or(Value::Null))
 }
 
+/// The SQL and parameters of a page of `q` (zoned, `zone.rs`).
+pub(crate) fn records_sql(q: &RecordQuery) -> (String, Args, bool) {
+    let Filter {
+        from,
+        cond,
+        mut args,
+        desc,
+        zoned,
+        ..
+    } = zoned(q, Dialect::Pg);
+    let payload = if q.include_payload {
+        "r.payload"
+    } else {
+        "NULL::bytea"
+    };
+    let sql = format!(
+        "SELECT r.seq, r.record_id, l.log_id, b.batch_id, r.segment, r.offset, k.name,
+                r.severity, r.created_ms, r.boot_ms, r.event_id, r.received_ms,
+                octet_length(r.payload)::bigint, {payload}, c.machine_id, c.boot_id, c.arch,
+                c.platform, c.build, c.system_name, c.kernel_version,
+                c.record_format_version, c.fields
+         FROM {from}
+         JOIN contexts c ON c.id = r.context_ref
+         JOIN classes k ON k.id = r.class_ref
+         JOIN logs l ON l.id = r.log_ref
+         JOIN batches b ON b.id = r.batch_ref
+         {cond}
+         ORDER BY {desc} LIMIT ?"
+    );
+    args.push(Value::Integer(i64::from(q.limit) + 1));
+    let (sql, args) = numbered(&sql, args);
+    (sql, args, zoned)
+}
+
 impl Reads {
-    /// Rows of a query written for SQLite (see [`numbered`]), as SQLite values.
-    pub(crate) fn rows(&self, sql: &str, args: Vec<Value>) -> Result<Vec<Vec<Value>>, StoreError> {
+    /// Rows of a query written for SQLite (see [`numbered`]), as SQLite values; `zoned`:
+    /// it reads records through the zone maps (see [`super::unsorted`]).
+    pub(crate) fn rows(
+        &self,
+        sql: &str,
+        args: Vec<Value>,
+        zoned: bool,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
         let (sql, args) = numbered(sql, args);
-        let rows = self.with(|c| Ok(c.query(&sql, &refs(&args))?))?;
+        let rows = self.with(|c| run(c, &sql, &args, zoned))?;
         rows.iter()
             .map(|r| (0..r.len()).map(|i| value(r, i)).collect())
             .collect()
     }
 
     pub(crate) fn query_records(&self, q: &RecordQuery) -> Result<RecordPage, StoreError> {
-        let (cond, mut args) = where_clause(q);
-        let payload = if q.include_payload {
-            "r.payload"
-        } else {
-            "NULL::bytea"
-        };
-        let sql = format!(
-            "SELECT r.seq, r.record_id, l.log_id, b.batch_id, r.segment, r.offset, k.name,
-                    r.severity, r.created_ms, r.boot_ms, r.event_id, r.received_ms,
-                    octet_length(r.payload)::bigint, {payload}, c.machine_id, c.boot_id, c.arch,
-                    c.platform, c.build, c.system_name, c.kernel_version,
-                    c.record_format_version, c.fields
-             FROM records r
-             JOIN contexts c ON c.id = r.context_ref
-             JOIN classes k ON k.id = r.class_ref
-             JOIN logs l ON l.id = r.log_ref
-             JOIN batches b ON b.id = r.batch_ref
-             {cond}
-             ORDER BY r.seq DESC LIMIT ?"
-        );
-        args.push(Value::Integer(i64::from(q.limit) + 1));
-        let (sql, args) = numbered(&sql, args);
-        let rows = self.with(|c| Ok(c.query(&sql, &refs(&args))?))?;
+        let (sql, args, zoned) = records_sql(q);
+        let rows = self.with(|c| run(c, &sql, &args, zoned))?;
         let mut out = Vec::new();
         let mut payload_bytes = 0u64;
         let mut next = None;
@@ -211,8 +241,9 @@ impl Reads {
 
     pub(crate) fn record_count(&self) -> Result<u64, StoreError> {
         self.with(|c| {
-            Ok(c.query_one("SELECT count(*) FROM records", &[])?
-                .try_get::<_, i64>(0)? as u64)
+            Ok(c.query_one(RECORDS, &[])?
+                .try_get::<_, Option<i64>>(0)?
+                .unwrap_or(0) as u64)
         })
     }
 
@@ -220,6 +251,10 @@ impl Reads {
         self.with(stats)
     }
 }
+
+/// The number of stored records: the sum of the batches' `seq` ranges (a batch's stored
+/// records are `first_seq..=last_seq`, see `zone.rs`), not a scan of the records.
+const RECORDS: &str = "SELECT sum(last_seq - first_seq + 1)::bigint FROM batches";
 
 fn grouped(c: &mut Client, sql: &str) -> Result<Vec<(String, u64)>, StoreError> {
     c.query(sql, &[&STATS_TOP])?
@@ -244,7 +279,7 @@ fn stats(c: &mut Client) -> Result<Stats, StoreError> {
             .unwrap_or(0) as u64)
     };
     let mut s = Stats {
-        records: one("SELECT count(*) FROM records")?,
+        records: one(RECORDS)?,
         logs: one("SELECT count(*) FROM logs")?,
         batches: one("SELECT count(*) FROM batches")?,
         gaps: one("SELECT count(*) FROM gaps")?,
@@ -266,24 +301,37 @@ fn stats(c: &mut Client) -> Result<Stats, StoreError> {
             }
         }
     }
+    // Per-key record counts of the zone maps (store/zone.rs): `n` records of the batches.
+    let keys = |kind: i64| {
+        format!(
+            "SELECT key - {kind} AS id, sum(records)::bigint AS n FROM batch_keys
+             WHERE key >= {kind} AND key < {} GROUP BY key",
+            kind + zone::KIND_SPAN
+        )
+    };
     s.by_classification = grouped(
         c,
-        "SELECT k.name, g.n FROM (SELECT class_ref, count(*) AS n FROM records GROUP BY class_ref) g
-         JOIN classes k ON k.id = g.class_ref ORDER BY g.n DESC, k.name LIMIT $1",
+        &format!(
+            "SELECT k.name, g.n FROM ({}) g
+             JOIN classes k ON k.id = g.id ORDER BY g.n DESC, k.name LIMIT $1",
+            keys(zone::CLASS)
+        ),
     )?;
     s.by_severity = grouped(
         c,
-        "SELECT severity::text, count(*) AS n FROM records GROUP BY severity
-         ORDER BY severity LIMIT $1",
+        &format!(
+            "SELECT g.id::text, g.n FROM ({}) g ORDER BY g.id LIMIT $1",
+            keys(zone::SEVERITY)
+        ),
     )?;
     for (col, out) in [("platform", &mut s.by_platform), ("build", &mut s.by_build)] {
         *out = grouped(
             c,
             &format!(
-                "SELECT c.{col}, sum(g.n)::bigint AS n
-                 FROM (SELECT context_ref, count(*) AS n FROM records GROUP BY context_ref) g
-                 JOIN contexts c ON c.id = g.context_ref
-                 GROUP BY c.{col} ORDER BY n DESC, c.{col} LIMIT $1"
+                "SELECT c.{col}, sum(g.n)::bigint AS n FROM ({}) g
+                 JOIN contexts c ON c.id = g.id
+                 GROUP BY c.{col} ORDER BY n DESC, c.{col} LIMIT $1",
+                keys(zone::CONTEXT)
             ),
         )?;
     }

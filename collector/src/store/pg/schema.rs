@@ -3,7 +3,9 @@
 //! version `i` to `i + 1` in one transaction. Collectors starting together serialize on an
 //! advisory lock. A database newer than this build is refused, never modified.
 //!
-//! Same tables and columns as the SQLite schema (`../schema.rs`), with PostgreSQL types:
+//! Same tables and columns as the SQLite schema (`../schema.rs`), with PostgreSQL types
+//! (version 2 adds `pos_lo_*`/`pos_hi_*` to the batches for dedupe, and numbers `seq` by
+//! batch, see [`SEQ_SHIFT`]):
 //! `BIGINT` for SQLite's integers (u64 values kept bit for bit as i64, as there), `BYTEA`
 //! for blobs, `TEXT COLLATE "C"` (byte order, as SQLite's default) for text.
 
@@ -119,7 +121,123 @@ CREATE TABLE counters (
     value             BIGINT NOT NULL
 );
 "#,
+    // 2: per-batch zone maps (store/zone.rs) instead of per-record secondary indexes, and
+    // dedupe by the batches' position ranges instead of a per-record unique index.
+    // A record's seq is `batch id << 20 | its index among the batch's stored records`
+    // (SEQ_SHIFT), assigned by the writer, so a batch's records are the range
+    // first_seq..=last_seq whatever other collectors write at the same time; pos_lo/pos_hi
+    // are the smallest and largest position (signed order, as stored) of those records.
+    // batch_keys as on SQLite. The record-id Bloom filters are filled in by `fill_blooms`
+    // in the same transaction. Kept per record: the primary key (seq) and event ids.
+    r#"
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM records GROUP BY batch_ref HAVING count(*) > 1048576) THEN
+        RAISE EXCEPTION 'a batch holds more than 1048576 records, more than schema version 2 numbers';
+    END IF;
+END $$;
+
+ALTER TABLE batches
+    ADD COLUMN first_seq BIGINT,
+    ADD COLUMN last_seq BIGINT,
+    ADD COLUMN min_created_ms BIGINT,
+    ADD COLUMN max_created_ms BIGINT,
+    ADD COLUMN rid_bloom BYTEA,
+    ADD COLUMN pos_lo_segment BIGINT,
+    ADD COLUMN pos_lo_offset BIGINT,
+    ADD COLUMN pos_hi_segment BIGINT,
+    ADD COLUMN pos_hi_offset BIGINT;
+
+CREATE TABLE batch_keys (
+    batch_ref         BIGINT NOT NULL,
+    key               BIGINT NOT NULL,
+    records           BIGINT NOT NULL,
+    PRIMARY KEY (batch_ref, key)
+);
+
+DROP INDEX records_position;
+DROP INDEX records_record_id;
+DROP INDEX records_class;
+DROP INDEX records_severity;
+DROP INDEX records_created;
+DROP INDEX records_log;
+DROP INDEX records_context;
+ALTER TABLE records DROP CONSTRAINT records_pkey;
+ALTER TABLE records ALTER COLUMN seq DROP DEFAULT;
+DROP SEQUENCE records_seq_seq;
+UPDATE records r SET seq = (n.batch_ref << 20) + n.i
+    FROM (SELECT seq AS old, batch_ref,
+                 row_number() OVER (PARTITION BY batch_ref ORDER BY seq) - 1 AS i
+          FROM records) n
+    WHERE r.seq = n.old;
+ALTER TABLE records ADD PRIMARY KEY (seq);
+
+UPDATE batches b SET first_seq = z.lo, last_seq = z.hi, min_created_ms = z.cmin,
+        max_created_ms = z.cmax, pos_lo_segment = z.ls, pos_lo_offset = z.lo_off,
+        pos_hi_segment = z.hs, pos_hi_offset = z.ho
+    FROM (SELECT batch_ref, min(seq) AS lo, max(seq) AS hi, min(created_ms) AS cmin,
+                 max(created_ms) AS cmax,
+                 (array_agg(segment ORDER BY segment, "offset"))[1] AS ls,
+                 (array_agg("offset" ORDER BY segment, "offset"))[1] AS lo_off,
+                 (array_agg(segment ORDER BY segment DESC, "offset" DESC))[1] AS hs,
+                 (array_agg("offset" ORDER BY segment DESC, "offset" DESC))[1] AS ho
+          FROM records GROUP BY batch_ref) z
+    WHERE z.batch_ref = b.id;
+
+INSERT INTO batch_keys(batch_ref, key, records)
+    SELECT batch_ref, key, count(*) FROM (
+        SELECT batch_ref, class_ref + 1099511627776 AS key FROM records
+        UNION ALL SELECT batch_ref, context_ref + 2199023255552 FROM records
+        UNION ALL SELECT batch_ref, severity + 3298534883328 FROM records) k
+    GROUP BY batch_ref, key;
+
+CREATE INDEX batch_keys_key ON batch_keys(key, batch_ref, records);
+CREATE INDEX batches_positions ON batches(log_ref, pos_hi_segment, pos_hi_offset);
+ANALYZE records;
+ANALYZE batches;
+ANALYZE batch_keys;
+"#,
 ];
+
+/// A record's `seq` is `batch id << SEQ_SHIFT | its index among the batch's stored records`
+/// (migration 2): at most `1 << SEQ_SHIFT` records per batch.
+pub(crate) const SEQ_SHIFT: u32 = 20;
+
+/// Migration 2's Rust part: a Bloom filter of the record ids of every stored batch.
+fn fill_blooms(tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut blooms: Vec<(i64, Vec<u8>)> = Vec::new();
+    {
+        let mut rows = tx.query_raw(
+            "SELECT batch_ref, record_id FROM records ORDER BY batch_ref, seq",
+            std::iter::empty::<i64>(),
+        )?;
+        let (mut batch, mut rids) = (0i64, Vec::<Vec<u8>>::new());
+        let mut flush = |batch: i64, rids: &mut Vec<Vec<u8>>| {
+            if !rids.is_empty() {
+                let mut bloom = crate::store::zone::pg_bloom_new(rids.len());
+                for r in rids.iter() {
+                    crate::store::zone::pg_bloom_add(&mut bloom, r);
+                }
+                blooms.push((batch, bloom));
+                rids.clear();
+            }
+        };
+        while let Some(r) = rows.next()? {
+            let b: i64 = r.try_get(0)?;
+            if b != batch {
+                flush(batch, &mut rids);
+                batch = b;
+            }
+            rids.push(r.try_get(1)?);
+        }
+        flush(batch, &mut rids);
+    }
+    let update = tx.prepare("UPDATE batches SET rid_bloom = $1 WHERE id = $2")?;
+    for (batch, bloom) in &blooms {
+        tx.execute(&update, &[bloom, batch])?;
+    }
+    Ok(())
+}
 
 /// The schema version in the database (0 when it has none yet).
 pub(super) fn version(client: &mut impl postgres::GenericClient) -> Result<u32, StoreError> {
@@ -136,6 +254,8 @@ pub(super) fn migrate(client: &mut Client) -> Result<u32, StoreError> {
     let latest = MIGRATIONS.len() as u32;
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+    // A one-key lock: the writers' log locks (`ingest.rs`) use the two-key form, a
+    // separate key space.
     let found = version(&mut tx)?;
     if found > latest {
         return Err(StoreError::SchemaTooNew {
@@ -145,6 +265,9 @@ pub(super) fn migrate(client: &mut Client) -> Result<u32, StoreError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tx.batch_execute(sql)?;
+        if i == 1 {
+            fill_blooms(&mut tx)?;
+        }
         let v = i as i32 + 1;
         tx.execute("DELETE FROM seglog_schema", &[])?;
         tx.execute("INSERT INTO seglog_schema(version) VALUES ($1)", &[&v])?;
