@@ -9,6 +9,12 @@
 //! cargo run --release -p collector --example ingest_load -- [DEVICES] [BATCHES] [RECORDS]
 //! ```
 //!
+//! Each client thread keeps one connection open and reads every answer to its end, as the
+//! uploader does (a response left unread closes the connection: a TCP connect and accept per
+//! upload); `INGEST_LOAD_NEW_CONNECTIONS=1` measures that older client. The client threads run
+//! in this process on the same cores, so the CPU time of the collector's own threads (the
+//! runtime's workers and blocking pool, the writer) is printed apart from the whole process.
+//!
 //! `INGEST_LOAD_DROP_INDEXES=name,name` drops those indexes before the direct store pass, to
 //! measure what each costs (SQLite).
 //!
@@ -70,8 +76,9 @@ fn main() -> anyhow::Result<()> {
     let wire: usize = bodies.iter().flatten().map(|(_, _, b)| b.len()).sum();
 
     let shed = std::sync::atomic::AtomicU64::new(0);
+    let reuse = std::env::var_os("INGEST_LOAD_NEW_CONNECTIONS").is_none();
     for pass in ["new", "duplicate"] {
-        let t = Instant::now();
+        let (t, cpu0, server0) = (Instant::now(), cpu_seconds(), collector_cpu_seconds());
         std::thread::scope(|s| {
             for dev in &bodies {
                 let (url, shed) = (&url, &shed);
@@ -82,13 +89,17 @@ fn main() -> anyhow::Result<()> {
                         .into();
                     for (path, id, body) in dev {
                         loop {
-                            let r = agent
+                            let mut r = agent
                                 .post(format!("{url}{path}"))
                                 .header("Content-Type", protocol::CONTENT_TYPE)
                                 .header("Content-Encoding", "zstd")
                                 .header(protocol::HEADER_BATCH_ID, id)
                                 .send(body)
                                 .expect("upload failed");
+                            if reuse {
+                                // Read to the end, so the connection serves the next upload.
+                                let _ = r.body_mut().read_to_vec();
+                            }
                             if r.status() == 429 {
                                 shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let secs = r
@@ -108,12 +119,14 @@ fn main() -> anyhow::Result<()> {
             }
         });
         let secs = t.elapsed().as_secs_f64();
+        let (cpu, server) = (cpu_seconds() - cpu0, collector_cpu_seconds() - server0);
         let n = (devices * batches) as f64;
         println!(
-            "{pass:>9}: {devices} devices x {batches} batches x {records} records: {:.0} batches/s, {:.0} records/s, {:.1} MB/s on the wire",
+            "{pass:>9}: {devices} devices x {batches} batches x {records} records: {:.0} batches/s, {:.0} records/s, {:.1} MB/s on the wire; CPU {cpu:.2} s, of it the collector's threads {server:.2} s ({:.0} batches per collector CPU second)",
             n / secs,
             n * records as f64 / secs,
-            wire as f64 / secs / 1e6
+            wire as f64 / secs / 1e6,
+            n / server.max(0.01)
         );
     }
     println!(
@@ -180,14 +193,33 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// User + system CPU time of this process (from /proc/self/stat, 100 ticks per second), so
-/// the figure means something on a shared, busy machine.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// User + system CPU time of the collector's threads still running (named
+/// `seglog-collector...`: the runtime's workers and blocking pool, the writer), from
+/// /proc/self/task. A blocking-pool thread that ended during a pass takes its time with it.
+fn collector_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(seglog-collect"))
+        .map(|stat| stat_cpu(&stat))
+        .sum()
+}
+
+/// User + system CPU seconds of a /proc stat line (100 ticks per second).
+fn stat_cpu(stat: &str) -> f64 {
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<f64> = after
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0.0))
         .collect();
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// User + system CPU time of this process (from /proc/self/stat, 100 ticks per second), so
+/// the figure means something on a shared, busy machine.
+fn cpu_seconds() -> f64 {
+    stat_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }
