@@ -419,9 +419,10 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
     // that inflates past `INLINE_MAX_RAW_BYTES`, and every body to forward (a file append)
     // go to the blocking pool.
     let inline = st.forward.is_none() && bytes.len() <= INLINE_MAX_BODY_BYTES;
-    let first = match inline {
-        true => check.run(&bytes, None, INLINE_MAX_RAW_BYTES),
-        false => Ok(None),
+    let first = if inline {
+        check.run(&bytes, None, INLINE_MAX_RAW_BYTES)
+    } else {
+        Ok(None)
     };
     let decoded = match first {
         Ok(Some(v)) => Ok(v),
