@@ -9,6 +9,12 @@
 //! cargo run --release -p collector --example ingest_load -- [DEVICES] [BATCHES] [RECORDS]
 //! ```
 //!
+//! Each client thread keeps one connection open and reads every answer to its end, as the
+//! uploader does (a response left unread closes the connection: a TCP connect and accept per
+//! upload); `INGEST_LOAD_NEW_CONNECTIONS=1` measures that older client. The client threads run
+//! in this process on the same cores, so the CPU time of the collector's own threads (the
+//! runtime's workers and blocking pool, the writer) is printed apart from the whole process.
+//!
 //! `INGEST_LOAD_DROP_INDEXES=name,name` drops those indexes before the direct store pass, to
 //! measure what each costs (SQLite).
 //!
@@ -72,8 +78,10 @@ fn main() -> anyhow::Result<()> {
 
     let shed = std::sync::atomic::AtomicU64::new(0);
     let server_cpu = || pg.as_ref().and_then(|s| s.cpu_seconds());
+    let reuse = std::env::var_os("INGEST_LOAD_NEW_CONNECTIONS").is_none();
     for pass in ["new", "duplicate"] {
-        let (t, pg_cpu0) = (Instant::now(), server_cpu());
+        let (t, cpu0, server0) = (Instant::now(), cpu_seconds(), collector_cpu_seconds());
+        let pg_cpu0 = server_cpu();
         std::thread::scope(|s| {
             for dev in &bodies {
                 let (url, shed) = (&url, &shed);
@@ -84,13 +92,17 @@ fn main() -> anyhow::Result<()> {
                         .into();
                     for (path, id, body) in dev {
                         loop {
-                            let r = agent
+                            let mut r = agent
                                 .post(format!("{url}{path}"))
                                 .header("Content-Type", protocol::CONTENT_TYPE)
                                 .header("Content-Encoding", "zstd")
                                 .header(protocol::HEADER_BATCH_ID, id)
                                 .send(body)
                                 .expect("upload failed");
+                            if reuse {
+                                // Read to the end, so the connection serves the next upload.
+                                let _ = r.body_mut().read_to_vec();
+                            }
                             if r.status() == 429 {
                                 shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let secs = r
@@ -110,12 +122,14 @@ fn main() -> anyhow::Result<()> {
             }
         });
         let secs = t.elapsed().as_secs_f64();
+        let (cpu, server) = (cpu_seconds() - cpu0, collector_cpu_seconds() - server0);
         let n = (devices * batches) as f64;
         println!(
-            "{pass:>9}: {devices} devices x {batches} batches x {records} records: {:.0} batches/s, {:.0} records/s, {:.1} MB/s on the wire",
+            "{pass:>9}: {devices} devices x {batches} batches x {records} records: {:.0} batches/s, {:.0} records/s, {:.1} MB/s on the wire; CPU {cpu:.2} s, of it the collector's threads {server:.2} s ({:.0} batches per collector CPU second)",
             n / secs,
             n * records as f64 / secs,
-            wire as f64 / secs / 1e6
+            wire as f64 / secs / 1e6,
+            n / server.max(0.01)
         );
         report_server_cpu(pg_cpu0, server_cpu(), n * records as f64);
     }
@@ -146,7 +160,8 @@ fn main() -> anyhow::Result<()> {
                 .collect()
         })
         .collect();
-    let (t, cpu0, pg_cpu0) = (Instant::now(), cpu_seconds(), server_cpu());
+    let (t, cpu0, writer0) = (Instant::now(), cpu_seconds(), collector_cpu_seconds());
+    let pg_cpu0 = server_cpu();
     let commits0 = store
         .writer_stats()
         .commits
@@ -167,6 +182,8 @@ fn main() -> anyhow::Result<()> {
         }
     });
     let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    // The HTTP server is gone: the store's writer is the one collector thread left.
+    let writer = collector_cpu_seconds() - writer0;
     let total = devices * batches;
     let n = (total * records) as f64;
     let commits = store
@@ -175,10 +192,11 @@ fn main() -> anyhow::Result<()> {
         .load(std::sync::atomic::Ordering::Relaxed)
         - commits0;
     println!(
-        "    store: {total} batches straight into {backend} from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second), {commits} commits",
+        "    store: {total} batches straight into {backend} from {devices} threads: {:.0} batches/s, {:.0} records/s ({:.0} records per CPU second; the writer thread {:.0} µs of CPU per batch), {commits} commits",
         total as f64 / secs,
         n / secs,
-        n / cpu
+        n / cpu,
+        writer / total as f64 * 1e6
     );
     report_server_cpu(pg_cpu0, server_cpu(), n);
     Ok(())
@@ -195,14 +213,33 @@ fn report_server_cpu(before: Option<f64>, after: Option<f64>, records: f64) {
     }
 }
 
-/// User + system CPU time of this process (from /proc/self/stat, 100 ticks per second), so
-/// the figure means something on a shared, busy machine.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// User + system CPU time of the collector's threads still running (named
+/// `seglog-collector...`: the runtime's workers and blocking pool, the writer), from
+/// /proc/self/task. A blocking-pool thread that ended during a pass takes its time with it.
+fn collector_cpu_seconds() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(seglog-collect"))
+        .map(|stat| stat_cpu(&stat))
+        .sum()
+}
+
+/// User + system CPU seconds of a /proc stat line (100 ticks per second).
+fn stat_cpu(stat: &str) -> f64 {
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<f64> = after
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0.0))
         .collect();
     (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// User + system CPU time of this process (from /proc/self/stat, 100 ticks per second), so
+/// the figure means something on a shared, busy machine.
+fn cpu_seconds() -> f64 {
+    stat_cpu(&std::fs::read_to_string("/proc/self/stat").unwrap_or_default())
 }

@@ -293,6 +293,77 @@ async fn read_body<'a>(
     Ok((buf, held))
 }
 
+/// Bodies up to this size are decoded on the async thread that read them (see
+/// `upload_inner`) ...
+const INLINE_MAX_BODY_BYTES: usize = 16 << 10;
+/// ... when their zstd frame header states at most this many decompressed bytes (a batch of
+/// about 100 small records). The header is only a hint: the inline decoder stops at this
+/// size, and a body that inflates further is decoded again on the blocking pool with the
+/// configured limit. Bigger batches go to the blocking pool: decoding a thousand records on
+/// an async thread made the 1,000-record HTTP load slower (BENCHMARKS.md).
+const INLINE_MAX_RAW_BYTES: u64 = 32 << 10;
+
+/// Whether `body` is small enough to decode on the async thread.
+fn decode_inline(body: &[u8]) -> bool {
+    body.len() <= INLINE_MAX_BODY_BYTES
+        && zstd::zstd_safe::get_frame_content_size(body)
+            .ok()
+            .flatten()
+            .is_some_and(|n| n <= INLINE_MAX_RAW_BYTES)
+}
+
+/// A refusal, with the `Seglog-Received-Digest` when the body arrived intact.
+type Refused = (Refusal, Option<String>);
+
+/// What a body is checked against (PROTOCOL.md section 6, steps 3 to 5).
+struct Checked {
+    public_id: [u8; 32],
+    header_id: Option<[u8; 32]>,
+    limits: protocol::Limits,
+    sent_digest: Option<String>,
+}
+
+impl Checked {
+    /// Checks the body's `Content-Digest`, decodes it (decompressing to at most `max_raw`
+    /// bytes) and queues it for forwarding when `forward` is set. `Ok(None)`: the body
+    /// inflates past a `max_raw` below the configured limit (decode it again with that).
+    fn run(
+        &self,
+        bytes: &[u8],
+        forward: Option<&crate::forward::Forwarder>,
+        max_raw: u64,
+    ) -> Result<Option<(Batch, u64)>, Refused> {
+        let received = protocol::content_digest(bytes);
+        if let Some(sent) = &self.sent_digest {
+            if protocol::verify_content_digest(sent, bytes) == Some(false) {
+                let why = format!(
+                    "the body does not match its {} (received {received}); resend it",
+                    protocol::HEADER_CONTENT_DIGEST
+                );
+                return Err((not_intact("damaged_body", why), None));
+            }
+        }
+        let mut limits = self.limits;
+        let inline = max_raw < limits.max_decompressed_bytes;
+        limits.max_decompressed_bytes = limits.max_decompressed_bytes.min(max_raw);
+        let (batch, raw_len) =
+            match decode_upload(bytes, &self.public_id, self.header_id.as_ref(), &limits) {
+                Ok(v) => v,
+                Err(r) if inline && r.reason == "decompressed_too_large" => return Ok(None),
+                Err(r) => return Err((r, Some(received))),
+            };
+        if let Some(f) = forward {
+            // Queued before the store commits: whatever is stored is in the queue.
+            if let Err(e) = f.queue(&batch.id().0, bytes) {
+                let why = format!("cannot queue the batch for forwarding ({e}); resend it");
+                let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "forward_queue", why);
+                return Err((r, None));
+            }
+        }
+        Ok(Some((batch, raw_len)))
+    }
+}
+
 /// The upload handler (behind the upload-token layer).
 pub(crate) async fn upload(
     State(st): State<Arc<AppState>>,
@@ -349,44 +420,52 @@ async fn upload_inner(st: &Arc<AppState>, id: &str, headers: &HeaderMap, body: B
         .get(protocol::HEADER_CONTENT_DIGEST)
         .map(|v| v.to_str().unwrap_or("").to_owned());
     let body_len = bytes.len() as u64;
-    let decoded = st
-        .blocking(move |s| {
-            // Hashing up to 16 MiB belongs off the async threads too.
-            let received = protocol::content_digest(&bytes);
-            if let Some(sent) = sent_digest {
-                if protocol::verify_content_digest(&sent, &bytes) == Some(false) {
-                    let why = format!(
-                        "the body does not match its {} (received {received}); resend it",
-                        protocol::HEADER_CONTENT_DIGEST
-                    );
-                    return Ok(Err((not_intact("damaged_body", why), None)));
+    let check = Checked {
+        public_id,
+        header_id,
+        limits,
+        sent_digest,
+    };
+    // A small body is decoded right here: zstd of a few KiB and the decoder take
+    // microseconds, less than the hand-off to the blocking pool and back. A larger body, one
+    // that inflates past `INLINE_MAX_RAW_BYTES`, and every body to forward (a file append)
+    // go to the blocking pool.
+    let inline = st.forward.is_none() && decode_inline(&bytes);
+    let first = if inline {
+        check.run(&bytes, None, INLINE_MAX_RAW_BYTES)
+    } else {
+        Ok(None)
+    };
+    let decoded = match first {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => {
+            let blocking = st
+                .blocking(move |s| {
+                    let max = check.limits.max_decompressed_bytes;
+                    Ok(match check.run(&bytes, s.forward.as_deref(), max) {
+                        Ok(Some(v)) => Ok(v),
+                        Ok(None) => Err((
+                            refusal_for(&ProtocolError::DecompressedTooLarge { max }),
+                            None,
+                        )),
+                        Err(e) => Err(e),
+                    })
+                })
+                .await;
+            match blocking {
+                Ok(r) => r,
+                Err(e) => {
+                    st.reject("internal");
+                    return e.into_response();
                 }
             }
-            let (batch, raw_len) =
-                match decode_upload(&bytes, &public_id, header_id.as_ref(), &limits) {
-                    Ok(v) => v,
-                    Err(r) => return Ok(Err((r, Some(received)))),
-                };
-            if let Some(f) = &s.forward {
-                // Queued before the store commits: whatever is stored is in the queue.
-                if let Err(e) = f.queue(&batch.id().0, &bytes) {
-                    let why = format!("cannot queue the batch for forwarding ({e}); resend it");
-                    let r = Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "forward_queue", why);
-                    return Ok(Err((r, None)));
-                }
-            }
-            drop(bytes);
-            Ok(Ok((batch, raw_len)))
-        })
-        .await;
-    let (batch, raw_len) = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err((r, Some(received)))) => return refuse_intact(st, r, &received),
-        Ok(Err((r, None))) => return refuse(st, r),
-        Err(e) => {
-            st.reject("internal");
-            return e.into_response();
         }
+        Err(e) => Err(e),
+    };
+    let (batch, raw_len) = match decoded {
+        Ok(v) => v,
+        Err((r, Some(received))) => return refuse_intact(st, r, &received),
+        Err((r, None)) => return refuse(st, r),
     };
     // Decoding is done: the slot goes to the next upload while this one waits for the writer.
     drop(slot);

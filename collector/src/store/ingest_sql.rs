@@ -248,7 +248,7 @@ impl<'a, 'c> Inserter<'a, 'c> {
             }
         }
         drop(insert);
-        zone.write(tx, batch_ref)?;
+        zone.write(tx, batch_ref, stored)?;
 
         for g in &batch.gaps {
             tx.prepare_cached(
@@ -289,8 +289,6 @@ impl<'a, 'c> Inserter<'a, 'c> {
             )?
             .execute(params![log_ref, name, to_sql_u64(*value), meta.received_ms])?;
         }
-        tx.prepare_cached("UPDATE batches SET records_stored = ?1 WHERE id = ?2")?
-            .execute(params![to_sql_u64(stored), batch_ref])?;
         if dup > 0 {
             bump(tx, "records_duplicate", dup)?;
         }

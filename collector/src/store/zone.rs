@@ -196,16 +196,26 @@ impl Zone {
         bloom_add(&mut self.bloom, rid);
     }
 
-    /// Writes the zone of batch `batch_ref` (nothing when no record was stored).
-    pub(crate) fn write(self, conn: &Connection, batch_ref: i64) -> Result<(), StoreError> {
+    /// Writes the zone of batch `batch_ref` and its count of stored records, in one update
+    /// of the batch row (nothing when no record was stored: the batch row was inserted with
+    /// `records_stored = 0`). The `batch_keys` rows go in one by one: a statement that
+    /// inserts several rows and may abort makes SQLite copy every page it touches into a
+    /// statement journal first (measured: a quarter of the writer's time, see BENCHMARKS.md).
+    pub(crate) fn write(
+        self,
+        conn: &Connection,
+        batch_ref: i64,
+        stored: u64,
+    ) -> Result<(), StoreError> {
         let Some((first, last)) = self.seqs else {
             return Ok(());
         };
         conn.prepare_cached(
-            "UPDATE batches SET first_seq = ?1, last_seq = ?2, min_created_ms = ?3,
-                 max_created_ms = ?4, rid_bloom = ?5 WHERE id = ?6",
+            "UPDATE batches SET records_stored = ?1, first_seq = ?2, last_seq = ?3,
+                 min_created_ms = ?4, max_created_ms = ?5, rid_bloom = ?6 WHERE id = ?7",
         )?
         .execute(rusqlite::params![
+            super::to_sql_u64(stored),
             first,
             last,
             self.created.0,

@@ -437,3 +437,40 @@ fn a_large_incompressible_batch_within_the_limits_is_accepted() {
     assert_eq!(one[0]["payload_encoding"], "hex");
     assert_eq!(one[0]["payload"].as_str().unwrap().len(), 2 << 20);
 }
+
+/// A small body is decoded on the async thread only while it inflates to at most 32 KiB,
+/// whatever its frame header states; one that inflates further is decoded again on the
+/// blocking pool with the configured limit: stored when within it, refused 413 past it.
+#[test]
+fn a_small_body_that_inflates_past_the_inline_bound_is_decoded_with_the_configured_limit() {
+    let h = Harness::start(|c| c.limits.max_decompressed_bytes = 4 << 20);
+    let p = fixtures::private_id(14);
+    let mut b = fixtures::batch(&p, 0, 6, "1");
+    for r in &mut b.records {
+        r.payload = vec![b'z'; 100 << 10];
+    }
+    // Two zstd frames: the first one's header states 100 bytes, the second holds the rest.
+    let raw = zstd::decode_all(&fixtures::body(&b)[..]).unwrap();
+    let mut body = zstd::bulk::compress(&raw[..100], 3).unwrap();
+    body.extend(zstd::bulk::compress(&raw[100..], 3).unwrap());
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(&body).unwrap(),
+        Some(100)
+    );
+    assert!(body.len() < 16 << 10, "body is {} bytes", body.len());
+    let (s, ack) = h.upload_body(&p, &body, Some(b.id().to_hex()), None);
+    assert_eq!(s, 200, "{ack}");
+    assert_eq!(ack["stored"], 6, "{ack}");
+    let recs = h.records("include_payload=false");
+    assert!(
+        recs.iter().all(|r| r["payload_size"] == 100 << 10),
+        "{recs:?}"
+    );
+
+    let mut bomb = zstd::bulk::compress(&[0u8; 100], 3).unwrap();
+    bomb.extend(fixtures::zip_bomb(8 << 20));
+    assert!(bomb.len() < 16 << 10, "bomb is {} bytes", bomb.len());
+    let (s, v) = h.upload_body(&p, &bomb, None, None);
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("decompressed"), "{v}");
+}
