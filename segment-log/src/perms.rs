@@ -313,15 +313,49 @@ fn create_dir_in_place(p: &Path, mode: u32, gid: Option<u32>) -> io::Result<()> 
     fs::DirBuilder::new().mode(mode).create(&tmp)?;
     let placed = fs::metadata(&tmp)
         .and_then(|m| set_dir_mode(&tmp, &m, mode, gid))
-        .and_then(|()| fs::rename(&tmp, p));
+        .and_then(|()| rename_noreplace(&tmp, p));
     let Err(e) = placed else {
         return Ok(());
     };
     let _ = fs::remove_dir(&tmp);
-    // A non-empty directory of another process refuses the rename (ENOTEMPTY or EEXIST; an
-    // empty one is replaced by ours, with the same mode and group).
+    // Another process's directory is there first (EEXIST): theirs is used. It is never
+    // replaced, even empty: that process may be about to create a file in it, which fails
+    // with ENOENT in a directory renamed over.
     match fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// `rename(from, to)` that fails with EEXIST instead of replacing an existing `to`
+/// (`renameat2` with `RENAME_NOREPLACE`). On a file system without it (EINVAL) a directory is
+/// moved with `rename`, which replaces only an empty directory: the race this avoids then
+/// remains there.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (Ok(f), Ok(t)) = (
+        CString::new(from.as_os_str().as_bytes()),
+        CString::new(to.as_os_str().as_bytes()),
+    ) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    #[expect(unsafe_code, reason = "renameat2(2) with RENAME_NOREPLACE")]
+    // SAFETY: both are NUL-terminated strings that outlive the call, which only reads them;
+    // AT_FDCWD resolves relative paths as `fs::rename` does.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => fs::rename(from, to),
         _ => Err(e),
     }
 }

@@ -304,3 +304,34 @@ fn new_directories_appear_child() {
         assert!(!name.ends_with(".tmp"), "{}", p.display());
     }
 }
+
+/// Writers opening a new log at once each create the missing directories. One that has just
+/// placed `dir` and is about to create a file in it must not have `dir` replaced under it by
+/// another's (an empty directory can be renamed over: the file's creation then fails with
+/// ENOENT in the unlinked one; seen as `recorder/slots/0.lock: No such file or directory`
+/// with four processes on a loaded machine).
+#[test]
+fn racing_creators_of_a_directory_can_all_create_files_in_it() {
+    let root = tempfile::tempdir().unwrap();
+    for round in 0..300 {
+        let dir = root.path().join(format!("r{round}/recorder/slots"));
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (dir, barrier) = (&dir, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    create_dirs(dir, 0o700, None).unwrap();
+                    let f = dir.join(format!("{t}.lock"));
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&f)
+                        .unwrap_or_else(|e| panic!("round {round}: {}: {e}", f.display()));
+                });
+            }
+        });
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4, "round {round}");
+    }
+}
