@@ -4,7 +4,14 @@
 //! frames and pairs them with their writer's context (the preamble frames, scoped to their
 //! segment) with [`SlotContexts`], and appends them to a [`BatchEncoder`]. Memory is the
 //! encoder's columns (bounded by `max_bytes` + `max_records`), the reader's chunk, and one
-//! carried-over record: whatever the backlog.
+//! carried-over record: whatever the backlog. The batch is finished around the payload
+//! column ([`BatchEncoder::finish_in_place`]) and compressed from there, with no second copy.
+//!
+//! A reader that reached the live end is not reused (a fresh one sees what was appended
+//! since), but what it learnt is: the contexts of its segment and the record frames read in
+//! it, so the next pass continues from its end without re-reading the segment from its start
+//! (the frames before it do not change; `resume_tests` checks the count under trims and
+//! rolled-back counters).
 //!
 //! A batch covers `[first, last)`. It ends before the first record that does not fit (that
 //! record is carried into the next batch), before a record the rate limiter holds back, or at
