@@ -204,6 +204,7 @@ impl BatchBuilder {
             contexts: SlotContexts::new(),
             carry: None,
             seg_records: None,
+            uncounted: None,
         };
         if let Some(r) = resume.filter(|r| r.position == from) {
             // The last build read up to `from` and stopped at the live end: the contexts and
@@ -212,6 +213,7 @@ impl BatchBuilder {
             s.contexts = r.contexts;
             s.contexts.enter(from.segment);
             s.seg_records = r.seg_records;
+            s.uncounted = r.uncounted;
         } else if from.offset <= HEADER_LEN {
             s.seg_records = Some((from.segment, 0, Position::default()));
         } else {
@@ -221,11 +223,13 @@ impl BatchBuilder {
                 offset: HEADER_LEN,
             };
             let mut prime = Reader::open(&self.dir, start, self.reader_opts.clone())?;
-            let (mut records, mut last, mut gone) = (0u64, Position::default(), false);
+            let (mut records, mut last, mut gone, mut reached) =
+                (0u64, Position::default(), false, false);
             while let Some(e) = prime.next_entry()? {
                 match e {
                     Entry::Frame(f) if f.position.segment != from.segment || f.position >= from => {
-                        break
+                        reached = true;
+                        break;
                     }
                     Entry::Frame(f) if f.kind == FrameKind::Preamble => {
                         // A preamble that does not decode leaves its slot as it was, as it
@@ -245,14 +249,20 @@ impl BatchBuilder {
                         break;
                     }
                     Entry::Damage(d) if d.segment != from.segment || d.offset >= from.offset => {
-                        break
+                        reached = true;
+                        break;
                     }
                     Entry::Damage(_) => {}
                 }
             }
             s.contexts.enter(from.segment);
-            if !gone {
+            // The reader stops at the segment's reservation counter: one lowered below `from`
+            // (rolled back or damaged) hides frames before `from`, so their count is unknown,
+            // not `records` (a trimmed gap from there would state too many).
+            if !gone && (reached || prime.position() >= from) {
                 s.seg_records = Some((from.segment, records, last));
+            } else {
+                s.uncounted = Some(from.segment);
             }
         }
         if let Some(n) = s.records_before(from) {
@@ -320,6 +330,7 @@ impl BatchBuilder {
                     position: stream.position(),
                     contexts: stream.contexts,
                     seg_records: stream.seg_records,
+                    uncounted: stream.uncounted,
                 });
             }
             Ok(_) => self.stream = Some(stream),
@@ -408,7 +419,7 @@ impl BatchBuilder {
                         None => break End::CaughtUp,
                         Some(Entry::Damage(d)) => Step::Damage(d),
                         Some(Entry::Frame(f)) => {
-                            parts::count_frame(&mut s.seg_records, f.position, f.kind);
+                            parts::count_frame(&mut s.seg_records, s.uncounted, f.position, f.kind);
                             // `insert` and `context_for` enter the frame's segment.
                             let seg = f.position.segment;
                             match decode_frame(f.kind, f.payload) {

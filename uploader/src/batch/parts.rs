@@ -49,6 +49,9 @@ pub(super) struct Stream {
     /// Record frames read so far in one segment: (segment, count, position of the last
     /// one), so a trimmed gap starting inside that segment can subtract what was read.
     pub(super) seg_records: Option<(u64, u64, Position)>,
+    /// The segment the stream started in, when the record frames before its start could
+    /// not all be counted (that segment then gets no count).
+    pub(super) uncounted: Option<u64>,
 }
 
 /// What a stream that reached the live end knew at its end `position`: the contexts of
@@ -57,6 +60,7 @@ pub(super) struct Resume {
     pub(super) position: Position,
     pub(super) contexts: SlotContexts,
     pub(super) seg_records: Option<(u64, u64, Position)>,
+    pub(super) uncounted: Option<u64>,
 }
 
 /// Splits `g` at `at` (`g.start < at < g.end`). Whole missing segments before `at`'s segment
@@ -86,9 +90,13 @@ pub(super) fn split_gap(g: Gap, at: Position) -> (Gap, Gap) {
 /// frame borrows the stream's reader.
 pub(super) fn count_frame(
     seg_records: &mut Option<(u64, u64, Position)>,
+    uncounted: Option<u64>,
     p: Position,
     kind: segment_log::FrameKind,
 ) {
+    if uncounted == Some(p.segment) {
+        return; // counting from here would miss the frames before the stream's start
+    }
     if !seg_records.is_some_and(|(seg, _, _)| seg == p.segment) {
         *seg_records = Some((p.segment, 0, Position::default()));
     }
