@@ -26,6 +26,11 @@ pub struct BatchEncoder {
     class_bytes: Vec<u8>,
     last_class: Option<(Box<str>, u32)>,
     cols: Columns,
+    /// Bytes kept free before the payload column (`cols.payload[..head]`), where
+    /// [`BatchEncoder::finish_in_place`] writes the rest of the batch.
+    head: usize,
+    /// The batch up to the payload column, built by `finish_in_place`.
+    prefix: Vec<u8>,
     records: u64,
     prev: Option<Position>,
     prev_wall: i64,
@@ -44,11 +49,13 @@ struct Columns {
     event_flag: Vec<u8>,
     event_id: Vec<u8>,
     len: Vec<u8>,
+    /// The headroom (`BatchEncoder::head` bytes), then the payloads.
     payload: Vec<u8>,
 }
 
 impl Columns {
-    fn all(&self) -> [&Vec<u8>; 10] {
+    /// The columns before the payload column.
+    fn meta(&self) -> [&Vec<u8>; 9] {
         [
             &self.position,
             &self.context,
@@ -59,10 +66,13 @@ impl Columns {
             &self.event_flag,
             &self.event_id,
             &self.len,
-            &self.payload,
         ]
     }
-    fn clear(&mut self) {
+    fn meta_len(&self) -> usize {
+        self.meta().iter().map(|c| c.len()).sum()
+    }
+    /// Empties every column; the payload column keeps its first `head` bytes.
+    fn clear(&mut self, head: usize) {
         for c in [
             &mut self.position,
             &mut self.context,
@@ -73,10 +83,10 @@ impl Columns {
             &mut self.event_flag,
             &mut self.event_id,
             &mut self.len,
-            &mut self.payload,
         ] {
             c.clear();
         }
+        self.payload.truncate(head);
     }
 }
 
@@ -99,7 +109,7 @@ impl BatchEncoder {
         self.classes.clear();
         self.class_bytes.clear();
         self.last_class = None;
-        self.cols.clear();
+        self.cols.clear(self.head);
         self.records = 0;
         self.prev = None;
         self.prev_wall = 0;
@@ -259,7 +269,7 @@ impl BatchEncoder {
 
     /// The size [`finish`](BatchEncoder::finish) will produce, within a few bytes.
     pub fn encoded_len(&self) -> usize {
-        let cols: usize = self.cols.all().iter().map(|c| c.len()).sum();
+        let cols = self.cols.meta_len() + self.payload_column().len();
         64 + self.contexts.1.len()
             + self.gaps.1.len()
             + self.counters.1.len()
@@ -267,17 +277,48 @@ impl BatchEncoder {
             + cols
     }
 
-    /// Writes the decompressed batch ending at `last` (exclusive) into `out` (cleared first)
-    /// and returns its id.
-    pub fn finish(&self, last: Position, out: &mut Vec<u8>) -> Result<BatchId, ProtocolError> {
+    /// The payloads added, back to back (the last column).
+    fn payload_column(&self) -> &[u8] {
+        self.cols.payload.get(self.head..).unwrap_or_default()
+    }
+
+    /// Keeps at least `bytes` free before the payload column, so that
+    /// [`finish_in_place`](BatchEncoder::finish_in_place) can write the rest of the batch
+    /// there without moving the payloads (about 64 bytes plus the contexts, gaps, counters,
+    /// classifications and 10 to 40 bytes per record). Best called before adding records,
+    /// while there is nothing to move. The room is allocated zeroed but not written, so
+    /// its untouched part costs address space, not memory.
+    pub fn reserve_headroom(&mut self, bytes: usize) {
+        if bytes > self.head {
+            self.regrow(bytes);
+        }
+    }
+
+    /// Moves the payloads behind `room` bytes of headroom (one copy).
+    fn regrow(&mut self, room: usize) {
+        let payload = self.payload_column();
+        // Zeroed by the allocator (fresh pages are not written); the payloads' capacity
+        // comes along, so the next batches do not grow it again.
+        let capacity = self.cols.payload.capacity().saturating_sub(self.head);
+        let mut buf = vec![0u8; room + capacity.max(payload.len())];
+        buf.truncate(room);
+        buf.extend_from_slice(payload);
+        self.cols.payload = buf;
+        self.head = room;
+    }
+
+    fn check_last(&self, last: Position) -> Result<(), ProtocolError> {
         if last < self.first || self.prev.is_some_and(|p| p >= last) {
             return Err(invalid(
                 "last position",
                 format!("{last} must follow the batch's records"),
             ));
         }
-        out.clear();
-        out.reserve(self.encoded_len());
+        Ok(())
+    }
+
+    /// The batch up to the payload column.
+    fn write_prefix(&self, last: Position, out: &mut Vec<u8>) {
         out.extend_from_slice(&BATCH_MAGIC);
         out.push(PROTOCOL_VERSION);
         out.push(0); // flags, reserved
@@ -297,10 +338,44 @@ impl BatchEncoder {
         put_uvarint(out, self.classes.len() as u64);
         out.extend_from_slice(&self.class_bytes);
         put_uvarint(out, self.records);
-        for c in self.cols.all() {
+        for c in self.cols.meta() {
             out.extend_from_slice(c);
         }
+    }
+
+    /// Writes the decompressed batch ending at `last` (exclusive) into `out` (cleared first)
+    /// and returns its id.
+    pub fn finish(&self, last: Position, out: &mut Vec<u8>) -> Result<BatchId, ProtocolError> {
+        self.check_last(last)?;
+        out.clear();
+        out.reserve(self.encoded_len());
+        self.write_prefix(last, out);
+        out.extend_from_slice(self.payload_column());
         Ok(BatchId::new(&self.public, self.first, last))
+    }
+
+    /// [`finish`](BatchEncoder::finish) without copying the payloads: the rest of the batch
+    /// is written into the room kept before the payload column, and the batch is returned
+    /// as one slice of the encoder's buffer (the same bytes `finish` writes), valid until
+    /// the next change. When the room is too small the payloads are moved once, and the
+    /// room kept for the following batches grows.
+    pub fn finish_in_place(&mut self, last: Position) -> Result<(BatchId, &[u8]), ProtocolError> {
+        self.check_last(last)?;
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        self.write_prefix(last, &mut prefix);
+        let need = prefix.len();
+        if need > self.head {
+            // Room for this batch and a quarter more for the next ones.
+            self.regrow(need + need / 4);
+        }
+        let start = self.head - need;
+        if let Some(room) = self.cols.payload.get_mut(start..self.head) {
+            room.copy_from_slice(&prefix);
+        }
+        self.prefix = prefix;
+        let id = BatchId::new(&self.public, self.first, last);
+        Ok((id, self.cols.payload.get(start..).unwrap_or_default()))
     }
 }
 

@@ -493,4 +493,6 @@ pub fn verdict(status: u16) -> Verdict {
 }
 
 #[cfg(test)]
+mod finish_tests;
+#[cfg(test)]
 pub(crate) mod tests;

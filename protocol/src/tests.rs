@@ -463,7 +463,7 @@ fn only_a_refusal_confirming_the_intact_body_is_a_rejection() {
     }
 }
 
-fn arb_batch() -> impl Strategy<Value = Batch> {
+pub(crate) fn arb_batch() -> impl Strategy<Value = Batch> {
     let rec = (
         0u64..3,
         1u64..5000,

@@ -99,33 +99,49 @@ impl super::BatchBuilder {
     pub fn format(&self) -> BodyFormat {
         self.format
     }
+}
 
-    /// The wire body of the batch just encoded into `self.raw`, and its size before
-    /// compression.
-    pub(super) fn wire_body(&mut self) -> Result<(Vec<u8>, usize), super::BuildError> {
-        let plain = match self.format {
-            BodyFormat::Seglog => &self.raw,
-            BodyFormat::Otlp { .. } => {
-                otlp_from_raw(&self.raw, &mut self.otlp, &mut self.obuf)?;
-                &self.obuf
-            }
-        };
-        match self.format {
-            BodyFormat::Otlp {
-                compression: Compression::None,
-            } => return Ok((plain.clone(), plain.len())),
-            BodyFormat::Otlp {
-                compression: Compression::Gzip,
-            } => return Ok((gzip(plain, self.level)?, plain.len())),
-            _ => {}
+/// The room the encoder keeps before its payload column for the rest of a batch within
+/// `limits` (`BatchEncoder::finish_in_place`): 24 bytes per record (the columns of a record
+/// with an event id take ~30, without ~12), the records bounded by `max_records` and by
+/// 16-byte payloads filling `max_bytes`, and 64 KiB for the header, contexts and gaps. A
+/// batch that needs more moves its payloads once. Only what is written is touched.
+pub(super) fn headroom(limits: &super::BatchLimits) -> usize {
+    let records = limits.max_records.min(limits.max_bytes / 16 + 1);
+    usize::try_from(records.saturating_mul(24).saturating_add(64 << 10))
+        .unwrap_or(usize::MAX)
+        .min(64 << 20)
+}
+
+/// The wire body of the batch `raw` (just encoded) in `format`, and the size of what was
+/// compressed.
+pub(super) fn wire_body(
+    raw: &[u8],
+    format: BodyFormat,
+    level: i32,
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    otlp: &mut otlp::Encoder,
+    obuf: &mut Vec<u8>,
+) -> Result<(Vec<u8>, usize), super::BuildError> {
+    let plain = match format {
+        BodyFormat::Seglog => raw,
+        BodyFormat::Otlp { .. } => {
+            otlp_from_raw(raw, otlp, obuf)?;
+            &obuf[..]
         }
-        // Into the reused buffer's spare capacity: zstd writes only what it produces, so the
-        // bound is reserved but never zero-filled (that fill, and the page faults of touching
-        // the whole bound, were a tenth of a loopback pass).
-        self.zbuf.clear();
-        self.zbuf
-            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
-        self.compressor.compress_to_buffer(plain, &mut self.zbuf)?;
-        Ok((self.zbuf.clone(), plain.len()))
+    };
+    match format {
+        BodyFormat::Otlp {
+            compression: Compression::None,
+        } => return Ok((plain.to_vec(), plain.len())),
+        BodyFormat::Otlp {
+            compression: Compression::Gzip,
+        } => return Ok((gzip(plain, level)?, plain.len())),
+        _ => {}
     }
+    // Straight into the body's own buffer: zstd writes only what it produces, so the bound
+    // is reserved but neither zero-filled nor copied afterwards.
+    let mut body = Vec::with_capacity(zstd::zstd_safe::compress_bound(plain.len()));
+    compressor.compress_to_buffer(plain, &mut body)?;
+    Ok((body, plain.len()))
 }

@@ -4,7 +4,14 @@
 //! frames and pairs them with their writer's context (the preamble frames, scoped to their
 //! segment) with [`SlotContexts`], and appends them to a [`BatchEncoder`]. Memory is the
 //! encoder's columns (bounded by `max_bytes` + `max_records`), the reader's chunk, and one
-//! carried-over record: whatever the backlog.
+//! carried-over record: whatever the backlog. The batch is finished around the payload
+//! column ([`BatchEncoder::finish_in_place`]) and compressed from there, with no second copy.
+//!
+//! A reader that reached the live end is not reused (a fresh one sees what was appended
+//! since), but what it learnt is: the contexts of its segment and the record frames read in
+//! it, so the next pass continues from its end without re-reading the segment from its start
+//! (the frames before it do not change; `resume_tests` checks the count under trims and
+//! rolled-back counters).
 //!
 //! A batch covers `[first, last)`. It ends before the first record that does not fit (that
 //! record is carried into the next batch), before a record the rate limiter holds back, or at
@@ -22,7 +29,7 @@ use crate::protocol::{BatchEncoder, BatchId, Gap, RecordRef};
 
 pub use body::{encode as encode_body, BodyFormat};
 pub use parts::{context_fields, gap_reason, BuildError};
-use parts::{undecodable, Candidate, Pending, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
+use parts::{undecodable, Candidate, Pending, Resume, Step, Stream, BAD_CLASS, MISSING_CONTEXT};
 
 /// How big a batch may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,11 +102,10 @@ pub struct BatchBuilder {
     level: i32,
     reader_opts: ReaderOptions,
     enc: BatchEncoder,
-    raw: Vec<u8>,
     compressor: zstd::bulk::Compressor<'static>,
-    zbuf: Vec<u8>,
     last_ctx: Option<(usize, u32)>,
     stream: Option<Stream>,
+    resume: Option<Resume>,
     ctx_by_ptr: HashMap<usize, u32>,
     ctx_by_fields: HashMap<Vec<(String, String)>, u32>,
     ctx_keep: Vec<Arc<Context>>,
@@ -172,11 +178,10 @@ impl BatchBuilder {
                 ..reader_opts
             },
             enc: BatchEncoder::default(),
-            raw: Vec::new(),
             compressor,
-            zbuf: Vec::new(),
             last_ctx: None,
             stream: None,
+            resume: None,
             ctx_by_ptr: HashMap::new(),
             ctx_by_fields: HashMap::new(),
             ctx_keep: Vec::new(),
@@ -189,56 +194,27 @@ impl BatchBuilder {
         })
     }
 
-    fn remember(&mut self, p: Position, before: u64) {
-        if self.memo.iter().any(|&(q, _)| q == p) {
-            return;
-        }
-        if self.memo.len() >= MEMO {
-            self.memo.pop_front();
-        }
-        self.memo.push_back((p, before));
-    }
-
-    /// Record frames of `p`'s segment before `p`, if known.
-    fn records_before(&self, s: &Stream, p: Position) -> Option<u64> {
-        s.records_before(p)
-            .or_else(|| self.memo.iter().find(|&&(q, _)| q == p).map(|&(_, n)| n))
-    }
-
-    /// The records count of a trimmed gap over the missing segments `[first, end.segment)`
-    /// starting at `start`.
-    fn trimmed_count(
-        &self,
-        s: &Stream,
-        notes: &mut dyn Observer,
-        start: Position,
-        end: Position,
-        segments: u64,
-    ) -> Option<u64> {
-        if segments == 0 {
-            return Some(0);
-        }
-        let first = end.segment.saturating_sub(segments);
-        let first = if start.segment > first && start.segment < end.segment {
-            start.segment
-        } else {
-            first
-        };
-        let count = end.segment.saturating_sub(first);
-        let before = (start.segment == first)
-            .then(|| self.records_before(s, start))
-            .flatten();
-        notes.trimmed_records(start, first, count, before)
-    }
-
-    fn open_stream(&mut self, from: Position) -> Result<Stream, segment_log::Error> {
+    fn open_stream(
+        &mut self,
+        from: Position,
+        resume: Option<Resume>,
+    ) -> Result<Stream, segment_log::Error> {
         let mut s = Stream {
             reader: Reader::open(&self.dir, from, self.reader_opts.clone())?,
             contexts: SlotContexts::new(),
             carry: None,
             seg_records: None,
+            uncounted: None,
         };
-        if from.offset <= HEADER_LEN {
+        if let Some(r) = resume.filter(|r| r.position == from) {
+            // The last build read up to `from` and stopped at the live end: the contexts and
+            // the record count of `from`'s segment are what priming would find again (the
+            // frames before `from` do not change), without re-reading the segment up to it.
+            s.contexts = r.contexts;
+            s.contexts.enter(from.segment);
+            s.seg_records = r.seg_records;
+            s.uncounted = r.uncounted;
+        } else if from.offset <= HEADER_LEN {
             s.seg_records = Some((from.segment, 0, Position::default()));
         } else {
             // Records after `from` need the contexts written earlier in its segment.
@@ -247,11 +223,13 @@ impl BatchBuilder {
                 offset: HEADER_LEN,
             };
             let mut prime = Reader::open(&self.dir, start, self.reader_opts.clone())?;
-            let (mut records, mut last, mut gone) = (0u64, Position::default(), false);
+            let (mut records, mut last, mut gone, mut reached) =
+                (0u64, Position::default(), false, false);
             while let Some(e) = prime.next_entry()? {
                 match e {
                     Entry::Frame(f) if f.position.segment != from.segment || f.position >= from => {
-                        break
+                        reached = true;
+                        break;
                     }
                     Entry::Frame(f) if f.kind == FrameKind::Preamble => {
                         // A preamble that does not decode leaves its slot as it was, as it
@@ -271,14 +249,20 @@ impl BatchBuilder {
                         break;
                     }
                     Entry::Damage(d) if d.segment != from.segment || d.offset >= from.offset => {
-                        break
+                        reached = true;
+                        break;
                     }
                     Entry::Damage(_) => {}
                 }
             }
             s.contexts.enter(from.segment);
-            if !gone {
+            // The reader stops at the segment's reservation counter: one lowered below `from`
+            // (rolled back or damaged) hides frames before `from`, so their count is unknown,
+            // not `records` (a trimmed gap from there would state too many).
+            if !gone && (reached || prime.position() >= from) {
                 s.seg_records = Some((from.segment, records, last));
+            } else {
+                s.uncounted = Some(from.segment);
             }
         }
         if let Some(n) = s.records_before(from) {
@@ -287,9 +271,11 @@ impl BatchBuilder {
         Ok(s)
     }
 
-    /// Forgets the open reader (the next build reopens at its `from`).
+    /// Forgets the open reader and what it knew (the next build reopens at its `from` and
+    /// reads that segment's contexts again).
     pub fn reset(&mut self) {
         self.stream = None;
+        self.resume = None;
     }
 
     fn context_index(&mut self, ctx: &Arc<Context>) -> u32 {
@@ -328,16 +314,27 @@ impl BatchBuilder {
         now_ms: i64,
         notes: &mut dyn Observer,
     ) -> Result<Built, BuildError> {
+        let resume = self.resume.take();
         let mut stream = match self.stream.take() {
             Some(s) if s.position() == from => s,
-            _ => self.open_stream(from)?,
+            _ => self.open_stream(from, resume)?,
         };
         let r = self.fill(&mut stream, from, limits, until, now_ms, notes);
         // A reader that reached the live end is not reused: segment-log's scanner decides at
         // open whether writers are alive and may keep stale bytes past the old end, so a
-        // fresh one reads what was appended since.
-        if r.as_ref().is_ok_and(|b| b.end != End::CaughtUp) {
-            self.stream = Some(stream);
+        // fresh one reads what was appended since. What it learnt about the frames before
+        // the end is kept, so the next pass does not prime from the segment's start.
+        match &r {
+            Ok(b) if b.end == End::CaughtUp => {
+                self.resume = Some(Resume {
+                    position: stream.position(),
+                    contexts: stream.contexts,
+                    seg_records: stream.seg_records,
+                    uncounted: stream.uncounted,
+                });
+            }
+            Ok(_) => self.stream = Some(stream),
+            Err(_) => {}
         }
         r
     }
@@ -388,6 +385,7 @@ impl BatchBuilder {
         notes: &mut dyn Observer,
     ) -> Result<Built, BuildError> {
         self.enc.reset(self.public, from);
+        self.enc.reserve_headroom(body::headroom(limits));
         self.ctx_by_ptr.clear();
         self.ctx_by_fields.clear();
         self.ctx_keep.clear();
@@ -421,7 +419,7 @@ impl BatchBuilder {
                         None => break End::CaughtUp,
                         Some(Entry::Damage(d)) => Step::Damage(d),
                         Some(Entry::Frame(f)) => {
-                            parts::count_frame(&mut s.seg_records, f.position, f.kind);
+                            parts::count_frame(&mut s.seg_records, s.uncounted, f.position, f.kind);
                             // `insert` and `context_for` enter the frame's segment.
                             let seg = f.position.segment;
                             match decode_frame(f.kind, f.payload) {
@@ -543,11 +541,20 @@ impl BatchBuilder {
         if let Some(n) = last_records_before {
             self.remember(last, n);
         }
-        let id = self.enc.finish(last, &mut self.raw)?;
-        let (body, raw_len) = if self.enc.records() == 0 && gaps.is_empty() {
-            (Vec::new(), self.raw.len())
+        let empty = self.enc.records() == 0 && gaps.is_empty();
+        // The batch in the encoder's own buffer (no copy of the payloads).
+        let (id, raw) = self.enc.finish_in_place(last)?;
+        let (body, raw_len) = if empty {
+            (Vec::new(), raw.len())
         } else {
-            self.wire_body()?
+            body::wire_body(
+                raw,
+                self.format,
+                self.level,
+                &mut self.compressor,
+                &mut self.otlp,
+                &mut self.obuf,
+            )?
         };
         Ok(Built {
             id,
@@ -569,5 +576,7 @@ impl BatchBuilder {
 mod body;
 mod parts;
 
+#[cfg(test)]
+mod resume_tests;
 #[cfg(test)]
 mod tests;

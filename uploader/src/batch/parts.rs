@@ -7,6 +7,7 @@ use recorder::record::{ClassRef, Context, RecordHeader, SlotContexts};
 use recorder::Classification;
 use segment_log::{DamageReason, Position, Reader};
 
+use super::{Observer, MEMO};
 use crate::protocol::{Gap, GapReason};
 
 /// A record read but not yet placed in a batch.
@@ -48,6 +49,18 @@ pub(super) struct Stream {
     /// Record frames read so far in one segment: (segment, count, position of the last
     /// one), so a trimmed gap starting inside that segment can subtract what was read.
     pub(super) seg_records: Option<(u64, u64, Position)>,
+    /// The segment the stream started in, when the record frames before its start could
+    /// not all be counted (that segment then gets no count).
+    pub(super) uncounted: Option<u64>,
+}
+
+/// What a stream that reached the live end knew at its end `position`: the contexts of
+/// its segment and its record count there ([`Stream::seg_records`]).
+pub(super) struct Resume {
+    pub(super) position: Position,
+    pub(super) contexts: SlotContexts,
+    pub(super) seg_records: Option<(u64, u64, Position)>,
+    pub(super) uncounted: Option<u64>,
 }
 
 /// Splits `g` at `at` (`g.start < at < g.end`). Whole missing segments before `at`'s segment
@@ -77,9 +90,13 @@ pub(super) fn split_gap(g: Gap, at: Position) -> (Gap, Gap) {
 /// frame borrows the stream's reader.
 pub(super) fn count_frame(
     seg_records: &mut Option<(u64, u64, Position)>,
+    uncounted: Option<u64>,
     p: Position,
     kind: segment_log::FrameKind,
 ) {
+    if uncounted == Some(p.segment) {
+        return; // counting from here would miss the frames before the stream's start
+    }
     if !seg_records.is_some_and(|(seg, _, _)| seg == p.segment) {
         *seg_records = Some((p.segment, 0, Position::default()));
     }
@@ -104,6 +121,52 @@ impl Stream {
         self.carry
             .as_ref()
             .map_or_else(|| self.reader.position(), Pending::start)
+    }
+}
+
+/// What the builder remembers of record counts (see [`MEMO`]).
+impl super::BatchBuilder {
+    /// Remembers that `before` record frames of `p`'s segment lie before `p`.
+    pub(super) fn remember(&mut self, p: Position, before: u64) {
+        if self.memo.iter().any(|&(q, _)| q == p) {
+            return;
+        }
+        if self.memo.len() >= MEMO {
+            self.memo.pop_front();
+        }
+        self.memo.push_back((p, before));
+    }
+
+    /// Record frames of `p`'s segment before `p`, if known.
+    pub(super) fn records_before(&self, s: &Stream, p: Position) -> Option<u64> {
+        s.records_before(p)
+            .or_else(|| self.memo.iter().find(|&&(q, _)| q == p).map(|&(_, n)| n))
+    }
+
+    /// The records count of a trimmed gap over the missing segments `[first, end.segment)`
+    /// starting at `start`.
+    pub(super) fn trimmed_count(
+        &self,
+        s: &Stream,
+        notes: &mut dyn Observer,
+        start: Position,
+        end: Position,
+        segments: u64,
+    ) -> Option<u64> {
+        if segments == 0 {
+            return Some(0);
+        }
+        let first = end.segment.saturating_sub(segments);
+        let first = if start.segment > first && start.segment < end.segment {
+            start.segment
+        } else {
+            first
+        };
+        let count = end.segment.saturating_sub(first);
+        let before = (start.segment == first)
+            .then(|| self.records_before(s, start))
+            .flatten();
+        notes.trimmed_records(start, first, count, before)
     }
 }
 
