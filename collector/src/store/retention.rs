@@ -58,18 +58,25 @@ impl Store {
     }
 }
 
-/// One SQLite retention chunk: (records, gaps, batches) deleted.
-fn sqlite_chunk(tx: &rusqlite::Transaction<'_>, cutoff_ms: i64) -> Result<[u64; 3], StoreError> {
-    // The oldest batches with records, while received before the cutoff, up to a chunk.
-    let mut stmt = tx.prepare_cached(
-        "SELECT id, first_seq, last_seq, received_ms FROM batches
-         WHERE first_seq IS NOT NULL ORDER BY id LIMIT ?1",
-    )?;
-    let mut rows = stmt.query([RETENTION_CHUNK])?;
+/// Whole batches to delete in one retention chunk.
+pub(crate) struct Chunk {
+    /// First and last batch id.
+    pub(crate) batches: (i64, i64),
+    /// The last batch's last record `seq`: every record up to it goes.
+    pub(crate) last_seq: i64,
+}
+
+/// The chunk to delete, from the oldest batches that hold records as (id, first_seq,
+/// last_seq, received_ms) in id order: whole batches received before `cutoff_ms`, until they
+/// hold [`RETENTION_CHUNK`] records; `None` when the oldest is not old enough. Both backends
+/// use it, each reading its rows its own way.
+pub(crate) fn chunk_batches(
+    rows: impl IntoIterator<Item = Result<(i64, i64, i64, i64), StoreError>>,
+    cutoff_ms: i64,
+) -> Result<Option<Chunk>, StoreError> {
     let (mut ids, mut last_seq, mut records) = (None::<(i64, i64)>, 0i64, 0i64);
-    while let Some(r) = rows.next()? {
-        let (id, first, last, received): (i64, i64, i64, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    for r in rows {
+        let (id, first, last, received) = r?;
         if received >= cutoff_ms {
             break;
         }
@@ -80,10 +87,27 @@ fn sqlite_chunk(tx: &rusqlite::Transaction<'_>, cutoff_ms: i64) -> Result<[u64; 
             break;
         }
     }
-    drop(rows);
+    Ok(ids.map(|batches| Chunk { batches, last_seq }))
+}
+
+/// One SQLite retention chunk: (records, gaps, batches) deleted.
+fn sqlite_chunk(tx: &rusqlite::Transaction<'_>, cutoff_ms: i64) -> Result<[u64; 3], StoreError> {
+    // The oldest batches with records, while received before the cutoff, up to a chunk.
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, first_seq, last_seq, received_ms FROM batches
+         WHERE first_seq IS NOT NULL ORDER BY id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([RETENTION_CHUNK], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    let chunk = chunk_batches(rows.map(|r| r.map_err(StoreError::from)), cutoff_ms)?;
     drop(stmt);
     let mut counts = [0u64; 3];
-    if let Some((lo, hi)) = ids {
+    if let Some(Chunk {
+        batches: (lo, hi),
+        last_seq,
+    }) = chunk
+    {
         counts[0] = tx.execute("DELETE FROM records WHERE seq <= ?1", [last_seq])? as u64;
         tx.execute(
             "DELETE FROM batch_keys WHERE batch_ref BETWEEN ?1 AND ?2",

@@ -4,7 +4,7 @@
 //! whose records are gone stays, emptied, as long as a gap refers to it.
 
 use super::Writer;
-use crate::store::retention::RETENTION_CHUNK;
+use crate::store::retention::{chunk_batches, Chunk, RETENTION_CHUNK};
 use crate::store::StoreError;
 
 /// Deletes one chunk received before `cutoff_ms` in its own transaction: (total, [records,
@@ -25,22 +25,17 @@ fn chunk(tx: &mut postgres::Transaction<'_>, cutoff_ms: i64) -> Result<[u64; 3],
          WHERE first_seq IS NOT NULL ORDER BY id LIMIT $1",
         &[&RETENTION_CHUNK],
     )?;
-    let (mut ids, mut last_seq, mut records) = (None::<(i64, i64)>, 0i64, 0i64);
-    for r in &rows {
-        let (id, first, last, received): (i64, i64, i64, i64) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
-        if received >= cutoff_ms {
-            break;
-        }
-        ids = Some((ids.map_or(id, |(lo, _)| lo), id));
-        last_seq = last;
-        records += last - first + 1;
-        if records >= RETENTION_CHUNK {
-            break;
-        }
-    }
+    let chunk = chunk_batches(
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))),
+        cutoff_ms,
+    )?;
     let mut counts = [0u64; 3];
-    if let Some((lo, hi)) = ids {
+    if let Some(Chunk {
+        batches: (lo, hi),
+        last_seq,
+    }) = chunk
+    {
         counts[0] = tx.execute("DELETE FROM records WHERE seq <= $1", &[&last_seq])?;
         tx.execute(
             "DELETE FROM batch_keys WHERE batch_ref BETWEEN $1 AND $2",
