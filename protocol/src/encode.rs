@@ -395,6 +395,14 @@ fn clip(s: &str, max: u64) -> &str {
 /// Encodes `batch` to its decompressed bytes.
 pub fn encode_batch_raw(batch: &Batch) -> Result<Vec<u8>, ProtocolError> {
     let mut e = BatchEncoder::new(batch.public_log_id, batch.first);
+    add_batch(&mut e, batch)?;
+    let mut out = Vec::new();
+    e.finish(batch.last, &mut out)?;
+    Ok(out)
+}
+
+/// Adds `batch`'s contexts, gaps, counters and records to `e`.
+pub(crate) fn add_batch(e: &mut BatchEncoder, batch: &Batch) -> Result<(), ProtocolError> {
     for c in &batch.contexts {
         e.add_context(&c.fields);
     }
@@ -416,9 +424,7 @@ pub fn encode_batch_raw(batch: &Batch) -> Result<Vec<u8>, ProtocolError> {
             payload: &r.payload,
         })?;
     }
-    let mut out = Vec::new();
-    e.finish(batch.last, &mut out)?;
-    Ok(out)
+    Ok(())
 }
 
 /// Encodes and compresses `batch` (zstd `level`): the HTTP body.
