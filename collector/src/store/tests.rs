@@ -397,6 +397,21 @@ pub(super) fn fill_for_every_view(s: &Store) {
     s.bump_counter("rejected.unauthorized", 2).unwrap();
 }
 
+/// Each of `rows` is found by its record id, and alone (the record-id filter: an index on
+/// version 1, the batches' Bloom filters since version 2).
+pub(super) fn assert_each_found_by_record_id(s: &Store, rows: &[RecordRow]) {
+    for r in rows {
+        let found = s
+            .query_records(&super::query::RecordQuery {
+                record_id: Some(r.record_id),
+                ..Default::default()
+            })
+            .unwrap()
+            .records;
+        assert_eq!(found, vec![r.clone()]);
+    }
+}
+
 /// Everything the API and the web view read, from one store.
 pub(super) fn every_view(s: &Store) -> String {
     use super::views::{CountBy, SeriesBy};

@@ -82,16 +82,7 @@ fn a_version_1_postgres_database_is_migrated_and_answers_every_query_alike() {
     // Each record's id is found through the migrated Bloom filters.
     let rows = all(&s);
     assert!(rows.len() > 50);
-    for r in &rows {
-        let found = s
-            .query_records(&RecordQuery {
-                record_id: Some(r.record_id),
-                ..RecordQuery::default()
-            })
-            .unwrap()
-            .records;
-        assert_eq!(found, vec![r.clone()]);
-    }
+    super::tests::assert_each_found_by_record_id(&s, &rows);
     // Dedupe by position works on the migrated ranges: device 21 has positions 0..60.
     let a = fixtures::private_id(21);
     let out = s.ingest(&fixtures::batch(&a, 50, 20, "9"), meta()).unwrap();

@@ -71,16 +71,7 @@ fn a_version_1_database_is_migrated_and_answers_every_query_alike() {
         .unwrap()
         .records;
     assert!(rows.len() > 50);
-    for r in &rows {
-        let found = s
-            .query_records(&RecordQuery {
-                record_id: Some(r.record_id),
-                ..RecordQuery::default()
-            })
-            .unwrap()
-            .records;
-        assert_eq!(found, vec![r.clone()]);
-    }
+    super::tests::assert_each_found_by_record_id(&s, &rows);
     // New batches after the migration are zoned as they are stored.
     let p = fixtures::private_id(23);
     s.ingest(&fixtures::batch(&p, 0, 5, "10"), super::tests::meta())
