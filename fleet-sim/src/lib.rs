@@ -1,7 +1,7 @@
 //! A fleet of uploaders on virtual time, against a model of one collector.
 //!
 //! Each simulated device runs the uploader's real decision code: `uploader::policy::Policy`
-//! decides when a scheduled pass runs, `uploader::transport::Backoff` picks the wait after a
+//! decides when a scheduled pass runs, `uploader::retry::Backoff` picks the wait after a
 //! failed attempt (exponential, equal jitter, capped) and `Backoff::wait_after` the wait after
 //! a 429 with `Retry-After`. The collector model takes records into a bounded queue that
 //! drains at a fixed rate; which uploads it takes when the queue is full, and the
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use collector::store::shed::{Load, ReturnSchedule, ScheduleStats, Verdict};
 use uploader::policy::{Inputs, Policy, Trigger};
-use uploader::transport::Backoff;
+use uploader::retry::Backoff;
 
 pub use svg::histogram_svg;
 

@@ -200,7 +200,7 @@ fn device_loop(
     let mut up = Uploader::open(cfg.clone())?.context("the log has no id")?;
     let mut w = Sleeper { stop, t };
     // The daemon's start-up jitter, one interval wide here.
-    if w.wait(uploader::transport::random_delay(cfg.policy.interval)) {
+    if w.wait(uploader::retry::random_delay(cfg.policy.interval)) {
         return Ok(());
     }
     while !stop.load(Ordering::Relaxed) {

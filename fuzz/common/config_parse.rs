@@ -94,7 +94,7 @@ fn exercise_upload(u: &uploader::config::UploadConfig) {
             let _ = u.policy.decide(Trigger::Flush, &i);
         }
     }
-    let mut b = uploader::transport::Backoff::new(u.backoff_base, u.backoff_cap);
+    let mut b = uploader::retry::Backoff::new(u.backoff_base, u.backoff_cap);
     for _ in 0..40 {
         let d = b.next_delay();
         assert!(
@@ -102,5 +102,5 @@ fn exercise_upload(u: &uploader::config::UploadConfig) {
             "backoff {d:?} over its cap"
         );
     }
-    let _ = uploader::transport::random_delay(u.startup_delay);
+    let _ = uploader::retry::random_delay(u.startup_delay);
 }

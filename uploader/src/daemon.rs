@@ -218,7 +218,7 @@ pub fn run(
         sock.display(),
         up.cursor().position
     ));
-    if !opts.no_startup_delay && waiter.wait(crate::transport::random_delay(cfg.startup_delay)) {
+    if !opts.no_startup_delay && waiter.wait(crate::retry::random_delay(cfg.startup_delay)) {
         return Ok(());
     }
     let cap = cfg.backoff_cap;

@@ -15,6 +15,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod policy;
+pub mod retry;
 pub mod scheme;
 /// The wire protocol (the `protocol` crate), under its historical path.
 pub use protocol;

@@ -13,8 +13,9 @@ use crate::config::UploadConfig;
 use crate::cursor::{CursorState, CursorStore};
 use crate::policy::{Decision, Inputs, Trigger};
 use crate::protocol::{self, Gap, GapReason};
+use crate::retry::Backoff;
 use crate::state::{self, now_ms, Status};
-use crate::transport::{Backoff, Transport};
+use crate::transport::Transport;
 
 /// Interruptible waiting: backoff sleeps end early when the process is asked to stop.
 pub trait Waiter {

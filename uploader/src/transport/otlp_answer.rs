@@ -2,8 +2,9 @@
 //! `Retry-After`, the `partial_success` of a 2xx, the `google.rpc.Status` message of an error.
 use std::io::Read;
 
-use super::{is_unreachable, parse_retry_after, Outcome, Transport};
+use super::{is_unreachable, Outcome, Transport};
 use crate::protocol::Verdict;
+use crate::retry::parse_retry_after;
 
 impl Transport {
     /// Classifies an OTLP/HTTP answer (OTLP.md, "Delivery").
