@@ -1,6 +1,7 @@
 //! Decodes the record test vector in FORMAT.md ("## Records") byte for byte, so the
 //! record section of the spec and the codec agree.
 use super::*;
+use sha2::{Digest, Sha256};
 
 const SPEC: &str = include_str!("../../FORMAT.md");
 

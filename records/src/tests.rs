@@ -2,6 +2,7 @@ use proptest::prelude::*;
 use segment_log::FrameKind;
 
 use super::*;
+use sha2::{Digest, Sha256};
 
 fn ctx(slot: u32, classes: &[&str]) -> Context {
     Context {
