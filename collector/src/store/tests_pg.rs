@@ -81,14 +81,28 @@ fn all(s: &Store) -> Vec<RecordRow> {
     .records
 }
 
-/// Every record's id as the store answers it is the one derived from its log and position.
-fn assert_record_ids_derived(rows: &[RecordRow]) {
+/// The view `records` derives each record's id in SQL (`seglog_record_id`) as
+/// `record_id` does in Rust.
+fn assert_view_record_ids(url: &str, rows: &[RecordRow]) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
     for r in rows {
-        assert_eq!(
-            r.record_id,
-            record_id(&r.log_id, r.segment, r.offset),
-            "{r:?}"
-        );
+        let v: Vec<u8> = c
+            .query_one("SELECT record_id FROM records WHERE seq = $1", &[&r.seq])
+            .unwrap()
+            .get(0);
+        assert_eq!(v, record_id(&r.log_id, r.segment, r.offset), "{r:?}");
+    }
+    // Positions above i64::MAX are stored bit for bit as negative BIGINTs.
+    for (segment, offset) in [(u64::MAX - 1, 1u64 << 63), (258, 0), (0, u64::MAX)] {
+        let log: &[u8] = &[7u8; 32];
+        let v: Vec<u8> = c
+            .query_one(
+                "SELECT seglog_record_id($1, $2, $3)",
+                &[&log, &(segment as i64), &(offset as i64)],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(v, record_id(&[7; 32], segment, offset));
     }
 }
 
@@ -147,7 +161,7 @@ fn migrated_alike(from: u32, downgrades: &[&str]) {
     let rows = all(&s);
     assert!(rows.len() > 50);
     super::tests::assert_each_found_by_record_id(&s, &rows);
-    assert_record_ids_derived(&rows);
+    assert_view_record_ids(&url, &rows);
     // Dedupe by position works on the migrated ranges: device 21 has positions 0..60.
     let a = fixtures::private_id(21);
     let out = s.ingest(&fixtures::batch(&a, 50, 20, "9"), meta()).unwrap();
@@ -319,7 +333,7 @@ fn every_postgres_record_filter_is_answered_without_scanning_or_sorting_all_reco
         })
         .unwrap()
         .records;
-    assert_record_ids_derived(&rows);
+    assert_view_record_ids(&url, &rows);
     let r = &rows[3];
     // A page as the web view and the API ask for it.
     let q = || RecordQuery {

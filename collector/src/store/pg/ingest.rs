@@ -52,8 +52,7 @@ const PROBE: &str = "SELECT (SELECT records_stored FROM batches WHERE batch_id =
                AND (pos_hi_segment, pos_hi_offset) >= ($3, $4)
                AND (pos_lo_segment, pos_lo_offset) <= ($5, $6) AND first_seq IS NOT NULL
                ORDER BY id)";
-const POSITIONS: &str =
-    r#"SELECT segment, "offset" FROM record_rows WHERE seq BETWEEN $1 AND $2"#;
+const POSITIONS: &str = r#"SELECT segment, "offset" FROM record_rows WHERE seq BETWEEN $1 AND $2"#;
 const NEW_BATCH: &str = "INSERT INTO batches(id, batch_id, log_ref, first_segment, first_offset,
          last_segment, last_offset, received_ms, records, records_stored, gaps, body_bytes,
          raw_bytes, first_seq, last_seq, min_created_ms, max_created_ms, rid_bloom,
