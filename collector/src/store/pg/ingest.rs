@@ -15,10 +15,8 @@
 //! - **Seq by batch**: the batch's id is drawn first; its stored records get
 //!   `id << SEQ_SHIFT | i`, so the batch is one `seq` range (its zone map, `zone.rs`) even
 //!   while other collectors insert.
-//! - **COPY**: the group's records go in one binary `COPY` into `record_rows` (schema
-//!   version 3: only the record's own columns), its `batch_keys` in one `unnest` insert, at
-//!   the end of the group (or before a position lookup that may need them). After the commit
-//!   the new pages are summarized in the BRIN index on `seq` ([`summarize`]).
+//! - **COPY**: the group's records go in one binary `COPY`, its `batch_keys` in one `unnest`
+//!   insert, at the end of the group (or before a position lookup that may need them).
 
 use std::collections::HashSet;
 
@@ -91,11 +89,7 @@ const COPY_TYPES: [Type; 10] = [
 ];
 /// Summarizes the page ranges of `record_rows` that its BRIN index on `seq` does not cover
 /// yet (a range not summarized is read by every lookup).
-/// Its cost is one read of the new pages.
 const SUMMARIZE: &str = "SELECT brin_summarize_new_values('record_rows_seq')";
-/// How long [`SUMMARIZE`] waits for its lock (less than `deadlock_timeout`, after which a
-/// waiting lock request cancels an autovacuum of the table).
-const SUMMARIZE_WAIT: &str = "SET LOCAL lock_timeout = '50ms'";
 const BATCH_KEYS: &str = "INSERT INTO batch_keys(batch_ref, key, records)
      SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])";
 const GAP: &str = "INSERT INTO gaps(log_ref, batch_ref, reason, reason_code, start_segment,
@@ -147,25 +141,11 @@ fn write_batches_on(
     let Writer { client, stmts, .. } = w;
     let (out, copied) = write_group(client, stmts, caches, batches)?;
     if copied {
-        summarize(client);
+        // After the commit, not inside the transaction: it takes a lock on the index that
+        // would serialize the collectors' groups. Its cost is one read of the new pages.
+        client.query_one(SUMMARIZE, &[])?;
     }
     Ok(out)
-}
-
-/// Summarizes the new page ranges of `record_rows` (see [`SUMMARIZE`]), best effort: after
-/// the group's commit, not inside its transaction (the lock it takes would serialize the
-/// collectors' groups), and only if that lock is free within [`SUMMARIZE_WAIT`] (another
-/// collector summarizing, or a vacuum, which summarizes too: waiting longer would cancel an
-/// autovacuum or stall this writer behind it). A failure leaves the ranges to the next
-/// group or to autovacuum; it never fails the group, which is committed. A lost
-/// connection is noticed by the next group (`Writer::reconnect_if_closed`).
-fn summarize(client: &mut postgres::Client) {
-    let _ = (|| -> Result<(), postgres::Error> {
-        let mut tx = client.transaction()?;
-        tx.batch_execute(SUMMARIZE_WAIT)?;
-        tx.query_one(SUMMARIZE, &[])?;
-        tx.commit()
-    })();
 }
 
 /// The group's transaction: its outcomes, and whether records were copied.
