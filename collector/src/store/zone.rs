@@ -374,9 +374,7 @@ fn key_sets(q: &RecordQuery) -> Vec<(String, Vec<Value>)> {
 /// `q` for a store: candidate batches from the zone maps, then their records.
 pub(crate) fn zoned(q: &RecordQuery, dialect: Dialect) -> Filter {
     // Event ids keep their (partial, small) per-record index: it finds the few records.
-    // Without a filter SQLite walks its rowids backwards; PostgreSQL, whose `seq` index is a
-    // BRIN index (schema version 3), which gives no order, takes the batches newest first.
-    if q.event_id.is_some() || (filters(q) == 0 && dialect == Dialect::Sqlite) {
+    if filters(q) == 0 || q.event_id.is_some() {
         return plain(q);
     }
     let (row_cond, mut args) = where_clause(q);

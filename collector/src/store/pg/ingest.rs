@@ -87,9 +87,6 @@ const COPY_TYPES: [Type; 10] = [
     Type::BYTEA,
     Type::BYTEA,
 ];
-/// Summarizes the page ranges of `record_rows` that its BRIN index on `seq` does not cover
-/// yet (a range not summarized is read by every lookup).
-const SUMMARIZE: &str = "SELECT brin_summarize_new_values('record_rows_seq')";
 const BATCH_KEYS: &str = "INSERT INTO batch_keys(batch_ref, key, records)
      SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])";
 const GAP: &str = "INSERT INTO gaps(log_ref, batch_ref, reason, reason_code, start_segment,
@@ -139,22 +136,6 @@ fn write_batches_on(
     batches: &[(&Batch, IngestMeta)],
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     let Writer { client, stmts, .. } = w;
-    let (out, copied) = write_group(client, stmts, caches, batches)?;
-    if copied {
-        // After the commit, not inside the transaction: it takes a lock on the index that
-        // would serialize the collectors' groups. Its cost is one read of the new pages.
-        client.query_one(SUMMARIZE, &[])?;
-    }
-    Ok(out)
-}
-
-/// The group's transaction: its outcomes, and whether records were copied.
-fn write_group(
-    client: &mut postgres::Client,
-    stmts: &mut std::collections::HashMap<&'static str, Statement>,
-    caches: &mut Caches,
-    batches: &[(&Batch, IngestMeta)],
-) -> Result<(Vec<IngestOutcome>, bool), StoreError> {
     let mut tx = client.transaction()?;
     let mut keys: Vec<i32> = batches
         .iter()
@@ -170,16 +151,14 @@ fn write_group(
         caches,
         rows: Vec::new(),
         keys: (Vec::new(), Vec::new(), Vec::new()),
-        copied: false,
     };
     let mut out = Vec::with_capacity(batches.len());
     for (batch, meta) in batches {
         out.push(ins.ingest(batch, *meta)?);
     }
     ins.flush()?;
-    let copied = ins.copied;
     ins.tx.commit()?;
-    Ok((out, copied))
+    Ok(out)
 }
 
 /// A record waiting for the group's `COPY`.
@@ -239,8 +218,6 @@ struct Inserter<'a, 'c, 'b> {
     rows: Vec<Row<'b>>,
     /// `batch_keys` rows of this group (batch, key, records).
     keys: (Vec<i64>, Vec<i64>, Vec<i64>),
-    /// Records were copied in this group.
-    copied: bool,
 }
 
 impl<'b> Inserter<'_, '_, 'b> {
@@ -299,7 +276,6 @@ impl<'b> Inserter<'_, '_, 'b> {
                 ])?;
             }
             w.finish()?;
-            self.copied = true;
         }
         if !self.keys.0.is_empty() {
             let (b, k, n) = std::mem::take(&mut self.keys);

@@ -203,7 +203,7 @@ ANALYZE batch_keys;
     // only what is the record's own (severity as SMALLINT, the 8-byte columns first so that
     // none is padded); the view `records` gives every column of version 2 back, with the
     // same names and types, so every query reads the same rows. About 40 bytes less per row
-    // on the heap and in the WAL; and `seq` has a BRIN index instead of a primary key.
+    // on the heap and in the WAL.
     r#"
 -- A u64 (stored bit for bit as BIGINT) in little-endian bytes; one expression, so that
 -- the planner inlines it.
@@ -236,11 +236,7 @@ INSERT INTO record_rows(seq, segment, "offset", context_ref, class_ref, created_
            event_id, payload
     FROM records ORDER BY seq;
 DROP TABLE records;
--- seq: a BRIN index (min and max per range of 4 pages), not a btree entry and its WAL record
--- per row. The writer assigns seq (unique by construction) and appends in seq order per
--- batch; it summarizes the new ranges after each commit (`ingest.rs`), so that lookups
--- by a batch's seq range read a few pages.
-CREATE INDEX record_rows_seq ON record_rows USING brin(seq) WITH (pages_per_range = 4);
+ALTER TABLE record_rows ADD CONSTRAINT record_rows_pkey PRIMARY KEY (seq);
 CREATE INDEX records_event ON record_rows(event_id) WHERE event_id IS NOT NULL;
 
 -- LEFT JOINs on unique keys: a query that uses none of their columns does not join.
