@@ -255,8 +255,8 @@ const ZONED_FROM: &str = "batches zb JOIN records r ON r.seq BETWEEN zb.first_se
 
 /// The same on PostgreSQL, whose planner cannot tell that the `seq` range of one batch is a
 /// small part of the records and would rather hash-join a scan of all of them: a lateral
-/// subquery that it may not flatten (`OFFSET 0`) makes it a range lookup of `seq` (a BRIN
-/// index since schema version 3) per candidate batch. It reads the table `record_rows` (schema version 3) and takes the
+/// subquery that it may not flatten (`OFFSET 0`) makes it a range scan of the primary key per
+/// candidate batch. It reads the table `record_rows` (schema version 3) and takes the
 /// columns of the view `records` that follow from the batch from the batch row `zb` itself
 /// (the view would join each record to its batch again); the columns a query does not use
 /// are not computed.

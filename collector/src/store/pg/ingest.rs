@@ -1,5 +1,5 @@
 //! Writing batches into PostgreSQL (schema version 3): one transaction per group, no
-//! per-record btree index (a BRIN index on `seq`, the event-id partial index).
+//! per-record index but the primary key (and the event-id partial index).
 //!
 //! - **Logs are locked.** The group first takes a transaction-scoped advisory lock per log
 //!   it writes (two-key form, namespace [`LOG_LOCK_NS`], in ascending key order so two

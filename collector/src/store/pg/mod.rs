@@ -7,7 +7,7 @@
 //! one after the other: by batch id, then by the positions of the stored batches whose
 //! position range meets the new one's (`ingest.rs`; no per-record unique index). Records
 //! go in one binary `COPY` per group; filters find them through the per-batch zone maps
-//! (`../zone.rs`), the only per-record indexes being a BRIN index on `seq` and the event ids
+//! (`../zone.rs`), the only per-record indexes being the primary key `seq` and the event ids
 //! (schema version 3: the table `record_rows`, the view `records`).
 //!
 //! Text is compared in byte order (`COLLATE "C"` on every text column), as in SQLite, so the
@@ -107,7 +107,7 @@ fn connect_writer(url: &str) -> Result<Client, StoreError> {
 /// Runs a query of a zoned filter (`zone.rs`) on `c` with the planner's explicit sorts off
 /// (`enable_sort = off` for this transaction only; a cost, not a ban: a query that has no
 /// other plan still sorts). A page of records comes from the candidate batches newest
-/// first, each one's records by their `seq` range (BRIN index), and an incremental sort within
+/// first, each one's records by a range of the primary key, and an incremental sort within
 /// each batch keeps that order; without the setting the planner, which cannot tell how few
 /// records one batch's range holds, often sorts all the candidates' records to take the
 /// first page. (Not for the per-row form: there it would trade the event-id index and a
