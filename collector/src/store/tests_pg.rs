@@ -1,5 +1,5 @@
-//! The PostgreSQL store's schema version 2 (`pg/schema.rs`, `pg/ingest.rs`): migrating a
-//! version-1 database, exact dedupe without a per-record unique index (two collectors
+//! The PostgreSQL store's schema versions 2 and 3 (`pg/schema.rs`, `pg/ingest.rs`):
+//! migrating version-1 and version-2 databases, exact dedupe without a per-record unique index (two collectors
 //! writing overlapping batches of one device at once, overlapping batches in one group),
 //! and record filters reaching their rows through an index.
 
@@ -8,7 +8,41 @@ use super::tests::{every_view, fill_for_every_view, meta};
 use super::*;
 use crate::fixtures;
 
-/// Turns a current PostgreSQL database into the layout version 1 had: the same rows, `seq`
+/// Turns a version-3 PostgreSQL database into the layout version 2 had: the table `records`
+/// with every column (the view's rows), its primary key and event-id index.
+const DOWNGRADE_TO_V2: &str = r#"
+BEGIN;
+CREATE TABLE records_v2 (
+    seq               BIGINT PRIMARY KEY,
+    log_ref           BIGINT NOT NULL,
+    segment           BIGINT NOT NULL,
+    "offset"          BIGINT NOT NULL,
+    record_id         BYTEA NOT NULL,
+    batch_ref         BIGINT NOT NULL,
+    context_ref       BIGINT NOT NULL,
+    class_ref         BIGINT NOT NULL,
+    severity          BIGINT NOT NULL,
+    created_ms        BIGINT NOT NULL,
+    boot_ms           BIGINT NOT NULL,
+    event_id          BYTEA,
+    received_ms       BIGINT NOT NULL,
+    payload           BYTEA NOT NULL
+);
+INSERT INTO records_v2 SELECT seq, log_ref, segment, "offset", record_id, batch_ref,
+    context_ref, class_ref, severity, created_ms, boot_ms, event_id, received_ms, payload
+    FROM records;
+DROP VIEW records;
+DROP TABLE record_rows;
+DROP FUNCTION seglog_record_id(BYTEA, BIGINT, BIGINT);
+DROP FUNCTION seglog_le8(BIGINT);
+ALTER TABLE records_v2 RENAME TO records;
+ALTER TABLE records RENAME CONSTRAINT records_v2_pkey TO records_pkey;
+CREATE INDEX records_event ON records(event_id) WHERE event_id IS NOT NULL;
+UPDATE seglog_schema SET version = 2;
+COMMIT;
+"#;
+
+/// Turns a version-2 PostgreSQL database into the layout version 1 had: the same rows, `seq`
 /// from a sequence (renumbered 2, 4, 6, ... in the current order, as a sequence that also
 /// advanced for conflicting rows leaves them), every per-record index, no zone maps.
 const DOWNGRADE_TO_V1: &str = r#"
@@ -47,8 +81,45 @@ fn all(s: &Store) -> Vec<RecordRow> {
     .records
 }
 
+/// The view `records` derives each record's id in SQL (`seglog_record_id`) as
+/// `record_id` does in Rust.
+fn assert_view_record_ids(url: &str, rows: &[RecordRow]) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    for r in rows {
+        let v: Vec<u8> = c
+            .query_one("SELECT record_id FROM records WHERE seq = $1", &[&r.seq])
+            .unwrap()
+            .get(0);
+        assert_eq!(v, record_id(&r.log_id, r.segment, r.offset), "{r:?}");
+    }
+    // Positions above i64::MAX are stored bit for bit as negative BIGINTs.
+    for (segment, offset) in [(u64::MAX - 1, 1u64 << 63), (258, 0), (0, u64::MAX)] {
+        let log: &[u8] = &[7u8; 32];
+        let v: Vec<u8> = c
+            .query_one(
+                "SELECT seglog_record_id($1, $2, $3)",
+                &[&log, &(segment as i64), &(offset as i64)],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(v, record_id(&[7; 32], segment, offset));
+    }
+}
+
 #[test]
 fn a_version_1_postgres_database_is_migrated_and_answers_every_query_alike() {
+    migrated_alike(1, &[DOWNGRADE_TO_V2, DOWNGRADE_TO_V1]);
+}
+
+#[test]
+fn a_version_2_postgres_database_is_migrated_and_answers_every_query_alike() {
+    migrated_alike(2, &[DOWNGRADE_TO_V2]);
+}
+
+/// Fills a current database, takes it back to version `from` by `downgrades`, opens it
+/// (migrating) and checks that every view answers as before, zone maps, record ids and
+/// dedupe included.
+fn migrated_alike(from: u32, downgrades: &[&str]) {
     let Some(url) = crate::pg_server::fresh_database() else {
         return;
     };
@@ -58,11 +129,18 @@ fn a_version_1_postgres_database_is_migrated_and_answers_every_query_alike() {
         every_view(&s)
     };
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    c.batch_execute(DOWNGRADE_TO_V1).unwrap();
+    for sql in downgrades {
+        c.batch_execute(sql).unwrap();
+    }
+    let found: i32 = c
+        .query_one("SELECT version FROM seglog_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(found as u32, from);
     let s = Store::open_postgres(&url, WriterLimits::default()).unwrap();
     let after = every_view(&s);
     for (i, (a, b)) in before.lines().zip(after.lines()).enumerate() {
-        assert_eq!(a, b, "line {i} differs after migrating from version 1");
+        assert_eq!(a, b, "line {i} differs after migrating from version {from}");
     }
     assert_eq!(before.lines().count(), after.lines().count());
     let v: i32 = c
@@ -83,6 +161,7 @@ fn a_version_1_postgres_database_is_migrated_and_answers_every_query_alike() {
     let rows = all(&s);
     assert!(rows.len() > 50);
     super::tests::assert_each_found_by_record_id(&s, &rows);
+    assert_view_record_ids(&url, &rows);
     // Dedupe by position works on the migrated ranges: device 21 has positions 0..60.
     let a = fixtures::private_id(21);
     let out = s.ingest(&fixtures::batch(&a, 50, 20, "9"), meta()).unwrap();
@@ -254,6 +333,7 @@ fn every_postgres_record_filter_is_answered_without_scanning_or_sorting_all_reco
         })
         .unwrap()
         .records;
+    assert_view_record_ids(&url, &rows);
     let r = &rows[3];
     // A page as the web view and the API ask for it.
     let q = || RecordQuery {
@@ -298,7 +378,7 @@ fn every_postgres_record_filter_is_answered_without_scanning_or_sorting_all_reco
             eprintln!("{case:?}\n{plan}\n");
         }
         assert!(
-            !plan.contains("Seq Scan on records"),
+            !plan.contains("Seq Scan on record"),
             "{case:?}: a scan of every record:\n{plan}"
         );
         let sorts = plan.lines().any(|l| {

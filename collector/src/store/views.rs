@@ -127,9 +127,15 @@ pub enum CountBy {
     Machine,
 }
 
+/// The device's machine id is its newest record's: the last record of its newest batch that
+/// stored any (a batch's records are `first_seq..=last_seq`, `zone.rs`; index
+/// `batches_log`), not a walk back through all records (PostgreSQL has no per-device
+/// record index).
 const GAP_COLUMNS: &str = "g.id, l.log_id,
     COALESCE((SELECT c.machine_id FROM records r JOIN contexts c ON c.id = r.context_ref
-              WHERE r.log_ref = g.log_ref ORDER BY r.seq DESC LIMIT 1), ''),
+              WHERE r.seq = (SELECT b.last_seq FROM batches b
+                             WHERE b.log_ref = g.log_ref AND b.last_seq IS NOT NULL
+                             ORDER BY b.id DESC LIMIT 1)), ''),
     g.reason, g.start_segment, g.start_offset, g.end_segment, g.end_offset, g.segments,
     g.records, g.bytes, g.detail, g.received_ms";
 

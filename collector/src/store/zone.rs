@@ -256,9 +256,17 @@ const ZONED_FROM: &str = "batches zb JOIN records r ON r.seq BETWEEN zb.first_se
 /// The same on PostgreSQL, whose planner cannot tell that the `seq` range of one batch is a
 /// small part of the records and would rather hash-join a scan of all of them: a lateral
 /// subquery that it may not flatten (`OFFSET 0`) makes it a range scan of the primary key per
-/// candidate batch.
-const PG_ZONED_FROM: &str = "batches zb CROSS JOIN LATERAL (SELECT * FROM records r0
-     WHERE r0.seq BETWEEN zb.first_seq AND zb.last_seq OFFSET 0) r";
+/// candidate batch. It reads the table `record_rows` (schema version 3) and takes the
+/// columns of the view `records` that follow from the batch from the batch row `zb` itself
+/// (the view would join each record to its batch again); the columns a query does not use
+/// are not computed.
+const PG_ZONED_FROM: &str = r#"batches zb CROSS JOIN LATERAL (SELECT r0.seq, zb.log_ref,
+         r0.segment, r0."offset",
+         seglog_record_id((SELECT l0.log_id FROM logs l0 WHERE l0.id = zb.log_ref),
+                          r0.segment, r0."offset") AS record_id,
+         zb.id AS batch_ref, r0.context_ref, r0.class_ref, r0.severity::bigint AS severity,
+         r0.created_ms, r0.boot_ms, r0.event_id, zb.received_ms, r0.payload
+     FROM record_rows r0 WHERE r0.seq BETWEEN zb.first_seq AND zb.last_seq OFFSET 0) r"#;
 
 /// Candidate batches joined to their records, alias `zb` and `r`, in `dialect`.
 pub(crate) fn zoned_from(dialect: Dialect) -> &'static str {

@@ -1,5 +1,5 @@
-//! Writing batches into PostgreSQL (schema version 2): one transaction per group, no
-//! per-record index but the primary key.
+//! Writing batches into PostgreSQL (schema version 3): one transaction per group, no
+//! per-record index but the primary key (and the event-id partial index).
 //!
 //! - **Logs are locked.** The group first takes a transaction-scoped advisory lock per log
 //!   it writes (two-key form, namespace [`LOG_LOCK_NS`], in ascending key order so two
@@ -52,7 +52,7 @@ const PROBE: &str = "SELECT (SELECT records_stored FROM batches WHERE batch_id =
                AND (pos_hi_segment, pos_hi_offset) >= ($3, $4)
                AND (pos_lo_segment, pos_lo_offset) <= ($5, $6) AND first_seq IS NOT NULL
                ORDER BY id)";
-const POSITIONS: &str = r#"SELECT segment, "offset" FROM records WHERE seq BETWEEN $1 AND $2"#;
+const POSITIONS: &str = r#"SELECT segment, "offset" FROM record_rows WHERE seq BETWEEN $1 AND $2"#;
 const NEW_BATCH: &str = "INSERT INTO batches(id, batch_id, log_ref, first_segment, first_offset,
          last_segment, last_offset, received_ms, records, records_stored, gaps, body_bytes,
          raw_bytes, first_seq, last_seq, min_created_ms, max_created_ms, rid_bloom,
@@ -70,23 +70,21 @@ const NEW_CONTEXT: &str = "INSERT INTO contexts(digest, machine_id, boot_id, arc
          build, system_name, kernel_version, record_format_version, fields)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (digest) DO NOTHING";
 const CONTEXT_ID: &str = "SELECT id FROM contexts WHERE digest = $1";
-const COPY_RECORDS: &str = r#"COPY records(seq, log_ref, segment, "offset", record_id, batch_ref,
-         context_ref, class_ref, severity, created_ms, boot_ms, event_id, received_ms, payload)
+/// Only the record's own columns (schema version 3): its log, batch, reception time and
+/// record id follow from its batch and position (the view `records` adds them).
+const COPY_RECORDS: &str = r#"COPY record_rows(seq, segment, "offset", context_ref, class_ref,
+         created_ms, boot_ms, severity, event_id, payload)
      FROM STDIN (FORMAT binary)"#;
-const COPY_TYPES: [Type; 14] = [
+const COPY_TYPES: [Type; 10] = [
     Type::INT8,
     Type::INT8,
     Type::INT8,
     Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::INT2,
     Type::BYTEA,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::INT8,
-    Type::BYTEA,
-    Type::INT8,
     Type::BYTEA,
 ];
 const BATCH_KEYS: &str = "INSERT INTO batch_keys(batch_ref, key, records)
@@ -166,18 +164,16 @@ fn write_batches_on(
 /// A record waiting for the group's `COPY`.
 struct Row<'b> {
     seq: i64,
-    log_ref: i64,
     segment: i64,
     offset: i64,
+    /// For the batch's Bloom filter only (not stored).
     rid: [u8; 16],
-    batch_ref: i64,
     context_ref: i64,
     class_ref: i64,
-    severity: i64,
+    severity: i16,
     created_ms: i64,
     boot_ms: i64,
     event_id: Option<&'b [u8]>,
-    received_ms: i64,
     payload: &'b [u8],
 }
 
@@ -209,7 +205,7 @@ impl PgZone {
         });
         self.key(CLASS + r.class_ref);
         self.key(CONTEXT + r.context_ref);
-        self.key(SEVERITY + r.severity);
+        self.key(SEVERITY + i64::from(r.severity));
         zone::pg_bloom_add(&mut self.bloom, &r.rid);
     }
 }
@@ -268,18 +264,14 @@ impl<'b> Inserter<'_, '_, 'b> {
             for r in self.rows.drain(..) {
                 w.write(&[
                     &r.seq,
-                    &r.log_ref,
                     &r.segment,
                     &r.offset,
-                    &&r.rid[..],
-                    &r.batch_ref,
                     &r.context_ref,
                     &r.class_ref,
-                    &r.severity,
                     &r.created_ms,
                     &r.boot_ms,
+                    &r.severity,
                     &r.event_id,
-                    &r.received_ms,
                     &r.payload,
                 ])?;
             }
@@ -447,18 +439,15 @@ impl<'b> Inserter<'_, '_, 'b> {
             })?;
             let row = Row {
                 seq: (batch_ref << SEQ_SHIFT) + rows.len() as i64,
-                log_ref,
                 segment,
                 offset,
                 rid: record_id(&batch.public_log_id, r.position.segment, r.position.offset),
-                batch_ref,
                 context_ref,
                 class_ref,
-                severity: i64::from(r.severity),
+                severity: i16::from(r.severity),
                 created_ms: r.wall_ms,
                 boot_ms: to_sql_u64(r.boot_ms),
                 event_id: r.event_id.as_ref().map(|e| &e[..]),
-                received_ms: meta.received_ms,
                 payload: &r.payload[..],
             };
             zone.add(&row);

@@ -7,7 +7,8 @@
 //! one after the other: by batch id, then by the positions of the stored batches whose
 //! position range meets the new one's (`ingest.rs`; no per-record unique index). Records
 //! go in one binary `COPY` per group; filters find them through the per-batch zone maps
-//! (`../zone.rs`), the only per-record index being the primary key `seq`.
+//! (`../zone.rs`), the only per-record indexes being the primary key `seq` and the event ids
+//! (schema version 3: the table `record_rows`, the view `records`).
 //!
 //! Text is compared in byte order (`COLLATE "C"` on every text column), as in SQLite, so the
 //! classification prefix filter (a range on the name) and the orderings of the stats match.

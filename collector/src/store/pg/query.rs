@@ -71,13 +71,21 @@ fn record_from_row(
 ) -> Result<RecordRow, StoreError> {
     let event: Option<Vec<u8>> = row.try_get(10)?;
     let fields: &str = row.try_get(22)?;
+    let log_id = fixed(row, 2)?;
+    let (segment, offset) = (
+        row.try_get::<_, i64>(4)? as u64,
+        row.try_get::<_, i64>(5)? as u64,
+    );
     Ok(RecordRow {
         seq: row.try_get(0)?,
-        record_id: fixed(row, 1)?,
-        log_id: fixed(row, 2)?,
+        // Derived here from the log and position (column 1 is a NULL placeholder): the
+        // table has no record-id column since schema version 3, and SQL would hash every
+        // row of the candidate batches, not only the page's.
+        record_id: crate::store::record_id(&log_id, segment, offset),
+        log_id,
         batch_id: fixed(row, 3)?,
-        segment: row.try_get::<_, i64>(4)? as u64,
-        offset: row.try_get::<_, i64>(5)? as u64,
+        segment,
+        offset,
         classification: row.try_get(6)?,
         severity: u8::try_from(row.try_get::<_, i64>(7)?).unwrap_or(0),
         created_ms: row.try_get(8)?,
@@ -144,7 +152,7 @@ pub(crate) fn records_sql(q: &RecordQuery) -> (String, Args, bool) {
         "NULL::bytea"
     };
     let sql = format!(
-        "SELECT r.seq, r.record_id, l.log_id, b.batch_id, r.segment, r.offset, k.name,
+        "SELECT r.seq, NULL::bytea, l.log_id, b.batch_id, r.segment, r.offset, k.name,
                 r.severity, r.created_ms, r.boot_ms, r.event_id, r.received_ms,
                 octet_length(r.payload)::bigint, {payload}, c.machine_id, c.boot_id, c.arch,
                 c.platform, c.build, c.system_name, c.kernel_version,

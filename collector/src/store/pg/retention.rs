@@ -36,7 +36,7 @@ fn chunk(tx: &mut postgres::Transaction<'_>, cutoff_ms: i64) -> Result<[u64; 3],
         last_seq,
     }) = chunk
     {
-        counts[0] = tx.execute("DELETE FROM records WHERE seq <= $1", &[&last_seq])?;
+        counts[0] = tx.execute("DELETE FROM record_rows WHERE seq <= $1", &[&last_seq])?;
         tx.execute(
             "DELETE FROM batch_keys WHERE batch_ref BETWEEN $1 AND $2",
             &[&lo, &hi],
