@@ -210,6 +210,8 @@ impl Options {
 #[cfg(test)]
 mod footprint_tests;
 #[cfg(test)]
+mod rotation_tests;
+#[cfg(test)]
 mod format_vector_test;
 #[cfg(test)]
 mod tests;
