@@ -51,6 +51,7 @@ mod reserve;
 pub mod retention;
 mod scan;
 pub mod seal_count;
+mod thread_sched;
 mod segment;
 mod writer;
 

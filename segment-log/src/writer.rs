@@ -881,7 +881,10 @@ impl Shared {
         *w = Some(
             std::thread::Builder::new()
                 .name("seglog-prepare".into())
-                .spawn(move || s.worker_loop())
+                .spawn(move || {
+                    crate::thread_sched::no_wakeup_preemption();
+                    s.worker_loop()
+                })
                 .map_err(|e| Error::io("spawn preparer thread", &self.dir, e))?,
         );
         Ok(())
