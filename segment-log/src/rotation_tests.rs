@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::writer::{huge_folios, Fill};
 
 /// A clock that stands still: every fill rate measured with it is "instant", so the preparer
 /// pre-faults whole segments whatever the speed of the machine running the test.
@@ -141,4 +142,33 @@ fn the_appending_thread_takes_no_page_faults_across_prepared_rotations() {
         faults.iter().all(|&f| f <= 16),
         "page faults of the appending thread per rotation: {faults:?}"
     );
+}
+
+/// 2 MiB folios only for segments pre-faulted whole, and with `sync = interval` only when an
+/// interval brings at least ten folios (a sync writes the partly written folio whole).
+#[test]
+fn huge_folios_only_where_a_whole_folio_written_costs_nothing() {
+    const MIB: u64 = 1 << 20;
+    let cap = 16 * MIB;
+    let ms = Duration::from_millis;
+    // 800 MiB/s and 1 MiB/s, measured over 20 ms and 2 s.
+    let fast = Some(Fill {
+        bytes: 16 * MIB,
+        elapsed_ns: 20_000_000,
+    });
+    let slow = Some(Fill {
+        bytes: 2 * MIB,
+        elapsed_ns: 2_000_000_000,
+    });
+    let never = SyncPolicy::Never;
+    assert!(huge_folios(fast, cap, cap, &never));
+    assert!(!huge_folios(fast, cap - 2 * MIB, cap, &never), "not pre-faulted whole");
+    assert!(!huge_folios(None, 0, cap, &never));
+    assert!(huge_folios(fast, cap, cap, &SyncPolicy::Interval(ms(100))), "80 MiB per sync");
+    assert!(
+        !huge_folios(fast, cap, cap, &SyncPolicy::Interval(ms(10))),
+        "8 MiB per sync: a 2 MiB folio written whole is 25 % more"
+    );
+    assert!(!huge_folios(slow, cap, cap, &SyncPolicy::Interval(ms(100))));
+    assert!(!huge_folios(fast, cap, cap, &SyncPolicy::Always));
 }

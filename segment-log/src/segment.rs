@@ -366,12 +366,13 @@ impl MappedSegment {
 
     /// Asks the kernel to back this mapping with 2 MiB page-cache folios mapped by one
     /// page-table entry each (`MADV_HUGEPAGE`), for a segment the preparer pre-faults whole
-    /// (a fast writer, `sync = never`). Measured on the machine of BENCHMARKS.md (issue 14):
+    /// (a fast writer; `writer::huge_folios` decides). Measured on the machine of BENCHMARKS.md (issue 14):
     /// pre-faulting 16 MiB costs ~4.5 ms of CPU instead of ~18 (4 KiB folios, with
     /// read-ahead) or ~29 (without), so the preparer stays ahead of an appender at full speed,
     /// and an appender that does overtake it takes 8 faults per segment instead of 4,096.
     /// Not for slow writers: a fault then dirties 2 MiB at once, which writeback would write
-    /// as zeros long before records overwrite them (the reason for `prefault_len`). Called
+    /// as zeros long before records overwrite them (the reason for `prefault_len`), and a
+    /// sync writes a partly written folio whole. Called
     /// before the mapping is published (the advice changes the mapping's flags under the
     /// process's mmap lock). A kernel without transparent huge pages for files ignores it or
     /// refuses it; either way the mapping works as before.
