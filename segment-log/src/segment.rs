@@ -178,19 +178,6 @@ pub(crate) fn allocation_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// Turns the kernel's read-ahead off for a new mapping (`MADV_RANDOM`), before any thread
-/// can touch it. A write fault on a page of a segment that is not in the page cache yet
-/// otherwise starts a "read-around" of the file's whole read-ahead window (`read_ahead_kb`:
-/// 8 MiB on the machine of BENCHMARKS.md): thousands of page allocations and zero fills of
-/// unwritten extents, 2-3.5 ms on the faulting thread, and again at the window's async
-/// marker (`perf record -g` of the appending thread, issue 14: the slow appends ~31 records
-/// into a segment and at its 6 MiB mark). Nothing is ever read through a writer's mapping
-/// ahead of where it writes, so read-ahead only costs. With it off, a fault allocates and
-/// zeroes the one page it needs. A failure is not an error: the mapping works as before.
-fn no_readahead(map: &MmapRaw) {
-    let _ = map.advise(Advice::Random);
-}
-
 impl MappedSegment {
     /// Maps an existing segment file after validating its header and size.
     pub(crate) fn map(file: File, path: PathBuf) -> Result<Self> {
@@ -232,7 +219,6 @@ impl MappedSegment {
             .len(len)
             .map_raw(&file)
             .map_err(|e| Error::io("mmap segment", &path, e))?;
-        no_readahead(&map);
         Ok(MappedSegment {
             number: header.segment,
             capacity: header.capacity,
@@ -364,20 +350,33 @@ impl MappedSegment {
         }
     }
 
-    /// Asks the kernel to back this mapping with 2 MiB page-cache folios mapped by one
-    /// page-table entry each (`MADV_HUGEPAGE`), for a segment the preparer pre-faults whole
-    /// (a fast writer; `writer::huge_folios` decides). Measured on the machine of BENCHMARKS.md (issue 14):
-    /// pre-faulting 16 MiB costs ~4.5 ms of CPU instead of ~18 (4 KiB folios, with
-    /// read-ahead) or ~29 (without), so the preparer stays ahead of an appender at full speed,
-    /// and an appender that does overtake it takes 8 faults per segment instead of 4,096.
-    /// Not for slow writers: a fault then dirties 2 MiB at once, which writeback would write
+    /// Sets up a segment the preparer pre-faults whole for a fast writer
+    /// (`writer::huge_folios` decides), before the mapping is published (the advice changes
+    /// the mapping's flags under the process's mmap lock, which no appender may wait for):
+    ///
+    /// - 2 MiB page-cache folios mapped by one page-table entry each (`MADV_HUGEPAGE`).
+    ///   Measured on the machine of BENCHMARKS.md (issue 14): pre-faulting 16 MiB costs
+    ///   ~4.5 ms of CPU instead of ~18 with 4 KiB folios, so the preparer keeps ahead of an
+    ///   appender at full speed, and an appender that overtakes it takes one fault per 2 MiB
+    ///   instead of 512.
+    /// - No read-ahead (`MADV_RANDOM`). A write fault on a page not yet in the page cache
+    ///   otherwise starts a read-around of the file's whole read-ahead window
+    ///   (`read_ahead_kb`, 8 MiB on that machine; with huge folios, two of them): thousands of
+    ///   pages allocated and zero-filled on the faulting thread, 1.6-3.5 ms for one append
+    ///   (`perf record -g`: `filemap_fault` -> `page_cache_ra_unbounded` ->
+    ///   `ext4_mpage_readpages` -> `memset`), at fixed spots: ~31 records into a segment and
+    ///   again at the window's async marker 6 MiB in. With it off, a fault brings in the one
+    ///   folio it needs.
+    ///
+    /// Not for slow writers: a fault would dirty 2 MiB at once, which writeback would write
     /// as zeros long before records overwrite them (the reason for `prefault_len`), and a
-    /// sync writes a partly written folio whole. Called
-    /// before the mapping is published (the advice changes the mapping's flags under the
-    /// process's mmap lock). A kernel without transparent huge pages for files ignores it or
-    /// refuses it; either way the mapping works as before.
-    pub(crate) fn prefer_huge_pages(&self) {
+    /// sync writes a partly written folio whole; and their page-by-page faults are cheaper
+    /// with read-ahead's batched allocation (~4.4 µs a page against ~7 without). A kernel
+    /// without transparent huge pages for files ignores or refuses the first advice; either
+    /// way the mapping works as before.
+    pub(crate) fn for_fast_writer(&self) {
         let _ = self.map.advise(Advice::HugePage);
+        let _ = self.map.advise(Advice::Random);
     }
 
     /// Fallback for kernels without `MADV_POPULATE_WRITE` (before 5.14): an atomic no-op

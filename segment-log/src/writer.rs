@@ -186,7 +186,7 @@ pub(crate) fn prefault_len(fill: Option<Fill>, capacity: u64) -> u64 {
 const HUGE_FOLIO: u64 = 2 << 20;
 
 /// Whether a prepared segment that will be pre-faulted for `len` bytes should ask for 2 MiB
-/// page-cache folios ([`MappedSegment::prefer_huge_pages`]): only when it is pre-faulted
+/// page-cache folios without read-ahead ([`MappedSegment::for_fast_writer`]): only when it is pre-faulted
 /// whole (a fast writer), and only where a folio dirtied as a whole costs no write
 /// amplification worth the name. With `sync = never` the whole segment is dirtied by the
 /// pre-fault anyway. With `sync = interval` every sync writes back the partly written folio
@@ -1142,7 +1142,7 @@ impl Shared {
         let last = lock(&self.fill).last;
         let len = prefault_len(last, seg.capacity);
         if huge_folios(last, len, seg.capacity, &self.opts.sync) {
-            seg.prefer_huge_pages();
+            seg.for_fast_writer();
         }
         *lock(&self.prepared) = Some(seg.clone());
         seg.prefault(len);
