@@ -47,11 +47,20 @@ fn thread_minflt() -> i64 {
 }
 
 fn main() {
-    let rotations: u64 = std::env::var("ROT").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let slow_us: u64 = std::env::var("SLOW_US").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let rotations: u64 = std::env::var("ROT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let slow_us: u64 = std::env::var("SLOW_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let line = b"2024-05-01T12:00:00.123Z probe[1234]: cpu=17% mem=412MiB net_rx=1234567 net_tx=7654321 disk_io=42 temp=55C ";
     let payload: Vec<u8> = line.iter().copied().cycle().take(100).collect();
-    let dir = tempfile::Builder::new().prefix("seglog-rotdiag-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("seglog-rotdiag-")
+        .tempdir()
+        .unwrap();
     let log = Log::open(dir.path(), Options::default()).unwrap();
     let first = log.active_segment();
     while log.active_segment() == first {
@@ -59,7 +68,10 @@ fn main() {
     }
     std::thread::sleep(Duration::from_millis(100));
     // SAFETY: gettid has no arguments and cannot fail.
-    #[expect(unsafe_code, reason = "gettid(2), to find the appending thread in perf's output")]
+    #[expect(
+        unsafe_code,
+        reason = "gettid(2), to find the appending thread in perf's output"
+    )]
     let tid = unsafe { libc::syscall(libc::SYS_gettid) };
     eprintln!("appender tid {tid}");
     let per_seg = ((16u64 << 20) - 256) / 120;

@@ -51,8 +51,8 @@ mod reserve;
 pub mod retention;
 mod scan;
 pub mod seal_count;
-mod thread_sched;
 mod segment;
+mod thread_sched;
 mod writer;
 
 use std::str::FromStr;
@@ -211,9 +211,9 @@ impl Options {
 #[cfg(test)]
 mod footprint_tests;
 #[cfg(test)]
-mod rotation_tests;
-#[cfg(test)]
 mod format_vector_test;
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -107,14 +107,21 @@ fn a_fast_writers_segment_reads_nothing_ahead_and_a_slow_writers_is_left_alone()
             assert!(t0.elapsed() < Duration::from_secs(60), "never prepared");
             std::thread::sleep(Duration::from_millis(2));
         }
-        let prep = d.path().join("segments").join(fs::segment_file_name(2, "prep"));
+        let prep = d
+            .path()
+            .join("segments")
+            .join(fs::segment_file_name(2, "prep"));
         let flags = vm_flags(&prep).expect("the prepared segment is mapped");
         let has = |f: &str| flags.iter().any(|x| x == f);
         assert_eq!(has("rr"), fast, "read-ahead off (fast: {fast}): {flags:?}");
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .is_ok_and(|s| !s.contains("[never]"));
         if thp {
-            assert_eq!(has("hg"), fast, "huge folios asked (fast: {fast}): {flags:?}");
+            assert_eq!(
+                has("hg"),
+                fast,
+                "huge folios asked (fast: {fast}): {flags:?}"
+            );
         } else {
             eprintln!("SKIPPED (huge folio part): this kernel has no transparent huge pages");
         }
@@ -194,9 +201,15 @@ fn huge_folios_only_where_a_whole_folio_written_costs_nothing() {
     });
     let never = SyncPolicy::Never;
     assert!(huge_folios(fast, cap, cap, &never));
-    assert!(!huge_folios(fast, cap - 2 * MIB, cap, &never), "not pre-faulted whole");
+    assert!(
+        !huge_folios(fast, cap - 2 * MIB, cap, &never),
+        "not pre-faulted whole"
+    );
     assert!(!huge_folios(None, 0, cap, &never));
-    assert!(huge_folios(fast, cap, cap, &SyncPolicy::Interval(ms(100))), "80 MiB per sync");
+    assert!(
+        huge_folios(fast, cap, cap, &SyncPolicy::Interval(ms(100))),
+        "80 MiB per sync"
+    );
     assert!(
         !huge_folios(fast, cap, cap, &SyncPolicy::Interval(ms(10))),
         "8 MiB per sync: a 2 MiB folio written whole is 25 % more"

@@ -200,8 +200,7 @@ pub(crate) fn huge_folios(fill: Option<Fill>, len: u64, capacity: u64, sync: &Sy
     match sync {
         SyncPolicy::Never => true,
         SyncPolicy::Interval(every) => fill.is_some_and(|f| {
-            let per_sync =
-                u128::from(f.bytes) * every.as_nanos() / u128::from(f.elapsed_ns.max(1));
+            let per_sync = u128::from(f.bytes) * every.as_nanos() / u128::from(f.elapsed_ns.max(1));
             per_sync >= 10 * u128::from(HUGE_FOLIO)
         }),
         SyncPolicy::Always => false,
@@ -989,7 +988,12 @@ impl Shared {
     /// page, take one fault per 2 MiB and never a read-around (1.6-3.5 ms, issue 14).
     fn mapped_here(&self, seg: MappedSegment) -> Arc<MappedSegment> {
         let last = lock(&self.fill).last;
-        if huge_folios(last, prefault_len(last, seg.capacity), seg.capacity, &self.opts.sync) {
+        if huge_folios(
+            last,
+            prefault_len(last, seg.capacity),
+            seg.capacity,
+            &self.opts.sync,
+        ) {
             seg.for_fast_writer();
         }
         Arc::new(seg)
