@@ -379,10 +379,11 @@ impl MappedSegment {
         self.no_readahead();
     }
 
-    /// Only the second half of [`for_fast_writer`](Self::for_fast_writer): no read-ahead,
-    /// 4 KiB folios. For a fast writer's segment that nobody pre-faults (the rotating thread
-    /// mapped it itself): its appender faults in every page, and a fault that zero-fills a
-    /// whole 2 MiB folio took 1.3-2.8 ms on the appending thread of a loaded machine.
+    /// No read-ahead on this mapping (`MADV_RANDOM`; see
+    /// [`for_fast_writer`](Self::for_fast_writer)). Not used for a segment the rotating
+    /// thread maps itself when the preparer is late: its appender faults in every page, and
+    /// without read-ahead's batched allocation that cost 15-40 % more appender CPU in the
+    /// interleaved append benchmark (issue 14), for a case that is slow anyway.
     pub(crate) fn no_readahead(&self) {
         let _ = self.map.advise(Advice::Random);
     }

@@ -957,7 +957,7 @@ impl Shared {
         let prepared = lock(&self.prepared).take();
         if live.exists() {
             let file = segment::open_rw(&live)?;
-            return MappedSegment::map(file, live).map(|m| self.mapped_here(m));
+            return MappedSegment::map(file, live).map(Arc::new);
         }
         let prep = seg_path(&self.seg_dir, n, PREP_EXT);
         if prep.exists() {
@@ -975,29 +975,10 @@ impl Shared {
                 }
             }
             let file = segment::open_rw(&live)?;
-            return MappedSegment::map(file, live).map(|m| self.mapped_here(m));
+            return MappedSegment::map(file, live).map(Arc::new);
         }
         self.trim_locked();
-        create_live(&self.seg_dir, self.sharing, &self.opts, &self.log_id, n)
-            .map(|m| self.mapped_here(m))
-    }
-
-    /// A segment the rotating thread mapped itself (the preparer was late, or another
-    /// process made it): for a fast writer ([`huge_folios`]) it is mapped without read-ahead
-    /// before anyone appends to it, so its appends, which fault in every page, never pay for
-    /// a read-around (1.4-3.6 ms, issue 14). Not in huge folios: nobody pre-faults it, and
-    /// an appender's fault that zero-fills 2 MiB took 1.3-2.8 ms on a loaded machine.
-    fn mapped_here(&self, seg: MappedSegment) -> Arc<MappedSegment> {
-        let last = lock(&self.fill).last;
-        if huge_folios(
-            last,
-            prefault_len(last, seg.capacity),
-            seg.capacity,
-            &self.opts.sync,
-        ) {
-            seg.no_readahead();
-        }
-        Arc::new(seg)
+        create_live(&self.seg_dir, self.sharing, &self.opts, &self.log_id, n).map(Arc::new)
     }
 
     /// The background thread: prepares the next segment and applies retention. It sleeps
