@@ -52,6 +52,7 @@ pub mod retention;
 mod scan;
 pub mod seal_count;
 mod segment;
+mod thread_sched;
 mod writer;
 
 use std::str::FromStr;
@@ -211,6 +212,8 @@ impl Options {
 mod footprint_tests;
 #[cfg(test)]
 mod format_vector_test;
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -350,6 +350,44 @@ impl MappedSegment {
         }
     }
 
+    /// Sets up a segment the preparer pre-faults whole for a fast writer
+    /// (`writer::huge_folios` decides), before the mapping is published (the advice changes
+    /// the mapping's flags under the process's mmap lock, which no appender may wait for):
+    ///
+    /// - 2 MiB page-cache folios mapped by one page-table entry each (`MADV_HUGEPAGE`).
+    ///   Measured on the machine of BENCHMARKS.md (issue 14): pre-faulting 16 MiB costs
+    ///   ~4.5 ms of CPU instead of ~18 with 4 KiB folios, so the preparer keeps ahead of an
+    ///   appender at full speed, and an appender that overtakes it takes one fault per 2 MiB
+    ///   instead of 512.
+    /// - No read-ahead (`MADV_RANDOM`). A write fault on a page not yet in the page cache
+    ///   otherwise starts a read-around of the file's whole read-ahead window
+    ///   (`read_ahead_kb`, 8 MiB on that machine; with huge folios, two of them): thousands of
+    ///   pages allocated and zero-filled on the faulting thread, 1.6-3.5 ms for one append
+    ///   (`perf record -g`: `filemap_fault` -> `page_cache_ra_unbounded` ->
+    ///   `ext4_mpage_readpages` -> `memset`), at fixed spots: ~31 records into a segment and
+    ///   again at the window's async marker 6 MiB in. With it off, a fault brings in the one
+    ///   folio it needs.
+    ///
+    /// Not for slow writers: a fault would dirty 2 MiB at once, which writeback would write
+    /// as zeros long before records overwrite them (the reason for `prefault_len`), and a
+    /// sync writes a partly written folio whole; and their page-by-page faults are cheaper
+    /// with read-ahead's batched allocation (~4.4 µs a page against ~7 without). A kernel
+    /// without transparent huge pages for files ignores or refuses the first advice; either
+    /// way the mapping works as before.
+    pub(crate) fn for_fast_writer(&self) {
+        let _ = self.map.advise(Advice::HugePage);
+        self.no_readahead();
+    }
+
+    /// No read-ahead on this mapping (`MADV_RANDOM`; see
+    /// [`for_fast_writer`](Self::for_fast_writer)). Not used for a segment the rotating
+    /// thread maps itself when the preparer is late: its appender faults in every page, and
+    /// without read-ahead's batched allocation that cost 15-40 % more appender CPU in the
+    /// interleaved append benchmark (issue 14), for a case that is slow anyway.
+    pub(crate) fn no_readahead(&self) {
+        let _ = self.map.advise(Advice::Random);
+    }
+
     /// Fallback for kernels without `MADV_POPULATE_WRITE` (before 5.14): an atomic no-op
     /// (`fetch_add(0)`) on one word per page. Sound only by the hardware guarantee in the
     /// module docs: another process may be writing that page with plain stores.
