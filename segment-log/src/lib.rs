@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chunk;
 pub mod clock;
 pub mod close_mark;
 mod crc;

@@ -64,6 +64,8 @@ use crate::reserve::FrameMem;
 pub(crate) struct MappedSegment {
     pub(crate) number: u64,
     pub(crate) capacity: u64,
+    /// The segment's format version: writers use chunks (and pad frames) only in version 2.
+    pub(crate) version: u32,
     /// The path the segment was mapped under (a prepared segment's `.prep` name).
     mapped_path: PathBuf,
     /// The path after the rename that made a prepared segment live (set once).
@@ -222,6 +224,7 @@ impl MappedSegment {
         Ok(MappedSegment {
             number: header.segment,
             capacity: header.capacity,
+            version: header.version,
             mapped_path: path,
             live_path: std::sync::OnceLock::new(),
             ino: (meta.dev(), meta.ino()),
