@@ -216,6 +216,8 @@ pub(crate) struct Chunks {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The closer could not be started (or the handle is closing): no chunks.
     disabled: AtomicBool,
+    /// Tests: threads use chunks from their first append (no ramp).
+    eager: AtomicBool,
 }
 
 impl Chunks {
@@ -227,6 +229,7 @@ impl Chunks {
             cond: Condvar::new(),
             thread: Mutex::new(None),
             disabled: AtomicBool::new(false),
+            eager: AtomicBool::new(false),
         })
     }
 
@@ -391,6 +394,23 @@ impl Chunks {
         self.sweep(false, |n| n < active);
     }
 
+    /// Tests: every thread uses chunks from its first append.
+    pub(crate) fn set_eager(&self) {
+        self.eager.store(true, Ordering::Relaxed);
+    }
+
+    /// Tests: what a writer killed now leaves: every open chunk is closed *without* its pad
+    /// (its rest stays zero, an abandoned reservation for readers).
+    pub(crate) fn abandon_all(&self) {
+        for s in lock(&self.slots).iter() {
+            let mut o = lock(&s.open);
+            let c = s.cursor.0.current();
+            if c != CLOSED && s.cursor.0.advance(c, CLOSED) {
+                o.seg = None;
+            }
+        }
+    }
+
     /// Closes every chunk, stops the closer and turns chunks off (the handle is closing).
     pub(crate) fn shutdown(&self) {
         self.disabled.store(true, Ordering::Release);
@@ -441,6 +461,10 @@ impl Local {
     /// Counts an exact reservation towards the ramp to chunks.
     fn ramp(&mut self, chunks: &Chunks) {
         if chunks.disabled.load(Ordering::Relaxed) {
+            return;
+        }
+        if chunks.eager.load(Ordering::Relaxed) {
+            self.size = CHUNK_MIN;
             return;
         }
         self.streak += 1;

@@ -635,6 +635,20 @@ impl Log {
         self.shared.sync_all()
     }
 
+    /// Test hook (not a stable API): this handle's threads place their frames in chunks
+    /// from their first append instead of ramping up to them.
+    #[doc(hidden)]
+    pub fn test_eager_chunks(&self) {
+        self.shared.chunks.set_eager();
+    }
+
+    /// Test hook (not a stable API): leaves every open chunk of this handle as a killed
+    /// writer would (no pad: the rest stays zero). Appends go on in new chunks.
+    #[doc(hidden)]
+    pub fn test_abandon_chunks(&self) {
+        self.shared.chunks.abandon_all();
+    }
+
     /// Forces a rotation now (seals the active segment). Mostly for tests and tools.
     pub fn rotate(&self) -> Result<()> {
         let s = &*self.shared;
@@ -645,7 +659,9 @@ impl Log {
         }
         let n = seg.number;
         drop(seg);
-        self.shared.rotate(n, false)
+        self.shared.rotate(n, false)?;
+        s.chunks.close_before(s.active.load().number);
+        Ok(())
     }
 
     /// Applies a retention policy now (see [`crate::retention`]). `cursor` is the position
