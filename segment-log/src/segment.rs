@@ -444,7 +444,8 @@ impl FrameMem for MappedSegment {
             "frame outside segment"
         );
         // SAFETY: language model: the range offset..offset+total lies inside the mapping
-        // (asserted above) and was reserved by this writer alone (reservation protocol), so
+        // (asserted above) and was reserved by this writer alone (reservation protocol; in a
+        // version 2 chunk, by the compare-and-swap of the chunk's cursor, `chunk.rs`), so
         // no other thread of this process touches these bytes until the release store in
         // `publish` (no data race); no reference to the mapping is made (raw pointers only),
         // and the source slices are process memory that cannot overlap the mapping.

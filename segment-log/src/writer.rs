@@ -107,7 +107,9 @@ struct Shared {
 ///
 /// `Log` is `Send + Sync`; share it between threads with `Arc` or by reference. Any number of
 /// processes may open the same directory at once. Appends are lock-free (one atomic
-/// `fetch_add` on the shared counter in the mapped segment header); rotation and retention
+/// `fetch_add` on the shared counter in the mapped segment header, or, for a busy thread,
+/// one uncontended compare-and-swap on the cursor of its own chunk: `chunk.rs`, FORMAT.md
+/// "Version 2"); rotation and retention
 /// are serialised across processes with an flock on `rotate.lock`.
 ///
 /// Durability: a record is in the page cache once `append` returns and survives the crash of
