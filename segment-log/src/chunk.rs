@@ -218,11 +218,13 @@ pub(crate) struct Chunks {
     disabled: AtomicBool,
     /// Tests: threads use chunks from their first append (no ramp).
     eager: AtomicBool,
+    /// Itself, for the closer thread started from `&self`.
+    me: std::sync::OnceLock<std::sync::Weak<Chunks>>,
 }
 
 impl Chunks {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Chunks {
+        let c = Arc::new(Chunks {
             slots: Mutex::new(Vec::new()),
             armed: AtomicBool::new(false),
             stop: Mutex::new(false),
@@ -230,7 +232,10 @@ impl Chunks {
             thread: Mutex::new(None),
             disabled: AtomicBool::new(false),
             eager: AtomicBool::new(false),
-        })
+            me: std::sync::OnceLock::new(),
+        });
+        let _ = c.me.set(Arc::downgrade(&c));
+        c
     }
 
     /// Reserves `total` bytes of `seg` for the calling thread: from its chunk when it has
@@ -283,6 +288,13 @@ impl Chunks {
         if l.size == 0 {
             l.ramp(self);
         }
+        if l.size != 0 && !l.registered {
+            // The first chunk of this thread: the closer must know it (and run).
+            l.registered = self.register(&l.slot);
+            if !l.registered {
+                l.size = 0;
+            }
+        }
         let size = l.size;
         if size == 0
             || seg.version < 2
@@ -314,16 +326,19 @@ impl Chunks {
         }
     }
 
-    /// Registers a new thread's slot and starts the closer if it is not running. `None` when
-    /// chunks are off for this handle.
-    fn register(self: &Arc<Self>) -> Option<Arc<ChunkSlot>> {
+    /// Registers a thread's slot and starts the closer if it is not running: at the
+    /// thread's first chunk, so a writer that never ramps up (a one-shot `seglog record`)
+    /// starts no thread. False when chunks are off for this handle.
+    fn register(&self, slot: &Arc<ChunkSlot>) -> bool {
         if self.disabled.load(Ordering::Acquire) {
-            return None;
+            return false;
         }
         {
             let mut t = lock(&self.thread);
             if t.is_none() {
-                let me = self.clone();
+                let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade) else {
+                    return false;
+                };
                 match std::thread::Builder::new()
                     .name("seglog-chunks".into())
                     .spawn(move || me.run())
@@ -331,14 +346,13 @@ impl Chunks {
                     Ok(h) => *t = Some(h),
                     Err(_) => {
                         self.disabled.store(true, Ordering::Release);
-                        return None;
+                        return false;
                     }
                 }
             }
         }
-        let slot = Arc::new(ChunkSlot::new());
         lock(&self.slots).push(slot.clone());
-        Some(slot)
+        true
     }
 
     /// The closer thread: while a chunk is open, every [`TICK`] it closes the chunks that
@@ -430,6 +444,8 @@ impl Chunks {
 pub(crate) struct Local {
     log_uid: u64,
     slot: Arc<ChunkSlot>,
+    /// Whether `slot` is in the handle's list (done at the thread's first chunk).
+    registered: bool,
     /// The segment of the open chunk (`None`: no chunk open).
     seg: Option<Arc<MappedSegment>>,
     end: u64,
@@ -505,13 +521,14 @@ pub(crate) fn with_local<R>(
             return;
         };
         if !matches!(&*c, Some(l) if l.log_uid == uid) {
-            let Some(slot) = chunks.register() else {
+            if chunks.disabled.load(Ordering::Relaxed) {
                 return;
-            };
+            }
             // Drops (and so closes) the thread's chunk of another handle.
             *c = Some(Local {
                 log_uid: uid,
-                slot,
+                slot: Arc::new(ChunkSlot::new()),
+                registered: false,
                 seg: None,
                 end: 0,
                 size: 0,
