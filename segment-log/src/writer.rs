@@ -590,7 +590,7 @@ impl Log {
                                 // after this store starts past every chunk reserved before it.
                                 let m = preamble_mark(seg.number, p.version);
                                 s.preamble_mark.store(m, Ordering::Relaxed);
-                                if let Some(l) = local.as_deref_mut() {
+                                if let Some(l) = local {
                                     l.pre_mark = m;
                                 }
                             }
