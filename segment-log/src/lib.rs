@@ -209,6 +209,8 @@ impl Options {
 }
 
 #[cfg(test)]
+mod chunk_tests;
+#[cfg(test)]
 mod footprint_tests;
 #[cfg(test)]
 mod format_vector_test;
