@@ -133,3 +133,35 @@ fn sync_and_a_preamble_change_close_open_chunks() {
     let p3 = log.append(b"three").unwrap();
     assert!(p3.offset > 256 + 2 * 4096, "{p3:?}");
 }
+
+/// A counter lowered (damage, a rollback) into the zero rest of a pad: the next sole writer
+/// appends after the whole pad, never inside the range readers skip.
+#[test]
+fn a_counter_lowered_into_a_pad_is_raised_past_it() {
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(d.path(), opts()).unwrap();
+    log.test_eager_chunks();
+    for i in 0..3u8 {
+        log.append(&[i + 1; 100]).unwrap();
+    }
+    drop(log); // pads the chunk: 256 + 3 * 120 = 616 .. 4352
+    assert_eq!(counter(d.path()), 4352);
+    let path = d
+        .path()
+        .join("segments")
+        .join(crate::fs::segment_file_name(1, crate::fs::SEG_EXT));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(
+        &2048u64.to_le_bytes(),
+        crate::format::OFF_RESERVED_END as u64,
+    )
+    .unwrap();
+    drop(f);
+    let log = Log::open(d.path(), opts()).unwrap();
+    assert_eq!(log.append(b"after").unwrap().offset, 4352);
+    drop(log);
+    let (recs, damage) = read(d.path(), Duration::ZERO);
+    assert!(damage.is_empty(), "{damage:?}");
+    assert_eq!(recs.len(), 4);
+}

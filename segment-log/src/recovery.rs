@@ -44,6 +44,18 @@ pub(crate) fn repair_counter(seg: &MappedSegment) -> Result<()> {
         return Ok(());
     }
     if safe == reserved {
+        // Nothing written past the counter; but a counter lowered into the zero rest of a
+        // pad frame (format version 2) has no data after it either, and appending there
+        // would put frames inside the pad's range (readers skip to its end and would land
+        // inside a frame). The scan (from the header: this runs only after a crash or
+        // damage) ends after the whole pad.
+        if let Some(end) = whole_frames_end(seg, reserved).filter(|&e| e > reserved) {
+            if end + FRAME_HEADER_LEN <= seg.capacity {
+                seg.raise_counter(end);
+            } else {
+                seg.seal_counter();
+            }
+        }
         return Ok(());
     }
     match whole_frames_end(seg, reserved) {
