@@ -7,7 +7,7 @@
 /// Magic bytes at offset 0 of every segment file (PNG-style: a high byte, a name, a newline).
 pub const SEGMENT_MAGIC: [u8; 8] = *b"\x89SEGLOG\n";
 /// The newest format version this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the segment header; the first frame starts here.
 pub const HEADER_LEN: u64 = 256;
 /// Size of a frame header; the payload follows it.
@@ -53,6 +53,10 @@ pub enum FrameKind {
     Preamble = 2,
     /// End of segment: nothing follows in this segment. Payload length is always 0.
     Seal = 3,
+    /// Format version 2: the unused rest of a writer's chunk. Its checksum covers the
+    /// position prefix only (segment, offset, length, kind); its payload is unwritten space
+    /// and is never read. Readers skip it silently: it is neither a record nor damage.
+    Pad = 4,
 }
 
 impl TryFrom<u8> for FrameKind {
@@ -62,6 +66,7 @@ impl TryFrom<u8> for FrameKind {
             1 => Ok(FrameKind::Record),
             2 => Ok(FrameKind::Preamble),
             3 => Ok(FrameKind::Seal),
+            4 => Ok(FrameKind::Pad),
             other => Err(other),
         }
     }
@@ -70,8 +75,10 @@ impl TryFrom<u8> for FrameKind {
 /// Format versions this build knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatVersion {
-    /// The first format (this one).
+    /// The first format.
     V1 = 1,
+    /// Per-writer chunks and the pad frame (this one; FORMAT.md, "Version 2").
+    V2 = 2,
 }
 
 impl TryFrom<u32> for FormatVersion {
@@ -79,6 +86,7 @@ impl TryFrom<u32> for FormatVersion {
     fn try_from(v: u32) -> Result<Self, u32> {
         match v {
             1 => Ok(FormatVersion::V1),
+            2 => Ok(FormatVersion::V2),
             other => Err(other),
         }
     }
@@ -270,6 +278,27 @@ pub fn word1(crc: u32, kind: FrameKind) -> [u8; 8] {
     [c[0], c[1], c[2], c[3], kind as u8, 0, 0, 0]
 }
 
+/// The checksum of a pad frame covering `len` payload bytes at `offset`: the position
+/// prefix only (no payload), so a pad is written and checked in O(1) whatever its length.
+#[inline]
+pub fn pad_crc(segment: u64, offset: u64, len: u32) -> u32 {
+    crate::crc::frame_crc(segment, offset, len, FrameKind::Pad as u8, &[])
+}
+
+/// The 16-byte header of a pad frame filling `offset..end` (`end - offset >= 16`, both
+/// 8-aligned). The payload bytes after it are left as they are (unwritten zeroes).
+pub fn encode_pad(segment: u64, offset: u64, end: u64) -> [u8; 16] {
+    let len = (end - offset - FRAME_HEADER_LEN) as u32;
+    let mut h = [0u8; 16];
+    put(&mut h, 0, &word0(len).to_le_bytes());
+    put(
+        &mut h,
+        8,
+        &word1(pad_crc(segment, offset, len), FrameKind::Pad),
+    );
+    h
+}
+
 /// Encodes a whole frame into a vector (tests, fixtures, tools; the writer encodes in place).
 pub fn encode_frame(segment: u64, offset: u64, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
@@ -352,6 +381,27 @@ pub fn check_frame(buf: &[u8], segment: u64, offset: u64, capacity: u64) -> Fram
     if u64::from(len) > MAX_PAYLOAD_LEN || offset.saturating_add(total) > capacity {
         return FrameCheck::Bad(FrameError::BadLength);
     }
+    if buf.len() < FRAME_HEADER_LEN as usize {
+        return FrameCheck::NeedMore {
+            need: FRAME_HEADER_LEN,
+        };
+    }
+    if buf.get(12).copied() == Some(FrameKind::Pad as u8) {
+        // A pad's checksum covers its prefix only: its payload (unwritten space) is never
+        // read, so a reader needs just the 16-byte header whatever the pad's length.
+        if buf.get(13..16) != Some(&[0u8, 0, 0][..]) {
+            return FrameCheck::Bad(FrameError::BadKind);
+        }
+        if pad_crc(segment, offset, len) != get_u32(buf, 8) {
+            return FrameCheck::Bad(FrameError::Checksum);
+        }
+        return FrameCheck::Valid {
+            kind: FrameKind::Pad,
+            payload_start: FRAME_HEADER_LEN as usize,
+            payload_len: 0,
+            total,
+        };
+    }
     if (buf.len() as u64) < total {
         return FrameCheck::NeedMore { need: total };
     }
@@ -417,11 +467,11 @@ mod tests {
     #[test]
     fn header_refuses_newer_version_with_clear_error() {
         let mut h = header();
-        h.version = 2;
+        h.version = 3;
         let b = h.encode();
         assert_eq!(
             SegmentHeader::decode(&b),
-            Err(HeaderError::UnsupportedVersion { found: 2, max: 1 })
+            Err(HeaderError::UnsupportedVersion { found: 3, max: 2 })
         );
         assert!(SegmentHeader::decode(&b)
             .unwrap_err()

@@ -56,3 +56,66 @@ fn format_md_test_vector_decodes_exactly() {
         b[280..312]
     );
 }
+
+/// FORMAT.md "Test vector, version 2": the same frames in a version 2 segment, then a pad.
+#[test]
+fn format_md_version_2_vector_decodes_exactly() {
+    let mut b = crate::trim_vector_test::section_bytes("## Test vector, version 2");
+    b.resize(352, 0);
+    let h = SegmentHeader::decode(&b).unwrap();
+    assert_eq!(h.version, 2);
+    assert_eq!(h.segment, 1);
+    assert_eq!(format::reserved_end(&b), 352);
+    let mut enc = h.encode().to_vec();
+    enc[128..136].copy_from_slice(&352u64.to_le_bytes());
+    assert_eq!(enc, b[..256]);
+    assert_eq!(
+        b[256..312],
+        vector_bytes()[256..312],
+        "frames as in version 1"
+    );
+    assert_eq!(
+        format::check_frame(&b[312..], 1, 312, 65536),
+        FrameCheck::Valid {
+            kind: FrameKind::Pad,
+            payload_start: 16,
+            payload_len: 0,
+            total: 40
+        }
+    );
+    assert_eq!(format::encode_pad(1, 312, 352), b[312..328]);
+    assert_eq!(format::pad_crc(1, 312, 24), 0x57da_b91a);
+    // Bound to its place: the same bytes elsewhere, or another length, do not verify.
+    assert_eq!(
+        format::check_frame(&b[312..], 1, 320, 65536),
+        FrameCheck::Bad(format::FrameError::Checksum)
+    );
+
+    // Read as a log: the preamble and the record, nothing for the pad, no damage.
+    let d = tempfile::tempdir().unwrap();
+    let seg_dir = d.path().join(crate::fs::SEGMENTS_DIR);
+    std::fs::create_dir(&seg_dir).unwrap();
+    b.resize(65536, 0);
+    std::fs::write(
+        seg_dir.join(crate::fs::segment_file_name(1, crate::fs::SEG_EXT)),
+        &b,
+    )
+    .unwrap();
+    let mut r = crate::Reader::open(
+        d.path(),
+        crate::Position::default(),
+        crate::ReaderOptions {
+            include_preambles: true,
+            ..crate::ReaderOptions::default()
+        },
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        match e {
+            crate::Entry::Frame(f) => seen.push((f.position.offset, f.kind)),
+            crate::Entry::Damage(d) => panic!("damage in the vector: {d}"),
+        }
+    }
+    assert_eq!(seen, [(256, FrameKind::Preamble), (280, FrameKind::Record)]);
+}

@@ -40,7 +40,8 @@ pub fn scan_bytes(data: &[u8]) {
             .next_multiple_of(8);
         bytes.resize(capacity as usize, 0);
         let h = SegmentHeader {
-            version: 1,
+            // Both versions (version 2 writes pad frames; readers accept them in either).
+            version: 1 + u32::from(data.get(1).is_some_and(|b| b & 1 == 1)),
             segment: 1,
             capacity,
             created_wall_ns: 0,

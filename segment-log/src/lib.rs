@@ -34,6 +34,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod chunk;
 pub mod clock;
 pub mod close_mark;
 mod crc;
@@ -208,6 +209,8 @@ impl Options {
     }
 }
 
+#[cfg(test)]
+mod chunk_tests;
 #[cfg(test)]
 mod footprint_tests;
 #[cfg(test)]

@@ -220,6 +220,13 @@ impl Reader {
                         self.scanner = None;
                         continue;
                     }
+                    // The live end: everything before the scanner's position was returned
+                    // or was a pad (format version 2), so a consumer resumes there, not
+                    // before the pad (it would count the pad's bytes as a backlog).
+                    self.position = self.position.max(Position {
+                        segment: n,
+                        offset: sc.pos,
+                    });
                     return Ok(None);
                 }
             }

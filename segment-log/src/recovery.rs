@@ -44,12 +44,27 @@ pub(crate) fn repair_counter(seg: &MappedSegment) -> Result<()> {
         return Ok(());
     }
     if safe == reserved {
+        // Nothing written past the counter; but a counter lowered into the zero rest of a
+        // pad frame (format version 2) has no data after it either, and appending there
+        // would put frames inside the pad's range (readers skip to its end and would land
+        // inside a frame). The scan (from the header: this runs only after a crash or
+        // damage) ends after the whole pad.
+        if let Some(end) = whole_frames_end(seg, reserved).filter(|&e| e > reserved) {
+            if end + FRAME_HEADER_LEN <= seg.capacity {
+                seg.raise_counter(end);
+            } else {
+                seg.seal_counter();
+            }
+        }
         return Ok(());
     }
-    if safe + FRAME_HEADER_LEN > seg.capacity || !only_whole_frames_past(seg, reserved) {
-        seg.seal_counter();
-    } else {
-        seg.raise_counter(safe);
+    match whole_frames_end(seg, reserved) {
+        // A pad frame (format version 2) ends past its last non-zero byte (its header):
+        // new frames go after the whole pad, never inside the range it covers.
+        Some(end) if end.max(safe) + FRAME_HEADER_LEN <= seg.capacity => {
+            seg.raise_counter(end.max(safe));
+        }
+        _ => seg.seal_counter(),
     }
     Ok(())
 }
@@ -109,23 +124,22 @@ fn last_data_end(seg: &MappedSegment, from: u64) -> Result<Option<u64>> {
     Ok(end)
 }
 
-/// Whether a scan of the segment (no writer alive) finds no damage reaching past `counter`:
-/// the bytes after a lying counter are whole frames, not garbage.
-fn only_whole_frames_past(seg: &MappedSegment, counter: u64) -> bool {
+/// Where the frames of the segment end, if a scan (no writer alive) finds no damage reaching
+/// past `counter`: the bytes after a lying counter are whole frames, not garbage. `None`
+/// otherwise.
+fn whole_frames_end(seg: &MappedSegment, counter: u64) -> Option<u64> {
     let holes = HolePolicy {
         quiescent: true,
         probe: None,
         timeout: Duration::ZERO,
     };
-    let Ok(mut sc) = SegmentScanner::open(seg.path(), seg.number, 1 << 20, holes) else {
-        return false;
-    };
+    let mut sc = SegmentScanner::open(seg.path(), seg.number, 1 << 20, holes).ok()?;
     loop {
         match sc.next_step() {
             Ok(Step::Frame { .. }) => {}
             Ok(Step::Damage(d)) if d.offset + d.len <= counter => {} // older damage, below it
-            Ok(Step::Damage(_)) | Err(_) => return false,
-            Ok(Step::Pending | Step::End) => return true,
+            Ok(Step::Damage(_)) | Err(_) => return None,
+            Ok(Step::Pending | Step::End) => return Some(sc.pos),
         }
     }
 }

@@ -132,6 +132,20 @@ pub(crate) fn write_frame_parts<M: FrameMem + ?Sized>(
     offset + format::frame_len(u64::from(len))
 }
 
+/// Writes a pad frame over `offset..end` (the unused rest of a chunk, FORMAT.md "Version
+/// 2"): its 16-byte header only, checksummed over the position prefix; the bytes after it
+/// stay unwritten. Nothing is written when `end - offset < 16` (the chunk rules never leave
+/// 8 bytes, so that means `offset == end`).
+pub(crate) fn write_pad<M: FrameMem + ?Sized>(mem: &M, segment: u64, offset: u64, end: u64) {
+    if offset + FRAME_HEADER_LEN > end {
+        return;
+    }
+    let len = (end - offset - FRAME_HEADER_LEN) as u32;
+    let crc = format::pad_crc(segment, offset, len);
+    mem.write_body(offset, format::word1(crc, FrameKind::Pad), &[], &[]);
+    mem.publish(offset, format::word0(len));
+}
+
 /// Writes the seal frame at `offset` if a frame header fits before the end.
 pub(crate) fn seal<M: FrameMem + ?Sized>(mem: &M, segment: u64, offset: u64) {
     if offset + FRAME_HEADER_LEN <= mem.capacity() {

@@ -346,6 +346,10 @@ impl SegmentScanner {
                     if kind == FrameKind::Seal {
                         return Ok(Step::End);
                     }
+                    if kind == FrameKind::Pad {
+                        // The unused rest of a writer's chunk: neither a record nor damage.
+                        continue;
+                    }
                     return Ok(Step::Frame {
                         offset: o,
                         kind,

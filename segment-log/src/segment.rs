@@ -64,6 +64,8 @@ use crate::reserve::FrameMem;
 pub(crate) struct MappedSegment {
     pub(crate) number: u64,
     pub(crate) capacity: u64,
+    /// The segment's format version: writers use chunks (and pad frames) only in version 2.
+    pub(crate) version: u32,
     /// The path the segment was mapped under (a prepared segment's `.prep` name).
     mapped_path: PathBuf,
     /// The path after the rename that made a prepared segment live (set once).
@@ -222,6 +224,7 @@ impl MappedSegment {
         Ok(MappedSegment {
             number: header.segment,
             capacity: header.capacity,
+            version: header.version,
             mapped_path: path,
             live_path: std::sync::OnceLock::new(),
             ino: (meta.dev(), meta.ino()),
@@ -479,7 +482,8 @@ impl FrameMem for MappedSegment {
             "frame outside segment"
         );
         // SAFETY: language model: the range offset..offset+total lies inside the mapping
-        // (asserted above) and was reserved by this writer alone (reservation protocol), so
+        // (asserted above) and was reserved by this writer alone (reservation protocol; in a
+        // version 2 chunk, by the compare-and-swap of the chunk's cursor, `chunk.rs`), so
         // no other thread of this process touches these bytes until the release store in
         // `publish` (no data race); no reference to the mapping is made (raw pointers only),
         // and the source slices are process memory that cannot overlap the mapping.

@@ -228,7 +228,7 @@ fn newer_format_version_is_refused_with_a_clear_error() {
     let path = seg_file(d.path(), 1);
     let mut bytes = std::fs::read(&path).unwrap();
     let mut h = format::SegmentHeader::decode(&bytes).unwrap();
-    h.version = 2;
+    h.version = 3;
     bytes[..256].copy_from_slice(&h.encode());
     std::fs::write(&path, &bytes).unwrap();
     let err = Log::open(d.path(), small()).unwrap_err();
@@ -236,8 +236,8 @@ fn newer_format_version_is_refused_with_a_clear_error() {
         matches!(
             err,
             Error::UnsupportedVersion {
-                found: 2,
-                max: 1,
+                found: 3,
+                max: 2,
                 ..
             }
         ),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::chunk::{self, Chunks};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind, SegmentHeader, FORMAT_VERSION, HEADER_LEN};
 use crate::fs::{self as lfs, LogId, PREP_EXT, SEG_EXT};
@@ -98,13 +99,17 @@ struct Shared {
     /// (counting may wait for a late writer, so it never runs under the lock or on the
     /// appending thread).
     uncounted: Mutex<Vec<retention::Removed>>,
+    /// Per-thread chunks of this handle and their closer (format version 2, `chunk.rs`).
+    chunks: Arc<Chunks>,
 }
 
 /// An open log: the writer handle of one process.
 ///
 /// `Log` is `Send + Sync`; share it between threads with `Arc` or by reference. Any number of
 /// processes may open the same directory at once. Appends are lock-free (one atomic
-/// `fetch_add` on the shared counter in the mapped segment header); rotation and retention
+/// `fetch_add` on the shared counter in the mapped segment header, or, for a busy thread,
+/// one uncontended compare-and-swap on the cursor of its own chunk: `chunk.rs`, FORMAT.md
+/// "Version 2"); rotation and retention
 /// are serialised across processes with an flock on `rotate.lock`.
 ///
 /// Durability: a record is in the page cache once `append` returns and survives the crash of
@@ -232,7 +237,7 @@ thread_local! {
 
 /// Runs `f` on the active segment of `s`, through the thread's cache when it is current.
 #[inline(always)]
-fn with_active<R>(s: &Shared, f: impl FnOnce(&MappedSegment) -> R) -> R {
+fn with_active<R>(s: &Shared, f: impl FnOnce(&Arc<MappedSegment>) -> R) -> R {
     let epoch = s.epoch.load(Ordering::Acquire);
     let mut f = Some(f);
     let mut out = None;
@@ -376,6 +381,7 @@ impl Log {
             background: opts.prepare_ahead || opts.retention.is_some(),
             last_retention: Mutex::new(None),
             uncounted: Mutex::new(Vec::new()),
+            chunks: Chunks::new(),
             opts,
         });
         let mut threads = Vec::new();
@@ -454,6 +460,9 @@ impl Log {
         if let Some(p) = &preamble {
             self.check_len(p.len())?;
         }
+        // Every frame reserved before this call lies below every chunk opened after it: a
+        // record placed with the old context never follows the new preamble.
+        self.shared.chunks.close_all();
         let version = self.shared.preamble_version.fetch_add(1, Ordering::AcqRel) + 1;
         let current = if preamble.is_some() { version } else { 0 };
         // The value first, then the version that announces it (release): an appender that
@@ -548,76 +557,89 @@ impl Log {
         let mut reserved = Some(reserved);
         loop {
             let full = with_active(s, |seg| -> u64 {
-                // The preamble is loaded only when this handle has not written the current
-                // one into this segment yet (once per segment): the common path touches no
-                // reference count.
-                let need_pre = wanted != 0
-                    && s.preamble_mark.load(Ordering::Relaxed) != preamble_mark(seg.number, wanted);
-                let guard = need_pre.then(|| s.preamble.load());
-                let preamble: Option<&Preamble> = guard.as_ref().and_then(|g| g.as_deref());
-                let pre_len = preamble.map_or(0, |p| format::frame_len(p.bytes.len() as u64));
-                if body + pre_len > usable {
-                    failed = Some(Error::BatchTooLarge {
-                        len: body + pre_len,
-                        max: usable,
-                    });
-                    return 0;
-                }
-                let total = body + pre_len;
-                match reserve::reserve(seg, total) {
-                    Reservation::At(start) => {
-                        if let Some(f) = reserved.take() {
-                            f();
-                        }
-                        let mut off = start;
-                        if let Some(p) = preamble {
-                            off = reserve::write_frame(
-                                seg,
-                                seg.number,
-                                off,
-                                FrameKind::Preamble,
-                                &p.bytes,
-                            );
-                        }
-                        for r in records {
-                            on_pos(Position {
-                                segment: seg.number,
-                                offset: off,
-                            });
-                            let (head, body) = r.parts();
-                            off = reserve::write_frame_parts(
-                                seg,
-                                seg.number,
-                                off,
-                                FrameKind::Record,
-                                head,
-                                body,
-                            );
-                        }
-                        if let Some(p) = preamble {
-                            s.preamble_mark
-                                .store(preamble_mark(seg.number, p.version), Ordering::Relaxed);
-                        }
-                        if matches!(s.opts.sync, SyncPolicy::Always) {
-                            if let Err(e) = seg.flush_range(start, total) {
-                                s.poisoned.store(true, Ordering::Relaxed);
-                                failed = Some(Error::io("msync", seg.path(), e));
+                chunk::with_local(&s.chunks, s.uid, |mut local| -> u64 {
+                    // The preamble is loaded only when this handle has not written the current
+                    // one into this segment yet (once per segment): the common path touches no
+                    // reference count. A thread placing frames in its chunk may place them below
+                    // frames other threads reserved earlier, so it goes by its own mark.
+                    let mark = preamble_mark(seg.number, wanted);
+                    let need_pre = wanted != 0
+                        && match local.as_deref() {
+                            Some(l) if l.chunked() => l.pre_mark != mark,
+                            _ => s.preamble_mark.load(Ordering::Relaxed) != mark,
+                        };
+                    let guard = need_pre.then(|| s.preamble.load());
+                    let preamble: Option<&Preamble> = guard.as_ref().and_then(|g| g.as_deref());
+                    let pre_len = preamble.map_or(0, |p| format::frame_len(p.bytes.len() as u64));
+                    if body + pre_len > usable {
+                        failed = Some(Error::BatchTooLarge {
+                            len: body + pre_len,
+                            max: usable,
+                        });
+                        return 0;
+                    }
+                    let total = body + pre_len;
+                    let (place, reach) = s.chunks.reserve(local.as_deref_mut(), seg, total);
+                    match place {
+                        Reservation::At(start) => {
+                            if let Some(f) = reserved.take() {
+                                f();
                             }
+                            let mut off = start;
+                            if let Some(p) = preamble {
+                                off = reserve::write_frame(
+                                    &**seg,
+                                    seg.number,
+                                    off,
+                                    FrameKind::Preamble,
+                                    &p.bytes,
+                                );
+                            }
+                            for r in records {
+                                on_pos(Position {
+                                    segment: seg.number,
+                                    offset: off,
+                                });
+                                let (head, body) = r.parts();
+                                off = reserve::write_frame_parts(
+                                    &**seg,
+                                    seg.number,
+                                    off,
+                                    FrameKind::Record,
+                                    head,
+                                    body,
+                                );
+                            }
+                            if let Some(p) = preamble {
+                                // Safe for exact reservations whatever this one was: any made
+                                // after this store starts past every chunk reserved before it.
+                                let m = preamble_mark(seg.number, p.version);
+                                s.preamble_mark.store(m, Ordering::Relaxed);
+                                if let Some(l) = local {
+                                    l.pre_mark = m;
+                                }
+                            }
+                            if matches!(s.opts.sync, SyncPolicy::Always) {
+                                if let Err(e) = seg.flush_range(start, total) {
+                                    s.poisoned.store(true, Ordering::Relaxed);
+                                    failed = Some(Error::io("msync", seg.path(), e));
+                                }
+                            }
+                            // One load and compare: only the append that reaches the armed
+                            // threshold (it is disarmed then) takes the cold path.
+                            if reach >= seg.prepare_at.load(Ordering::Relaxed) {
+                                s.crossed(seg);
+                            }
+                            0
                         }
-                        // One load and compare: only the append that reaches the armed
-                        // threshold (it is disarmed then) takes the cold path.
-                        if start + total >= seg.prepare_at.load(Ordering::Relaxed) {
-                            s.crossed(seg);
+                        Reservation::Full { seal_at } => {
+                            if let Some(at) = seal_at {
+                                reserve::seal(&**seg, seg.number, at);
+                            }
+                            seg.number
                         }
-                        0
                     }
-                    Reservation::Full { seal_at } => {
-                        if let Some(at) = seal_at {
-                            reserve::seal(seg, seg.number, at);
-                        }
-                        seg.number
-                    }
-                }
+                })
             });
             if let Some(e) = failed.take() {
                 return Err(e);
@@ -626,13 +648,32 @@ impl Log {
                 return Ok(());
             }
             self.shared.rotate(full, true)?;
+            // No frame of this handle goes to an older segment once a newer one is live.
+            s.chunks.close_before(s.active.load().number);
         }
     }
 
     /// Makes everything appended so far durable (msync of every segment written since the
     /// last sync, fsync of the directory). A failure poisons the log.
     pub fn sync(&self) -> Result<()> {
+        // Open chunks are closed first, so readers find what was appended followed by
+        // frames or pads, not by space a live writer still holds.
+        self.shared.chunks.close_all();
         self.shared.sync_all()
+    }
+
+    /// Test hook (not a stable API): this handle's threads place their frames in chunks
+    /// from their first append instead of ramping up to them.
+    #[doc(hidden)]
+    pub fn test_eager_chunks(&self) {
+        self.shared.chunks.set_eager();
+    }
+
+    /// Test hook (not a stable API): leaves every open chunk of this handle as a killed
+    /// writer would (no pad: the rest stays zero). Appends go on in new chunks.
+    #[doc(hidden)]
+    pub fn test_abandon_chunks(&self) {
+        self.shared.chunks.abandon_all();
     }
 
     /// Forces a rotation now (seals the active segment). Mostly for tests and tools.
@@ -645,7 +686,9 @@ impl Log {
         }
         let n = seg.number;
         drop(seg);
-        self.shared.rotate(n, false)
+        self.shared.rotate(n, false)?;
+        s.chunks.close_before(s.active.load().number);
+        Ok(())
     }
 
     /// Applies a retention policy now (see [`crate::retention`]). `cursor` is the position
@@ -672,6 +715,9 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         let s = &*self.shared;
+        // Every chunk closed (pads written) before the clean-close mark below, which does
+        // not move the counter: chunks were reserved in full when they opened.
+        s.chunks.shutdown();
         {
             let mut sig = lock(&s.signal);
             sig.stop = true;

@@ -14,6 +14,12 @@
 //! Damage is injected with every writer closed (media damage found at the next start), since
 //! truncating a file some process maps breaks the mmap contract.
 //!
+//! Format version 2: each writer appends from its own thread with per-writer chunks from its
+//! first append (`Log::test_eager_chunks`), so writers fill chunks side by side; `Idle`
+//! lets the closer pad idle chunks, `Kill` leaves a writer's open chunks as a killed process
+//! would (zero rest, reported as an abandoned reservation and nothing else), and reads with
+//! writers alive use a hole timeout well above the closer's period.
+//!
 //! 64 cases by default; `PROPTEST_CASES=N` for more. Shrunk failures are saved in
 //! `segment-log/proptest-regressions/model.txt` and replayed first; commit them.
 
@@ -22,6 +28,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::*;
@@ -59,6 +66,10 @@ enum Action {
     Retention { max_bytes: u32 },
     /// Check the log now, with writers alive.
     Read,
+    /// Nobody appends for a while: the closer pads idle chunks.
+    Idle,
+    /// A writer dies with its chunks open (no pads) and restarts.
+    Kill { writer: usize },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -77,6 +88,8 @@ fn action() -> impl Strategy<Value = Action> {
             .prop_map(|(segment, bits)| Action::FlipBits { segment, bits }),
         1 => (0u32..(6 * SEGMENT as u32)).prop_map(|max_bytes| Action::Retention { max_bytes }),
         1 => Just(Action::Read),
+        1 => Just(Action::Idle),
+        1 => (0..WRITERS).prop_map(|writer| Action::Kill { writer }),
     ]
 }
 
@@ -97,6 +110,8 @@ struct Model {
     damaged: BTreeMap<u64, Vec<Range<u64>>>,
     /// Segments retention removed.
     removed: BTreeSet<u64>,
+    /// Segments a killed writer may have left an open chunk in (abandoned reservations).
+    killed: BTreeSet<u64>,
 }
 
 impl Model {
@@ -114,10 +129,53 @@ fn preamble(w: usize) -> Vec<u8> {
     format!("model writer {w}").into_bytes()
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A writer's own thread (its chunks are per thread): runs jobs one at a time.
+struct WriterThread {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WriterThread {
+    fn new() -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        WriterThread {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs `f` on the writer's thread and waits for its result.
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = mpsc::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs.as_ref().unwrap().send(job).unwrap();
+        rx.recv().unwrap()
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Harness {
     dir: TempDir,
     opts: Options,
-    logs: Vec<Option<Log>>,
+    logs: Vec<Option<Arc<Log>>>,
+    threads: Vec<WriterThread>,
     model: Model,
 }
 
@@ -133,6 +191,7 @@ impl Harness {
             dir: tempfile::tempdir().unwrap(),
             opts,
             logs: Vec::new(),
+            threads: (0..WRITERS).map(|_| WriterThread::new()).collect(),
             model: Model::default(),
         };
         for w in 0..WRITERS {
@@ -142,14 +201,28 @@ impl Harness {
         h
     }
 
-    fn open(&self, w: usize) -> Log {
+    fn open(&self, w: usize) -> Arc<Log> {
         let log = Log::open(self.dir.path(), self.opts.clone()).unwrap();
         log.set_preamble(Some(preamble(w))).unwrap();
-        log
+        log.test_eager_chunks();
+        Arc::new(log)
     }
 
     fn log(&self, w: usize) -> &Log {
         self.logs[w].as_ref().unwrap()
+    }
+
+    /// Appends `payloads` as one batch from writer `w`'s own thread.
+    fn append_on_thread(&self, w: usize, payloads: Vec<Vec<u8>>) -> Result<Vec<Position>, String> {
+        let log = self.logs[w].clone().unwrap();
+        self.threads[w].run(move || {
+            let r = if payloads.len() == 1 {
+                log.append(&payloads[0]).map(|p| vec![p])
+            } else {
+                log.append_batch(&payloads)
+            };
+            r.map_err(|e| e.to_string())
+        })
     }
 
     fn close_all(&mut self) {
@@ -211,11 +284,9 @@ impl Harness {
         match a {
             Action::Append { writer, len } => {
                 let seq = self.model.next_seq[*writer];
-                let pos = self
-                    .log(*writer)
-                    .append(&payload(*writer as u32, seq, *len));
+                let pos = self.append_on_thread(*writer, vec![payload(*writer as u32, seq, *len)]);
                 let pos = pos.map_err(|e| TestCaseError::fail(format!("append: {e}")))?;
-                self.acked(*writer, &[*len], &[pos]);
+                self.acked(*writer, &[*len], &pos);
             }
             Action::AppendBatch { writer, lens } => {
                 let first = self.model.next_seq[*writer];
@@ -224,7 +295,7 @@ impl Harness {
                     .enumerate()
                     .map(|(i, &l)| payload(*writer as u32, first + i as u64, l))
                     .collect();
-                let positions = self.log(*writer).append_batch(&batch);
+                let positions = self.append_on_thread(*writer, batch);
                 let positions =
                     positions.map_err(|e| TestCaseError::fail(format!("append_batch: {e}")))?;
                 prop_assert!(
@@ -312,10 +383,15 @@ impl Harness {
                 );
                 self.model.removed.extend(r.removed);
             }
-            Action::Read => self.check(ReaderOptions {
-                hole_timeout: Duration::from_millis(5),
-                ..quick()
-            })?,
+            Action::Read => self.check(quick())?,
+            Action::Idle => std::thread::sleep(Duration::from_millis(30)),
+            Action::Kill { writer } => {
+                let log = self.logs[*writer].take().unwrap();
+                log.test_abandon_chunks();
+                self.model.killed.extend(self.live());
+                drop(log);
+                self.logs[*writer] = Some(self.open(*writer));
+            }
         }
         Ok(())
     }
@@ -395,6 +471,7 @@ impl Harness {
                 DamageReason::MissingSegments { count } => {
                     (d.segment..d.segment + count).all(|s| m.removed.contains(&s))
                 }
+                DamageReason::AbandonedReservation if m.killed.contains(&d.segment) => true,
                 _ => m.damaged.contains_key(&d.segment),
             };
             prop_assert!(explained, "damage reported where none was made: {d}");

@@ -182,7 +182,7 @@ fn verify_reports_a_newer_version_segment_by_file_and_exits_2() {
         .open(&seg)
         .unwrap();
     f.read_exact_at(&mut head, 0).unwrap();
-    head[8..12].copy_from_slice(&2u32.to_le_bytes());
+    head[8..12].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32c(&head[..96]);
     head[96..100].copy_from_slice(&crc.to_le_bytes());
     f.write_all_at(&head, 0).unwrap();

@@ -239,7 +239,7 @@ fn a_segment_from_a_newer_format_version_is_an_error_that_says_upgrade() {
     let d = tempfile::tempdir().unwrap();
     base_log(d.path());
     edit(&seg_path(d.path(), 2), |b| {
-        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        b[8..12].copy_from_slice(&3u32.to_le_bytes());
         let crc = crc32c(&b[..96]);
         b[96..100].copy_from_slice(&crc.to_le_bytes());
     });

@@ -15,6 +15,7 @@
 use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
 
+mod chunks;
 mod reader;
 
 use super::{reserve, seal, write_frame, FrameMem, Reservation};
@@ -123,6 +124,8 @@ struct Scan {
     records: Vec<(u64, u8, u8)>,
     /// Offset of a seal frame, if one was seen.
     seal: Option<u64>,
+    /// (offset, end) of each pad frame (format version 2 chunks).
+    pads: Vec<(u64, u64)>,
 }
 
 /// Scans published frames like an ideal reader of the mapping (the real one is modelled in
@@ -158,6 +161,10 @@ fn scan(mem: &LoomMem) -> Scan {
                 out.seal = Some(off);
                 break;
             }
+            FrameCheck::Valid {
+                kind: FrameKind::Pad,
+                ..
+            } => out.pads.push((off, off + total)),
             FrameCheck::Valid {
                 kind: FrameKind::Record,
                 payload_start,
