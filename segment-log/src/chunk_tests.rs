@@ -165,3 +165,45 @@ fn a_counter_lowered_into_a_pad_is_raised_past_it() {
     assert!(damage.is_empty(), "{damage:?}");
     assert_eq!(recs.len(), 4);
 }
+
+#[test]
+fn chunk_sizes_grow_with_the_run_so_a_bursts_last_pad_stays_small() {
+    use crate::chunk::{next_size, CHUNK_MAX, CHUNK_MIN, RUN_FRACTION};
+    // Doubling, but never past 1/64 of what the run filled, nor below the minimum.
+    assert_eq!(next_size(CHUNK_MIN, CHUNK_MIN), CHUNK_MIN);
+    assert_eq!(next_size(CHUNK_MIN, 1 << 20), 8 << 10);
+    assert_eq!(next_size(8 << 10, 1 << 20), 16 << 10);
+    assert_eq!(next_size(16 << 10, 1 << 20), (1 << 20) / RUN_FRACTION);
+    assert_eq!(next_size(CHUNK_MAX, 1 << 30), CHUNK_MAX);
+    assert_eq!(next_size(CHUNK_MAX, 1 << 20), (1 << 20) / RUN_FRACTION);
+    // Whole multiples of the minimum, so chunks stay frame-aligned.
+    for run in (0..(8 << 20)).step_by(4096 + 8) {
+        let s = next_size(CHUNK_MIN, run);
+        assert_eq!(s % CHUNK_MIN, 0, "{run}");
+        assert!(s <= CHUNK_MIN.max(run / RUN_FRACTION), "{run}");
+    }
+    // A burst of ~400 KB of 100-byte records from one busy thread: the counter ends at
+    // most max(4 KiB, 1/64 of the burst) past the last frame (it was up to 64 KiB).
+    let d = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        d.path(),
+        Options {
+            segment_size: 4 << 20,
+            ..opts()
+        },
+    )
+    .unwrap();
+    log.test_eager_chunks();
+    let mut last = Position::default();
+    for i in 0..3_300u32 {
+        last = log.append(&[i as u8; 100]).unwrap();
+    }
+    assert_eq!(last.segment, 1, "{last:?}");
+    let last_end = last.offset + crate::format::frame_len(100);
+    let pad = counter(d.path()) - last_end;
+    let burst = last_end - 256;
+    assert!(
+        pad <= CHUNK_MIN.max(burst / RUN_FRACTION),
+        "pad {pad} after a burst of {burst} bytes"
+    );
+}
