@@ -167,19 +167,6 @@ pub(crate) fn writers_alive(lock_path: &Path) -> bool {
 }
 
 /// fsync of a directory, so creates and renames in it are durable.
-/// Asks the kernel to start reading `len` bytes of `file` at `off` into the page cache
-/// (`POSIX_FADV_WILLNEED`), without waiting. A hint: failure changes nothing but speed.
-pub(crate) fn read_ahead(file: &File, off: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
-        return;
-    };
-    // SAFETY: posix_fadvise takes no pointers, only integers; the descriptor is borrowed
-    // from `file`, which stays open for the duration of the call.
-    #[expect(unsafe_code, reason = "posix_fadvise(2) has no safe wrapper in std")]
-    let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), off, len, libc::POSIX_FADV_WILLNEED) };
-}
-
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|f| f.sync_all())

@@ -179,8 +179,6 @@ pub(crate) struct SegmentScanner {
     holes: HolePolicy,
     /// `(offset, counter)` for which the bytes past the counter were found to be zero.
     tail_checked: Option<(u64, u64)>,
-    /// The file is asked to be read ahead up to here (see [`window`](Self::window)).
-    prefetched_to: u64,
 }
 
 impl SegmentScanner {
@@ -238,7 +236,6 @@ impl SegmentScanner {
             bad_seen: None,
             holes,
             tail_checked: None,
-            prefetched_to: 0,
             header,
         })
     }
@@ -285,16 +282,6 @@ impl SegmentScanner {
         let n = read_full(&self.file, dst, off)?;
         self.win_start = off;
         self.win_len = n;
-        // Ask for the next chunk now, so the disk reads it while this one is checked: a
-        // cold scan then overlaps I/O with the crc work instead of waiting for each chunk.
-        // Only below the counter (the written part) and once per range.
-        let next = off + n as u64;
-        let until = (next + self.chunk as u64).min(self.reserved.min(self.capacity()));
-        if n == want && until > next.max(self.prefetched_to) {
-            let from = next.max(self.prefetched_to);
-            crate::fs::read_ahead(&self.file, from, until - from);
-            self.prefetched_to = until;
-        }
         Ok((0, n))
     }
 
