@@ -342,6 +342,16 @@ pub fn render_writer(w: &crate::store::WriterStats) -> String {
     ])
 }
 
+/// The SQLite store's background WAL checkpoints, in the same exposition format.
+pub fn render_checkpoints(runs: u64) -> String {
+    render_plain(&[(
+        "seglog_collector_wal_checkpoints_total",
+        "counter",
+        "WAL checkpoints run off the database writer's thread (SQLite).",
+        runs,
+    )])
+}
+
 /// Plain metrics without labels, each with its HELP and TYPE lines: (name, kind, help, value).
 fn render_plain(metrics: &[(&str, &str, &str, u64)]) -> String {
     let mut o = String::with_capacity(1024);

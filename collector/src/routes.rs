@@ -158,6 +158,11 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         st.metrics.render()
             + &crate::metrics::render_writer(st.store.writer_stats())
             + &st
+                .store
+                .background_checkpoints()
+                .map(crate::metrics::render_checkpoints)
+                .unwrap_or_default()
+            + &st
                 .forward
                 .as_ref()
                 .map(|f| crate::metrics::render_forward(&f.stats))

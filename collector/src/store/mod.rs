@@ -7,6 +7,7 @@
 //! equivalently the record id), so a record that arrives again in a batch with different
 //! boundaries, e.g. after the uploader's batch size changed, is stored once.
 
+mod checkpoint;
 mod device_views;
 mod ingest_sql;
 mod pg;
@@ -142,6 +143,9 @@ pub struct IngestMeta {
 pub struct Store {
     backend: Backend,
     writer: writer::Writer,
+    /// SQLite: WAL checkpoints off the writer thread. Dropped after the writer (field
+    /// order), which nudges it.
+    checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 /// Where the store keeps its data: the read side of the seam between the two backends (the
@@ -222,15 +226,29 @@ impl Store {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", "FULL")?;
         writer.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        writer.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+        )?;
         writer.set_prepared_statement_cache_capacity(64);
         zone::register(&writer)?;
         schema::migrate(&mut writer)?;
+        let checkpointer = checkpoint::Checkpointer::start(
+            &path,
+            std::time::Duration::from_millis(BUSY_TIMEOUT_MS),
+        )?;
         Ok(Store {
             backend: Backend::Sqlite {
                 path,
                 readers: Mutex::new(Vec::new()),
             },
-            writer: writer::Writer::start(Conn::Sqlite(writer), limits)?,
+            writer: writer::Writer::start(
+                Conn::Sqlite(writer),
+                limits,
+                Some(checkpointer.nudge()),
+            )?,
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -240,7 +258,8 @@ impl Store {
         let (writer, reads) = pg::open(url)?;
         Ok(Store {
             backend: Backend::Pg(reads),
-            writer: writer::Writer::start(Conn::Pg(Box::new(writer)), limits)?,
+            writer: writer::Writer::start(Conn::Pg(Box::new(writer)), limits, None)?,
+            checkpointer: None,
         })
     }
 
@@ -374,6 +393,14 @@ impl Store {
     /// Queue depth, shed and commit counts of the writer.
     pub fn writer_stats(&self) -> &WriterStats {
         self.writer.stats()
+    }
+
+    /// WAL checkpoints run by the background checkpoint thread (SQLite; `None` on
+    /// PostgreSQL).
+    pub fn background_checkpoints(&self) -> Option<u64> {
+        self.checkpointer
+            .as_ref()
+            .map(checkpoint::Checkpointer::runs)
     }
 
     /// Parks the writer until the returned hold drops: batches queue up meanwhile (tests of

@@ -565,3 +565,48 @@ fn postgres_migrations_are_versioned_serialized_and_refuse_a_newer_database() {
     let e = Store::open_postgres(&url, WriterLimits::default()).unwrap_err();
     assert!(matches!(e, StoreError::SchemaTooNew { .. }), "{e}");
 }
+
+#[test]
+fn wal_checkpoints_run_off_the_writer_thread() {
+    // The writer's own automatic checkpoint waits for 16,000 pages (64 MiB) of log; a few
+    // MiB of records reach the database file only through the checkpoint thread.
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open(d.path()).unwrap();
+    let autocheckpoint: i64 = s
+        .writer
+        .exec(|conn, _| match conn {
+            writer::Conn::Sqlite(c) => c
+                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .map_err(StoreError::from),
+            writer::Conn::Pg(_) => unreachable!("SQLite store"),
+        })
+        .unwrap();
+    assert_eq!(autocheckpoint, checkpoint::WRITER_AUTOCHECKPOINT_PAGES);
+    let db = d.path().join(DB_FILE);
+    let before = std::fs::metadata(&db).unwrap().len();
+    let p = fixtures::private_id(3);
+    for i in 0..40u64 {
+        let b = fixtures::batch(&p, i * 250, 250, "7");
+        s.ingest(&b, meta()).unwrap();
+    }
+    let wal_bytes = std::fs::metadata(d.path().join(format!("{DB_FILE}-wal")))
+        .unwrap()
+        .len();
+    assert!(wal_bytes > 1 << 20, "{wal_bytes} bytes of log");
+    let t0 = std::time::Instant::now();
+    loop {
+        let grown = std::fs::metadata(&db).unwrap().len();
+        let runs = s
+            .checkpointer
+            .as_ref()
+            .map_or(0, checkpoint::Checkpointer::runs);
+        if runs > 0 && grown >= before + (1 << 20) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "database file {before} -> {grown} bytes, {runs} background checkpoints"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -113,6 +113,8 @@ impl WriterStats {
 }
 
 struct Shared {
+    /// Told after each commit (SQLite: the checkpoint thread, `store::checkpoint`).
+    committed: Option<super::checkpoint::Nudge>,
     queue: Mutex<Queue>,
     /// Signalled when a job arrives (the writer waits) and when room frees up (submitters).
     changed: Condvar,
@@ -147,9 +149,14 @@ fn now_ms() -> i64 {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub(crate) fn start(conn: Conn, limits: WriterLimits) -> Result<Writer, StoreError> {
+    /// Starts the writer thread on `conn`; `committed` is nudged after each commit.
+    pub(crate) fn start(
+        conn: Conn,
+        limits: WriterLimits,
+        committed: Option<super::checkpoint::Nudge>,
+    ) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
+            committed,
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
             limits,
@@ -375,6 +382,9 @@ fn run(mut conn: Conn, shared: &Shared) {
         }
         if !ingests.is_empty() {
             write_group(&mut conn, &mut caches, ingests, &shared.stats);
+        }
+        if let Some(n) = &shared.committed {
+            n.committed();
         }
     }
 }
