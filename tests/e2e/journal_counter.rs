@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 
 use segment_log::format::OFF_RESERVED_END;
 
+use super::journal::crc32c;
+
 fn seglog(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_seglog"))
         .arg("--dir")
@@ -149,22 +151,6 @@ fn an_unaligned_or_too_small_counter_is_reported() {
         assert_eq!(o.status.code(), Some(1), "counter {bad}: {out}");
         assert!(out.contains("\"code\":\"bad_counter\""), "{out}");
     }
-}
-
-/// crc32c (Castagnoli), bitwise: only to forge a valid header in a test.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// FORMAT.md: readers report a newer-version segment as `bad_header` ("upgrade seglog").

@@ -218,22 +218,6 @@ fn a_zeroed_hole_is_waited_for_then_reported_with_the_default_timeout() {
     assert_eq!(v.last().unwrap()["records"], recs.len() - 1);
 }
 
-/// crc32c (Castagnoli), bitwise: only to forge a valid header in a test.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[test]
 fn a_segment_from_a_newer_format_version_is_an_error_that_says_upgrade() {
     let d = tempfile::tempdir().unwrap();
