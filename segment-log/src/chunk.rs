@@ -274,7 +274,6 @@ impl Chunks {
                     // exact reservations until the thread is busy again.
                     l.seg = None;
                     l.size = 0;
-                    l.run = 0;
                     l.streak = 0;
                 }
             }
@@ -468,7 +467,8 @@ pub(crate) struct Local {
     end: u64,
     /// The next chunk's size; 0: exact reservations.
     size: u64,
-    /// Bytes of the chunks this thread filled since it ramped up to chunks.
+    /// Bytes of the chunks this thread filled since it ramped up to chunks (meaningful
+    /// while `size` is not 0; [`Local::start_chunks`] resets it).
     run: u64,
     streak: u32,
     since: Option<Instant>,
@@ -493,14 +493,19 @@ impl Local {
         }
     }
 
+    /// Moves the thread to chunks: a new run, from the smallest size.
+    fn start_chunks(&mut self) {
+        self.size = CHUNK_MIN;
+        self.run = 0;
+    }
+
     /// Counts an exact reservation towards the ramp to chunks.
     fn ramp(&mut self, chunks: &Chunks) {
         if chunks.disabled.load(Ordering::Relaxed) {
             return;
         }
         if chunks.eager.load(Ordering::Relaxed) {
-            self.size = CHUNK_MIN;
-            self.run = 0;
+            self.start_chunks();
             return;
         }
         self.streak += 1;
@@ -509,8 +514,7 @@ impl Local {
         } else if self.streak >= RAMP_APPENDS {
             self.streak = 0;
             if self.since.is_some_and(|t| t.elapsed() <= RAMP_WITHIN) {
-                self.size = CHUNK_MIN;
-                self.run = 0;
+                self.start_chunks();
             }
         }
     }
